@@ -1,0 +1,287 @@
+"""Station configuration: one typed tree, loaded from YAML with ``LINEGUARD_…`` overrides.
+
+Every section inherits a base that forbids unknown keys, so a misspelled key fails at start-up
+with its path (``mqtt.prot: unknown key``) instead of silently running on a default. Every field
+has a default that suits a developer's machine and a description; rules that span fields are
+small named validators. Environment variables override the file: ``LINEGUARD_MQTT__HOST=broker``
+sets ``mqtt.host`` (sections joined by a double underscore, values parsed as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lineguard.errors import ConfigError, validation_message
+
+__all__ = [
+    "ENV_PREFIX",
+    "CameraConfig",
+    "HttpConfig",
+    "LineguardConfig",
+    "ModelConfig",
+    "MonitoringConfig",
+    "MqttConfig",
+    "OutboxConfig",
+    "PolicyConfig",
+    "Profile",
+    "QualityConfig",
+    "RegistryConfig",
+    "SamplingConfig",
+    "StationConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "LINEGUARD_"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Profile(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class StationConfig(Section):
+    line: str = Field(default="line1", pattern=r"^[A-Za-z0-9_-]+$", description="Line id (topic).")
+    station: str = Field(
+        default="station1", pattern=r"^[A-Za-z0-9_-]+$", description="Station id (topic)."
+    )
+    profile: Profile = Field(
+        default=Profile.DEVELOPMENT,
+        description="production refuses to start without MQTT TLS + credentials and an API token.",
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="Outbox, review queue, models and logs live here."
+    )
+
+
+class CameraConfig(Section):
+    kind: Literal["synthetic", "video", "folder", "camera", "stream"] = Field(
+        default="synthetic", description="Frame source type."
+    )
+    uri: str = Field(
+        default="",
+        description="Video path, image folder, camera index (0) or rtsp:// / http:// URL.",
+    )
+    fps: float = Field(default=10.0, gt=0, le=1000, description="Frames per second to pace at.")
+    loop: bool = Field(default=False, description="Restart a video or folder at its end.")
+    watchdog_s: float = Field(default=5.0, gt=0, description="No frame this long = camera down.")
+    frozen_frames: int = Field(
+        default=10, ge=2, description="This many identical frames in a row = camera frozen."
+    )
+    reconnect_max_s: float = Field(default=10.0, gt=0, description="Backoff cap for streams.")
+    synthetic_seed: int = Field(default=0, description="Seed of the synthetic line.")
+    synthetic_imgsz: int = Field(default=320, ge=64, le=4096)
+    synthetic_defect_rate: float = Field(default=0.3, ge=0, le=1)
+    synthetic_condition: str = Field(
+        default="nominal", description="Named condition of the synthetic line (drift tests)."
+    )
+
+
+class ModelConfig(Section):
+    path: Path | None = Field(
+        default=None, description="ONNX file; its card is model_card.json beside it."
+    )
+    backend: Literal["auto", "onnxruntime", "openvino"] = Field(default="auto")
+    providers: list[str] = Field(
+        default=[], description="onnxruntime providers in order; empty = best available."
+    )
+    threads: int = Field(default=2, ge=1, le=256, description="Intra-op threads for inference.")
+    precision: Literal["fp32", "bf16", "int8"] = Field(default="fp32")
+    warmup_runs: int = Field(default=3, ge=0)
+
+
+class QualityConfig(Section):
+    min_brightness: float = Field(default=20.0, ge=0, le=255, description="Mean gray below = dark.")
+    max_brightness: float = Field(default=235.0, ge=0, le=255)
+    min_sharpness: float = Field(
+        default=5.0, ge=0, description="Variance of the Laplacian below = blurred."
+    )
+
+
+class PolicyConfig(Section):
+    deadline_ms: float = Field(default=200.0, gt=0, description="Capture to decision budget.")
+    min_box_area: float = Field(
+        default=0.0, ge=0, le=1, description="Boxes smaller than this share of the frame are ignored."
+    )
+    class_thresholds: dict[str, float] = Field(
+        default={}, description="Per-class overrides of the model card's thresholds."
+    )
+    review_band: float = Field(
+        default=0.1, ge=0, le=1, description="Confidence band below a threshold that is doubtful."
+    )
+    uncertain_action: Literal["no_decision", "fail"] = Field(
+        default="no_decision", description="What a doubtful unit gets: NO_DECISION or FAIL."
+    )
+    nms_iou: float = Field(default=0.45, gt=0, le=1)
+    min_confidence: float = Field(
+        default=0.05, gt=0, le=1, description="Boxes below are dropped before NMS (speed)."
+    )
+    quality: QualityConfig = QualityConfig()
+
+
+class MqttTlsConfig(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(default=True, description="Publish verdicts to MQTT.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str = Field(default="", description="Empty = lineguard-<line>-<station>.")
+    keepalive_s: int = Field(default=30, ge=5)
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="File holding the password.")
+    tls: MqttTlsConfig | None = None
+    status_interval_s: float = Field(default=10.0, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+
+class OutboxConfig(Section):
+    max_pending: int = Field(
+        default=100_000, ge=10, description="Unacknowledged verdicts kept before refusing units."
+    )
+    warn_ratio: float = Field(default=0.8, gt=0, lt=1, description="Alert when this full.")
+
+
+class HttpConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535, description="0 = pick a free port.")
+    token_file: Path | None = Field(
+        default=None, description="Bearer token for mutating endpoints."
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+
+class SamplingConfig(Section):
+    enabled: bool = True
+    uncertain_band: float = Field(default=0.15, ge=0, le=1)
+    audit_share: float = Field(default=0.01, ge=0, le=1)
+    classes: list[str] = []
+    per_minute: int = Field(default=10, ge=0)
+    per_hour: int = Field(default=200, ge=0)
+    per_day: int = Field(default=2000, ge=0)
+    max_queue: int = Field(default=5000, ge=1)
+    label_studio_url: str = ""
+    label_studio_token_file: Path | None = None
+    label_studio_project: str = "lineguard"
+
+
+class MonitoringConfig(Section):
+    drift_window: int = Field(default=200, ge=10, description="Units per drift window.")
+    psi_warning: float = Field(default=0.1, gt=0)
+    psi_alarm: float = Field(default=0.25, gt=0)
+
+
+class RegistryConfig(Section):
+    root: Path = Field(default=Path("var/registry"), description="Registry folder (SQLite + blobs).")
+    follow: str = Field(default="", description="Model name whose production version to run.")
+    token_file: Path | None = None
+
+
+class LineguardConfig(Section):
+    station: StationConfig = StationConfig()
+    camera: CameraConfig = CameraConfig()
+    mode: Literal["continuous", "triggered"] = "continuous"
+    model: ModelConfig = ModelConfig()
+    policy: PolicyConfig = PolicyConfig()
+    mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    http: HttpConfig = HttpConfig()
+    jsonl_path: Path | None = Field(
+        default=None, description="Also append every verdict to this JSON-lines file."
+    )
+    sampling: SamplingConfig = SamplingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _production_is_locked_down(self) -> LineguardConfig:
+        if self.station.profile is not Profile.PRODUCTION:
+            return self
+        missing = []
+        if self.mqtt.enabled and self.mqtt.tls is None:
+            missing.append("mqtt.tls (broker TLS)")
+        if self.mqtt.enabled and not (self.mqtt.username and self.mqtt.password_file):
+            missing.append("mqtt.username + mqtt.password_file")
+        if self.http.enabled and self.http.token_file is None:
+            missing.append("http.token_file (API token)")
+        if missing:
+            raise ValueError(
+                "the production profile needs " + ", ".join(missing)
+                + "; set them or use station.profile: development"
+            )
+        return self
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"lineguard/{self.station.line}/{self.station.station}/"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LineguardConfig:
+    """Build the config from defaults < YAML file < environment < explicit overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return LineguardConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config error in {source}: {validation_message(exc)}") from exc

@@ -1,0 +1,103 @@
+"""The verdict payload (``lineguard.verdict/1``): what a line controller acts on.
+
+A controller must be able to act on ``verdict`` alone; every other field is for traceability.
+Field names and meanings are a public wire contract: change them only with a new schema version.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "VERDICT_SCHEMA",
+    "Defect",
+    "ModelRef",
+    "Reason",
+    "Verdict",
+    "VerdictKind",
+    "utc_now",
+]
+
+VERDICT_SCHEMA: Final = "lineguard.verdict/1"
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class VerdictKind(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    NO_DECISION = "NO_DECISION"
+
+
+class Reason(StrEnum):
+    """Why the verdict is what it is; NO_DECISION always carries one of the last five."""
+
+    NO_DEFECT = "no_defect"
+    DEFECT = "defect"
+    UNCERTAIN = "uncertain"
+    DEADLINE = "deadline"
+    IMAGE_QUALITY = "image_quality"
+    NO_MODEL = "no_model"
+    ERROR = "error"
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defect(_Contract):
+    class_name: str = Field(alias="class", description="Defect class name from the model card.")
+    class_id: int = Field(ge=0)
+    confidence: Unit
+    box: tuple[Unit, Unit, Unit, Unit] = Field(
+        description="x1, y1, x2, y2 normalised to the frame's width and height (0..1)."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ModelRef(_Contract):
+    name: str
+    version: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$|^$")
+
+
+class Verdict(_Contract):
+    schema_: Literal["lineguard.verdict/1"] = Field(default=VERDICT_SCHEMA, alias="schema")
+    seq: int = Field(ge=1, description="Monotonic per station, survives restarts.")
+    unit_id: str = Field(min_length=1, max_length=128)
+    line: str = Field(min_length=1)
+    station: str = Field(min_length=1)
+    verdict: VerdictKind
+    reason: Reason
+    defects: tuple[Defect, ...] = ()
+    model: ModelRef | None = Field(description="The model that decided; null when none loaded.")
+    thresholds: str = Field(description="Id of the threshold set applied (card + overrides).")
+    captured_at: datetime
+    decided_at: datetime
+    latency_ms: float = Field(ge=0.0, description="decided_at - captured_at, in milliseconds.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("captured_at", "decided_at")
+    @classmethod
+    def _must_be_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("timestamps must be timezone-aware UTC")
+        return value
+
+    def to_json(self) -> str:
+        """Canonical JSON (aliases, ISO 8601 UTC with ``Z``) so every consumer parses the same."""
+        return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> Verdict:
+        return cls.model_validate_json(payload)

@@ -1,0 +1,56 @@
+"""Fixtures shared by every part's tests: a synthetic dataset, a tiny ONNX model, a broker.
+
+Session-scoped fixtures are built once into pytest's cache-free temp folder, so the whole suite
+pays for one dataset and one model export.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.mosquitto import Broker
+
+# Ultralytics and albumentations must never reach the network from a test.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep ultralytics settings and fonts out of the user's home during tests."""
+    os.environ.setdefault("LINEGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with ``model.onnx`` (random-weight YOLOv8n, 4 classes, 160 px) + ``model_card.json``."""
+    from support.models import build_random_yolo_onnx
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    build_random_yolo_onnx(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 48-image synthetic YOLO dataset version (seed 7, 160 px) with its manifest and video."""
+    from lineguard.training.synthetic_dataset import write_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    write_synthetic_dataset(out, images=48, seed=7, imgsz=160)
+    return out
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto of this test's own on a free port; the test may stop and start it."""
+    server = Broker(tmp_path / "broker").start()
+    try:
+        yield server
+    finally:
+        server.stop()

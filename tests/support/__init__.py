@@ -1,0 +1,1 @@
+"""Helpers the tests share: real peers (Mosquitto), tiny models and synthetic data."""

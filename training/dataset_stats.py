@@ -1,0 +1,119 @@
+"""Summarise a YOLO dataset version: counts per split and class, and a grid of labeled samples.
+
+Before training on a folder, an engineer wants to see that the classes are there in the numbers
+expected and that the boxes sit on the defects; the PNG grid answers the second question at a
+glance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from lineguard.errors import DatasetError
+
+__all__ = ["DatasetStats", "dataset_stats", "read_class_names", "write_sample_grid"]
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+@dataclass
+class DatasetStats:
+    classes: list[str]
+    images: dict[str, int] = field(default_factory=dict)
+    defect_free: dict[str, int] = field(default_factory=dict)
+    boxes: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> count
+
+    def table(self) -> str:
+        splits = sorted(self.images)
+        head = ["class", *splits]
+        rows = [[name, *(str(self.boxes[s].get(name, 0)) for s in splits)] for name in self.classes]
+        rows.append(["(images)", *(str(self.images[s]) for s in splits)])
+        rows.append(["(defect-free)", *(str(self.defect_free[s]) for s in splits)])
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+        return "\n".join(fmt.format(*r) for r in [head, *rows])
+
+
+def read_class_names(root: Path) -> list[str]:
+    data_yaml = root / "data.yaml"
+    if not data_yaml.is_file():
+        raise DatasetError(f"{root} has no data.yaml; is it a YOLO dataset version?")
+    names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names)]
+    if isinstance(names, list) and names:
+        return [str(n) for n in names]
+    raise DatasetError(f"{data_yaml} has no 'names' list of classes")
+
+
+def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    images = sorted(p for p in (root / "images" / split).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    return [(p, root / "labels" / split / f"{p.stem}.txt") for p in images]
+
+
+def _read_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            c, x, y, w, h = line.split()[:5]
+            rows.append((int(c), float(x), float(y), float(w), float(h)))
+    return rows
+
+
+def dataset_stats(root: Path) -> DatasetStats:
+    classes = read_class_names(root)
+    splits = sorted(p.name for p in (root / "images").iterdir() if p.is_dir()) if (root / "images").is_dir() else []
+    if not splits:
+        raise DatasetError(f"{root} has no images/<split> folders")
+    stats = DatasetStats(classes=classes)
+    for split in splits:
+        pairs = _pairs(root, split)
+        stats.images[split] = len(pairs)
+        stats.defect_free[split] = 0
+        per_class = dict.fromkeys(classes, 0)
+        for _, label in pairs:
+            rows = _read_labels(label)
+            if not rows:
+                stats.defect_free[split] += 1
+            for c, *_ in rows:
+                if not 0 <= c < len(classes):
+                    raise DatasetError(f"{label} uses class id {c}; data.yaml has {len(classes)} classes")
+                per_class[classes[c]] += 1
+        stats.boxes[split] = per_class
+    return stats
+
+
+def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int = 200) -> Path:
+    """Draw up to ``samples`` images (defective first) with their boxes into one PNG grid."""
+    classes = read_class_names(root)
+    pairs = [pair for split in ("train", "val") for pair in _pairs(root, split)]
+    pairs.sort(key=lambda pair: not _read_labels(pair[1]))
+    tiles = []
+    for image_path, label_path in pairs[:samples]:
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DatasetError(f"cannot read image {image_path}")
+        image = cv2.resize(image, (tile, tile))
+        for c, x, y, w, h in _read_labels(label_path):
+            p1 = (int((x - w / 2) * tile), int((y - h / 2) * tile))
+            p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))
+            cv2.rectangle(image, p1, p2, (0, 0, 255), 1)
+            name = classes[c] if 0 <= c < len(classes) else str(c)
+            cv2.putText(image, name, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+        tiles.append(image)
+    if not tiles:
+        raise DatasetError(f"{root} has no images to draw")
+    cols = 4
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_png), grid)
+    return out_png
