@@ -4,7 +4,8 @@ SQLite in WAL mode, one row per unacknowledged verdict, plus the station's last 
 numbering survives restarts. The inspection loop calls ``add`` (one short transaction); a
 delivery thread reads ``pending`` in ``seq`` order and calls ``ack`` when the broker (or the file
 sink) has taken the message. Nothing is pruned: at ``max_pending`` the outbox refuses new verdicts
-with ``OutboxFullError`` so the daemon can say so instead of dropping the oldest.
+with ``OutboxFullError`` so the daemon can say so instead of dropping the oldest. Adds are fsynced
+(``durable=True``); acks are not, because a lost ack only replays a verdict the consumer dedups.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,8 @@ class Outbox:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed verdict survives power loss, not only a killed process.
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._sync = "FULL" if durable else "NORMAL"
+        self._db.execute(f"PRAGMA synchronous={self._sync}")
         self._db.executescript(_SCHEMA)
         self._depth = self._count()
 
@@ -111,10 +113,33 @@ class Outbox:
 
     def ack(self, seq: int) -> bool:
         """Remove an acknowledged verdict; False if it was already gone (a duplicate ack)."""
+        return self.ack_many((seq,)) > 0
+
+    def ack_many(self, seqs: Iterable[int]) -> int:
+        """Remove acknowledged verdicts in one transaction; return how many were still pending.
+
+        The commit is not fsynced: losing an ack to a power cut only means the verdict is sent
+        again, and keeping the fsync out of here keeps the inspection loop's ``add`` from waiting.
+        """
+        batch = [(int(seq),) for seq in seqs]
+        if not batch:
+            return 0
         with self._lock:
-            removed = self._db.execute("DELETE FROM pending WHERE seq = ?", (seq,)).rowcount
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                before = self._db.total_changes
+                self._db.executemany("DELETE FROM pending WHERE seq = ?", batch)
+                removed = self._db.total_changes - before
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.execute(f"PRAGMA synchronous={self._sync}")
             self._depth -= removed
-        return removed > 0
+        return removed
 
     def depth(self) -> int:
         with self._lock:
@@ -123,8 +148,9 @@ class Outbox:
     def oldest_age_s(self, now: float | None = None) -> float:
         """Age of the oldest unacknowledged verdict in seconds; 0 when empty."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(created) FROM pending").fetchone()
-        if row[0] is None:
+            # The lowest seq is the oldest row; reading it by primary key stays O(1) at any depth.
+            row = self._db.execute("SELECT created FROM pending ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
             return 0.0
         return max(0.0, (time.time() if now is None else now) - float(row[0]))
 

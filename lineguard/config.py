@@ -54,9 +54,7 @@ class Profile(StrEnum):
 
 class StationConfig(Section):
     line: str = Field(default="line1", pattern=r"^[A-Za-z0-9_-]+$", description="Line id (topic).")
-    station: str = Field(
-        default="station1", pattern=r"^[A-Za-z0-9_-]+$", description="Station id (topic)."
-    )
+    station: str = Field(default="station1", pattern=r"^[A-Za-z0-9_-]+$", description="Station id (topic).")
     profile: Profile = Field(
         default=Profile.DEVELOPMENT,
         description="production refuses to start without MQTT TLS + credentials and an API token.",
@@ -90,9 +88,7 @@ class CameraConfig(Section):
 
 
 class ModelConfig(Section):
-    path: Path | None = Field(
-        default=None, description="ONNX file; its card is model_card.json beside it."
-    )
+    path: Path | None = Field(default=None, description="ONNX file; its card is model_card.json beside it.")
     backend: Literal["auto", "onnxruntime", "openvino"] = Field(default="auto")
     providers: list[str] = Field(
         default=[], description="onnxruntime providers in order; empty = best available."
@@ -105,9 +101,7 @@ class ModelConfig(Section):
 class QualityConfig(Section):
     min_brightness: float = Field(default=20.0, ge=0, le=255, description="Mean gray below = dark.")
     max_brightness: float = Field(default=235.0, ge=0, le=255)
-    min_sharpness: float = Field(
-        default=5.0, ge=0, description="Variance of the Laplacian below = blurred."
-    )
+    min_sharpness: float = Field(default=5.0, ge=0, description="Variance of the Laplacian below = blurred.")
 
 
 class PolicyConfig(Section):
@@ -162,9 +156,7 @@ class HttpConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535, description="0 = pick a free port.")
-    token_file: Path | None = Field(
-        default=None, description="Bearer token for mutating endpoints."
-    )
+    token_file: Path | None = Field(default=None, description="Bearer token for mutating endpoints.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
 
@@ -186,6 +178,23 @@ class MonitoringConfig(Section):
     drift_window: int = Field(default=200, ge=10, description="Units per drift window.")
     psi_warning: float = Field(default=0.1, gt=0)
     psi_alarm: float = Field(default=0.25, gt=0)
+    drift_every: int = Field(
+        default=20, ge=1, description="Score the drift window every this many units (cost control)."
+    )
+    drift_bins: int = Field(
+        default=10, ge=2, le=50, description="Reference-quantile bins for the PSI of image/confidence signals."
+    )
+    rate_z_warning: float = Field(
+        default=3.5, gt=0, description="Two-proportion |z| of a rate signal (class, FAIL, NO_DECISION) to warn."
+    )
+    rate_z_alarm: float = Field(default=5.0, gt=0, description="Two-proportion |z| of a rate signal to alarm.")
+    drift_clear_ratio: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Hysteresis: a warning clears below this share of the warning level; an alarm "
+        "clears only below the warning level.",
+    )
 
 
 class RegistryConfig(Section):
@@ -223,7 +232,8 @@ class LineguardConfig(Section):
             missing.append("http.token_file (API token)")
         if missing:
             raise ValueError(
-                "the production profile needs " + ", ".join(missing)
+                "the production profile needs "
+                + ", ".join(missing)
                 + "; set them or use station.profile: development"
             )
         return self
@@ -238,7 +248,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
+        path = key[len(ENV_PREFIX) :].lower().split("__")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -102,9 +102,7 @@ def _brushed_metal(rng: np.random.Generator, size: int) -> Field2D:
     return (base + streaks + fine + light).astype(np.float32)
 
 
-def _segment_distance(
-    xx: Field2D, yy: Field2D, p: tuple[float, float], q: tuple[float, float]
-) -> Field2D:
+def _segment_distance(xx: Field2D, yy: Field2D, p: tuple[float, float], q: tuple[float, float]) -> Field2D:
     px, py = p
     dx, dy = q[0] - px, q[1] - py
     length2 = max(dx * dx + dy * dy, 1e-6)
@@ -199,9 +197,17 @@ def render_unit(
             alpha = _defect_alpha(rng, cls, size, (margin + 6, size - margin - 6), False)
             alpha = np.where(part, alpha, 0.0).astype(np.float32)
             if condition.new_defect_look:
-                alpha = np.where(part, _defect_alpha(
-                    np.random.default_rng([seed, index, cls]), cls, size,
-                    (margin + 6, size - margin - 6), True), 0.0).astype(np.float32)
+                alpha = np.where(
+                    part,
+                    _defect_alpha(
+                        np.random.default_rng([seed, index, cls]),
+                        cls,
+                        size,
+                        (margin + 6, size - margin - 6),
+                        True,
+                    ),
+                    0.0,
+                ).astype(np.float32)
             ys, xs = np.nonzero(alpha > 0.25)
             if len(xs) < 3:
                 continue

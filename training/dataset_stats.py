@@ -69,7 +69,11 @@ def _read_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
 
 def dataset_stats(root: Path) -> DatasetStats:
     classes = read_class_names(root)
-    splits = sorted(p.name for p in (root / "images").iterdir() if p.is_dir()) if (root / "images").is_dir() else []
+    splits = (
+        sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
+        if (root / "images").is_dir()
+        else []
+    )
     if not splits:
         raise DatasetError(f"{root} has no images/<split> folders")
     stats = DatasetStats(classes=classes)
@@ -106,7 +110,9 @@ def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int
             p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))
             cv2.rectangle(image, p1, p2, (0, 0, 255), 1)
             name = classes[c] if 0 <= c < len(classes) else str(c)
-            cv2.putText(image, name, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+            cv2.putText(
+                image, name, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1
+            )
         tiles.append(image)
     if not tiles:
         raise DatasetError(f"{root} has no images to draw")

@@ -94,9 +94,7 @@ def _write_video(
     folder: Path, seed: int, imgsz: int, defect_rate: float, condition: str, frames: int, fps: float
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(
-        str(folder / "line.avi"), cv2.VideoWriter.fourcc(*"MJPG"), fps, (imgsz, imgsz)
-    )
+    writer = cv2.VideoWriter(str(folder / "line.avi"), cv2.VideoWriter.fourcc(*"MJPG"), fps, (imgsz, imgsz))
     if not writer.isOpened():
         raise InputError("OpenCV cannot write MJPG video here; reinstall opencv-python-headless")
     cond = condition_named(condition)

@@ -16,9 +16,7 @@ from lineguard.synthetic import CLASSES
 __all__ = ["build_random_yolo_onnx"]
 
 
-def build_random_yolo_onnx(
-    out_dir: Path, *, imgsz: int = 160, version: str = "0.0.1", seed: int = 0
-) -> Path:
+def build_random_yolo_onnx(out_dir: Path, *, imgsz: int = 160, version: str = "0.0.1", seed: int = 0) -> Path:
     """Write ``model.onnx`` and ``model_card.json`` into ``out_dir``; return the ONNX path."""
     from lineguard.training.offline import load_ultralytics
 

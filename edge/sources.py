@@ -1,0 +1,440 @@
+"""Frame sources: one interface over video files, image folders, USB cameras, streams and the synthetic line.
+
+The inspection loop must never judge a stale frame, so every source runs its own capture thread
+that keeps only the newest frame (latest-frame policy) and counts the ones nobody read as skipped.
+Captured images land in a small ring of reused buffers (no allocation per frame once the size is
+known). ``health()`` is the watchdog: no frame for ``camera.watchdog_s`` marks the camera down,
+``camera.frozen_frames`` identical frames in a row mark it frozen. Streams and USB cameras reopen
+after a drop with capped exponential backoff; a video without ``loop`` and a folder are finite and
+say so (``exhausted``), so a daemon fed from them can finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from lineguard.config import CameraConfig
+from lineguard.errors import ConfigError, InputError
+from lineguard.monitoring.metrics import Metrics
+from lineguard.synthetic import condition_named, render_unit
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CaptureSource",
+    "FolderSource",
+    "Frame",
+    "FrameSource",
+    "SourceHealth",
+    "SyntheticSource",
+    "frame_from_image",
+    "open_source",
+]
+
+log = logging.getLogger("lineguard.edge.sources")
+
+Image = npt.NDArray[np.uint8]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_RING = 3  # one published, one held by the reader, one being written
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A captured image (BGR) with its capture time; the image is valid until the next read."""
+
+    image: Image
+    captured_at: datetime
+    captured_mono: float
+    index: int
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    up: bool
+    frozen: bool
+    fps: float
+    skipped: int
+    reconnects: int
+    detail: str
+
+
+class FrameSource:
+    """Base of every source: capture thread, latest-frame slot, watchdog and frozen detection.
+
+    Subclasses implement ``_open`` (raise ``OSError`` when the device is not there),
+    ``_grab(buf)`` (the next image, written into ``buf`` when it fits; ``None`` = no frame now,
+    see ``_ended``) and ``_close``.
+    """
+
+    finite = False  # True: the source ends on its own (video without loop, folder)
+    paced = False  # True: the thread sleeps to deliver at camera.fps (files, synthetic)
+    reconnects_on_drop = False  # True: a failed read closes and reopens with backoff
+
+    def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ring: list[Image | None] = [None] * _RING
+        self._slot: Frame | None = None  # newest unread frame
+        self._held: int = -1  # ring index the reader holds
+        self._slot_buf: int = -1  # ring index the slot holds
+        self._index = 0
+        self._skipped = 0
+        self._reconnects = 0
+        self._ended = False
+        self._detail = "not started"
+        self._last_mono: float | None = None
+        self._started_mono = 0.0
+        self._same_count = 0
+        self._prev_probe: Image | None = None
+        self._stamps: list[float] = []  # recent capture times, for fps
+        self._was_up = False
+
+    # -- subclass hooks -------------------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _grab(self, buf: Image | None) -> Image | None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        return None
+
+    @property
+    def name(self) -> str:
+        return f"{self.cfg.kind}:{self.cfg.uri}"
+
+    # -- public interface -----------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._started_mono = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.cfg.kind}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def read_latest(self, timeout_s: float, *, newer_than: float | None = None) -> Frame | None:
+        """The newest frame not returned before (captured after ``newer_than`` when given).
+
+        Waits up to ``timeout_s``; returns ``None`` on timeout or once a finite source is
+        exhausted. The returned image is reused by the source after the next call.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                frame = self._slot
+                if frame is not None and (newer_than is None or frame.captured_mono >= newer_than):
+                    self._slot = None
+                    self._held, self._slot_buf = self._slot_buf, -1
+                    return frame
+                left = deadline - time.monotonic()
+                if left <= 0 or self._ended or self._stop.is_set():
+                    return None
+                self._cond.wait(left)
+
+    @property
+    def exhausted(self) -> bool:
+        """A finite source has delivered its last frame and that frame has been read."""
+        with self._cond:
+            return self._ended and self._slot is None
+
+    def health(self, now: float | None = None) -> SourceHealth:
+        """Watchdog view: also updates the ``camera_up`` gauge."""
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            last = self._last_mono
+            since = now - (last if last is not None else self._started_mono)
+            running = self._thread is not None and not self._ended
+            up = running and last is not None and since <= self.cfg.watchdog_s
+            frozen = self._same_count >= self.cfg.frozen_frames
+            recent = [t for t in self._stamps if now - t <= 2.0]
+            fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+            detail = self._detail
+            if running and not up:
+                detail = f"no frame for {since:.1f} s (watchdog {self.cfg.watchdog_s:g} s); {detail}"
+            elif frozen:
+                detail = f"{self._same_count} identical frames in a row"
+            health = SourceHealth(up, frozen, round(fps, 2), self._skipped, self._reconnects, detail)
+        if self.metrics is not None:
+            self.metrics.camera_up.set(1 if up and not frozen else 0)
+        return health
+
+    # -- capture thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.25
+        opened = False
+        period = 1.0 / self.cfg.fps
+        next_due = time.monotonic()
+        while not self._stop.is_set():
+            if not opened:
+                try:
+                    self._open()
+                except (OSError, InputError) as exc:
+                    self._set_detail(f"cannot open {self.name}: {exc}")
+                    if not self.reconnects_on_drop:
+                        log.error("camera open failed: %s", exc)
+                        self._finish("open failed")
+                        return
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                    continue
+                if self._was_up:
+                    self._reconnects += 1
+                    log.info("camera reconnected: %s (reconnect %d)", self.name, self._reconnects)
+                opened = True
+                self._set_detail("capturing")
+                next_due = time.monotonic()
+            if self.paced:
+                wait = next_due - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    break
+                # A late frame does not make the next ones come faster.
+                next_due = max(next_due + period, time.monotonic() - period)
+            buf_index = self._free_buffer()
+            t0 = time.monotonic()
+            try:
+                image = self._grab(self._ring[buf_index])
+            except (OSError, cv2.error) as exc:
+                log.warning("camera read failed: %s", exc)
+                image = None
+            if image is None:
+                if self._stop.is_set():
+                    break
+                if self.finite and self._ended_now():
+                    self._finish("end of input")
+                    break
+                if not self.reconnects_on_drop:
+                    self._stop.wait(0.05)
+                    continue
+                self._close()
+                opened = False
+                self._set_detail(f"stream dropped; reconnecting in {backoff:g} s")
+                log.warning("camera dropped: %s; reconnecting in %g s", self.name, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            backoff = 0.25
+            self._publish(buf_index, image, t0)
+        self._close()
+
+    def _ended_now(self) -> bool:
+        """Finite sources override: True when the last ``None`` meant end of input."""
+        return True
+
+    def _free_buffer(self) -> int:
+        with self._cond:
+            for i in range(_RING):
+                if i not in (self._held, self._slot_buf):
+                    return i
+        return 0  # unreachable with three buffers
+
+    def _publish(self, buf_index: int, image: Image, t0: float) -> None:
+        now_mono = time.monotonic()
+        now_wall = datetime.now(UTC)
+        if self.metrics is not None:
+            self.metrics.frames.inc()
+            self.metrics.observe_stage("capture", now_mono - t0)
+        probe = image[::8, ::8]
+        same = self._prev_probe is not None and np.array_equal(probe, self._prev_probe)
+        if self._prev_probe is None or self._prev_probe.shape != probe.shape:
+            self._prev_probe = probe.copy()
+        else:
+            np.copyto(self._prev_probe, probe)
+        with self._cond:
+            self._ring[buf_index] = image
+            if self._slot is not None:
+                self._skipped += 1
+                if self.metrics is not None:
+                    self.metrics.frames_skipped.inc()
+            self._slot = Frame(image, now_wall, now_mono, self._index)
+            self._slot_buf = buf_index
+            self._index += 1
+            self._last_mono = now_mono
+            self._was_up = True
+            self._same_count = self._same_count + 1 if same else 1
+            self._stamps.append(now_mono)
+            if len(self._stamps) > 64:
+                del self._stamps[:32]
+            self._cond.notify_all()
+
+    def _set_detail(self, detail: str) -> None:
+        with self._cond:
+            self._detail = detail
+
+    def _finish(self, detail: str) -> None:
+        with self._cond:
+            self._ended = True
+            self._detail = detail
+            self._cond.notify_all()
+
+
+class SyntheticSource(FrameSource):
+    """The synthetic line: frame ``i`` is ``render_unit(seed, i)``, so its ground truth is known."""
+
+    paced = True
+
+    def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, metrics)
+        self._condition = condition_named(cfg.synthetic_condition)
+
+    @property
+    def name(self) -> str:
+        return f"synthetic:seed={self.cfg.synthetic_seed}"
+
+    def _open(self) -> None:
+        return None
+
+    def _grab(self, buf: Image | None) -> Image | None:
+        unit = render_unit(
+            self.cfg.synthetic_seed,
+            self._index,
+            imgsz=self.cfg.synthetic_imgsz,
+            defect_rate=self.cfg.synthetic_defect_rate,
+            condition=self._condition,
+        )
+        if buf is not None and buf.shape == unit.image.shape:
+            np.copyto(buf, unit.image)
+            return buf
+        return unit.image
+
+
+class FolderSource(FrameSource):
+    """Images of a folder in name order, paced at ``camera.fps``; ``loop`` starts over at the end."""
+
+    paced = True
+
+    def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, metrics)
+        folder = Path(cfg.uri)
+        if not folder.is_dir():
+            raise ConfigError(f"camera.uri must be an image folder for kind 'folder'; got '{cfg.uri}'")
+        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise ConfigError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        self.finite = not cfg.loop
+        self._pos = 0
+
+    def _open(self) -> None:
+        return None
+
+    def _grab(self, buf: Image | None) -> Image | None:
+        while True:
+            if self._pos >= len(self._files):
+                if not self.cfg.loop:
+                    return None
+                self._pos = 0
+            path = self._files[self._pos]
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                break
+            log.warning("skipping unreadable image %s", path)
+        if buf is not None and buf.shape == image.shape:
+            np.copyto(buf, image)
+            return buf
+        return np.asarray(image, dtype=np.uint8)
+
+
+class CaptureSource(FrameSource):
+    """OpenCV ``VideoCapture``: a video file, a USB/V4L2 camera index or an rtsp/http stream."""
+
+    def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, metrics)
+        self._cap: Any = None
+        self._target: str | int
+        if cfg.kind == "video":
+            if not Path(cfg.uri).is_file():
+                raise ConfigError(f"camera.uri must be a video file for kind 'video'; got '{cfg.uri}'")
+            self._target = cfg.uri
+            self.paced = True
+            self.finite = not cfg.loop
+        elif cfg.kind == "camera":
+            try:
+                self._target = int(cfg.uri or "0")
+            except ValueError:
+                self._target = cfg.uri  # a device path such as /dev/video0
+            self.reconnects_on_drop = True
+        else:
+            if "://" not in cfg.uri:
+                raise ConfigError(
+                    f"camera.uri must be an rtsp:// or http:// URL for kind 'stream'; got '{cfg.uri}'"
+                )
+            self._target = cfg.uri
+            self.reconnects_on_drop = True
+        self._at_end = False
+
+    def _open(self) -> None:
+        timeout_ms = int(min(self.cfg.watchdog_s, 10.0) * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        if isinstance(self._target, int):
+            cap = cv2.VideoCapture(self._target)
+        else:
+            cap = cv2.VideoCapture(self._target, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise OSError(f"OpenCV cannot open '{self._target}'")
+        if isinstance(self._target, int):
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # a USB camera must not queue stale frames
+        self._cap = cap
+        self._at_end = False
+
+    def _grab(self, buf: Image | None) -> Image | None:
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read(buf) if buf is not None else self._cap.read()
+        if ok and image is not None:
+            return np.asarray(image, dtype=np.uint8)
+        if self.cfg.kind == "video":
+            if self.cfg.loop:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, image = self._cap.read()
+                if ok and image is not None:
+                    return np.asarray(image, dtype=np.uint8)
+            self._at_end = True
+        return None
+
+    def _ended_now(self) -> bool:
+        return self._at_end
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+_KINDS: dict[str, Callable[[CameraConfig, Metrics | None], FrameSource]] = {
+    "synthetic": SyntheticSource,
+    "folder": FolderSource,
+    "video": CaptureSource,
+    "camera": CaptureSource,
+    "stream": CaptureSource,
+}
+
+
+def open_source(cfg: CameraConfig, metrics: Metrics | None = None) -> FrameSource:
+    """The source ``cfg.kind`` names (not started); a wrong ``uri`` raises ``ConfigError``."""
+    return _KINDS[cfg.kind](cfg, metrics)
+
+
+def frame_from_image(image: Image, index: int = 0) -> Frame:
+    """Wrap an image that did not come from a camera (an upload, a self-check) as a frame."""
+    return Frame(image, datetime.now(UTC), time.monotonic(), index)

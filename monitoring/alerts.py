@@ -1,0 +1,42 @@
+"""The alert payload (``lineguard.alert/1``) published on ``lineguard/<line>/<station>/alert``.
+
+Drift, camera health and deadline misses all reach people and plant systems through one topic, so
+they share one small versioned contract: a ``kind`` (what raised it), a ``level`` (``ok`` means
+"cleared"), the ``signal`` it concerns, a one-line human ``message`` and ``details`` with the
+numbers behind it. Subscribers that only page on trouble filter ``level == "alarm"``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lineguard.verdict import utc_now
+
+__all__ = ["ALERT_SCHEMA", "Alert", "AlertKind", "AlertLevel"]
+
+ALERT_SCHEMA: Final = "lineguard.alert/1"
+
+AlertKind = Literal["drift", "camera", "deadline", "outbox", "broker", "model"]
+AlertLevel = Literal["ok", "warning", "alarm"]
+
+
+class Alert(BaseModel):
+    """One alert message; ``level="ok"`` announces that an earlier alert has cleared."""
+
+    schema_: Literal["lineguard.alert/1"] = Field(default=ALERT_SCHEMA, alias="schema")
+    kind: AlertKind
+    level: AlertLevel
+    signal: str = Field(min_length=1, description="What moved: a drift signal, 'camera', ...")
+    message: str = Field(min_length=1, description="One line for a person.")
+    ts: datetime = Field(default_factory=utc_now, description="When it was raised (UTC).")
+    line: str = ""
+    station: str = ""
+    details: dict[str, Any] = Field(default_factory=dict, description="The numbers behind it.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)

@@ -1,0 +1,210 @@
+"""Frame sources: the newest frame wins, finite inputs end, a dropped stream comes back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.config import CameraConfig
+from lineguard.edge.sources import Frame, FrameSource, open_source
+from lineguard.errors import ConfigError
+from lineguard.monitoring.metrics import Metrics
+from lineguard.synthetic import render_unit
+from support.mosquitto import free_port
+
+
+def _drain(source: FrameSource, limit_s: float = 20.0) -> list[Frame]:
+    frames: list[Frame] = []
+    deadline = time.monotonic() + limit_s
+    while not source.exhausted and time.monotonic() < deadline:
+        frame = source.read_latest(0.5)
+        if frame is not None:
+            frames.append(Frame(frame.image.copy(), frame.captured_at, frame.captured_mono, frame.index))
+    return frames
+
+
+class MjpegServer:
+    """An MJPEG-over-HTTP camera (multipart/x-mixed-replace) on a fixed port; stop and restart it."""
+
+    def __init__(self, port: int, fps: float = 20.0) -> None:
+        self.port = port
+        self.fps = fps
+        self.frames = [cv2.imencode(".jpg", render_unit(3, i, imgsz=96).image)[1].tobytes() for i in range(8)]
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+
+    def start(self) -> MjpegServer:
+        halt = self._halt = threading.Event()
+        frames, period = self.frames, 1.0 / self.fps
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not halt.is_set():
+                        jpg = frames[i % len(frames)]
+                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n"
+                        self.wfile.write(head.encode() + jpg + b"\r\n")
+                        i += 1
+                        halt.wait(period)
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+@pytest.fixture
+def mjpeg() -> Iterator[MjpegServer]:
+    server = MjpegServer(free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_synthetic_frames_are_the_units_of_the_line() -> None:
+    cfg = CameraConfig(kind="synthetic", fps=50, synthetic_seed=5, synthetic_imgsz=64)
+    source = open_source(cfg)
+    source.start()
+    try:
+        frame = source.read_latest(5.0)
+    finally:
+        source.stop()
+    assert frame is not None
+    expected = render_unit(5, frame.index, imgsz=64, defect_rate=cfg.synthetic_defect_rate).image
+    assert np.array_equal(frame.image, expected)
+    assert frame.captured_at.tzinfo is not None
+
+
+def test_video_without_loop_delivers_every_frame_once_then_ends(synthetic_dataset: Path) -> None:
+    video = synthetic_dataset / "video" / "line.avi"
+    truth = (synthetic_dataset / "video" / "line_truth.jsonl").read_text().splitlines()
+    metrics = Metrics()
+    source = open_source(CameraConfig(kind="video", uri=str(video), fps=200), metrics)
+    source.start()
+    try:
+        frames = _drain(source)
+        health = source.health()
+    finally:
+        source.stop()
+    assert source.exhausted
+    indices = [f.index for f in frames]
+    assert indices == sorted(set(indices))
+    assert len(frames) + health.skipped == len(truth)
+    assert metrics.registry.get_sample_value("lineguard_frames_skipped_total") == health.skipped
+    assert not health.up and health.detail == "end of input"
+
+
+def test_folder_is_read_in_name_order(tmp_path: Path) -> None:
+    for i in (2, 0, 1):
+        cv2.imwrite(str(tmp_path / f"img_{i}.png"), np.full((32, 32, 3), 40 + 60 * i, np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = open_source(CameraConfig(kind="folder", uri=str(tmp_path), fps=20))
+    source.start()
+    try:
+        frames = _drain(source)
+    finally:
+        source.stop()
+    assert [int(f.image[0, 0, 0]) for f in frames] == [40, 100, 160]
+
+
+def test_slow_reader_gets_the_newest_frame_and_skips_are_counted() -> None:
+    metrics = Metrics()
+    source = open_source(CameraConfig(kind="synthetic", fps=200, synthetic_imgsz=64), metrics)
+    source.start()
+    try:
+        first = source.read_latest(5.0)
+        assert first is not None
+        time.sleep(0.3)  # the reader is busy: several frames arrive meanwhile
+        second = source.read_latest(5.0)
+        health = source.health()
+    finally:
+        source.stop()
+    assert second is not None
+    assert second.index > first.index + 1
+    assert health.skipped >= second.index - first.index - 1
+    assert metrics.registry.get_sample_value("lineguard_frames_skipped_total") == health.skipped
+
+
+def test_identical_frames_mark_the_camera_frozen(tmp_path: Path) -> None:
+    image = render_unit(1, 1, imgsz=64).image
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), image)
+    source = open_source(CameraConfig(kind="folder", uri=str(tmp_path), fps=100, loop=True, frozen_frames=4))
+    source.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not source.health().frozen and time.monotonic() < deadline:
+            source.read_latest(0.2)
+        health = source.health()
+    finally:
+        source.stop()
+    assert health.frozen
+    assert "identical frames" in health.detail
+
+
+@pytest.mark.parametrize(
+    ("kind", "uri"),
+    [("video", "/nonexistent/line.avi"), ("folder", "/nonexistent"), ("stream", "camera-1")],
+)
+def test_wrong_uri_is_a_config_error(kind: str, uri: str) -> None:
+    with pytest.raises(ConfigError, match="camera.uri"):
+        open_source(CameraConfig.model_validate({"kind": kind, "uri": uri}))
+
+
+def test_dropped_stream_is_reconnected(mjpeg: MjpegServer) -> None:
+    metrics = Metrics()
+    cfg = CameraConfig(
+        kind="stream", uri=f"http://127.0.0.1:{mjpeg.port}/stream.mjpg", watchdog_s=0.5, reconnect_max_s=0.5
+    )
+    source = open_source(cfg, metrics)
+    source.start()
+    try:
+        assert source.read_latest(10.0) is not None
+        assert source.health().up
+        mjpeg.stop()  # the camera goes away
+        deadline = time.monotonic() + 10
+        while source.health().up and time.monotonic() < deadline:
+            source.read_latest(0.1)
+        down = source.health()
+        assert not down.up
+        assert metrics.registry.get_sample_value("lineguard_camera_up") == 0
+        mjpeg.start()  # and comes back on the same address
+        deadline = time.monotonic() + 15
+        frame = None
+        while frame is None and time.monotonic() < deadline:
+            frame = source.read_latest(0.5, newer_than=time.monotonic())
+        health = source.health()
+    finally:
+        source.stop()
+    assert frame is not None, json.dumps(down.__dict__)
+    assert health.up and health.reconnects >= 1
+    assert metrics.registry.get_sample_value("lineguard_camera_up") == 1
