@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates deploy/secrets/: a CA and broker certificate, the broker's password file, and random
+# tokens. Run once before `docker compose up`; never commit the folder.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p secrets/mosquitto && cd secrets
+[ -f mosquitto/ca.key ] || {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=lineguard-ca" \
+    -keyout mosquitto/ca.key -out mosquitto/ca.crt
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=mosquitto" \
+    -keyout mosquitto/server.key -out mosquitto/server.csr
+  printf 'subjectAltName=DNS:mosquitto,DNS:localhost,IP:127.0.0.1\n' >mosquitto/san.ext
+  openssl x509 -req -in mosquitto/server.csr -CA mosquitto/ca.crt -CAkey mosquitto/ca.key \
+    -CAcreateserial -days 825 -extfile mosquitto/san.ext -out mosquitto/server.crt
+}
+for name in mqtt_password api_token registry_token ls_password; do
+  [ -f "$name" ] || openssl rand -hex 24 >"$name"
+done
+touch mosquitto/passwords
+mosquitto_passwd -b mosquitto/passwords edge-station1 "$(cat mqtt_password)"
+chmod 600 ./*_password ./*_token mosquitto/*.key
+echo "secrets written to $(pwd)"

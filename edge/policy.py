@@ -1,0 +1,132 @@
+"""The verdict policy: detections (plus image quality and elapsed time) become PASS, FAIL or NO_DECISION.
+
+Rules, first match wins: no model (or no detections) -> NO_DECISION/no_model; a quality problem ->
+NO_DECISION/image_quality; over the deadline -> NO_DECISION/deadline; any box at or above its class
+threshold (the card's, overridden per station) and at least ``min_box_area`` -> FAIL/defect; any
+box in the review band just below its threshold -> NO_DECISION/uncertain or FAIL/uncertain (fail
+safe), by config; otherwise PASS/no_defect. PASS is only ever the result of that last rule: any
+error on the way gives NO_DECISION/error, because a wrong PASS ships a defective part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from lineguard.config import PolicyConfig
+from lineguard.detections import Detections
+from lineguard.edge.quality import QualityReport
+from lineguard.errors import ConfigError, InputError
+from lineguard.model_card import ModelCard
+from lineguard.verdict import Defect, Reason, VerdictKind
+
+__all__ = ["DEFAULT_THRESHOLD", "Decision", "VerdictPolicy"]
+
+DEFAULT_THRESHOLD = 0.5  # for a class the card lists without a threshold
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided for one unit and why; ``defects`` are the boxes at/above threshold."""
+
+    verdict: VerdictKind
+    reason: Reason
+    defects: tuple[Defect, ...] = ()
+    uncertain: bool = False  # some detection fell in the review band (the labeling sampler uses this)
+
+
+class VerdictPolicy:
+    """Applies one station's thresholds to detections; cheap to build, so a model swap builds a new one."""
+
+    def __init__(self, card: ModelCard | None, cfg: PolicyConfig) -> None:
+        self.card = card
+        self.cfg = cfg
+        self._thresholds = np.zeros((0,), np.float32)
+        if card is None:
+            self.thresholds_id = "none"
+            return
+        unknown = sorted(set(cfg.class_thresholds) - set(card.classes))
+        if unknown:
+            raise ConfigError(
+                f"policy.class_thresholds names unknown classes {unknown}; model {card.ref} has {card.classes}"
+            )
+        bad = {k: v for k, v in cfg.class_thresholds.items() if not 0.0 < v <= 1.0}
+        if bad:
+            raise ConfigError(f"policy.class_thresholds must be in (0, 1]; got {bad}")
+        effective = {
+            name: float(cfg.class_thresholds.get(name, card.threshold_for(name, DEFAULT_THRESHOLD)))
+            for name in card.classes
+        }
+        self._thresholds = np.asarray([effective[name] for name in card.classes], np.float32)
+        rules = {
+            "overrides": dict(sorted(cfg.class_thresholds.items())),
+            "min_box_area": cfg.min_box_area,
+            "review_band": cfg.review_band,
+            "uncertain_action": cfg.uncertain_action,
+        }
+        digest = hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:8]
+        self.thresholds_id = f"{card.name}:{card.version}+{digest}"
+
+    def threshold(self, class_name: str) -> float:
+        """The threshold in force for ``class_name``."""
+        if self.card is None or class_name not in self.card.classes:
+            raise InputError(f"no threshold for class {class_name!r}")
+        return float(self._thresholds[self.card.classes.index(class_name)])
+
+    def decide(
+        self,
+        detections: Detections | None,
+        *,
+        quality: QualityReport | None = None,
+        elapsed_ms: float | None = None,
+    ) -> Decision:
+        """The decision for one unit; never raises, never PASSes on an error path."""
+        try:
+            return self._decide(detections, quality, elapsed_ms)
+        except Exception:
+            log.exception("verdict policy failed; unit gets NO_DECISION/error")
+            return Decision(VerdictKind.NO_DECISION, Reason.ERROR)
+
+    def _decide(
+        self, detections: Detections | None, quality: QualityReport | None, elapsed_ms: float | None
+    ) -> Decision:
+        if self.card is None or detections is None:
+            return Decision(VerdictKind.NO_DECISION, Reason.NO_MODEL)
+        card = self.card
+        if len(detections) and (detections.class_id.min() < 0 or detections.class_id.max() >= len(card.classes)):
+            raise InputError(f"class id outside the card's {len(card.classes)} classes: {detections.class_id}")
+        counted = detections[detections.area >= self.cfg.min_box_area] if len(detections) else detections
+        thr = self._thresholds[counted.class_id] if len(counted) else np.zeros((0,), np.float32)
+        hit = counted.confidence >= thr
+        band = (counted.confidence < thr) & (counted.confidence >= thr - self.cfg.review_band)
+        uncertain = bool(self.cfg.review_band > 0 and band.any())
+        if quality is not None and quality.problem is not None:
+            return Decision(VerdictKind.NO_DECISION, Reason.IMAGE_QUALITY, uncertain=uncertain)
+        if elapsed_ms is not None and not elapsed_ms <= self.cfg.deadline_ms:  # NaN counts as missed
+            return Decision(VerdictKind.NO_DECISION, Reason.DEADLINE, uncertain=uncertain)
+        if hit.any():
+            return Decision(VerdictKind.FAIL, Reason.DEFECT, self._defects(counted[hit], card.classes), uncertain)
+        if uncertain:
+            kind = VerdictKind.FAIL if self.cfg.uncertain_action == "fail" else VerdictKind.NO_DECISION
+            return Decision(kind, Reason.UNCERTAIN, uncertain=True)
+        return Decision(VerdictKind.PASS, Reason.NO_DEFECT)
+
+    @staticmethod
+    def _defects(found: Detections, classes: list[str]) -> tuple[Defect, ...]:
+        order = np.argsort(-found.confidence, kind="stable")
+        boxes = np.clip(found.xyxy, 0.0, 1.0)
+        return tuple(
+            Defect(
+                class_name=classes[int(found.class_id[i])],
+                class_id=int(found.class_id[i]),
+                confidence=min(1.0, max(0.0, float(found.confidence[i]))),
+                box=(float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
+            )
+            for i in order
+        )

@@ -1,0 +1,98 @@
+"""The image quality gate: a frame too dark, too bright, blurred or frozen must not get a verdict.
+
+A model shown a black frame from a dead lamp, or the same frame over and over from a stuck camera,
+finds no defect and would say PASS. The gate measures the frame on a small gray copy (mean =
+brightness, standard deviation = contrast, variance of the Laplacian = sharpness) and compares a
+cheap digest with the previous frames to count identical ones in a row. It costs well under a
+millisecond, so it runs on every frame before the verdict policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from lineguard.config import QualityConfig
+from lineguard.errors import ConfigError, InputError
+
+__all__ = ["ANALYSIS_SIDE", "QualityGate", "QualityReport"]
+
+ANALYSIS_SIDE = 160  # longest side of the gray copy the measures are taken on (resolution-independent)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Measures of one frame and the first problem found (``None`` = usable)."""
+
+    brightness: float  # mean gray 0..255
+    contrast: float  # standard deviation of gray
+    sharpness: float  # variance of the Laplacian on the downscaled gray image
+    frozen: bool  # identical to the previous frames for >= frozen_frames in a row
+    problem: str | None  # None = ok; else short text like "too dark (mean 8.1 < 20)"
+
+
+class QualityGate:
+    """Checks frames one by one; keeps the last digest and the run of identical frames (one camera)."""
+
+    def __init__(self, cfg: QualityConfig, frozen_frames: int) -> None:
+        if frozen_frames < 2:
+            raise ConfigError(f"camera.frozen_frames must be at least 2; got {frozen_frames}")
+        if cfg.min_brightness >= cfg.max_brightness:
+            raise ConfigError(
+                f"policy.quality.min_brightness ({cfg.min_brightness}) must be below max_brightness "
+                f"({cfg.max_brightness})"
+            )
+        self.cfg = cfg
+        self.frozen_frames = frozen_frames
+        self._last_digest = b""
+        self._same_run = 0  # frames in the current run of identical frames
+
+    def check(self, frame_bgr: npt.NDArray[np.uint8]) -> QualityReport:
+        """Measure one frame and update the frozen-frame counter."""
+        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or frame_bgr.ndim not in (2, 3):
+            raise InputError(f"quality gate needs a uint8 HxWx3 or HxW image; got {getattr(frame_bgr, 'shape', frame_bgr)}")
+        h, w = frame_bgr.shape[:2]
+        if h == 0 or w == 0:
+            raise InputError(f"quality gate got an empty frame of shape {frame_bgr.shape}")
+        scale = ANALYSIS_SIDE / max(h, w)
+        small = frame_bgr
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
+        gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        mean, std = cv2.meanStdDev(gray)
+        brightness, contrast = float(mean[0, 0]), float(std[0, 0])
+        sharpness = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+        frozen = self._update_frozen(gray, frame_bgr)
+        return QualityReport(brightness, contrast, sharpness, frozen, self._problem(brightness, sharpness, frozen))
+
+    def _update_frozen(self, gray: npt.NDArray[np.uint8], frame: npt.NDArray[np.uint8]) -> bool:
+        # The small gray copy plus a sparse sample of raw pixels: identical frames give identical bytes,
+        # a live camera's sensor noise changes them.
+        digest = hashlib.blake2b(gray.tobytes(), digest_size=16)
+        digest.update(np.ascontiguousarray(frame[::16, ::16]).tobytes())
+        value = digest.digest()
+        self._same_run = self._same_run + 1 if value == self._last_digest else 1
+        self._last_digest = value
+        return self._same_run >= self.frozen_frames
+
+    def _problem(self, brightness: float, sharpness: float, frozen: bool) -> str | None:
+        cfg = self.cfg
+        if frozen:
+            return f"frozen ({self._same_run} identical frames)"
+        if brightness < cfg.min_brightness:
+            return f"too dark (mean {brightness:.1f} < {cfg.min_brightness:g})"
+        if brightness > cfg.max_brightness:
+            return f"too bright (mean {brightness:.1f} > {cfg.max_brightness:g})"
+        if sharpness < cfg.min_sharpness:
+            return f"blurred (sharpness {sharpness:.1f} < {cfg.min_sharpness:g})"
+        return None
+
+    def reset(self) -> None:
+        """Forget the frozen-frame run (after a camera reconnect)."""
+        self._last_digest = b""
+        self._same_run = 0
