@@ -252,7 +252,9 @@ class Detector:
             )
         backend = _pick_backend(cfg)
         if backend == "onnxruntime" and cfg.precision == "bf16":
-            raise ConfigError("model.precision bf16 needs model.backend openvino (or auto with openvino installed)")
+            raise ConfigError(
+                "model.precision bf16 needs model.backend openvino (or auto with openvino installed)"
+            )
         runner: _Runner
         if backend == "openvino":
             runner = _OpenVinoRunner(data, cfg)

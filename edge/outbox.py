@@ -101,8 +101,7 @@ class Outbox:
         """Unacknowledged verdicts with ``seq > after_seq``, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, payload, created, attempts FROM pending WHERE seq > ? "
-                "ORDER BY seq LIMIT ?",
+                "SELECT seq, payload, created, attempts FROM pending WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
         return [PendingVerdict(int(s), str(p), float(c), int(a)) for s, p, c, a in rows]

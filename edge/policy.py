@@ -99,8 +99,12 @@ class VerdictPolicy:
         if self.card is None or detections is None:
             return Decision(VerdictKind.NO_DECISION, Reason.NO_MODEL)
         card = self.card
-        if len(detections) and (detections.class_id.min() < 0 or detections.class_id.max() >= len(card.classes)):
-            raise InputError(f"class id outside the card's {len(card.classes)} classes: {detections.class_id}")
+        if len(detections) and (
+            detections.class_id.min() < 0 or detections.class_id.max() >= len(card.classes)
+        ):
+            raise InputError(
+                f"class id outside the card's {len(card.classes)} classes: {detections.class_id}"
+            )
         counted = detections[detections.area >= self.cfg.min_box_area] if len(detections) else detections
         thr = self._thresholds[counted.class_id] if len(counted) else np.zeros((0,), np.float32)
         hit = counted.confidence >= thr
@@ -111,7 +115,9 @@ class VerdictPolicy:
         if elapsed_ms is not None and not elapsed_ms <= self.cfg.deadline_ms:  # NaN counts as missed
             return Decision(VerdictKind.NO_DECISION, Reason.DEADLINE, uncertain=uncertain)
         if hit.any():
-            return Decision(VerdictKind.FAIL, Reason.DEFECT, self._defects(counted[hit], card.classes), uncertain)
+            return Decision(
+                VerdictKind.FAIL, Reason.DEFECT, self._defects(counted[hit], card.classes), uncertain
+            )
         if uncertain:
             kind = VerdictKind.FAIL if self.cfg.uncertain_action == "fail" else VerdictKind.NO_DECISION
             return Decision(kind, Reason.UNCERTAIN, uncertain=True)

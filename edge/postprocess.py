@@ -34,7 +34,9 @@ class RawBoxes(NamedTuple):
     class_id: npt.NDArray[np.int64]
 
 
-def nms(xyxy: FloatArray, scores: FloatArray, class_id: npt.NDArray[np.int64], iou: float) -> npt.NDArray[np.intp]:
+def nms(
+    xyxy: FloatArray, scores: FloatArray, class_id: npt.NDArray[np.int64], iou: float
+) -> npt.NDArray[np.intp]:
     """Class-wise greedy NMS; returns indices of the kept boxes, best score first."""
     if len(scores) == 0:
         return np.zeros((0,), np.intp)

@@ -53,8 +53,14 @@ class QualityGate:
 
     def check(self, frame_bgr: npt.NDArray[np.uint8]) -> QualityReport:
         """Measure one frame and update the frozen-frame counter."""
-        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 or frame_bgr.ndim not in (2, 3):
-            raise InputError(f"quality gate needs a uint8 HxWx3 or HxW image; got {getattr(frame_bgr, 'shape', frame_bgr)}")
+        if (
+            not isinstance(frame_bgr, np.ndarray)
+            or frame_bgr.dtype != np.uint8
+            or frame_bgr.ndim not in (2, 3)
+        ):
+            raise InputError(
+                f"quality gate needs a uint8 HxWx3 or HxW image; got {getattr(frame_bgr, 'shape', frame_bgr)}"
+            )
         h, w = frame_bgr.shape[:2]
         if h == 0 or w == 0:
             raise InputError(f"quality gate got an empty frame of shape {frame_bgr.shape}")
@@ -68,7 +74,9 @@ class QualityGate:
         brightness, contrast = float(mean[0, 0]), float(std[0, 0])
         sharpness = float(cv2.Laplacian(gray, cv2.CV_32F).var())
         frozen = self._update_frozen(gray, frame_bgr)
-        return QualityReport(brightness, contrast, sharpness, frozen, self._problem(brightness, sharpness, frozen))
+        return QualityReport(
+            brightness, contrast, sharpness, frozen, self._problem(brightness, sharpness, frozen)
+        )
 
     def _update_frozen(self, gray: npt.NDArray[np.uint8], frame: npt.NDArray[np.uint8]) -> bool:
         # The small gray copy plus a sparse sample of raw pixels: identical frames give identical bytes,

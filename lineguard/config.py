@@ -4,7 +4,8 @@ Every section inherits a base that forbids unknown keys, so a misspelled key fai
 with its path (``mqtt.prot: unknown key``) instead of silently running on a default. Every field
 has a default that suits a developer's machine and a description; rules that span fields are
 small named validators. Environment variables override the file: ``LINEGUARD_MQTT__HOST=broker``
-sets ``mqtt.host`` (sections joined by a double underscore, values parsed as YAML scalars).
+sets ``mqtt.host`` (sections joined by a double underscore, values parsed as YAML scalars); a
+misspelled section path is an error like a misspelled key in the file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lineguard.errors import ConfigError, validation_message
 __all__ = [
     "ENV_PREFIX",
     "CameraConfig",
+    "GateConfig",
     "HttpConfig",
     "LineguardConfig",
     "ModelConfig",
@@ -35,6 +37,7 @@ __all__ = [
     "RegistryConfig",
     "SamplingConfig",
     "StationConfig",
+    "SwapGuardConfig",
     "load_config",
 ]
 
@@ -143,6 +146,11 @@ class MqttConfig(Section):
     tls: MqttTlsConfig | None = None
     status_interval_s: float = Field(default=10.0, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    session_expiry_s: int = Field(
+        default=3600,
+        ge=0,
+        description="MQTT 5 session expiry: how long the broker keeps our subscriptions while away.",
+    )
 
 
 class OutboxConfig(Section):
@@ -169,6 +177,14 @@ class SamplingConfig(Section):
     per_hour: int = Field(default=200, ge=0)
     per_day: int = Field(default=2000, ge=0)
     max_queue: int = Field(default=5000, ge=1)
+    dedup_distance: int = Field(
+        default=6,
+        ge=-1,
+        le=63,
+        description="pHash Hamming distance (of 63 bits) at or below which a frame is a near-duplicate "
+        "of a recent sample and is not sent; -1 turns deduplication off.",
+    )
+    dedup_window: int = Field(default=256, ge=1, description="Recent samples compared for duplicates.")
     label_studio_url: str = ""
     label_studio_token_file: Path | None = None
     label_studio_project: str = "lineguard"
@@ -197,10 +213,58 @@ class MonitoringConfig(Section):
     )
 
 
+class GateConfig(Section):
+    """How much worse than production a candidate may be on the frozen evaluation set."""
+
+    max_map50_drop: float = Field(default=0.02, ge=0, le=1, description="mAP50 may fall this much.")
+    max_escape_increase: float = Field(
+        default=0.005, ge=0, le=1, description="Unit escape rate may rise this much."
+    )
+    max_overkill_increase: float = Field(
+        default=0.01, ge=0, le=1, description="Unit overkill rate may rise this much."
+    )
+    max_no_decision_increase: float = Field(
+        default=0.02, ge=0, le=1, description="NO_DECISION rate may rise this much."
+    )
+    max_latency_increase: float = Field(
+        default=0.25, ge=0, description="Median latency may grow by this share of production's."
+    )
+    latency_slack_ms: float = Field(
+        default=2.0, ge=0, description="Plus this many ms (timer noise on sub-ms models)."
+    )
+
+
+class SwapGuardConfig(Section):
+    """Automatic rollback: bounds on the first units after a model swap."""
+
+    window_units: int = Field(default=200, ge=1, description="Units watched after a swap.")
+    min_units: int = Field(default=30, ge=1, description="Units needed before judging a rate.")
+    max_no_decision_increase: float = Field(
+        default=0.15, ge=0, le=1, description="NO_DECISION rate above the old model's by more = roll back."
+    )
+    max_error_rate: float = Field(default=0.02, ge=0, le=1, description="NO_DECISION/error share.")
+    max_deadline_miss_rate: float = Field(
+        default=0.05, ge=0, le=1, description="NO_DECISION/deadline share."
+    )
+
+
 class RegistryConfig(Section):
     root: Path = Field(default=Path("var/registry"), description="Registry folder (SQLite + blobs).")
     follow: str = Field(default="", description="Model name whose production version to run.")
     token_file: Path | None = None
+    public_url: str = Field(
+        default="",
+        description="Base URL of 'lineguard registry serve' put in rollout messages; empty = file:// URLs.",
+    )
+    eval_set: Path | None = Field(
+        default=None, description="Frozen evaluation set (YOLO dataset folder) for the promotion gate."
+    )
+    eval_split: str = Field(default="val", description="Split of eval_set the gate uses.")
+    golden_dir: Path | None = Field(
+        default=None, description="Golden images every new model must run on before use."
+    )
+    gate: GateConfig = GateConfig()
+    swap_guard: SwapGuardConfig = SwapGuardConfig()
 
 
 class LineguardConfig(Section):
@@ -246,9 +310,11 @@ class LineguardConfig(Section):
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX):
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) == 1 and path[0] not in LineguardConfig.model_fields:
+            continue  # a plain LINEGUARD_X that is no config key (e.g. LINEGUARD_CACHE_DIR)
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

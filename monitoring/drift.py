@@ -7,7 +7,9 @@ reference statistics exported in the model card:
 
 * image signals (``brightness``, ``contrast``, ``sharpness``) and ``top_confidence``: the
   Population Stability Index over bins cut at the reference's quantiles (so each bin holds about
-  the same share of reference units, and any monotone change of scale gives the same score);
+  the same share of reference units, and any monotone change of scale gives the same score),
+  less its expectation under no drift, ``(bins - 1) / window`` (a 200-unit window of an unchanged
+  line scores about 0.045 raw PSI from sampling noise alone; without this, warnings at 0.1 flap);
 * rate signals (``class:<name>`` = share of units in which the model reported that class,
   ``fail_rate``, ``no_decision_rate``): a two-proportion |z| against the reference rate, whose
   sample size is the number of reference units (the longest reference sample list).
@@ -196,7 +198,8 @@ class _DistributionSignal(_Signal):
         return np.bincount(idx, minlength=len(self.edges) + 1).astype(np.int64)
 
     def compute(self) -> float:
-        return psi(self.ref_counts, self._histogram(self.values[: self.n]))
+        raw = psi(self.ref_counts, self._histogram(self.values[: self.n]))
+        return max(0.0, raw - (len(self.ref_counts) - 1) / self.n)
 
     def reference_value(self) -> float:
         return self.ref_mean

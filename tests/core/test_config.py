@@ -55,6 +55,12 @@ def test_bad_config_names_the_key_in_one_line(tmp_path: Path, yaml_text: str, ex
     assert "\n" not in message
 
 
+def test_unrelated_variables_are_ignored_but_bad_section_paths_are_errors() -> None:
+    assert load_config(environ={"LINEGUARD_CACHE_DIR": "/tmp/x"}).mqtt.port == 1883
+    with pytest.raises(ConfigError, match="mqt: unknown key"):
+        load_config(environ={"LINEGUARD_MQT__HOST": "broker"})
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml", environ={})

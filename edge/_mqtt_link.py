@@ -1,0 +1,133 @@
+"""How to reach the broker, and why it failed: connection settings, TLS context, diagnosis.
+
+``link_settings`` turns the ``mqtt`` config section into what paho needs, reading the password
+file and building the TLS context up front, so an unreadable key or password fails at start-up
+with its path (``ConfigError``) rather than as a retry loop. ``diagnose`` runs when paho reports
+only "connection failed": it probes the port itself (TCP, then a TLS handshake with the same
+context) and returns one sentence for the log and ``/readyz``. Secrets are never part of a message.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from lineguard.config import LineguardConfig
+from lineguard.errors import ConfigError
+
+__all__ = ["LinkSettings", "diagnose", "link_settings", "make_ssl_context", "read_password"]
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    host: str
+    port: int
+    protocol: MQTTProtocolVersion
+    client_id: str
+    keepalive_s: int
+    username: str | None
+    password: str | None = field(repr=False)
+    ssl_context: ssl.SSLContext | None
+    reconnect_max_s: float
+    session_expiry_s: int
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def read_password(path: Path, key: str = "mqtt.password_file") -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{key} {path} cannot be read: {exc.strerror}; fix the path or its permissions"
+        ) from exc
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"{key} {path} is empty; write the broker password into it")
+    return password
+
+
+def make_ssl_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
+    """Verify the broker (against ``ca_file``, else the system CAs); present a client cert if given."""
+    if (cert_file is None) != (key_file is None):
+        raise ConfigError("mqtt.tls needs both cert_file and key_file for a client certificate, or neither")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        if cert_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"mqtt.tls file not found: {exc.filename}; fix the path") from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"mqtt.tls files cannot be used: {exc}; check they are PEM files") from exc
+    return context
+
+
+def link_settings(cfg: LineguardConfig) -> LinkSettings:
+    m = cfg.mqtt
+    tls = m.tls
+    return LinkSettings(
+        host=m.host,
+        port=m.port,
+        protocol=MQTTProtocolVersion.MQTTv5 if m.protocol == "5" else MQTTProtocolVersion.MQTTv311,
+        client_id=m.client_id or f"lineguard-{cfg.station.line}-{cfg.station.station}",
+        keepalive_s=m.keepalive_s,
+        username=m.username,
+        password=read_password(m.password_file) if m.password_file is not None else None,
+        ssl_context=None if tls is None else make_ssl_context(tls.ca_file, tls.cert_file, tls.key_file),
+        reconnect_max_s=m.reconnect_max_s,
+        session_expiry_s=m.session_expiry_s,
+    )
+
+
+def diagnose(settings: LinkSettings, *, connack_missing: bool, timeout_s: float = 2.0) -> str:
+    """One sentence on why connecting to the broker fails, found by probing the port."""
+    addr = settings.addr
+    try:
+        sock = socket.create_connection((settings.host, settings.port), timeout=timeout_s)
+    except ConnectionRefusedError:
+        return f"broker {addr} refused the TCP connection (is the broker running and listening there?)"
+    except OSError as exc:
+        return f"broker {addr} is unreachable: {exc.strerror or exc}"
+    with sock:
+        if settings.ssl_context is None:
+            if connack_missing and _speaks_tls(sock, settings.host):
+                return (
+                    f"broker {addr} closed the connection before answering: the port expects TLS "
+                    "(set mqtt.tls.ca_file) and plaintext is refused"
+                )
+            if connack_missing:
+                return (
+                    f"broker {addr} closed the connection before answering CONNECT "
+                    "(wrong port, protocol version or a client id in use?)"
+                )
+            return f"connecting to broker {addr} failed; retrying"
+        try:
+            with settings.ssl_context.wrap_socket(sock, server_hostname=settings.host):
+                pass
+        except ssl.SSLCertVerificationError as exc:
+            return f"TLS to broker {addr} failed: {exc.verify_message} (check mqtt.tls.ca_file)"
+        except ssl.SSLError as exc:
+            return f"TLS handshake with broker {addr} failed: {exc.reason or exc} (is it a TLS port?)"
+        except OSError as exc:
+            return f"TLS handshake with broker {addr} failed: {exc.strerror or exc} (is it a TLS port?)"
+    if connack_missing:
+        return f"broker {addr} closed the connection before answering CONNECT; check its log"
+    return f"connecting to broker {addr} failed; retrying"
+
+
+def _speaks_tls(sock: socket.socket, host: str) -> bool:
+    """True when the peer answers a TLS handshake (we are talking plaintext to a TLS port)."""
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        with probe.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=True):
+            return True
+    except (ssl.SSLError, OSError):
+        return False

@@ -1,0 +1,273 @@
+"""The station's HTTP API (FastAPI): health, readiness, metrics, the model in use, and inspect-an-image.
+
+Orchestrators probe ``/healthz`` (the process answers) and ``/readyz`` (model loaded, camera up,
+delivery ready; 503 with the reasons otherwise); Prometheus scrapes ``/metrics``. ``POST
+/v1/inspect`` judges an uploaded JPEG/PNG (raw body or multipart ``file``) as one unit, or, with
+no image, the next camera frame; its verdict is committed and published like any other. Uploads
+are bounded (413), typed (415) and decoded (422) before the model sees them. Mutating endpoints
+need ``Authorization: Bearer <token>`` when ``http.token_file`` is set; probes never do.
+``create_app`` builds the app over a daemon, so tests drive it without a port; ``ApiServer`` runs
+it with uvicorn on a thread of the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from lineguard import __version__
+from lineguard.edge.control import Trigger
+from lineguard.edge.outbox import OutboxFullError
+from lineguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lineguard.edge.daemon import EdgeDaemon
+
+__all__ = ["ApiServer", "create_app"]
+
+_IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
+_MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+_UNIT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+
+_INSPECT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "description": "A JPEG or PNG image as the raw body, or multipart with a `file` part and an "
+        "optional `unit_id` field. No body: inspect the next camera frame.",
+        "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "unit_id": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _read_token(daemon: EdgeDaemon) -> str | None:
+    path = daemon.cfg.http.token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"http.token_file {path} cannot be read: {exc.strerror}; create it or unset it"
+        ) from exc
+    if not token:
+        raise ConfigError(f"http.token_file {path} is empty; put a long random token in it")
+    return token
+
+
+def _bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
+    async def guard(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return guard
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload of {declared} bytes exceeds http.max_upload_bytes ({limit})")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"upload exceeds http.max_upload_bytes ({limit})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _image_from_request(request: Request, limit: int) -> tuple[bytes | None, str | None]:
+    """``(image bytes or None, unit_id from the form or None)``; raises 413/415/422."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = ctype == "multipart/form-data"
+    body = await _read_body(request, limit + (_MULTIPART_SLACK if multipart else 0))
+    if not body:
+        return None, None
+    if ctype in _IMAGE_TYPES:
+        return body, None
+    if not multipart:
+        raise HTTPException(
+            415, f"content type {ctype or 'none'!r} is not image/jpeg, image/png or multipart"
+        )
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form()
+    try:
+        unit_id = form.get("unit_id")
+        upload = form.get("file")
+        if upload is None:
+            return None, unit_id if isinstance(unit_id, str) else None
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "multipart field 'file' must be a file")
+        part_type = (upload.content_type or "").lower()
+        if part_type not in _IMAGE_TYPES | {"application/octet-stream", ""}:
+            raise HTTPException(415, f"file content type {part_type!r} is not image/jpeg or image/png")
+        data = await upload.read()
+    finally:
+        await form.close()
+    if len(data) > limit:
+        raise HTTPException(413, f"upload of {len(data)} bytes exceeds http.max_upload_bytes ({limit})")
+    return data, unit_id if isinstance(unit_id, str) else None
+
+
+def create_app(daemon: EdgeDaemon) -> FastAPI:
+    """The API over one daemon; reads the token file now, so a bad one fails at start-up."""
+    app = FastAPI(
+        title="lineguard edge",
+        version=__version__,
+        description="Inspection station API: probes, metrics, model in use, inspect an image.",
+    )
+    auth = Depends(_bearer_guard(_read_token(daemon)))
+    limit = daemon.cfg.http.max_upload_bytes
+
+    @app.get("/healthz", tags=["probes"])
+    def healthz() -> dict[str, str]:
+        """The process is alive (no dependency is checked)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"], responses={503: {"description": "Not ready; `reasons` say why."}})
+    def readyz() -> JSONResponse:
+        """Ready to inspect: model loaded, camera up, delivery ready, outbox not full."""
+        ready, reasons = daemon.readiness()
+        return JSONResponse({"ready": ready, "reasons": reasons}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["probes"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text exposition of every lineguard metric."""
+        return Response(daemon.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/status", tags=["station"])
+    def status() -> dict[str, Any]:
+        """What the station publishes on ``…/status``: model, backend, camera health, fps."""
+        return daemon.status()
+
+    @app.get("/v1/model", tags=["station"])
+    def model() -> dict[str, Any]:
+        """The model card summary of the model deciding units (``loaded: false`` when none)."""
+        slot = daemon.slot
+        if slot is None:
+            return {"loaded": False, "error": daemon.model_error}
+        card = slot.detector.card
+        return {
+            "loaded": True,
+            "name": card.name,
+            "version": card.version,
+            "sha256": card.sha256,
+            "classes": card.classes,
+            "input_size": card.input_size,
+            "thresholds": card.thresholds,
+            "thresholds_id": slot.policy.thresholds_id,
+            "backend": slot.detector.backend,
+            "created_at": card.created_at.isoformat() if card.created_at else None,
+            "parent": card.parent,
+        }
+
+    @app.post(
+        "/v1/inspect",
+        tags=["inspection"],
+        dependencies=[auth],
+        openapi_extra=_INSPECT_BODY,
+        responses={
+            200: {"description": "The verdict (lineguard.verdict/1)."},
+            401: {"description": "Missing or wrong bearer token."},
+            413: {"description": "Upload larger than http.max_upload_bytes."},
+            415: {"description": "Not JPEG, PNG or multipart."},
+            422: {"description": "Undecodable image or bad unit_id."},
+            503: {"description": "Outbox full, or (camera unit) inspection not running."},
+            504: {"description": "(camera unit) no verdict in time."},
+        },
+    )
+    async def inspect(request: Request, unit_id: str | None = None) -> Response:
+        """Judge an uploaded image (or, with no body, the next camera frame) as one unit."""
+        data, form_unit = await _image_from_request(request, limit)
+        unit = form_unit or unit_id
+        if unit is not None and not _UNIT_ID.match(unit):
+            raise HTTPException(422, "unit_id must be 1-128 printable characters")
+        if data is None:
+            return await _inspect_camera(daemon, unit)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise HTTPException(422, f"cannot decode the {len(data)}-byte upload as an image")
+        image: npt.NDArray[np.uint8] = np.asarray(decoded, dtype=np.uint8)
+        try:
+            verdict = await run_in_threadpool(daemon.inspect_image, image, unit)
+        except OutboxFullError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        return Response(verdict.to_json(), media_type="application/json")
+
+    return app
+
+
+async def _inspect_camera(daemon: EdgeDaemon, unit_id: str | None) -> Response:
+    if not daemon.running:
+        raise HTTPException(503, "the inspection loop is not running; send an image instead")
+    future = daemon.trigger(Trigger(unit_id=unit_id or f"http-{time.time_ns()}"))
+    try:
+        verdict = await asyncio.wait_for(asyncio.wrap_future(future), daemon.cfg.camera.watchdog_s + 5.0)
+    except TimeoutError as exc:
+        raise HTTPException(504, "no verdict for the camera unit in time") from exc
+    except OutboxFullError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return Response(verdict.to_json(), media_type="application/json")
+
+
+class ApiServer:
+    """uvicorn serving an app on a daemon thread; ``port`` is the bound one (config port 0 = any)."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="lineguard-http", daemon=True)
+        self.port = port
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(
+                    f"HTTP API could not listen on {self._server.config.host}:{self._server.config.port}; "
+                    "is the port in use? change http.port"
+                )
+            time.sleep(0.02)
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout_s)

@@ -1,0 +1,186 @@
+"""``lineguard edge``: run the inspection daemon, or self-check a station's config and model.
+
+``edge run --config station.yaml`` starts the daemon in the foreground with one JSON log object per
+line on stderr (``ts``, ``level``, ``logger``, ``event`` or ``msg``, plus the event's fields), and
+prints one summary line on stdout when it stops (SIGTERM/SIGINT finish the unit in flight, exit 0).
+``edge check --config station.yaml`` loads the config and the model, runs one synthetic frame
+through preprocess, inference and the verdict policy, and prints one line per check plus ``OK`` or
+``FAILED`` (exit 1); an image build runs it to prove the install works without a camera or broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from lineguard.config import LineguardConfig
+
+__all__ = ["JsonLogFormatter", "edge"]
+
+_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Station YAML (see configs/station.example.yaml).",
+)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log record; structured events add their fields at the top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        name = getattr(record, "event", None)
+        fields = getattr(record, "fields", None)
+        if isinstance(name, str) and isinstance(fields, dict):
+            out["event"] = name
+            out.update({k: v for k, v in fields.items() if k not in out})
+        else:
+            out["msg"] = record.getMessage()
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@click.group()
+def edge() -> None:
+    """Run and check the edge inspection daemon."""
+
+
+@edge.command()
+@_CONFIG
+@click.option("--max-units", type=click.IntRange(min=1), default=None, help="Stop after this many units.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def run(config_path: Path, max_units: int | None, log_level: str) -> None:
+    """Inspect units until stopped (SIGTERM/SIGINT) or a finite source ends."""
+    from lineguard.config import load_config
+    from lineguard.edge.daemon import EdgeDaemon
+
+    cfg = load_config(config_path)
+    _setup_logging(log_level)
+    daemon = EdgeDaemon(cfg)
+    summary = daemon.run(max_units=max_units)
+    click.echo(summary.line())
+
+
+def _line(status: str, name: str, detail: str) -> None:
+    click.echo(f"{status:<5} {name:<10} {detail}")
+
+
+@edge.command()
+@_CONFIG
+@click.option("--camera/--no-camera", default=False, show_default=True, help="Also read one camera frame.")
+def check(config_path: Path, camera: bool) -> None:
+    """Self-check: config, model, one synthetic frame through the pipeline (exit 1 on failure)."""
+    from lineguard.config import load_config
+    from lineguard.edge.engine import Detector
+    from lineguard.edge.policy import VerdictPolicy
+    from lineguard.edge.quality import QualityGate
+    from lineguard.errors import LineguardError
+    from lineguard.synthetic import render_unit
+
+    failed = False
+    try:
+        cfg = load_config(config_path)
+    except LineguardError as exc:
+        _line("FAIL", "config", str(exc))
+        click.echo("FAILED")
+        click.get_current_context().exit(1)
+    _line(
+        "OK",
+        "config",
+        f"{config_path} (station {cfg.station.line}/{cfg.station.station}, mode {cfg.mode}, "
+        f"camera {cfg.camera.kind}, delivery {'mqtt' if cfg.mqtt.enabled else 'jsonl'})",
+    )
+    detector = None
+    if cfg.model.path is None:
+        _line("WARN", "model", "model.path not set: every unit would get NO_DECISION/no_model")
+    else:
+        try:
+            detector = Detector.load(
+                cfg.model.path,
+                cfg.model,
+                min_confidence=cfg.policy.min_confidence,
+                nms_iou=cfg.policy.nms_iou,
+            )
+            card = detector.card
+            _line("OK", "model", f"{card.ref} sha256 {card.sha256[:12]}… on {detector.backend}")
+        except LineguardError as exc:
+            _line("FAIL", "model", str(exc))
+            failed = True
+    try:
+        policy = VerdictPolicy(detector.card if detector else None, cfg.policy)
+        gate = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
+        size = detector.card.input_size if detector else cfg.camera.synthetic_imgsz
+        image = render_unit(cfg.camera.synthetic_seed, 0, imgsz=size).image
+        t0 = time.perf_counter()
+        quality = gate.check(image)
+        detections = detector.detect(image)[0] if detector else None
+        decision = policy.decide(detections, quality=quality, elapsed_ms=(time.perf_counter() - t0) * 1000)
+        ms = (time.perf_counter() - t0) * 1000
+        _line(
+            "OK",
+            "pipeline",
+            f"synthetic {size} px frame -> {decision.verdict.value}/{decision.reason.value} in {ms:.1f} ms "
+            f"(thresholds {policy.thresholds_id})",
+        )
+    except LineguardError as exc:
+        _line("FAIL", "pipeline", str(exc))
+        failed = True
+    finally:
+        if detector is not None:
+            detector.close()
+    if camera:
+        failed |= not _check_camera(cfg)
+    click.echo("FAILED" if failed else "OK")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+def _check_camera(cfg: LineguardConfig) -> bool:
+    from lineguard.edge.sources import open_source
+    from lineguard.errors import LineguardError
+
+    try:
+        source = open_source(cfg.camera)
+    except LineguardError as exc:
+        _line("FAIL", "camera", str(exc))
+        return False
+    source.start()
+    try:
+        frame = source.read_latest(cfg.camera.watchdog_s)
+        health = source.health()
+    finally:
+        source.stop()
+    if frame is None:
+        _line("FAIL", "camera", f"{source.name}: no frame in {cfg.camera.watchdog_s:g} s ({health.detail})")
+        return False
+    h, w = frame.image.shape[:2]
+    _line("OK", "camera", f"{source.name}: {w}x{h} frame")
+    return True

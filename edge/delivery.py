@@ -1,0 +1,270 @@
+"""Where committed verdicts go: the ``Delivery`` protocol, a JSON-lines sink and the factory.
+
+The inspection loop commits each verdict to the ``Outbox`` and calls ``wake()``; a delivery
+drains the outbox on its own thread, in ``seq`` order, and acks a row only once its destination
+has it (the broker's PUBACK, or an fsync of the file), so a slow or absent destination never slows
+inspection and a crash never loses a verdict. ``JsonlDelivery`` is the sink for stations without a
+broker; ``make_delivery`` picks MQTT or JSONL from the config. ``OutboxWatch`` keeps the outbox
+gauges and raises the "outbox nearly full" alert once per crossing, for both sinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from lineguard.edge.outbox import Outbox, PendingVerdict
+from lineguard.errors import MissingDependencyError
+from lineguard.monitoring.metrics import Metrics
+
+if TYPE_CHECKING:
+    from lineguard.config import LineguardConfig
+    from lineguard.edge.control import DesiredModel, Feedback, Trigger
+
+__all__ = ["Delivery", "JsonlDelivery", "OutboxWatch", "captured_ts", "make_delivery"]
+
+log = logging.getLogger(__name__)
+
+AlertSink = Callable[[str, dict[str, object]], None]
+
+
+class Delivery(Protocol):
+    """What the daemon needs from a verdict sink; every method is safe to call from any thread."""
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None:
+        """A verdict was just committed to the outbox; never blocks."""
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Try to flush within ``timeout_s``; whatever is left stays in the outbox."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """``(True, "")`` when delivering, else ``(False, why)`` for ``/readyz``."""
+        ...
+
+    def publish_alert(self, kind: str, detail: dict[str, object]) -> None:
+        """Send an alert (counted in ``lineguard_alerts_total``); never raises."""
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        """Refresh the station status; never raises."""
+
+
+def captured_ts(payload: str) -> float | None:
+    """``captured_at`` of a verdict payload as Unix seconds, for the capture-to-ack histogram."""
+    try:
+        value = json.loads(payload).get("captured_at")
+        return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def record_acks(metrics: Metrics, rows: Sequence[PendingVerdict], now: float) -> None:
+    """Count acknowledged verdicts and observe their commit-to-ack and capture-to-ack times."""
+    metrics.acknowledged.inc(len(rows))
+    for row in rows:
+        metrics.observe_stage("publish", max(0.0, now - row.created))
+        captured = captured_ts(row.payload)
+        if captured is not None:
+            metrics.ack_latency.observe(max(0.0, now - captured))
+
+
+class OutboxWatch:
+    """Outbox gauges plus one alert each time the depth crosses ``warn_ratio * max_pending``."""
+
+    def __init__(self, outbox: Outbox, metrics: Metrics, warn_ratio: float, alert: AlertSink) -> None:
+        self._outbox = outbox
+        self._metrics = metrics
+        self._alert = alert
+        self.threshold = max(1, int(warn_ratio * outbox.max_pending))
+        self._rearm_below = max(0, int(self.threshold * 0.9))  # hysteresis: no alert storm at the edge
+        self._alerted = False
+        self._next_age = 0.0
+
+    def check(self) -> int:
+        depth = self._outbox.depth()
+        self._metrics.outbox_depth.set(depth)
+        now = time.monotonic()
+        if now >= self._next_age or depth == 0:
+            self._metrics.outbox_oldest_age.set(self._outbox.oldest_age_s())
+            self._next_age = now + 1.0
+        if depth >= self.threshold and not self._alerted:
+            self._alerted = True
+            log.warning(
+                "verdict outbox %s holds %d of %d verdicts: check the broker; at %d new units are refused",
+                self._outbox.path,
+                depth,
+                self._outbox.max_pending,
+                self._outbox.max_pending,
+            )
+            self._alert(
+                "outbox_near_full",
+                {
+                    "depth": depth,
+                    "max_pending": self._outbox.max_pending,
+                    "threshold": self.threshold,
+                    "oldest_age_s": round(self._outbox.oldest_age_s(), 3),
+                },
+            )
+        elif depth < self._rearm_below:
+            self._alerted = False
+        return depth
+
+
+class JsonlDelivery:
+    """Drains the outbox into a JSON-lines file, one verdict per line in ``seq`` order.
+
+    A row is acked only after the lines are fsynced. On start a torn last line (a crash mid-write)
+    is cut off and rows already in the file are acked without writing them again, so the file
+    holds each ``seq`` exactly once.
+    """
+
+    def __init__(self, path: Path, outbox: Outbox, metrics: Metrics, *, warn_ratio: float = 0.8) -> None:
+        self.path = path
+        self._outbox = outbox
+        self._metrics = metrics
+        self._watch = OutboxWatch(outbox, metrics, warn_ratio, self.publish_alert)
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self._written_seq = 0
+        self._good_size = 0
+        self._status: dict[str, object] = {}
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._written_seq, self._good_size = _recover(self.path)
+        self._thread = threading.Thread(target=self._run, name="lineguard-jsonl", daemon=True)
+        self._thread.start()
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._wakeup.set()
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def readiness(self) -> tuple[bool, str]:
+        error = self._error
+        return (error is None, error or "")
+
+    def publish_alert(self, kind: str, detail: dict[str, object]) -> None:
+        self._metrics.alerts.labels(kind=kind).inc()
+        log.warning("alert %s: %s", kind, json.dumps(detail, default=str))
+
+    def publish_status(self, status: dict[str, object]) -> None:
+        self._status = dict(status)
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.wait(0.5)
+            self._wakeup.clear()
+            try:
+                self._watch.check()
+                while self._drain_once():
+                    pass
+            except Exception:  # the sink must outlive any one bad write
+                log.exception("JSON-lines delivery to %s failed; retrying", self.path)
+            if self._stopping.is_set():
+                return
+
+    def _drain_once(self) -> bool:
+        rows = self._outbox.pending(limit=500)
+        if not rows:
+            return False
+        # Rows with seq <= _written_seq reached the file before a crash lost their ack: ack only.
+        fresh = [r for r in rows if r.seq > self._written_seq]
+        if fresh:
+            data = "".join(r.payload + "\n" for r in fresh).encode()
+            try:
+                with self.path.open("ab") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                self._fail(exc)
+                return False
+            self._good_size += len(data)
+            self._written_seq = fresh[-1].seq
+            self._metrics.published.inc(len(fresh))
+            if self._error is not None:
+                log.info("writing verdicts to %s again", self.path)
+                self._error = None
+        self._outbox.ack_many(r.seq for r in rows)
+        record_acks(self._metrics, fresh, time.time())
+        self._watch.check()
+        return True
+
+    def _fail(self, exc: OSError) -> None:
+        reason = f"cannot write verdicts to {self.path}: {exc.strerror or exc}; they stay in the outbox"
+        if reason != self._error:
+            log.error(reason)
+        self._error = reason
+        with contextlib.suppress(OSError):  # never leave a torn line for the next write to extend
+            os.truncate(self.path, self._good_size)
+        self._stopping.wait(1.0)
+
+
+def _recover(path: Path) -> tuple[int, int]:
+    """Cut a torn last line off ``path``; return the last ``seq`` written and the file size."""
+    if not path.exists():
+        return 0, 0
+    size = path.stat().st_size
+    with path.open("rb+") as fh:
+        tail_start = max(0, size - 65536)
+        fh.seek(tail_start)
+        tail = fh.read()
+        end = tail.rfind(b"\n")
+        good = tail_start + end + 1 if end >= 0 else 0
+        if good != size:
+            log.warning("cutting a torn last line (%d bytes) off %s", size - good, path)
+            fh.truncate(good)
+        lines = tail[: end + 1].splitlines() if end >= 0 else []
+    for line in reversed(lines):
+        try:
+            seq = json.loads(line).get("seq")
+        except ValueError:
+            continue
+        if isinstance(seq, int):
+            return seq, good
+    return 0, good
+
+
+def make_delivery(
+    cfg: LineguardConfig,
+    outbox: Outbox,
+    metrics: Metrics,
+    *,
+    on_trigger: Callable[[Trigger], object] | None = None,
+    on_feedback: Callable[[Feedback], object] | None = None,
+    on_model: Callable[[DesiredModel], object] | None = None,
+) -> Delivery:
+    """MQTT when ``mqtt.enabled``, else a JSON-lines file (``jsonl_path`` or ``data_dir/verdicts.jsonl``)."""
+    if not cfg.mqtt.enabled:
+        path = cfg.jsonl_path or cfg.station.data_dir / "verdicts.jsonl"
+        return JsonlDelivery(path, outbox, metrics, warn_ratio=cfg.outbox.warn_ratio)
+    try:
+        from lineguard.edge.mqtt_delivery import MqttDelivery
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("paho"):
+            raise MissingDependencyError("paho-mqtt", "edge") from exc
+        raise
+    return MqttDelivery(
+        cfg, outbox, metrics, on_trigger=on_trigger, on_feedback=on_feedback, on_model=on_model
+    )

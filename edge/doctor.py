@@ -1,0 +1,223 @@
+"""``lineguard doctor``: check a station's configuration and connections, and say how to fix them.
+
+A commissioning engineer at the line wants one command that tells, in plain words, why a station
+is not inspecting: a misspelled config key, a missing or tampered model, a broker that refuses the
+credentials, a camera that does not open. Each check is independent and never raises; the command
+exits 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from lineguard.config import LineguardConfig, load_config
+from lineguard.errors import LineguardError
+from lineguard.model_card import ModelCard, sha256_file
+
+__all__ = ["Check", "doctor", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _check_model(cfg: LineguardConfig) -> Check:
+    path = cfg.model.path
+    if path is None:
+        return Check(
+            "model",
+            False,
+            "no model configured: every unit would be NO_DECISION/no_model",
+            "set model.path to an ONNX file with model_card.json beside it",
+        )
+    if not path.is_file():
+        return Check(
+            "model",
+            False,
+            f"model file {path} does not exist",
+            "fix model.path, or promote a model in the registry for this station",
+        )
+    try:
+        card = ModelCard.load(path.parent / "model_card.json")
+    except LineguardError as exc:
+        return Check("model", False, str(exc), "export the model with 'lineguard export RUN'")
+    if sha256_file(path) != card.sha256:
+        return Check(
+            "model",
+            False,
+            f"{path} does not match its model card's sha256 (modified or corrupt)",
+            "fetch the model again from the registry",
+        )
+    return Check("model", True, f"{card.ref}, {len(card.classes)} classes, input {card.input_size} px")
+
+
+def _check_broker(cfg: LineguardConfig, timeout_s: float) -> Check:
+    if not cfg.mqtt.enabled:
+        return Check("broker", True, "MQTT disabled: verdicts go to the JSON-lines file")
+    where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
+    try:
+        with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        return Check(
+            "broker",
+            False,
+            f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}",
+            "start the broker or fix mqtt.host / mqtt.port",
+        )
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    result: dict[str, str] = {}
+    done = threading.Event()
+    protocol = mqtt.MQTTv5 if cfg.mqtt.protocol == "5" else mqtt.MQTTv311
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=protocol)
+
+    def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object = None) -> None:
+        result["reason"] = str(reason)
+        result["failed"] = "1" if getattr(reason, "is_failure", False) else ""
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        if cfg.mqtt.username:
+            password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
+            client.username_pw_set(cfg.mqtt.username, password)
+        if cfg.mqtt.tls is not None:
+            tls = cfg.mqtt.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+            )
+        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
+        client.loop_start()
+        done.wait(timeout_s)
+    except (OSError, ValueError) as exc:
+        return Check("broker", False, f"{where}: {exc}", "check mqtt.tls files and the broker's listener")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if not done.is_set():
+        return Check(
+            "broker",
+            False,
+            f"{where} accepted TCP but no MQTT answer (TLS port without TLS?)",
+            "set mqtt.tls for a TLS listener, or use the plaintext port",
+        )
+    if result["failed"]:
+        return Check(
+            "broker",
+            False,
+            f"{where} refused the connection: {result['reason']}",
+            "check mqtt.username and the password file",
+        )
+    return Check("broker", True, f"connected to {where} (MQTT {cfg.mqtt.protocol})")
+
+
+def _check_http(name: str, url: str, timeout_s: float, fix: str) -> Check:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return Check(name, True, f"{url} answered {response.status}")
+    except urllib.error.HTTPError as exc:
+        return Check(name, exc.code < 500, f"{url} answered {exc.code}", "" if exc.code < 500 else fix)
+    except (urllib.error.URLError, OSError) as exc:
+        return Check(name, False, f"cannot reach {url}: {getattr(exc, 'reason', exc)}", fix)
+
+
+def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
+    cam = cfg.camera
+    if cam.kind == "synthetic":
+        return Check("camera", True, f"synthetic line (seed {cam.synthetic_seed}, {cam.synthetic_imgsz} px)")
+    if cam.kind in {"video", "folder"}:
+        ok = Path(cam.uri).exists()
+        return Check(
+            "camera",
+            ok,
+            f"{cam.kind} {cam.uri!r} {'found' if ok else 'does not exist'}",
+            "" if ok else "fix camera.uri",
+        )
+    import cv2
+
+    source: int | str = int(cam.uri) if cam.uri.isdigit() else cam.uri
+    capture = cv2.VideoCapture(source)
+    try:
+        got = capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
+    if got:
+        return Check("camera", True, f"{cam.kind} {cam.uri!r} delivers frames")
+    return Check(
+        "camera",
+        False,
+        f"{cam.kind} {cam.uri!r} opened no frame within {timeout_s:.0f} s",
+        "check the cable/URL, and that no other process holds the camera",
+    )
+
+
+def run_checks(config_path: Path | None, *, timeout_s: float = 3.0) -> list[Check]:
+    try:
+        cfg = load_config(config_path)
+    except LineguardError as exc:
+        return [Check("config", False, str(exc), "fix the key named above")]
+    checks: list[Callable[[], Check]] = [
+        lambda: Check(
+            "config",
+            True,
+            f"{config_path or 'defaults'}: station {cfg.station.line}/"
+            f"{cfg.station.station}, profile {cfg.station.profile.value}",
+        ),
+        lambda: _check_model(cfg),
+        lambda: _check_broker(cfg, timeout_s),
+        lambda: _check_camera(cfg, timeout_s),
+    ]
+    if cfg.sampling.label_studio_url:
+        url = cfg.sampling.label_studio_url.rstrip("/") + "/health"
+        checks.append(
+            lambda: _check_http(
+                "label studio", url, timeout_s, "start Label Studio or fix sampling.label_studio_url"
+            )
+        )
+    results = []
+    for check in checks:
+        try:
+            results.append(check())
+        except Exception as exc:  # a doctor reports, it does not crash
+            results.append(Check("internal", False, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Station config (YAML). Defaults + LINEGUARD_* variables when omitted.",
+)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True)
+def doctor(config_path: Path | None, timeout: float) -> None:
+    """Check a station's configuration and connections; say what is wrong and how to fix it."""
+    results = run_checks(config_path, timeout_s=timeout)
+    width = max(len(c.name) for c in results)
+    for check in results:
+        mark = "ok  " if check.ok else "FAIL"
+        click.echo(f"{mark} {check.name:<{width}}  {check.detail}")
+        if not check.ok and check.fix:
+            click.echo(f"     {'':<{width}}  fix: {check.fix}")
+    failed = sum(not c.ok for c in results)
+    click.echo(f"{len(results) - failed} ok, {failed} failed")
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,212 @@
+"""The promotion gate: a candidate reaches production only if it is not worse than production.
+
+Both models are evaluated on the same frozen evaluation set (its digest is in the report) by an
+injected ``Evaluator``, by default ``evaluate_model`` (the edge's own ONNX detector and verdict
+policy, so the numbers are the station's numbers). Each metric gets a check against a margin from
+``GateConfig``: mAP50 (or unit accuracy when the set has no boxes), escape rate, overkill rate,
+NO_DECISION rate and median latency; golden images must run without error. The result is written
+as ``gate_report.json`` and ``gate_report.md``; the registry records its summary in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from lineguard.config import GateConfig
+from lineguard.errors import InputError
+from lineguard.model_card import ModelCard
+from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model
+from lineguard.registry.store import Registry
+
+__all__ = ["GATE_REPORT_SCHEMA", "GateCheck", "GateReport", "GoldenRunner", "compare", "run_gate"]
+
+GATE_REPORT_SCHEMA: Final = "lineguard.gate_report/1"
+
+# (onnx path, card, golden folder) -> list of problems (empty = every golden image ran)
+GoldenRunner = Callable[[Path, ModelCard, Path], list[str]]
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One comparison: ``candidate`` must satisfy ``limit`` (``<=`` or ``>=``) derived from production."""
+
+    metric: str
+    candidate: float | None
+    production: float | None
+    limit: float | None
+    direction: str  # "max" (candidate <= limit) or "min" (candidate >= limit)
+    passed: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GateReport:
+    candidate: str
+    production: str | None
+    eval_set: str
+    eval_digest: str
+    passed: bool
+    checks: tuple[GateCheck, ...]
+    results: dict[str, dict[str, Any]]
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def summary(self) -> str:
+        if self.passed:
+            return f"{self.candidate} passed all {len(self.checks)} checks"
+        return "; ".join(_describe(c) for c in self.failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["checks"] = [asdict(c) for c in self.checks]
+        return {"schema": GATE_REPORT_SCHEMA, **body, "summary": self.summary}
+
+    def audit(self, report_dir: Path | None = None) -> dict[str, Any]:
+        """The small dict the registry keeps in the promotion event."""
+        out: dict[str, Any] = {"passed": self.passed, "summary": self.summary, "eval_digest": self.eval_digest}
+        if report_dir is not None:
+            out["report"] = str(report_dir / "gate_report.json")
+        return out
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """Write ``gate_report.json`` and ``gate_report.md`` into ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path = out_dir / "gate_report.json"
+        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        md_path = out_dir / "gate_report.md"
+        md_path.write_text(self.markdown())
+        return md_path, json_path
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Promotion gate: {self.candidate} vs {self.production or '(no production)'}",
+            "",
+            f"**{'PASSED' if self.passed else 'REFUSED'}** — {self.summary}",
+            "",
+            f"Evaluation set: `{self.eval_set}` (digest `{self.eval_digest[:16]}`), {self.created_at}",
+            "",
+            "| check | candidate | production | limit | result |",
+            "|---|---|---|---|---|",
+        ]
+        for c in self.checks:
+            sign = "≤" if c.direction == "max" else "≥"
+            limit = f"{sign} {_fmt(c.limit)}" if c.limit is not None else "—"
+            verdict = "ok" if c.passed else "**worse**"
+            note = f" ({c.note})" if c.note else ""
+            lines.append(
+                f"| {c.metric} | {_fmt(c.candidate)} | {_fmt(c.production)} | {limit} | {verdict}{note} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _describe(check: GateCheck) -> str:
+    if check.limit is None:
+        return f"{check.metric}: {check.note or 'failed'}"
+    word = "above" if check.direction == "max" else "below"
+    return (
+        f"{check.metric} {_fmt(check.candidate)} is {word} the limit {_fmt(check.limit)} "
+        f"(production {_fmt(check.production)})"
+    )
+
+
+def _check_max(metric: str, cand: float, prod: float, limit: float) -> GateCheck:
+    return GateCheck(metric, cand, prod, limit, "max", cand <= limit + 1e-12)
+
+
+def compare(
+    candidate: EvalResult, production: EvalResult | None, margins: GateConfig, golden_problems: list[str] | None = None
+) -> list[GateCheck]:
+    """The checks for ``candidate`` against ``production`` (None: first model, nothing to beat)."""
+    checks: list[GateCheck] = []
+    if production is not None:
+        if candidate.eval_digest != production.eval_digest:
+            raise InputError("candidate and production were evaluated on different sets; the gate needs one frozen set")
+        if candidate.map50 is not None and production.map50 is not None:
+            limit = production.map50 - margins.max_map50_drop
+            checks.append(GateCheck("map50", candidate.map50, production.map50, limit, "min", candidate.map50 >= limit))
+        else:
+            limit = production.unit_accuracy - margins.max_map50_drop
+            checks.append(
+                GateCheck(
+                    "unit_accuracy", candidate.unit_accuracy, production.unit_accuracy, limit, "min",
+                    candidate.unit_accuracy >= limit, "no boxes in the set",
+                )
+            )
+        checks += [
+            _check_max("escape_rate", candidate.escape_rate, production.escape_rate,
+                       production.escape_rate + margins.max_escape_increase),
+            _check_max("overkill_rate", candidate.overkill_rate, production.overkill_rate,
+                       production.overkill_rate + margins.max_overkill_increase),
+            _check_max("no_decision_rate", candidate.no_decision_rate, production.no_decision_rate,
+                       production.no_decision_rate + margins.max_no_decision_increase),
+            _check_max("latency_median_ms", candidate.latency_median_ms, production.latency_median_ms,
+                       production.latency_median_ms * (1 + margins.max_latency_increase) + margins.latency_slack_ms),
+        ]
+    checks.append(
+        GateCheck("errors", float(candidate.errors), None, 0.0, "max", candidate.errors == 0,
+                  "" if candidate.errors == 0 else f"{candidate.errors} images raised")
+    )
+    if golden_problems is not None:
+        checks.append(
+            GateCheck("golden_images", float(len(golden_problems)), None, 0.0, "max", not golden_problems,
+                      "; ".join(golden_problems[:3]))
+        )
+    return checks
+
+
+def run_gate(
+    registry: Registry,
+    name: str,
+    version: str,
+    eval_set: EvalSet,
+    margins: GateConfig,
+    *,
+    evaluator: Evaluator = evaluate_model,
+    golden_dir: Path | None = None,
+    golden_runner: GoldenRunner | None = None,
+    report_dir: Path | None = None,
+) -> GateReport:
+    """Evaluate ``name:version`` and the current production of ``name``; compare; write the report."""
+    candidate = registry.get(name, version)
+    production = registry.production(name)
+    if production is not None and production.version == candidate.version:
+        raise InputError(f"{candidate.ref} is already production; nothing to gate")
+    cand_result = evaluator(registry.blob_path(candidate.sha256), candidate.card, eval_set)
+    prod_result = (
+        evaluator(registry.blob_path(production.sha256), production.card, eval_set) if production else None
+    )
+    golden = None
+    if golden_dir is not None and golden_runner is not None:
+        golden = golden_runner(registry.blob_path(candidate.sha256), candidate.card, golden_dir)
+    checks = compare(cand_result, prod_result, margins, golden)
+    results = {"candidate": cand_result.to_dict()}
+    if prod_result is not None:
+        results["production"] = prod_result.to_dict()
+    report = GateReport(
+        candidate=candidate.ref,
+        production=production.ref if production else None,
+        eval_set=str(eval_set.root),
+        eval_digest=eval_set.digest,
+        passed=all(c.passed for c in checks),
+        checks=tuple(checks),
+        results=results,
+    )
+    if report_dir is not None:
+        report.write(report_dir)
+    registry.record(
+        name, version, "gate", why=report.summary, detail=report.audit(report_dir)
+    )
+    return report

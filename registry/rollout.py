@@ -1,0 +1,134 @@
+"""Rollout: tell each station that follows a model which version to run, by a retained MQTT message.
+
+On promotion to production (and on rollback) the registry publishes ``lineguard/<line>/<station>/model``
+(QoS 1, retained, schema ``lineguard.model/1``: name, version, sha256, url) for every station that
+follows the model, and waits until the broker acknowledged each one; a station that connects
+later gets the retained message at once. The URL is either ``file://<root>/blobs/<sha256>`` (one
+machine) or ``<public_url>/v1/artifacts/<sha256>`` served by ``lineguard registry serve`` with a
+token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``), which
+``lineguard.edge.hot_swap.card_url_for`` mirrors.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from lineguard.config import MqttConfig
+from lineguard.errors import DeliveryError
+from lineguard.registry.store import ModelVersion, Registry, StationFollow
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+__all__ = ["MODEL_MESSAGE_SCHEMA", "Announcement", "artifact_url", "desired_payload", "publish_model"]
+
+MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
+
+
+def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
+    """Where a station fetches the ONNX blob: the artifact server, or the file on this machine."""
+    if public_url:
+        return f"{public_url.rstrip('/')}/v1/artifacts/{sha256}"
+    return registry.blob_path(sha256).resolve().as_uri()
+
+
+def desired_payload(registry: Registry, mv: ModelVersion, public_url: str = "") -> str:
+    """The retained ``…/model`` JSON for ``mv`` (``lineguard.model/1``)."""
+    return json.dumps(
+        {
+            "schema": MODEL_MESSAGE_SCHEMA,
+            "name": mv.name,
+            "version": mv.version,
+            "sha256": mv.sha256,
+            "url": artifact_url(registry, mv.sha256, public_url),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Announcement:
+    topic: str
+    payload: str
+
+
+def _client(cfg: MqttConfig) -> mqtt.Client:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"lineguard-registry-{uuid.uuid4().hex[:8]}", protocol=protocol
+    )
+    if cfg.username:
+        password = cfg.password_file.read_text().strip() if cfg.password_file else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls is not None:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    return client
+
+
+def publish_model(
+    registry: Registry,
+    name: str,
+    mqtt_cfg: MqttConfig,
+    *,
+    public_url: str = "",
+    stations: list[StationFollow] | None = None,
+    timeout_s: float = 10.0,
+) -> list[Announcement]:
+    """Publish the production version of ``name`` to every following station; wait for the acks.
+
+    Raises ``DeliveryError`` when the broker is unreachable or does not acknowledge in time; the
+    registry change itself is already committed, so rerunning the publish is safe (retained).
+    """
+    mv = registry.production(name)
+    if mv is None:
+        raise DeliveryError(f"{name} has no production version to roll out")
+    targets = registry.stations(name) if stations is None else stations
+    if not targets:
+        return []
+    payload = desired_payload(registry, mv, public_url)
+    client = _client(mqtt_cfg)
+    connected = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: object, _p: object = None) -> None:
+        if getattr(reason, "is_failure", False):
+            refused.append(str(reason))
+        connected.set()
+
+    client.on_connect = on_connect
+    where = f"{mqtt_cfg.host}:{mqtt_cfg.port}"
+    try:
+        client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive_s)
+    except OSError as exc:
+        raise DeliveryError(f"cannot reach the MQTT broker at {where}: {exc}; rerun 'lineguard registry publish {name}'") from exc
+    client.loop_start()
+    sent: list[Announcement] = []
+    try:
+        if not connected.wait(timeout_s) or refused:
+            raise DeliveryError(f"MQTT broker at {where} did not accept the connection: {refused or 'timeout'}")
+        for st in targets:
+            topic = f"lineguard/{st.line}/{st.station}/model"
+            info = client.publish(topic, payload, qos=1, retain=True)
+            info.wait_for_publish(timeout=timeout_s)
+            if not info.is_published():
+                raise DeliveryError(f"broker at {where} did not acknowledge {topic} within {timeout_s:.0f} s")
+            sent.append(Announcement(topic, payload))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    registry.record(
+        name, mv.version, "rollout", why=", ".join(a.topic for a in sent), detail={"payload": json.loads(payload)}
+    )
+    return sent

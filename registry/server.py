@@ -1,0 +1,127 @@
+"""The artifact server (``lineguard registry serve``): stations fetch model files over HTTP with a token.
+
+Read-only and small on purpose: ``GET /v1/artifacts/<sha256>`` returns an ONNX blob,
+``GET /v1/cards/<name>/<version>.json`` a model card, ``GET /v1/models`` the versions and their
+stages, ``GET /healthz`` liveness. Everything but ``/healthz`` needs ``Authorization: Bearer
+<token>`` (compared in constant time). ``ArtifactServer`` runs uvicorn in a thread so tests and the
+demo can start and stop it in-process.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lineguard.errors import ConfigError
+from lineguard.registry.store import Registry
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+__all__ = ["ArtifactServer", "create_app", "read_token"]
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def read_token(path: Path | None) -> str:
+    """The bearer token from ``path``; refuses a missing or empty file (an open server is a mistake)."""
+    if path is None:
+        raise ConfigError("the artifact server needs a token: set registry.token_file (or --token-file)")
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"registry token file not found: {path}") from exc
+    if len(token) < 16:
+        raise ConfigError(f"registry token in {path} is shorter than 16 characters; write a longer random one")
+    return token
+
+
+def create_app(registry: Registry, token: str) -> FastAPI:
+    """The FastAPI app serving ``registry``'s blobs and cards to holders of ``token``."""
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, JSONResponse
+
+    app = FastAPI(title="lineguard registry", docs_url=None, redoc_url=None, openapi_url=None)
+    expected = f"Bearer {token}".encode()
+
+    def authorised(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/artifacts/{sha256}", dependencies=[Depends(authorised)])
+    def artifact(sha256: str) -> FileResponse:
+        path = registry.blob_path(sha256)
+        if not _SHA.match(sha256) or not path.is_file():
+            raise HTTPException(status_code=404, detail=f"no artifact {sha256}")
+        return FileResponse(path, media_type="application/octet-stream", headers={"X-Sha256": sha256})
+
+    @app.get("/v1/cards/{name}/{version_file}", dependencies=[Depends(authorised)])
+    def card(name: str, version_file: str) -> FileResponse:
+        version = version_file.removesuffix(".json")
+        path = registry.card_path(name, version)
+        if not (_NAME.match(name) and _NAME.match(version)) or not path.is_file():
+            raise HTTPException(status_code=404, detail=f"no model card {name}:{version}")
+        return FileResponse(path, media_type="application/json")
+
+    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    def models() -> JSONResponse:
+        body: list[dict[str, Any]] = [
+            {"name": v.name, "version": v.version, "sha256": v.sha256, "stage": v.stage.value}
+            for v in registry.versions()
+        ]
+        return JSONResponse(body)
+
+    return app
+
+
+class ArtifactServer:
+    """uvicorn serving ``create_app`` in a background thread; ``url`` once started."""
+
+    def __init__(self, registry: Registry, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            create_app(registry, token), host=host, port=port, log_level="warning", access_log=False
+        )
+        self._server: uvicorn.Server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="registry-serve", daemon=True)
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> ArtifactServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"artifact server did not start on {self.host}:{self.port}")
+            time.sleep(0.02)
+        sockets = [s for srv in self._server.servers for s in srv.sockets]
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ArtifactServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

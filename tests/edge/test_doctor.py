@@ -1,0 +1,62 @@
+"""``lineguard doctor`` names what is wrong with a station and how to fix it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from lineguard.edge.doctor import run_checks
+from support.mosquitto import Broker
+
+
+def _config(tmp_path: Path, **sections: object) -> Path:
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def _by_name(config: Path) -> dict[str, tuple[bool, str, str]]:
+    return {c.name: (c.ok, c.detail, c.fix) for c in run_checks(config, timeout_s=1.0)}
+
+
+def test_stopped_broker_and_missing_model_are_reported(tmp_path: Path, broker: Broker) -> None:
+    broker.stop()
+    config = _config(
+        tmp_path,
+        mqtt={"host": broker.host, "port": broker.port},
+        model={"path": str(tmp_path / "missing.onnx")},
+    )
+    checks = _by_name(config)
+    ok, detail, fix = checks["broker"]
+    assert not ok and f"127.0.0.1:{broker.port}" in detail and "start the broker" in fix
+    ok, detail, _ = checks["model"]
+    assert not ok and "missing.onnx does not exist" in detail
+    assert checks["config"][0] and checks["camera"][0]
+
+
+def test_healthy_station_passes_every_check(tmp_path: Path, broker: Broker, tiny_model: Path) -> None:
+    config = _config(
+        tmp_path,
+        mqtt={"host": broker.host, "port": broker.port},
+        model={"path": str(tiny_model / "model.onnx")},
+    )
+    assert all(ok for ok, _, _ in _by_name(config).values())
+
+
+def test_tampered_model_is_caught(tmp_path: Path, tiny_model: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    with (copy / "model.onnx").open("ab") as fh:
+        fh.write(b"tampered")
+    config = _config(tmp_path, mqtt={"enabled": False}, model={"path": str(copy / "model.onnx")})
+    ok, detail, _ = _by_name(config)["model"]
+    assert not ok and "sha256" in detail
+
+
+def test_misspelled_key_is_the_one_finding(tmp_path: Path) -> None:
+    config = _config(tmp_path, mqtt={"hots": "broker"})
+    checks = run_checks(config)
+    assert [(c.name, c.ok) for c in checks] == [("config", False)]
+    assert "mqtt.hots: unknown key" in checks[0].detail
