@@ -111,7 +111,10 @@ def diagnose(settings: LinkSettings, *, connack_missing: bool, timeout_s: float 
             with settings.ssl_context.wrap_socket(sock, server_hostname=settings.host):
                 pass
         except ssl.SSLCertVerificationError as exc:
-            return f"TLS to broker {addr} failed: {exc.verify_message} (check mqtt.tls.ca_file)"
+            return (
+                f"TLS to broker {addr} failed: certificate verify failed ({exc.verify_message}); "
+                "check mqtt.tls.ca_file"
+            )
         except ssl.SSLError as exc:
             return f"TLS handshake with broker {addr} failed: {exc.reason or exc} (is it a TLS port?)"
         except OSError as exc:

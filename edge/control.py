@@ -4,20 +4,24 @@ A line controller, a downstream check and the registry write these; the edge tru
 Each payload is a small pydantic model that forbids unknown keys, so a typo in a PLC's JSON is
 answered with a one-line reason on ``…/alert`` instead of being half-understood.
 ``parse_control`` turns raw bytes into a model or an ``InputError`` that says what was wrong;
-``RecentIds`` remembers the last unit ids so a repeated trigger is reported, not inspected twice.
+``RecentIds`` remembers the last unit ids so a repeated trigger is reported, not inspected twice;
+``ControlInbox`` routes a received message to the daemon's handler or answers it with an alert.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lineguard.errors import InputError, validation_message
+from lineguard.monitoring import Metrics
 
 __all__ = [
     "CONTROL_MESSAGES",
+    "ControlInbox",
     "DesiredModel",
     "Feedback",
     "RecentIds",
@@ -99,3 +103,84 @@ class RecentIds:
         if len(self._seen) > self.size:
             self._seen.popitem(last=False)
         return False
+
+
+class ControlInbox:
+    """Validates what arrives on ``<prefix>{trigger,feedback,model}`` and hands it on.
+
+    A malformed message is answered with an alert (``invalid_trigger``, ``invalid_feedback``,
+    ``invalid_model``) carrying the reason; a trigger for a unit id among the last
+    ``duplicate_window`` is reported (``duplicate_unit_id``) and not passed on, so one unit never
+    gets two verdicts. Feedback outcomes are counted in ``lineguard_feedback_total``.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        alert: Callable[[str, dict[str, object]], None],
+        metrics: Metrics,
+        *,
+        on_trigger: Callable[[Trigger], object] | None = None,
+        on_feedback: Callable[[Feedback], object] | None = None,
+        on_model: Callable[[DesiredModel], object] | None = None,
+        duplicate_window: int = 1000,
+    ) -> None:
+        self._alert = alert
+        self._metrics = metrics
+        self._recent = RecentIds(duplicate_window)
+        self._routes: dict[str, Callable[[bytes, bool], None]] = {
+            prefix + "trigger": self._trigger,
+            prefix + "feedback": self._feedback,
+            prefix + "model": self._model,
+        }
+        self._on_trigger, self._on_feedback, self._on_model = on_trigger, on_feedback, on_model
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._routes)
+
+    def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+        route = self._routes.get(topic)
+        if route is not None:
+            route(payload, retained)
+
+    def _invalid(self, kind: str, reason: str, payload: bytes) -> None:
+        self._alert(kind, {"reason": reason, "payload": payload[:200].decode(errors="replace")})
+
+    def _trigger(self, payload: bytes, retained: bool) -> None:
+        try:
+            trigger = parse_control(Trigger, payload)
+        except InputError as exc:
+            self._invalid("invalid_trigger", str(exc), payload)
+            return
+        if retained:
+            self._invalid(
+                "invalid_trigger", "retained trigger ignored: publish triggers with retain=false", payload
+            )
+            return
+        if self._recent.seen_before(trigger.unit_id):
+            self._alert("duplicate_unit_id", {"unit_id": trigger.unit_id, "action": "ignored"})
+            return
+        if self._on_trigger is not None:
+            self._on_trigger(trigger)
+
+    def _feedback(self, payload: bytes, retained: bool) -> None:
+        try:
+            feedback = parse_control(Feedback, payload)
+        except InputError as exc:
+            self._invalid("invalid_feedback", str(exc), payload)
+            return
+        self._metrics.feedback.labels(outcome=feedback.outcome).inc()
+        if self._on_feedback is not None:
+            self._on_feedback(feedback)
+
+    def _model(self, payload: bytes, retained: bool) -> None:
+        if not payload:  # the registry cleared the retained message
+            return
+        try:
+            model = parse_control(DesiredModel, payload)
+        except InputError as exc:
+            self._invalid("invalid_model", str(exc), payload)
+            return
+        if self._on_model is not None:
+            self._on_model(model)

@@ -1,13 +1,13 @@
-"""The edge daemon: takes the newest frame, asks the model, commits a verdict, and keeps going.
+"""The edge daemon: a station's lifecycle around the per-unit path (``lineguard.edge.inspector``).
 
-One inspection thread runs ``quality check -> detect -> decide -> outbox insert -> wake delivery``
-for each unit; that is the only I/O on the per-frame path, and the delivery thread publishes what
-the outbox holds. The model lives in a slot (detector + verdict policy) swapped whole between two
-units, so every verdict names the model that made it; with no model every unit gets
-``NO_DECISION``/``no_model``, never PASS. A unit is every frame (``continuous``) or the next frame
-after a trigger (``triggered``, from MQTT or ``POST /v1/inspect``). A full outbox pauses inspection
-and raises an alert instead of dropping verdicts; SIGTERM finishes the unit in flight, flushes
-delivery and returns. Logs are one JSON object per line (see ``lineguard.edge.cli``).
+It owns the outbox, the delivery (MQTT or JSON lines), the frame source, the HTTP API thread and
+the inspection loop. A unit is every frame (``continuous``; unit id ``<station>-f<frame index>`` for
+synthetic, video and folder sources, whose index names the unit, else ``<station>-<seq>``) or the
+first frame captured after a trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect``
+without an image; a trigger that gets no frame still gets NO_DECISION/error). Every half second the
+loop runs the camera watchdog, alerts on a down or frozen camera and publishes status on change
+and every ``mqtt.status_interval_s``. SIGTERM/SIGINT finish the unit in flight, flush delivery and
+return. Logs are structured events, one JSON object per line under ``lineguard edge run``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,51 +28,21 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import LineguardConfig
-from lineguard.detections import Detections
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import make_delivery
 from lineguard.edge.engine import Detector
+from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary, event
 from lineguard.edge.outbox import Outbox, OutboxFullError
-from lineguard.edge.policy import Decision, VerdictPolicy
+from lineguard.edge.policy import Decision
 from lineguard.edge.quality import QualityGate
 from lineguard.edge.sources import Frame, FrameSource, open_source
-from lineguard.errors import LineguardError
-from lineguard.monitoring.metrics import Metrics
-from lineguard.verdict import ModelRef, Reason, Verdict, VerdictKind
+from lineguard.monitoring import Metrics
+from lineguard.verdict import Reason, Verdict, VerdictKind
 
-__all__ = ["EdgeDaemon", "ModelSlot", "RunSummary"]
-
-log = logging.getLogger("lineguard.edge.daemon")
+__all__ = ["EdgeDaemon"]
 
 _POLL_S = 0.2  # longest the loop waits for a frame or trigger before checking stop and status
 _HEALTH_EVERY_S = 0.5
-
-
-def event(level: int, name: str, **fields: Any) -> None:
-    """Log one structured event: ``name k=v ...``; the JSON formatter also gets ``fields``."""
-    text = " ".join(f"{k}={v}" for k, v in fields.items())
-    log.log(level, f"{name} {text}".strip(), extra={"event": name, "fields": fields})
-
-
-@dataclass(frozen=True)
-class ModelSlot:
-    """What decides a unit: the detector, the policy over its card, and the reference verdicts carry."""
-
-    detector: Detector
-    policy: VerdictPolicy
-    ref: ModelRef
-
-
-@dataclass
-class RunSummary:
-    units: int = 0
-    by_verdict: Counter[str] = field(default_factory=Counter)
-    pending: int = 0
-    last_seq: int = 0
-
-    def line(self) -> str:
-        counts = ", ".join(f"{k} {self.by_verdict.get(k, 0)}" for k in VerdictKind)
-        return f"stopped: {self.units} units ({counts}); last seq {self.last_seq}, {self.pending} undelivered"
 
 
 @dataclass
@@ -96,21 +65,15 @@ class EdgeDaemon:
         self.source = source if source is not None else open_source(cfg.camera, self.metrics)
         self.quality = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
-        self._no_model = VerdictPolicy(None, cfg.policy)
-        self._slot: ModelSlot | None = None
-        self.model_error: str | None = "no model configured (model.path)" if cfg.model.path is None else None
-        self._unit_lock = threading.Lock()  # one unit at a time: the detector's buffers are shared
         self._stop = threading.Event()
         self._requests: queue.Queue[_Request] = queue.Queue()
-        self._outbox_full = False
-        self._unit_times: deque[float] = deque(maxlen=32)
         self._last_health = 0.0
         self._last_status = 0.0
         self._status_sig: tuple[Any, ...] = ()
         self._camera_alerted = False
         self._started = False
         self._http: Any = None
-        self.summary = RunSummary()
+        self.desired_model: DesiredModel | None = None
         self.delivery = make_delivery(
             cfg,
             self.outbox,
@@ -119,9 +82,18 @@ class EdgeDaemon:
             on_feedback=self._on_feedback,
             on_model=self._on_model,
         )
-        self.desired_model: DesiredModel | None = None
+        self.inspector = Inspector(
+            cfg,
+            self.outbox,
+            self.metrics,
+            wake=self.delivery.wake,
+            alert=self.delivery.publish_alert,
+            stop=self._stop,
+        )
+        self.inspector.on_swap = self._status_soon
+        self.summary = self.inspector.summary
         if cfg.model.path is not None:
-            self.load_model(cfg.model.path)
+            self.inspector.load_model(cfg.model.path)
         else:
             event(
                 logging.WARNING,
@@ -129,64 +101,26 @@ class EdgeDaemon:
                 detail="model.path is not set; every unit gets NO_DECISION/no_model",
             )
 
-    # -- model slot -----------------------------------------------------------------------
+    # -- model slot (the registry's hot swap calls these) ---------------------------------
     @property
     def slot(self) -> ModelSlot | None:
-        return self._slot
+        return self.inspector.slot
+
+    @property
+    def model_error(self) -> str | None:
+        return self.inspector.model_error
 
     def load_model(self, path: Path) -> bool:
-        """Load and swap in the model at ``path``; on failure keep the current slot and say why."""
-        try:
-            detector = Detector.load(
-                path,
-                self.cfg.model,
-                min_confidence=self.cfg.policy.min_confidence,
-                nms_iou=self.cfg.policy.nms_iou,
-            )
-        except LineguardError as exc:
-            self.model_error = str(exc)
-            self.metrics.model_swaps.labels(result="failed").inc()
-            event(logging.ERROR, "model_load_failed", path=str(path), error=str(exc))
-            return False
-        self.swap_model(detector)
-        return True
+        """Load and swap in the model at ``path``; on failure keep the current model and say why."""
+        return self.inspector.load_model(path)
 
     def swap_model(self, detector: Detector | None) -> None:
         """Put ``detector`` (or nothing) in the slot between two units; the old one is closed."""
-        new = None
-        if detector is not None:
-            card = detector.card
-            policy = VerdictPolicy(card, self.cfg.policy)
-            new = ModelSlot(
-                detector, policy, ModelRef(name=card.name, version=card.version, sha256=card.sha256)
-            )
-        with self._unit_lock:
-            old, self._slot = self._slot, new
-        if old is not None and (new is None or old.detector is not new.detector):
-            old.detector.close()
-        self.metrics.model_swaps.labels(result="ok").inc()
-        if new is None:
-            self.model_error = "model unloaded"
-            self.metrics.model_info.info({"name": "", "version": "", "sha256": "", "backend": ""})
-            event(logging.WARNING, "model_unloaded")
-            return
-        self.model_error = None
-        self.metrics.model_info.info(
-            {
-                "name": new.ref.name,
-                "version": new.ref.version,
-                "sha256": new.ref.sha256,
-                "backend": new.detector.backend,
-            }
-        )
-        event(
-            logging.INFO,
-            "model_in_use",
-            model=f"{new.ref.name}:{new.ref.version}",
-            backend=new.detector.backend,
-            thresholds=new.policy.thresholds_id,
-        )
-        self._last_status = 0.0  # publish the change with the next status tick
+        self.inspector.swap_model(detector)
+
+    def _status_soon(self) -> None:
+        self._last_status = 0.0
+        self._last_health = 0.0
 
     # -- units ----------------------------------------------------------------------------
     def trigger(self, trigger: Trigger) -> Future[Verdict]:
@@ -198,98 +132,8 @@ class EdgeDaemon:
     def inspect_image(self, image: npt.NDArray[np.uint8], unit_id: str | None = None) -> Verdict:
         """Judge an uploaded image as one unit (``POST /v1/inspect``); the verdict is committed too."""
         frame = Frame(image, datetime.now(UTC), time.monotonic(), -1)
-        decision, slot = self._decide(frame, self._upload_quality)
-        return self._commit(frame, unit_id, decision, slot, wait=False)
-
-    def _decide(self, frame: Frame, gate: QualityGate) -> tuple[Decision, ModelSlot | None]:
-        with self._unit_lock:
-            slot = self._slot
-            try:
-                quality = gate.check(frame.image)
-                if slot is None:
-                    detections = None
-                elif quality.problem is not None:
-                    detections = Detections.empty()  # no verdict on this frame: skip the model
-                else:
-                    detections, times = slot.detector.detect(frame.image)
-                    self.metrics.observe_stage("preprocess", times.preprocess_s)
-                    self.metrics.observe_stage("inference", times.inference_s)
-                    self.metrics.observe_stage("postprocess", times.postprocess_s)
-                t0 = time.monotonic()
-                policy = slot.policy if slot is not None else self._no_model
-                elapsed_ms = (t0 - frame.captured_mono) * 1000.0
-                decision = policy.decide(detections, quality=quality, elapsed_ms=elapsed_ms)
-                self.metrics.observe_stage("verdict", time.monotonic() - t0)
-            except Exception as exc:  # a unit must still get a verdict, never PASS
-                event(logging.ERROR, "inspection_failed", error=repr(exc))
-                decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
-        return decision, slot
-
-    def _commit(
-        self,
-        frame: Frame,
-        unit_id: str | None,
-        decision: Decision,
-        slot: ModelSlot | None,
-        *,
-        wait: bool = True,
-    ) -> Verdict:
-        elapsed_s = max(0.0, time.monotonic() - frame.captured_mono)
-        decided_at = frame.captured_at + timedelta(seconds=elapsed_s)
-        thresholds = slot.policy.thresholds_id if slot is not None else self._no_model.thresholds_id
-        station = self.cfg.station
-
-        def make(seq: int) -> Verdict:
-            return Verdict(
-                seq=seq,
-                unit_id=unit_id or f"{station.station}-{seq}",
-                line=station.line,
-                station=station.station,
-                verdict=decision.verdict,
-                reason=decision.reason,
-                defects=decision.defects,
-                model=slot.ref if slot is not None else None,
-                thresholds=thresholds,
-                captured_at=frame.captured_at,
-                decided_at=decided_at,
-                latency_ms=elapsed_s * 1000.0,
-            )
-
-        verdict = self._add(make, wait=wait)
-        self.delivery.wake()
-        m = self.metrics
-        m.decision_latency.observe(time.monotonic() - frame.captured_mono)
-        m.verdicts.labels(verdict=verdict.verdict.value, reason=verdict.reason.value).inc()
-        if verdict.reason is Reason.DEADLINE:
-            m.deadline_misses.inc()
-        for defect in verdict.defects:
-            m.defects.labels(class_name=defect.class_name).inc()
-        m.outbox_depth.set(self.outbox.depth())
-        self._unit_times.append(time.monotonic())
-        self.summary.units += 1
-        self.summary.by_verdict[verdict.verdict.value] += 1
-        self.summary.last_seq = verdict.seq
-        return verdict
-
-    def _add(self, make: Any, *, wait: bool) -> Verdict:
-        """Insert into the outbox; when full, alert, turn unready and retry until there is room."""
-        while True:
-            try:
-                verdict: Verdict = self.outbox.add(make)
-            except OutboxFullError as exc:
-                if not self._outbox_full:
-                    self._outbox_full = True
-                    self.delivery.publish_alert(
-                        "outbox_full", {"detail": str(exc), "max_pending": self.outbox.max_pending}
-                    )
-                    event(logging.ERROR, "outbox_full", detail=str(exc), action="inspection paused")
-                if not wait or self._stop.wait(0.5):
-                    raise
-                continue
-            if self._outbox_full:
-                self._outbox_full = False
-                event(logging.INFO, "outbox_has_room", depth=self.outbox.depth())
-            return verdict
+        decision, slot = self.inspector.decide(frame, self._upload_quality)
+        return self.inspector.commit(frame, unit_id, decision, slot, wait=False)
 
     # -- loop -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -302,8 +146,9 @@ class EdgeDaemon:
         if self.cfg.http.enabled:
             from lineguard.edge.api import ApiServer, create_app
 
-            self._http = ApiServer(create_app(self), self.cfg.http.host, self.cfg.http.port)
-            self._http.start()
+            server = ApiServer(create_app(self), self.cfg.http.host, self.cfg.http.port)
+            server.start()
+            self._http = server
             event(logging.INFO, "http_listening", url=f"http://{self.cfg.http.host}:{self._http.port}")
         event(
             logging.INFO,
@@ -358,7 +203,8 @@ class EdgeDaemon:
             frame = self.source.read_latest(_POLL_S)
             if frame is None:
                 return not self.source.exhausted
-            self._run_unit(frame, None, None)
+            unit_id = f"{self.cfg.station.station}-f{frame.index:06d}" if self.source.indexed else None
+            self._run_unit(frame, unit_id, None)
             return True
         while not self._stop.is_set():
             frame = self.source.read_latest(_POLL_S, newer_than=request.received_mono)
@@ -374,9 +220,9 @@ class EdgeDaemon:
         return False
 
     def _run_unit(self, frame: Frame, unit_id: str | None, future: Future[Verdict] | None) -> None:
-        decision, slot = self._decide(frame, self.quality)
+        decision, slot = self.inspector.decide(frame, self.quality)
         try:
-            verdict = self._commit(frame, unit_id, decision, slot)
+            verdict = self.inspector.commit(frame, unit_id, decision, slot)
         except OutboxFullError as exc:  # stopping while the outbox is full: say loudly what is lost
             event(
                 logging.ERROR, "verdict_not_stored", unit_id=unit_id, verdict=decision.verdict, error=str(exc)
@@ -393,33 +239,39 @@ class EdgeDaemon:
         frame = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
         decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
         try:
-            request.future.set_result(self._commit(frame, request.unit_id, decision, None, wait=False))
+            request.future.set_result(
+                self.inspector.commit(frame, request.unit_id, decision, None, wait=False)
+            )
         except OutboxFullError as exc:
             event(logging.ERROR, "verdict_not_stored", unit_id=request.unit_id, error=str(exc))
             request.future.set_exception(exc)
 
     def shutdown(self) -> None:
-        """Stop the source, answer waiting triggers, flush delivery, stop HTTP, close the outbox."""
+        """Stop the source, answer waiting triggers, stop HTTP, flush delivery, close the outbox."""
         if not self._started:
             self.outbox.close()
             return
         self._started = False
         self._stop.set()
         self.source.stop()
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                break
-            self._no_frame(request, "station stopping")
-        self.delivery.stop(timeout_s=5.0)
-        if self._http is not None:
+        self._answer_waiting_triggers()
+        if self._http is not None:  # before delivery stops, so an upload's verdict is flushed too
             self._http.stop()
             self._http = None
+        self._answer_waiting_triggers()
+        self.delivery.stop(timeout_s=5.0)
         self.summary.pending = self.outbox.depth()
         self.summary.last_seq = self.outbox.last_seq
         self.outbox.close()
         event(logging.INFO, "stopped", units=self.summary.units, undelivered=self.summary.pending)
+
+    def _answer_waiting_triggers(self) -> None:
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            self._no_frame(request, "station stopping")
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -439,7 +291,7 @@ class EdgeDaemon:
 
     # -- health and status ----------------------------------------------------------------
     def inspection_fps(self) -> float:
-        stamps = list(self._unit_times)
+        stamps = list(self.inspector.unit_times)
         if len(stamps) < 2 or time.monotonic() - stamps[-1] > 2.0:
             return 0.0
         return (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
@@ -447,7 +299,7 @@ class EdgeDaemon:
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready = model loaded, camera up (not frozen), delivery ready, outbox not full."""
         reasons = []
-        if self._slot is None:
+        if self.slot is None:
             reasons.append(f"no model loaded: {self.model_error}")
         health = self.source.health()
         if not health.up:
@@ -457,12 +309,12 @@ class EdgeDaemon:
         ok, detail = self.delivery.readiness()
         if not ok:
             reasons.append(f"delivery not ready: {detail}")
-        if self._outbox_full:
+        if self.inspector.outbox_full:
             reasons.append(f"verdict outbox full ({self.outbox.max_pending} unacknowledged)")
         return not reasons, reasons
 
     def status(self) -> dict[str, Any]:
-        slot = self._slot
+        slot = self.slot
         health = self.source.health()
         return {
             "state": "online",
@@ -478,6 +330,7 @@ class EdgeDaemon:
                 "skipped": health.skipped,
                 "reconnects": health.reconnects,
                 "detail": health.detail,
+                "silent_s": health.silent_s,
             },
             "fps": round(self.inspection_fps(), 2),
             "outbox_pending": self.outbox.depth(),
@@ -491,8 +344,9 @@ class EdgeDaemon:
         self._last_health = now
         status = self.status()
         camera = status["camera"]
-        bad = not camera["up"] or camera["frozen"]
-        if bad and not self._camera_alerted and not self.source.exhausted:
+        silent = not camera["up"] and camera["silent_s"] > self.cfg.camera.watchdog_s
+        bad = (silent or camera["frozen"]) and not self.source.ended
+        if bad and not self._camera_alerted:
             kind = "camera_frozen" if camera["up"] else "camera_down"
             self.delivery.publish_alert(kind, {"source": camera["source"], "detail": camera["detail"]})
             event(logging.WARNING, kind, detail=camera["detail"])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lineguard.edge.outbox import Outbox, PendingVerdict
 from lineguard.errors import MissingDependencyError
-from lineguard.monitoring.metrics import Metrics
+from lineguard.monitoring import Metrics
 
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
@@ -138,13 +138,12 @@ class JsonlDelivery:
         self._error: str | None = None
         self._written_seq = 0
         self._good_size = 0
+        self._recovered = False
         self._status: dict[str, object] = {}
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._written_seq, self._good_size = _recover(self.path)
         self._thread = threading.Thread(target=self._run, name="lineguard-jsonl", daemon=True)
         self._thread.start()
         self._wakeup.set()
@@ -185,6 +184,14 @@ class JsonlDelivery:
                 return
 
     def _drain_once(self) -> bool:
+        if not self._recovered:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._written_seq, self._good_size = _recover(self.path)
+            except OSError as exc:
+                self._fail(exc)
+                return False
+            self._recovered = True
         rows = self._outbox.pending(limit=500)
         if not rows:
             return False
@@ -216,8 +223,9 @@ class JsonlDelivery:
         if reason != self._error:
             log.error(reason)
         self._error = reason
-        with contextlib.suppress(OSError):  # never leave a torn line for the next write to extend
-            os.truncate(self.path, self._good_size)
+        if self._recovered:
+            with contextlib.suppress(OSError):  # never leave a torn line for the next write to extend
+                os.truncate(self.path, self._good_size)
         self._stopping.wait(1.0)
 
 

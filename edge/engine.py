@@ -136,11 +136,14 @@ class _OpenVinoRunner:
             )
         except RuntimeError as exc:
             raise ModelError(f"OpenVINO cannot load the model as ONNX: {_first_line(exc)}") from exc
-        self.input_shape = tuple(compiled.input(0).get_partial_shape().to_shape())
-        out_shape = compiled.output(0).get_partial_shape()
-        self.output_shape = tuple(out_shape.to_shape()) if out_shape.is_static else None
         if len(compiled.inputs) != 1:
             raise ModelError(f"model must have one image input; got {len(compiled.inputs)}")
+        in_shape = compiled.input(0).get_partial_shape()
+        out_shape = compiled.output(0).get_partial_shape()
+        self.input_shape = (
+            tuple(in_shape.to_shape()) if in_shape.is_static else tuple(str(d) for d in in_shape)
+        )
+        self.output_shape = tuple(out_shape.to_shape()) if out_shape.is_static else None
         self._request = compiled.create_infer_request()
         self._compiled = compiled
         self.name = "openvino:CPU"

@@ -31,11 +31,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from lineguard.config import LineguardConfig
 from lineguard.edge._mqtt_link import LinkSettings, diagnose, link_settings
-from lineguard.edge.control import DesiredModel, Feedback, RecentIds, Trigger, parse_control
+from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
-from lineguard.errors import InputError
-from lineguard.monitoring.metrics import Metrics
+from lineguard.monitoring import Metrics
 from lineguard.verdict import utc_now
 
 __all__ = ["MqttDelivery"]
@@ -43,6 +42,8 @@ __all__ = ["MqttDelivery"]
 log = logging.getLogger(__name__)
 
 _Event = tuple[Any, ...]
+# Unacked publishes paho puts on the wire at once; Mosquitto accepts 20 (its default receive maximum).
+_PAHO_INFLIGHT = 20
 
 
 class MqttDelivery:
@@ -63,14 +64,21 @@ class MqttDelivery:
         self._settings: LinkSettings = link_settings(cfg)  # ConfigError on unreadable files
         self._outbox = outbox
         self._metrics = metrics
-        self._handlers = (on_trigger, on_feedback, on_model)
         self._window = max(1, window)
         self._line, self._station = cfg.station.line, cfg.station.station
         prefix = cfg.topic_prefix
         self.topics = {k: prefix + k for k in ("verdict", "status", "trigger", "model", "alert", "feedback")}
         self._addr = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
         self._watch = OutboxWatch(outbox, metrics, cfg.outbox.warn_ratio, self.publish_alert)
-        self._recent = RecentIds(duplicate_window)
+        self._inbox = ControlInbox(
+            prefix,
+            self.publish_alert,
+            metrics,
+            on_trigger=on_trigger,
+            on_feedback=on_feedback,
+            on_model=on_model,
+            duplicate_window=duplicate_window,
+        )
         # State shared with paho's network thread: plain attributes written by one side only.
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -139,20 +147,25 @@ class MqttDelivery:
             log.warning("stopped with %d verdicts in the outbox; they are sent on the next start", left)
 
     def readiness(self) -> tuple[bool, str]:
-        if self._connected:
+        if self._connected and self._retry_at is None:
             return True, ""
         return False, self._reason
 
     def publish_alert(self, kind: str, detail: dict[str, object]) -> None:
         try:
             self._metrics.alerts.labels(kind=kind).inc()
+            # Field names of lineguard.monitoring's Alert contract (lineguard.alert/1).
+            message = detail.get("message") or f"{kind}: {json.dumps(detail, default=str)}"
             body = {
                 "schema": "lineguard.alert/1",
                 "kind": kind,
+                "level": str(detail.get("level", "warning")),
+                "signal": str(detail.get("signal", kind)),
+                "message": str(message),
+                "ts": utc_now().isoformat(),
                 "line": self._line,
                 "station": self._station,
-                "ts": utc_now().isoformat(),
-                "detail": detail,
+                "details": detail,
             }
             payload = json.dumps(body, default=str).encode()
             log.warning("alert %s: %s", kind, json.dumps(detail, default=str))
@@ -186,6 +199,7 @@ class MqttDelivery:
             client.username_pw_set(s.username, s.password)
         if s.ssl_context is not None:
             client.tls_set_context(s.ssl_context)
+        client.max_inflight_messages_set(_PAHO_INFLIGHT)
         client.will_set(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
         cap = max(1, round(s.reconnect_max_s))  # paho takes whole seconds
         client.reconnect_delay_set(min_delay=1, max_delay=cap)
@@ -217,10 +231,7 @@ class MqttDelivery:
             self._post("refused", str(rc))
             return
         dropped = client.drop_out_messages()  # the outbox replays verdicts; alerts are re-sent
-        receive_max = getattr(props, "ReceiveMaximum", None)
-        if isinstance(receive_max, int) and receive_max > 0:
-            client.max_inflight_messages_set(min(receive_max, self._window))
-        client.subscribe([(self.topics[t], 1) for t in ("trigger", "feedback", "model")])
+        client.subscribe([(topic, 1) for topic in self._inbox.topics])
         client.publish(self.topics["status"], self._status_payload("online"), 1, True)
         with self._alerts_lock:
             resend = [m.payload for m in dropped if m.topic == self.topics["alert"]]
@@ -254,52 +265,9 @@ class MqttDelivery:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            if msg.topic == self.topics["trigger"]:
-                self._trigger(msg)
-            elif msg.topic == self.topics["feedback"]:
-                self._feedback(bytes(msg.payload))
-            elif msg.topic == self.topics["model"] and msg.payload:
-                self._model(bytes(msg.payload))
+            self._inbox.handle(msg.topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception:  # a handler's bug must not stop the network loop
             log.exception("handling a message on %s failed", msg.topic)
-
-    def _invalid(self, kind: str, exc: InputError, payload: bytes) -> None:
-        self.publish_alert(kind, {"reason": str(exc), "payload": payload[:200].decode(errors="replace")})
-
-    def _trigger(self, msg: mqtt.MQTTMessage) -> None:
-        try:
-            trigger = parse_control(Trigger, bytes(msg.payload))
-        except InputError as exc:
-            self._invalid("invalid_trigger", exc, bytes(msg.payload))
-            return
-        if msg.retain:
-            reason = "retained trigger ignored: publish triggers with retain=false"
-            self._invalid("invalid_trigger", InputError(reason), bytes(msg.payload))
-            return
-        if self._recent.seen_before(trigger.unit_id):
-            self.publish_alert("duplicate_unit_id", {"unit_id": trigger.unit_id, "action": "ignored"})
-            return
-        if self._handlers[0] is not None:
-            self._handlers[0](trigger)
-
-    def _feedback(self, payload: bytes) -> None:
-        try:
-            feedback = parse_control(Feedback, payload)
-        except InputError as exc:
-            self._invalid("invalid_feedback", exc, payload)
-            return
-        self._metrics.feedback.labels(outcome=feedback.outcome).inc()
-        if self._handlers[1] is not None:
-            self._handlers[1](feedback)
-
-    def _model(self, payload: bytes) -> None:
-        try:
-            model = parse_control(DesiredModel, payload)
-        except InputError as exc:
-            self._invalid("invalid_model", exc, payload)
-            return
-        if self._handlers[2] is not None:
-            self._handlers[2](model)
 
     # -- the drain thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -381,14 +349,18 @@ class MqttDelivery:
             self._reason = reason
 
     def _refused(self, row: PendingVerdict, rc: str) -> None:
-        log.error("broker %s refused verdict seq %d: %s; it stays in the outbox", self._addr, row.seq, rc)
-        self.publish_alert("verdict_refused", {"seq": row.seq, "reason": rc})
+        """A PUBACK with a failure code (e.g. an ACL): keep the row, pause, retry from it later."""
+        if self._retry_at is None:  # one log line and alert per retry round, not per verdict
+            log.error("broker %s refused verdict seq %d: %s; it stays in the outbox", self._addr, row.seq, rc)
+            self.publish_alert("verdict_refused", {"seq": row.seq, "reason": rc})
+            self._reason = f"broker {self._addr} refuses verdicts on {self.topics['verdict']}: {rc}"
         self._cursor = min(self._cursor, row.seq - 1)
         self._retry_at = time.monotonic() + self._settings.reconnect_max_s
 
     def _retry_refused(self) -> None:
         if self._retry_at is not None and time.monotonic() >= self._retry_at:
             self._retry_at = None
+            self._reason = ""
 
     def _fill_window(self) -> None:
         if self._retry_at is not None or not self._connected or self._drain_epoch != self._link_epoch:

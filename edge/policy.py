@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from lineguard.config import PolicyConfig
 from lineguard.detections import Detections
@@ -47,14 +48,15 @@ class VerdictPolicy:
     def __init__(self, card: ModelCard | None, cfg: PolicyConfig) -> None:
         self.card = card
         self.cfg = cfg
-        self._thresholds = np.zeros((0,), np.float32)
+        self._thresholds: npt.NDArray[np.float32] = np.zeros((0,), np.float32)
         if card is None:
             self.thresholds_id = "none"
             return
         unknown = sorted(set(cfg.class_thresholds) - set(card.classes))
         if unknown:
             raise ConfigError(
-                f"policy.class_thresholds names unknown classes {unknown}; model {card.ref} has {card.classes}"
+                f"policy.class_thresholds names unknown classes {unknown}; "
+                f"model {card.ref} has {card.classes}"
             )
         bad = {k: v for k, v in cfg.class_thresholds.items() if not 0.0 < v <= 1.0}
         if bad:
@@ -128,11 +130,13 @@ class VerdictPolicy:
         order = np.argsort(-found.confidence, kind="stable")
         boxes = np.clip(found.xyxy, 0.0, 1.0)
         return tuple(
-            Defect(
-                class_name=classes[int(found.class_id[i])],
-                class_id=int(found.class_id[i]),
-                confidence=min(1.0, max(0.0, float(found.confidence[i]))),
-                box=(float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
+            Defect.model_validate(
+                {
+                    "class": classes[int(found.class_id[i])],
+                    "class_id": int(found.class_id[i]),
+                    "confidence": min(1.0, max(0.0, float(found.confidence[i]))),
+                    "box": tuple(float(v) for v in boxes[i]),
+                }
             )
             for i in order
         )

@@ -15,8 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.edge.preprocess import LetterboxGeometry
 from lineguard.detections import Detections
+from lineguard.edge.preprocess import LetterboxGeometry
 from lineguard.errors import InputError
 
 __all__ = ["MAX_DET", "RawBoxes", "decode_yolo", "nms", "postprocess"]

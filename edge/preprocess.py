@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from lineguard.errors import InputError
 
-__all__ = ["PAD_VALUE", "LetterboxGeometry", "Preprocessor", "letterbox", "letterbox_geometry"]
+__all__ = ["PAD_VALUE", "LetterboxGeometry", "Preprocessor", "as_image", "letterbox", "letterbox_geometry"]
 
 PAD_VALUE = 114  # ultralytics' padding gray
 
@@ -88,15 +88,21 @@ def letterbox_geometry(frame_h: int, frame_w: int, size: int) -> LetterboxGeomet
     )
 
 
+def as_image(array: object) -> Image:
+    """View an OpenCV result (typed loosely by its stubs) as the uint8 image it is; no copy."""
+    return np.asarray(array, dtype=np.uint8)
+
+
 def _check_frame(frame_bgr: npt.NDArray[np.generic]) -> Image:
     if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8:
         kind = getattr(frame_bgr, "dtype", type(frame_bgr).__name__)
         raise InputError(f"a frame must be a uint8 numpy image; got {kind}")
-    if frame_bgr.ndim == 2:
-        return cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)  # type: ignore[no-any-return]
-    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or 0 in frame_bgr.shape:
-        raise InputError(f"a frame must be HxWx3 BGR (or HxW gray); got shape {frame_bgr.shape}")
-    return frame_bgr  # type: ignore[return-value]
+    frame = as_image(frame_bgr)
+    if frame.ndim == 2 and 0 not in frame.shape:
+        return as_image(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    if frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+        raise InputError(f"a frame must be HxWx3 BGR (or HxW gray); got shape {frame.shape}")
+    return frame
 
 
 def letterbox(frame_bgr: Image, size: int, out: Image | None = None) -> tuple[Image, LetterboxGeometry]:
@@ -108,7 +114,7 @@ def letterbox(frame_bgr: Image, size: int, out: Image | None = None) -> tuple[Im
         raise InputError(f"letterbox output buffer must be ({size}, {size}, 3) uint8; got {canvas.shape}")
     resized = frame
     if (frame.shape[1], frame.shape[0]) != (geo.new_w, geo.new_h):
-        resized = cv2.resize(frame, (geo.new_w, geo.new_h), interpolation=cv2.INTER_LINEAR)
+        resized = as_image(cv2.resize(frame, (geo.new_w, geo.new_h), interpolation=cv2.INTER_LINEAR))
     # Pad only the borders: the inside is overwritten by the resized frame.
     x0, y0, x1, y1 = geo.pad_x, geo.pad_y, geo.pad_x + geo.new_w, geo.pad_y + geo.new_h
     canvas[:y0] = PAD_VALUE

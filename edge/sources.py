@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from lineguard.config import CameraConfig
 from lineguard.errors import ConfigError, InputError
-from lineguard.monitoring.metrics import Metrics
+from lineguard.monitoring import Metrics
 from lineguard.synthetic import condition_named, render_unit
 
 __all__ = [
@@ -66,6 +66,7 @@ class SourceHealth:
     skipped: int
     reconnects: int
     detail: str
+    silent_s: float = 0.0  # seconds since the last frame (or since start, before the first one)
 
 
 class FrameSource:
@@ -79,6 +80,7 @@ class FrameSource:
     finite = False  # True: the source ends on its own (video without loop, folder)
     paced = False  # True: the thread sleeps to deliver at camera.fps (files, synthetic)
     reconnects_on_drop = False  # True: a failed read closes and reopens with backoff
+    indexed = False  # True: Frame.index names the unit (synthetic unit, video frame, folder position)
 
     def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
@@ -152,6 +154,12 @@ class FrameSource:
                 self._cond.wait(left)
 
     @property
+    def ended(self) -> bool:
+        """A finite source reached the end of its input (its last frame may still be unread)."""
+        with self._cond:
+            return self._ended
+
+    @property
     def exhausted(self) -> bool:
         """A finite source has delivered its last frame and that frame has been read."""
         with self._cond:
@@ -169,11 +177,15 @@ class FrameSource:
             recent = [t for t in self._stamps if now - t <= 2.0]
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
             detail = self._detail
-            if running and not up:
+            if running and last is None and since <= self.cfg.watchdog_s:
+                detail = f"waiting for the first frame; {detail}"
+            elif running and not up:
                 detail = f"no frame for {since:.1f} s (watchdog {self.cfg.watchdog_s:g} s); {detail}"
             elif frozen:
                 detail = f"{self._same_count} identical frames in a row"
-            health = SourceHealth(up, frozen, round(fps, 2), self._skipped, self._reconnects, detail)
+            health = SourceHealth(
+                up, frozen, round(fps, 2), self._skipped, self._reconnects, detail, round(since, 3)
+            )
         if self.metrics is not None:
             self.metrics.camera_up.set(1 if up and not frozen else 0)
         return health
@@ -291,6 +303,7 @@ class SyntheticSource(FrameSource):
     """The synthetic line: frame ``i`` is ``render_unit(seed, i)``, so its ground truth is known."""
 
     paced = True
+    indexed = True
 
     def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
         super().__init__(cfg, metrics)
@@ -321,6 +334,7 @@ class FolderSource(FrameSource):
     """Images of a folder in name order, paced at ``camera.fps``; ``loop`` starts over at the end."""
 
     paced = True
+    indexed = True
 
     def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
         super().__init__(cfg, metrics)
@@ -366,6 +380,7 @@ class CaptureSource(FrameSource):
                 raise ConfigError(f"camera.uri must be a video file for kind 'video'; got '{cfg.uri}'")
             self._target = cfg.uri
             self.paced = True
+            self.indexed = True
             self.finite = not cfg.loop
         elif cfg.kind == "camera":
             try:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lineguard.errors import DeliveryError
 
 if TYPE_CHECKING:
-    from lineguard.monitoring.metrics import Metrics
+    from lineguard.monitoring import Metrics
 
 __all__ = [
     "QueueStats",
@@ -42,6 +42,7 @@ __all__ = [
     "ReviewItem",
     "ReviewQueue",
     "ReviewSink",
+    "review_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class ReviewQueue:
         self._rows = self._count()
         self._inbox: queue.Queue[tuple[npt.NDArray[np.uint8], ReviewItem] | None] = queue.Queue(handoff)
         self._busy_dropped = 0
+        self._unsaved_drops = 0
         self._full_alerted = False
         self._last_error = ""
         self._stop = threading.Event()
@@ -164,7 +166,7 @@ class ReviewQueue:
 
     def submit(self, frame_bgr: npt.NDArray[np.uint8], item: ReviewItem) -> bool:
         """Hand a frame to the writer without waiting; False when it had to be dropped."""
-        if self._rows + self._inbox.qsize() >= self.max_items:
+        if self._rows + self._inbox.unfinished_tasks >= self.max_items:
             self._dropped_full()
             return False
         try:
@@ -176,8 +178,7 @@ class ReviewQueue:
         return True
 
     def _dropped_full(self) -> None:
-        with self._lock:
-            self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'dropped'")
+        self._unsaved_drops += 1  # no I/O on the inspection thread; saved by the worker threads
         if not self._full_alerted:
             self._full_alerted = True
             message = (
@@ -224,6 +225,7 @@ class ReviewQueue:
                 (item.review_id, item.model_dump_json(), time.time()),
             )
             self._rows = self._count()
+            self._save_drops()
         self._publish_depth()
         self._wake.set()
 
@@ -316,7 +318,9 @@ class ReviewQueue:
         log.error("review item %s refused, kept as failed: %s", row.review_id, error)
         self._last_error = error
         with self._lock:
-            self._db.execute("UPDATE items SET failed = 1, last_error = ? WHERE id = ?", (error[:500], row.id))
+            self._db.execute(
+                "UPDATE items SET failed = 1, last_error = ? WHERE id = ?", (error[:500], row.id)
+            )
 
     def _confirm(self, row: _Row, task_id: int) -> None:
         log.debug("review item %s is Label Studio task %d", row.review_id, task_id)
@@ -340,6 +344,12 @@ class ReviewQueue:
         return int(cur.rowcount)
 
     # -- bookkeeping -----------------------------------------------------------------------
+
+    def _save_drops(self) -> None:
+        """Fold the in-memory drop count into the database (caller holds the lock)."""
+        drops, self._unsaved_drops = self._unsaved_drops, 0
+        if drops:
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (drops,))
 
     def _frame_path(self, review_id: str) -> Path:
         return self.frames / f"{review_id}.jpg"
@@ -365,6 +375,7 @@ class ReviewQueue:
 
     def stats(self) -> QueueStats:
         with self._lock:
+            self._save_drops()
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             failed = int(self._db.execute("SELECT COUNT(*) FROM items WHERE failed = 1").fetchone()[0])
             last = self._db.execute(
@@ -389,4 +400,10 @@ class ReviewQueue:
             self._uploader.join(timeout)
             self._uploader = None
         with self._lock:
+            self._save_drops()
             self._db.close()
+
+
+def review_dir(data_dir: Path) -> Path:
+    """Where a station keeps its review queue: ``<station.data_dir>/review``."""
+    return data_dir / "review"

@@ -1,8 +1,8 @@
 """Which frames go to QA staff: few, well chosen, and never at the cost of the inspection loop.
 
 ``ReviewSampler.offer`` runs on the inspection thread after each verdict. It picks a reason
-(``disagreement`` with the shadow model, ``no_decision``, ``uncertain`` = a box within a band
-around its class threshold, ``class`` = a chosen class was seen, ``audit`` = a random share of
+(``disagreement`` with the shadow model, ``uncertain`` = a box within a band around its class
+threshold, ``no_decision``, ``class`` = a chosen class was seen, ``audit`` = a random share of
 PASS and FAIL units that catches silent failures of a confident model), drops near-duplicates of
 recent samples by a perceptual hash (a stopped line shows the same unit for minutes), applies
 per-minute/hour/day caps and hands the frame to the review queue without waiting: encoding and
@@ -30,12 +30,14 @@ from lineguard.labeling.review_outbox import ReviewBox, ReviewItem, ReviewQueue
 from lineguard.verdict import Verdict, VerdictKind
 
 if TYPE_CHECKING:
-    from lineguard.monitoring.metrics import Metrics
+    from lineguard.monitoring import Metrics
 
 __all__ = ["REASONS", "ReviewSampler", "SamplerStats", "hamming", "perceptual_hash"]
 
-# In priority order: a frame sampled for several reasons is filed under the first.
-REASONS: Final = ("disagreement", "no_decision", "uncertain", "class", "audit")
+# In priority order: a frame sampled for several reasons is filed under the first. A doubtful box
+# usually makes the unit NO_DECISION too; "uncertain" says more, so it goes first, and
+# "no_decision" is left for deadline, image quality and no-model units.
+REASONS: Final = ("disagreement", "uncertain", "no_decision", "class", "audit")
 _WINDOWS: Final = (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0))
 _DEFAULT_THRESHOLD: Final = 0.5
 
@@ -48,13 +50,15 @@ def perceptual_hash(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """
     import cv2
 
+    height, width = frame.shape[:2]
+    if max(height, width) > 256:  # cheap nearest-neighbour pre-shrink of big camera frames
+        scale = 256 / max(height, width)
+        size = (max(32, round(width * scale)), max(32, round(height * scale)))
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    if gray.shape[0] > 256 or gray.shape[1] > 256:  # cheap pre-shrink of big camera frames
-        step = max(gray.shape[0], gray.shape[1]) // 256
-        gray = gray[::step, ::step]
     thumb = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(thumb)[:8, :8].reshape(-1)[1:]
-    return np.packbits(low > np.median(low))
+    low: npt.NDArray[np.float32] = np.asarray(cv2.dct(thumb), dtype=np.float32)[:8, :8].reshape(-1)[1:]
+    return np.packbits(low > np.float32(np.median(low)))
 
 
 def hamming(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> int:
@@ -112,20 +116,24 @@ class ReviewSampler:
         boosted = self._boost if self._clock() < self._boost_until else 1.0
         return min(1.0, self.cfg.audit_share * boosted)
 
-    def reason_for(self, verdict: Verdict, detections: Detections, *, disagreement: bool = False) -> str | None:
+    def reason_for(
+        self, verdict: Verdict, detections: Detections, *, disagreement: bool = False
+    ) -> str | None:
         """The first reason in ``REASONS`` that applies to this unit, or None."""
         if disagreement:
             return "disagreement"
-        if verdict.verdict is VerdictKind.NO_DECISION:
-            return "no_decision"
+        chosen = False
         if len(detections):
             ids = np.clip(detections.class_id, 0, len(self.classes) - 1)
             thr = self._thr[ids]
             band = self.cfg.uncertain_band
             if bool(np.any(np.abs(detections.confidence - thr) <= band)):
                 return "uncertain"
-            if bool(np.any(self._chosen[ids] & (detections.confidence >= thr - band))):
-                return "class"
+            chosen = bool(np.any(self._chosen[ids] & (detections.confidence >= thr - band)))
+        if verdict.verdict is VerdictKind.NO_DECISION:
+            return "no_decision"
+        if chosen:
+            return "class"
         if self.audit_share > 0 and self._rng.random() < self.audit_share:
             return "audit"
         return None

@@ -25,7 +25,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("lineguard.training.cli", "evaluate", "Evaluate a .pt or .onnx model."),
     "export": ("lineguard.training.cli", "export", "Export a run to ONNX + model card."),
     "edge": ("lineguard.edge.cli", "edge", "Run and check the edge inspection daemon."),
-    "verdicts": ("lineguard.edge.cli", "verdicts", "Watch verdicts on MQTT."),
+    "verdicts": ("lineguard.edge.verdicts_cli", "verdicts", "Watch verdicts on MQTT."),
     "bench": ("lineguard.benchmarks.cli", "bench", "Latency and accuracy benchmarks."),
     "registry": ("lineguard.registry.cli", "registry", "Model versions, stages and rollout."),
     "label": ("lineguard.labeling.cli", "label", "Label Studio: set up, send, pull."),

@@ -198,12 +198,19 @@ class MonitoringConfig(Section):
         default=20, ge=1, description="Score the drift window every this many units (cost control)."
     )
     drift_bins: int = Field(
-        default=10, ge=2, le=50, description="Reference-quantile bins for the PSI of image/confidence signals."
+        default=10,
+        ge=2,
+        le=50,
+        description="Reference-quantile bins for the PSI of image/confidence signals.",
     )
     rate_z_warning: float = Field(
-        default=3.5, gt=0, description="Two-proportion |z| of a rate signal (class, FAIL, NO_DECISION) to warn."
+        default=3.5,
+        gt=0,
+        description="Two-proportion |z| of a rate signal (class, FAIL, NO_DECISION) to warn.",
     )
-    rate_z_alarm: float = Field(default=5.0, gt=0, description="Two-proportion |z| of a rate signal to alarm.")
+    rate_z_alarm: float = Field(
+        default=5.0, gt=0, description="Two-proportion |z| of a rate signal to alarm."
+    )
     drift_clear_ratio: float = Field(
         default=0.8,
         gt=0,
@@ -243,9 +250,7 @@ class SwapGuardConfig(Section):
         default=0.15, ge=0, le=1, description="NO_DECISION rate above the old model's by more = roll back."
     )
     max_error_rate: float = Field(default=0.02, ge=0, le=1, description="NO_DECISION/error share.")
-    max_deadline_miss_rate: float = Field(
-        default=0.05, ge=0, le=1, description="NO_DECISION/deadline share."
-    )
+    max_deadline_miss_rate: float = Field(default=0.05, ge=0, le=1, description="NO_DECISION/deadline share.")
 
 
 class RegistryConfig(Section):

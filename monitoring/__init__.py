@@ -13,6 +13,23 @@ from lineguard.monitoring.drift import (
     two_proportion_z,
 )
 from lineguard.monitoring.metrics import LATENCY_BUCKETS_S, STAGES, Metrics
+from lineguard.monitoring.promql import metric_names_in, series_names
+from lineguard.monitoring.report import (
+    counter_rates,
+    gauge_values,
+    histogram_quantiles,
+    render_report,
+    write_report,
+)
+from lineguard.monitoring.scrape import (
+    Sample,
+    Scrape,
+    append_history,
+    fetch_metrics,
+    load_history,
+    metrics_url,
+    scrape_series,
+)
 
 __all__ = [
     "ALERT_SCHEMA",
@@ -27,8 +44,22 @@ __all__ = [
     "DriftLevel",
     "DriftMonitor",
     "Metrics",
+    "Sample",
+    "Scrape",
+    "append_history",
+    "counter_rates",
+    "fetch_metrics",
+    "gauge_values",
+    "histogram_quantiles",
+    "load_history",
+    "metric_names_in",
+    "metrics_url",
     "next_level",
     "psi",
     "quantile_edges",
+    "render_report",
+    "scrape_series",
+    "series_names",
     "two_proportion_z",
+    "write_report",
 ]

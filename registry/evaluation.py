@@ -27,7 +27,15 @@ from lineguard.errors import DatasetError, ModelError
 from lineguard.model_card import ModelCard, sha256_file
 from lineguard.verdict import VerdictKind
 
-__all__ = ["EvalResult", "EvalSet", "EvalUnit", "Evaluator", "average_precision_50", "evaluate_model"]
+__all__ = [
+    "EvalResult",
+    "EvalSet",
+    "EvalUnit",
+    "Evaluator",
+    "average_precision_50",
+    "evaluate_model",
+    "golden_problems",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -54,7 +62,7 @@ class EvalSet:
 
     @classmethod
     def load(cls, root: Path, split: str = "val") -> EvalSet:
-        """Read a YOLO dataset folder (``images/<split>`` + ``labels/<split>``, or ``images`` + ``labels``)."""
+        """Read a YOLO dataset (``images/<split>`` + ``labels/<split>``, or ``images`` + ``labels``)."""
         root = Path(root)
         images = root / "images" / split
         labels = root / "labels" / split
@@ -73,7 +81,9 @@ class EvalSet:
         for image in files:
             label = labels / f"{image.stem}.txt"
             text = label.read_text() if label.is_file() else ""
-            digest.update(f"{image.name}:{sha256_file(image)}:{hashlib.sha256(text.encode()).hexdigest()}\n".encode())
+            digest.update(
+                f"{image.name}:{sha256_file(image)}:{hashlib.sha256(text.encode()).hexdigest()}\n".encode()
+            )
             units.append(EvalUnit(image, _parse_labels(text, label)))
         return cls(root=root, units=tuple(units), digest=digest.hexdigest())
 
@@ -125,7 +135,10 @@ def _iou(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> npt.ND
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(np.float32)
+    out: npt.NDArray[np.float32] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(
+        np.float32
+    )
+    return out
 
 
 def average_precision_50(
@@ -199,7 +212,7 @@ def evaluate_model(
                 raise DatasetError(f"cannot read evaluation image {unit.image}")
             t0 = time.perf_counter()
             try:
-                detections, _ = detector.detect(frame)
+                detections, _ = detector.detect(np.asarray(frame, dtype=np.uint8))
             except Exception:  # a model that crashes on an image scores as an error, not a PASS
                 counts["errors"] += 1
                 counts["no_decision"] += 1
@@ -236,3 +249,19 @@ def evaluate_model(
         latency_median_ms=float(statistics.median(latencies)),
         errors=counts["errors"],
     )
+
+
+def golden_problems(
+    onnx_path: Path, card: ModelCard, folder: Path, *, model_cfg: ModelConfig | None = None
+) -> list[str]:
+    """Load the model as the edge would and run the golden images; the problems found (empty = ok)."""
+    from lineguard.edge import Detector, check_golden
+
+    try:
+        detector = Detector.load(onnx_path, model_cfg or ModelConfig(threads=1), card=card)
+    except ModelError as exc:
+        return [str(exc)]
+    try:
+        return check_golden(detector, folder)
+    finally:
+        detector.close()

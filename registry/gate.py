@@ -72,7 +72,11 @@ class GateReport:
 
     def audit(self, report_dir: Path | None = None) -> dict[str, Any]:
         """The small dict the registry keeps in the promotion event."""
-        out: dict[str, Any] = {"passed": self.passed, "summary": self.summary, "eval_digest": self.eval_digest}
+        out: dict[str, Any] = {
+            "passed": self.passed,
+            "summary": self.summary,
+            "eval_digest": self.eval_digest,
+        }
         if report_dir is not None:
             out["report"] = str(report_dir / "gate_report.json")
         return out
@@ -113,7 +117,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _describe(check: GateCheck) -> str:
-    if check.limit is None:
+    if check.limit is None or check.production is None:
         return f"{check.metric}: {check.note or 'failed'}"
     word = "above" if check.direction == "max" else "below"
     return (
@@ -127,42 +131,84 @@ def _check_max(metric: str, cand: float, prod: float, limit: float) -> GateCheck
 
 
 def compare(
-    candidate: EvalResult, production: EvalResult | None, margins: GateConfig, golden_problems: list[str] | None = None
+    candidate: EvalResult,
+    production: EvalResult | None,
+    margins: GateConfig,
+    golden_problems: list[str] | None = None,
 ) -> list[GateCheck]:
     """The checks for ``candidate`` against ``production`` (None: first model, nothing to beat)."""
     checks: list[GateCheck] = []
     if production is not None:
         if candidate.eval_digest != production.eval_digest:
-            raise InputError("candidate and production were evaluated on different sets; the gate needs one frozen set")
+            raise InputError(
+                "candidate and production were evaluated on different sets; the gate needs one frozen set"
+            )
         if candidate.map50 is not None and production.map50 is not None:
             limit = production.map50 - margins.max_map50_drop
-            checks.append(GateCheck("map50", candidate.map50, production.map50, limit, "min", candidate.map50 >= limit))
+            checks.append(
+                GateCheck("map50", candidate.map50, production.map50, limit, "min", candidate.map50 >= limit)
+            )
         else:
             limit = production.unit_accuracy - margins.max_map50_drop
             checks.append(
                 GateCheck(
-                    "unit_accuracy", candidate.unit_accuracy, production.unit_accuracy, limit, "min",
-                    candidate.unit_accuracy >= limit, "no boxes in the set",
+                    "unit_accuracy",
+                    candidate.unit_accuracy,
+                    production.unit_accuracy,
+                    limit,
+                    "min",
+                    candidate.unit_accuracy >= limit,
+                    "no boxes in the set",
                 )
             )
         checks += [
-            _check_max("escape_rate", candidate.escape_rate, production.escape_rate,
-                       production.escape_rate + margins.max_escape_increase),
-            _check_max("overkill_rate", candidate.overkill_rate, production.overkill_rate,
-                       production.overkill_rate + margins.max_overkill_increase),
-            _check_max("no_decision_rate", candidate.no_decision_rate, production.no_decision_rate,
-                       production.no_decision_rate + margins.max_no_decision_increase),
-            _check_max("latency_median_ms", candidate.latency_median_ms, production.latency_median_ms,
-                       production.latency_median_ms * (1 + margins.max_latency_increase) + margins.latency_slack_ms),
+            _check_max(
+                "escape_rate",
+                candidate.escape_rate,
+                production.escape_rate,
+                production.escape_rate + margins.max_escape_increase,
+            ),
+            _check_max(
+                "overkill_rate",
+                candidate.overkill_rate,
+                production.overkill_rate,
+                production.overkill_rate + margins.max_overkill_increase,
+            ),
+            _check_max(
+                "no_decision_rate",
+                candidate.no_decision_rate,
+                production.no_decision_rate,
+                production.no_decision_rate + margins.max_no_decision_increase,
+            ),
+            _check_max(
+                "latency_median_ms",
+                candidate.latency_median_ms,
+                production.latency_median_ms,
+                production.latency_median_ms * (1 + margins.max_latency_increase) + margins.latency_slack_ms,
+            ),
         ]
     checks.append(
-        GateCheck("errors", float(candidate.errors), None, 0.0, "max", candidate.errors == 0,
-                  "" if candidate.errors == 0 else f"{candidate.errors} images raised")
+        GateCheck(
+            "errors",
+            float(candidate.errors),
+            None,
+            0.0,
+            "max",
+            candidate.errors == 0,
+            "" if candidate.errors == 0 else f"{candidate.errors} images raised",
+        )
     )
     if golden_problems is not None:
         checks.append(
-            GateCheck("golden_images", float(len(golden_problems)), None, 0.0, "max", not golden_problems,
-                      "; ".join(golden_problems[:3]))
+            GateCheck(
+                "golden_images",
+                float(len(golden_problems)),
+                None,
+                0.0,
+                "max",
+                not golden_problems,
+                "; ".join(golden_problems[:3]),
+            )
         )
     return checks
 
@@ -206,7 +252,5 @@ def run_gate(
     )
     if report_dir is not None:
         report.write(report_dir)
-    registry.record(
-        name, version, "gate", why=report.summary, detail=report.audit(report_dir)
-    )
+    registry.record(name, version, "gate", why=report.summary, detail=report.audit(report_dir))
     return report

@@ -112,12 +112,16 @@ def publish_model(
     try:
         client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive_s)
     except OSError as exc:
-        raise DeliveryError(f"cannot reach the MQTT broker at {where}: {exc}; rerun 'lineguard registry publish {name}'") from exc
+        raise DeliveryError(
+            f"cannot reach the MQTT broker at {where}: {exc}; rerun 'lineguard registry publish {name}'"
+        ) from exc
     client.loop_start()
     sent: list[Announcement] = []
     try:
         if not connected.wait(timeout_s) or refused:
-            raise DeliveryError(f"MQTT broker at {where} did not accept the connection: {refused or 'timeout'}")
+            raise DeliveryError(
+                f"MQTT broker at {where} did not accept the connection: {refused or 'timeout'}"
+            )
         for st in targets:
             topic = f"lineguard/{st.line}/{st.station}/model"
             info = client.publish(topic, payload, qos=1, retain=True)
@@ -129,6 +133,10 @@ def publish_model(
         client.disconnect()
         client.loop_stop()
     registry.record(
-        name, mv.version, "rollout", why=", ".join(a.topic for a in sent), detail={"payload": json.loads(payload)}
+        name,
+        mv.version,
+        "rollout",
+        why=", ".join(a.topic for a in sent),
+        detail={"payload": json.loads(payload)},
     )
     return sent

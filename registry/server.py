@@ -38,36 +38,42 @@ def read_token(path: Path | None) -> str:
     except FileNotFoundError as exc:
         raise ConfigError(f"registry token file not found: {path}") from exc
     if len(token) < 16:
-        raise ConfigError(f"registry token in {path} is shorter than 16 characters; write a longer random one")
+        raise ConfigError(
+            f"registry token in {path} is shorter than 16 characters; write a longer random one"
+        )
     return token
 
 
 def create_app(registry: Registry, token: str) -> FastAPI:
     """The FastAPI app serving ``registry``'s blobs and cards to holders of ``token``."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, Header, HTTPException
     from fastapi.responses import FileResponse, JSONResponse
 
     app = FastAPI(title="lineguard registry", docs_url=None, redoc_url=None, openapi_url=None)
     expected = f"Bearer {token}".encode()
 
-    def authorised(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode()
+    # Annotations are strings here (postponed), so only builtins in them: FastAPI resolves them late.
+    def authorised(authorization: str = Header(default="")) -> None:
+        given = authorization.encode()
         if not secrets.compare_digest(given, expected):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/artifacts/{sha256}", dependencies=[Depends(authorised)])
+    @app.get("/v1/artifacts/{sha256}", dependencies=[Depends(authorised)], response_model=None)
     def artifact(sha256: str) -> FileResponse:
         path = registry.blob_path(sha256)
         if not _SHA.match(sha256) or not path.is_file():
             raise HTTPException(status_code=404, detail=f"no artifact {sha256}")
         return FileResponse(path, media_type="application/octet-stream", headers={"X-Sha256": sha256})
 
-    @app.get("/v1/cards/{name}/{version_file}", dependencies=[Depends(authorised)])
+    @app.get("/v1/cards/{name}/{version_file}", dependencies=[Depends(authorised)], response_model=None)
     def card(name: str, version_file: str) -> FileResponse:
         version = version_file.removesuffix(".json")
         path = registry.card_path(name, version)
@@ -75,7 +81,7 @@ def create_app(registry: Registry, token: str) -> FastAPI:
             raise HTTPException(status_code=404, detail=f"no model card {name}:{version}")
         return FileResponse(path, media_type="application/json")
 
-    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    @app.get("/v1/models", dependencies=[Depends(authorised)], response_model=None)
     def models() -> JSONResponse:
         body: list[dict[str, Any]] = [
             {"name": v.name, "version": v.version, "sha256": v.sha256, "stage": v.stage.value}

@@ -27,7 +27,17 @@ from typing import Any
 from lineguard.errors import InputError, ModelError
 from lineguard.model_card import ModelCard, sha256_file
 
-__all__ = ["CARD_FILE", "ONNX_FILE", "Event", "ModelVersion", "Registry", "Stage", "StationFollow", "current_user"]
+__all__ = [
+    "CARD_FILE",
+    "ONNX_FILE",
+    "Event",
+    "ModelVersion",
+    "Registry",
+    "Stage",
+    "StationFollow",
+    "current_user",
+    "parse_ref",
+]
 
 ONNX_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
@@ -263,7 +273,9 @@ class Registry:
             return self._version(row)
         found = self.versions(name)
         if not found:
-            raise InputError(f"no model named {name!r} in the registry; add one with 'lineguard registry add'")
+            raise InputError(
+                f"no model named {name!r} in the registry; add one with 'lineguard registry add'"
+            )
         prod = [v for v in found if v.stage is Stage.PRODUCTION]
         return prod[0] if prod else found[-1]
 
@@ -319,7 +331,9 @@ class Registry:
         )
 
     def _set_stage(self, db: sqlite3.Connection, mv: ModelVersion, stage: Stage) -> None:
-        db.execute("UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage.value, mv.name, mv.version))
+        db.execute(
+            "UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage.value, mv.name, mv.version)
+        )
 
     def promote(
         self,
@@ -349,11 +363,12 @@ class Registry:
         current = self.production(name)
         if to is Stage.PRODUCTION and current is not None and not force:
             if gate is None:
-                raise InputError(f"promoting {mv.ref} over {current.ref} needs the promotion gate; run it or --force")
-            if not gate.get("passed"):
-                raise ModelError(
-                    f"promotion gate refused {mv.ref} against {current.ref}: {gate.get('summary', 'see report')}"
+                raise InputError(
+                    f"promoting {mv.ref} over {current.ref} needs the promotion gate; run it or --force"
                 )
+            if not gate.get("passed"):
+                summary = gate.get("summary", "see the gate report")
+                raise ModelError(f"promotion gate refused {mv.ref} against {current.ref}: {summary}")
         who = current_user(by)
         detail: dict[str, Any] = {"forced": force}
         if gate is not None:
@@ -361,8 +376,17 @@ class Registry:
         with self._db() as db:
             if to is Stage.PRODUCTION and current is not None:
                 self._set_stage(db, current, Stage.ARCHIVED)
-                self._log(db, name, current.version, "replaced", Stage.PRODUCTION, Stage.ARCHIVED, who, why,
-                          {"by_version": mv.version})
+                self._log(
+                    db,
+                    name,
+                    current.version,
+                    "replaced",
+                    Stage.PRODUCTION,
+                    Stage.ARCHIVED,
+                    who,
+                    why,
+                    {"by_version": mv.version},
+                )
             self._set_stage(db, mv, to)
             self._log(db, name, mv.version, "promote", mv.stage, to, who, why, detail)
         return self.get(name, version)
@@ -385,21 +409,34 @@ class Registry:
         stack = [v for v in self.production_stack(name) if self._row(name, v) is not None]
         previous = stack[-2] if len(stack) >= 2 and stack[-1] == current.version else None
         if previous is None:
-            raise InputError(f"{current.ref} is the first production version of {name}; nothing to roll back to")
+            raise InputError(
+                f"{current.ref} is the first production version of {name}; nothing to roll back to"
+            )
         target = self.get(name, previous)
         who = current_user(by)
         with self._db() as db:
             self._set_stage(db, current, Stage.ARCHIVED)
             self._set_stage(db, target, Stage.PRODUCTION)
-            self._log(db, name, target.version, "rollback", target.stage, Stage.PRODUCTION, who, why,
-                      {"from_version": current.version})
+            self._log(
+                db,
+                name,
+                target.version,
+                "rollback",
+                target.stage,
+                Stage.PRODUCTION,
+                who,
+                why,
+                {"from_version": current.version},
+            )
         return self.get(name, previous)
 
     def archive(self, name: str, version: str, *, by: str | None = None, why: str = "") -> ModelVersion:
         """Retire a version; production cannot be archived (roll back or promote another first)."""
         mv = self.get(name, version)
         if mv.stage is Stage.PRODUCTION:
-            raise InputError(f"{mv.ref} is in production; roll back or promote another version before archiving it")
+            raise InputError(
+                f"{mv.ref} is in production; roll back or promote another version before archiving it"
+            )
         if mv.stage is Stage.ARCHIVED:
             raise InputError(f"{mv.ref} is already archived")
         who = current_user(by)
@@ -408,8 +445,16 @@ class Registry:
             self._log(db, name, version, "archive", mv.stage, Stage.ARCHIVED, who, why, {})
         return self.get(name, version)
 
-    def record(self, name: str, version: str, action: str, *, by: str | None = None, why: str = "",
-               detail: dict[str, Any] | None = None) -> None:
+    def record(
+        self,
+        name: str,
+        version: str,
+        action: str,
+        *,
+        by: str | None = None,
+        why: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Log an event that changes no stage (a gate run, a rollout publish)."""
         with self._db() as db:
             self._log(db, name, version, action, None, None, current_user(by), why, detail or {})

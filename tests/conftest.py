@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.label_studio import LabelStudioInfo, require_label_studio
 from support.mosquitto import Broker
 
 # Ultralytics and albumentations must never reach the network from a test.
@@ -54,3 +55,9 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio() -> LabelStudioInfo:
+    """The Label Studio at LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY; skipped when absent (CI: fails)."""
+    return require_label_studio()

@@ -180,7 +180,9 @@ def read_voc(src: Path, skipped: Counter[str]) -> tuple[list[Sample], list[str]]
     ]
     xml_files = sorted(xml_dir.glob("*.xml"))
     if not xml_files:
-        raise DatasetError(f"no Pascal VOC .xml files in {xml_dir}; point SRC at the folder holding Annotations/")
+        raise DatasetError(
+            f"no Pascal VOC .xml files in {xml_dir}; point SRC at the folder holding Annotations/"
+        )
     samples = []
     names: set[str] = set()
     for xml_file in xml_files:
@@ -222,7 +224,9 @@ def read_labelstudio(
     try:
         tasks = json.loads(src.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read Label Studio export {src}: {exc}; export the project as JSON") from exc
+        raise DatasetError(
+            f"cannot read Label Studio export {src}: {exc}; export the project as JSON"
+        ) from exc
     if not isinstance(tasks, list):
         raise DatasetError(f"{src} is not a Label Studio JSON export (expected a list of tasks)")
     folders = [*image_dirs, src.parent, src.parent / "images"]

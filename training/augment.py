@@ -91,7 +91,9 @@ def write_preview(
             raise DatasetError(f"cannot read image {path}")
         rows = _read_rows(root / "labels" / "train" / f"{path.stem}.txt")
         out = pipeline(
-            image=image, bboxes=np.array([r[1:] for r in rows]).reshape(-1, 4), class_labels=[r[0] for r in rows]
+            image=image,
+            bboxes=np.array([r[1:] for r in rows]).reshape(-1, 4),
+            class_labels=[r[0] for r in rows],
         )
         tiles.append(_draw(out["image"], out["bboxes"], out["class_labels"], classes, tile))
     cols = 4
@@ -110,5 +112,7 @@ def _draw(image: np.ndarray, boxes: Any, labels: Any, classes: list[str], tile: 
         p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))
         cv2.rectangle(image, p1, p2, (0, 0, 255), 1)
         name = classes[int(c)] if 0 <= int(c) < len(classes) else str(c)
-        cv2.putText(image, name, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+        cv2.putText(
+            image, name, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1
+        )
     return image

@@ -49,6 +49,9 @@ class TrainConfig(_Section):
         default="yolov8n.yaml", description="Model YAML (yolov8n.yaml, yolo11n.yaml) or a local .pt file."
     )
     epochs: int = Field(default=50, ge=1, le=10_000)
+    time_h: float | None = Field(
+        default=None, gt=0, description="Train for this many hours instead (epochs re-planned after epoch 1)."
+    )
     imgsz: int = Field(default=320, ge=32, le=4096, description="Square training size (multiple of 32).")
     batch: int = Field(default=16, ge=1, le=1024)
     seed: int = Field(default=0, ge=0)

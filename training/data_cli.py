@@ -66,3 +66,82 @@ def stats(root: Path, png: Path | None) -> None:
     click.echo(summary.table())
     out = write_sample_grid(root, png or root.parent / f"{root.name}_samples.png")
     click.echo(f"sample grid: {out}")
+
+
+@data.command(name="import")
+@click.argument("src", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--format", "fmt", type=click.Choice(["yolo", "voc", "labelstudio"]), required=True, help="Source format."
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New dataset version folder.")
+@click.option(
+    "--split-from",
+    default=None,
+    help="Comma-separated list files named <split>.txt (one image id a line), e.g. train.txt,val.txt.",
+)
+@click.option("--val-share", type=float, default=0.2, show_default=True, help="Seeded stratified split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--classes", default=None, help="Comma-separated class order [default: as found, sorted].")
+@click.option(
+    "--images",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Where Label Studio's images are (repeatable).",
+)
+@click.option("--parent", default=None, help="Hash of the dataset version this one extends.")
+@click.option("--strict", is_flag=True, help="Fail instead of skipping unusable inputs.")
+def import_(
+    src: Path,
+    fmt: str,
+    out: Path,
+    split_from: str | None,
+    val_share: float,
+    seed: int,
+    classes: str | None,
+    image_dirs: tuple[Path, ...],
+    parent: str | None,
+    strict: bool,
+) -> None:
+    """Import YOLO, Pascal VOC or Label Studio labels as a new dataset version."""
+    from lineguard.training.importers import import_dataset
+
+    report = import_dataset(
+        fmt,
+        src,
+        out,
+        split_from=[Path(p.strip()) for p in split_from.split(",") if p.strip()] if split_from else None,
+        val_share=val_share,
+        seed=seed,
+        classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        image_dirs=list(image_dirs),
+        parent=parent,
+        strict=strict,
+    )
+    click.echo(report.summary())
+
+
+@data.command()
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--augment",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Training config YAML whose 'augment' section to preview [default: built-in defaults].",
+)
+@click.option(
+    "--png", type=click.Path(path_type=Path), default=None, help="[default: ROOT/../<name>_augmented.png]"
+)
+@click.option("--samples", type=click.IntRange(1, 64), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def preview(root: Path, config_path: Path | None, png: Path | None, samples: int, seed: int) -> None:
+    """Write a PNG grid of augmented training samples with their boxes."""
+    from lineguard.training.augment import write_preview
+    from lineguard.training.config import load_train_config
+
+    cfg = load_train_config(config_path)
+    out = write_preview(
+        root, cfg.augment, png or root.parent / f"{root.name}_augmented.png", samples=samples, seed=seed
+    )
+    click.echo(f"augmentation preview: {out}")

@@ -51,6 +51,7 @@ class TrainResult:
     map50: float
     map50_95: float
     duration_s: float
+    epochs: int = 0
 
 
 def resolve_model_source(model: str) -> str:
@@ -161,7 +162,9 @@ def load_run(run: Path) -> dict[str, Any]:
     try:
         record: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise InputError(f"{run} is not a lineguard training run (no {RUN_FILE}); pass the --out of 'lineguard train'") from exc
+        raise InputError(
+            f"{run} is not a lineguard training run (no {RUN_FILE}); pass the --out of 'lineguard train'"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
     return record
@@ -206,7 +209,9 @@ def train(
     model = YOLO(source)
     if progress is not None:
         model.add_callback("on_fit_epoch_end", _epoch_reporter(progress))
-    extra = {"lr0": cfg.lr0} if cfg.lr0 is not None else {}
+    extra: dict[str, Any] = {"lr0": cfg.lr0} if cfg.lr0 is not None else {}
+    if cfg.time_h is not None:
+        extra["time"] = cfg.time_h
     start = time.monotonic()
     try:
         model.train(
@@ -243,12 +248,14 @@ def train(
     if not weights.is_file():
         raise ModelError(f"training finished without {weights}; see the log in {out}")
     metrics = model.trainer.metrics if model.trainer is not None else {}
+    epochs_run = int(getattr(model.trainer, "epoch", cfg.epochs - 1)) + 1
     result = TrainResult(
         run=out,
         weights=weights,
         map50=float(metrics.get("metrics/mAP50(B)", 0.0)),
         map50_95=float(metrics.get("metrics/mAP50-95(B)", 0.0)),
         duration_s=duration,
+        epochs=epochs_run,
     )
     record |= {
         "status": "done",
@@ -256,6 +263,7 @@ def train(
         "duration_s": round(duration, 1),
         "weights": "weights/best.pt",
         "imgsz": cfg.imgsz,
+        "epochs_run": epochs_run,
         "val_metrics": {"map50": result.map50, "map50_95": result.map50_95},
     }
     _write_record(out, record)
@@ -270,7 +278,11 @@ def _versions() -> dict[str, str]:
     import torch
     import ultralytics
 
-    return {"lineguard": lineguard.__version__, "ultralytics": ultralytics.__version__, "torch": torch.__version__}
+    return {
+        "lineguard": lineguard.__version__,
+        "ultralytics": ultralytics.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def _epoch_reporter(progress: Callable[[str], None]) -> Callable[[Any], None]:
@@ -279,9 +291,13 @@ def _epoch_reporter(progress: Callable[[str], None]) -> Callable[[Any], None]:
         loss = trainer.tloss
         items = loss.items() if isinstance(loss, dict) else enumerate([] if loss is None else loss.tolist())
         loss_text = " ".join(f"{k} {float(v):.3f}" for k, v in items) or "-"
-        epoch = min(trainer.epoch + 1, trainer.epochs)
+        head = (
+            "final (best.pt)"
+            if trainer.epoch >= trainer.epochs
+            else f"epoch {trainer.epoch + 1}/{trainer.epochs}"
+        )
         progress(
-            f"epoch {epoch}/{trainer.epochs}  loss {loss_text}  "
+            f"{head}  loss {loss_text}  "
             f"mAP50 {float(m.get('metrics/mAP50(B)', 0)):.3f}  "
             f"mAP50-95 {float(m.get('metrics/mAP50-95(B)', 0)):.3f}"
         )

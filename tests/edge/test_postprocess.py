@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.edge import decode_yolo, letterbox_geometry, nms, postprocess
@@ -11,7 +12,10 @@ from lineguard.errors import InputError
 NC = 4
 
 
-def yolo_output(*anchors: tuple[float, float, float, float, int, float], n: int = 8) -> np.ndarray:
+Anchor = tuple[float, float, float, float, int, float]
+
+
+def yolo_output(*anchors: Anchor, n: int = 8) -> npt.NDArray[np.float32]:
     """A ``(1, 4 + NC, n)`` output: each anchor is (cx, cy, w, h, class, score); the rest are empty."""
     out = np.zeros((1, 4 + NC, n), np.float32)
     for k, (cx, cy, w, h, cls, score) in enumerate(anchors):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.edge import PAD_VALUE, Preprocessor, letterbox, letterbox_geometry
@@ -88,6 +89,6 @@ def test_gray_frames_are_accepted_as_three_channels() -> None:
     ],
     ids=["empty", "four-channels", "float"],
 )
-def test_unusable_frames_are_refused_with_their_shape(frame: np.ndarray) -> None:
+def test_unusable_frames_are_refused_with_their_shape(frame: npt.NDArray[np.generic]) -> None:
     with pytest.raises(InputError, match="frame"):
-        letterbox(frame, 32)
+        letterbox(frame, 32)  # type: ignore[arg-type]

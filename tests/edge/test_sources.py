@@ -12,13 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from support.mosquitto import free_port
 
 from lineguard.config import CameraConfig
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import ConfigError
 from lineguard.monitoring.metrics import Metrics
 from lineguard.synthetic import render_unit
-from support.mosquitto import free_port
 
 
 def _drain(source: FrameSource, limit_s: float = 20.0) -> list[Frame]:
@@ -176,7 +176,7 @@ def test_identical_frames_mark_the_camera_frozen(tmp_path: Path) -> None:
     [("video", "/nonexistent/line.avi"), ("folder", "/nonexistent"), ("stream", "camera-1")],
 )
 def test_wrong_uri_is_a_config_error(kind: str, uri: str) -> None:
-    with pytest.raises(ConfigError, match="camera.uri"):
+    with pytest.raises(ConfigError, match=r"camera\.uri"):
         open_source(CameraConfig.model_validate({"kind": kind, "uri": uri}))
 
 

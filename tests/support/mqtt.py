@@ -26,7 +26,15 @@ from lineguard.config import LineguardConfig
 from lineguard.edge.outbox import Outbox
 from lineguard.verdict import Reason, Verdict, VerdictKind, utc_now
 
-__all__ = ["DeliveryCounts", "Subscriber", "add_verdicts", "edge_config", "make_verdict", "wait_until"]
+__all__ = [
+    "DeliveryCounts",
+    "Subscriber",
+    "add_verdicts",
+    "edge_config",
+    "make_verdict",
+    "subscribed",
+    "wait_until",
+]
 
 
 def make_verdict(seq: int, *, line: str = "line1", station: str = "station1") -> Verdict:
@@ -91,7 +99,16 @@ class DeliveryCounts:
 class Subscriber:
     """Persistent-session QoS 1 subscriber recording payloads of one topic filter."""
 
-    def __init__(self, host: str, port: int, topic: str, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic: str,
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.topic = topic
         self.messages: list[tuple[str, bytes, bool]] = []  # topic, payload, retained
         self._lock = threading.Lock()
@@ -102,6 +119,8 @@ class Subscriber:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.reconnect_delay_set(1, 1)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

@@ -13,16 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from lineguard.model_card import ModelCard, sha256_file
 from lineguard.synthetic import CLASSES
 
-__all__ = ["build_signal_onnx"]
+__all__ = ["build_signal_onnx", "write_eval_set"]
 
 STRIDES = (8, 16, 32)
 
 
-def _anchor_boxes(imgsz: int) -> np.ndarray:
+def _anchor_boxes(imgsz: int) -> npt.NDArray[np.float32]:
     cols = []
     for stride in STRIDES:
         n = imgsz // stride
@@ -31,7 +32,8 @@ def _anchor_boxes(imgsz: int) -> np.ndarray:
         cy = (ys.reshape(-1) + 0.5) * stride
         wh = np.full(cx.shape, 2.0 * stride)
         cols.append(np.stack([cx, cy, wh, wh]))
-    return np.concatenate(cols, axis=1)[None].astype(np.float32)  # (1, 4, anchors)
+    boxes: npt.NDArray[np.float32] = np.concatenate(cols, axis=1)[None].astype(np.float32)
+    return boxes  # (1, 4, anchors)
 
 
 def build_signal_onnx(
@@ -44,6 +46,9 @@ def build_signal_onnx(
     contrast: float = 0.19,
     gain: float = 40.0,
     thresholds: dict[str, float] | None = None,
+    parent: str | None = None,
+    dataset_hash: str = "",
+    training_run: str = "",
 ) -> Path:
     """Write ``model.onnx`` + ``model_card.json`` into ``out_dir``; return the ONNX path.
 
@@ -69,7 +74,9 @@ def build_signal_onnx(
     levels = []
     for stride in STRIDES:
         nodes += [
-            helper.make_node("MaxPool", ["tophat"], [f"p{stride}"], kernel_shape=[stride, stride], strides=[stride, stride]),
+            helper.make_node(
+                "MaxPool", ["tophat"], [f"p{stride}"], kernel_shape=[stride, stride], strides=[stride, stride]
+            ),
             helper.make_node("Reshape", [f"p{stride}", "flat_shape"], [f"f{stride}"]),
         ]
         levels.append(f"f{stride}")
@@ -114,6 +121,25 @@ def build_signal_onnx(
         opset=17,
         thresholds=thresholds if thresholds is not None else dict.fromkeys(classes, 0.5),
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        parent=parent,
+        dataset_hash=dataset_hash,
+        training_run=training_run,
     )
     card.save(out_dir / "model_card.json")
     return onnx_path
+
+
+def write_eval_set(out: Path, *, units: int = 60, seed: int = 11, imgsz: int = 160) -> Path:
+    """A flat YOLO folder (``images/`` + ``labels/``) of synthetic units, half of them defective."""
+    import cv2
+
+    from lineguard.synthetic import render_unit
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    for index in range(units):
+        unit = render_unit(seed, index, imgsz=imgsz, defect_rate=0.5)
+        cv2.imwrite(str(out / "images" / f"unit_{index:04d}.png"), unit.image)
+        rows = "".join(f"{c} {x} {y} {w} {h}\n" for c, x, y, w, h in unit.labels)
+        (out / "labels" / f"unit_{index:04d}.txt").write_text(rows)
+    return out

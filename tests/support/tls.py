@@ -61,7 +61,9 @@ def password_file(path: Path, users: dict[str, str]) -> Path:
     first = True
     for user, password in users.items():
         flags = ["-b", "-c"] if first else ["-b"]
-        subprocess.run(["mosquitto_passwd", *flags, str(path), user, password], check=True, capture_output=True)
+        subprocess.run(
+            ["mosquitto_passwd", *flags, str(path), user, password], check=True, capture_output=True
+        )
         first = False
     return path
 

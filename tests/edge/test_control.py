@@ -1,0 +1,91 @@
+"""Validation of the messages the edge receives: triggers, feedback and the desired model."""
+
+from __future__ import annotations
+
+import pytest
+
+from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, RecentIds, Trigger, parse_control
+from lineguard.errors import InputError
+from lineguard.monitoring.metrics import Metrics
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected", "error"),
+    [
+        (b"", None, "invalid trigger message"),
+        (b"[]", None, "invalid trigger message"),
+        (b'{"unit_id": "A-1"}', Trigger(unit_id="A-1"), None),
+        (b'{"unit_id": "A-1", "ts": 1767225600.5}', Trigger(unit_id="A-1", ts=1767225600.5), None),
+        (b'{"unit_id": ""}', None, "unit_id"),
+        (b'{"unit_id": "' + b"x" * 129 + b'"}', None, "unit_id"),
+        (b'{"unit_id": "A\\n1"}', None, "unit_id"),
+        (b'{"unit_id": "A-1", "ts": -1}', None, "ts"),
+        (b'{"unit_id": "A-1", "speed": 2}', None, "speed: unknown key"),
+        (b'{"ts": 1.0}', None, "unit_id: Field required"),
+    ],
+)
+def test_parse_trigger(payload: bytes, expected: Trigger | None, error: str | None) -> None:
+    if error is not None:
+        with pytest.raises(InputError, match=error):
+            parse_control(Trigger, payload)
+    else:
+        assert parse_control(Trigger, payload) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "outcome", "error"),
+    [
+        ("", None, "invalid feedback message"),
+        ('{"unit_id": "u1", "outcome": "escape"}', "escape", None),
+        ('{"unit_id": "u1", "outcome": "overkill"}', "overkill", None),
+        ('{"unit_id": "u1", "outcome": "confirmed"}', "confirmed", None),
+        ('{"unit_id": "u1", "outcome": "ESCAPE"}', None, "outcome"),
+        ('{"outcome": "escape"}', None, "unit_id"),
+    ],
+)
+def test_parse_feedback(payload: str, outcome: str | None, error: str | None) -> None:
+    if error is not None:
+        with pytest.raises(InputError, match=error):
+            parse_control(Feedback, payload)
+    else:
+        assert parse_control(Feedback, payload).outcome == outcome
+
+
+def test_desired_model_needs_a_full_sha256() -> None:
+    good = {"name": "det", "version": "1.0.0", "sha256": "0" * 64, "url": "http://r/det/1.0.0"}
+    assert parse_control(DesiredModel, DesiredModel(**good).to_json()) == DesiredModel(**good)
+    with pytest.raises(InputError, match="sha256"):
+        parse_control(DesiredModel, DesiredModel.model_construct(**{**good, "sha256": "abc"}).to_json())
+
+
+def test_recent_ids_report_repeats_within_the_window_only() -> None:
+    recent = RecentIds(size=2)
+    assert [recent.seen_before(u) for u in ("a", "b", "a", "c", "b", "a")] == [
+        False,
+        False,
+        True,
+        False,  # window now holds a, c: b fell out
+        False,
+        False,
+    ]
+
+
+def test_inbox_ignores_retained_triggers_and_cleared_models() -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    triggers: list[Trigger] = []
+    models: list[DesiredModel] = []
+    inbox = ControlInbox(
+        "p/",
+        lambda k, d: alerts.append((k, d)),
+        Metrics(),
+        on_trigger=triggers.append,
+        on_model=models.append,
+    )
+    inbox.handle("p/trigger", b'{"unit_id": "A1"}', retained=True)
+    inbox.handle("p/model", b"", retained=True)
+    inbox.handle("p/other", b"{}")
+    inbox.handle("p/trigger", b'{"unit_id": "A1"}')
+    assert [t.unit_id for t in triggers] == ["A1"]
+    assert models == []
+    assert [k for k, _ in alerts] == ["invalid_trigger"]
+    assert "retained trigger ignored" in str(alerts[0][1]["reason"])

@@ -1,0 +1,212 @@
+"""The detector: loads only models it can vouch for, and finds the boxes ultralytics finds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from lineguard.config import ModelConfig
+from lineguard.detections import Detections
+from lineguard.edge import Detector, as_image, letterbox
+from lineguard.errors import ConfigError, ModelError
+from lineguard.model_card import ModelCard, sha256_file
+from lineguard.synthetic import CLASSES, render_unit
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+ORT = ModelConfig(backend="onnxruntime", warmup_runs=1)
+
+
+@pytest.fixture
+def model_copy(tiny_model: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny model folder that a test may break."""
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    return out
+
+
+def frames() -> Iterator[npt.NDArray[np.uint8]]:
+    """Synthetic units at shapes that exercise the letterbox: square, landscape crop, resized."""
+    for i in range(6):
+        unit = render_unit(11, i, imgsz=300).image
+        yield as_image(cv2.resize(unit, (300, 200))) if i % 2 else unit[20:260]
+
+
+def test_loads_the_tiny_model_and_reports_its_backend(tiny_model: Path) -> None:
+    with Detector.load(tiny_model / "model.onnx", ORT) as detector:
+        assert detector.backend == "onnxruntime:CPUExecutionProvider"
+        assert detector.card.classes == list(CLASSES)
+        assert detector.input_size == 160
+
+
+def test_detect_returns_normalised_detections_and_stage_times(tiny_model: Path) -> None:
+    with Detector.load(tiny_model / "model.onnx", ORT, min_confidence=0.0005) as detector:
+        found, times = detector.detect(render_unit(1, 0, imgsz=256).image[:, :200])
+    assert isinstance(found, Detections)
+    assert len(found) > 0  # random weights still give low-confidence boxes at 0.0005
+    assert found.xyxy.min() >= 0.0 and found.xyxy.max() <= 1.0
+    assert (found.xyxy[:, 2:] >= found.xyxy[:, :2]).all()
+    assert min(times.preprocess_s, times.inference_s, times.postprocess_s) > 0
+
+
+def _rewrite_card(folder: Path, **changes: object) -> None:
+    data = json.loads((folder / "model_card.json").read_text())
+    data.update(changes)
+    (folder / "model_card.json").write_text(json.dumps(data))
+
+
+def test_a_changed_model_file_fails_the_sha256_check(model_copy: Path) -> None:
+    with (model_copy / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelError, match=r"sha256 .* its card tiny:0\.0\.1 says"):
+        Detector.load(model_copy / "model.onnx", ORT)
+
+
+def test_a_card_with_the_wrong_class_count_is_refused(model_copy: Path) -> None:
+    classes = [*CLASSES, "dent"]
+    _rewrite_card(model_copy, classes=classes, thresholds=dict.fromkeys(classes, 0.5))
+    with pytest.raises(ModelError, match="outputs 8 channels, its card names 5 classes"):
+        Detector.load(model_copy / "model.onnx", ORT)
+
+
+def test_a_card_with_another_input_size_is_refused(model_copy: Path) -> None:
+    _rewrite_card(model_copy, input_size=320)
+    with pytest.raises(
+        ModelError, match=r"takes input \[1, 3, 160, 160\], its card needs a static \[1, 3, 320, 320\]"
+    ):
+        Detector.load(model_copy / "model.onnx", ORT)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_file_that_is_not_onnx_is_refused(model_copy: Path, backend: str) -> None:
+    if backend == "openvino" and not HAS_OPENVINO:
+        pytest.skip("openvino is not installed (optional extra lineguard[openvino])")
+    fake = model_copy / "model.onnx"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n not a model at all")
+    _rewrite_card(model_copy, sha256=sha256_file(fake))
+    with pytest.raises(ModelError, match="cannot load the model as ONNX"):
+        Detector.load(fake, ModelConfig(backend=backend, warmup_runs=0))  # type: ignore[arg-type]
+
+
+def test_a_model_without_its_card_is_refused(model_copy: Path) -> None:
+    (model_copy / "model_card.json").unlink()
+    with pytest.raises(ModelError, match=r"model card not found: .*model_card\.json"):
+        Detector.load(model_copy / "model.onnx", ORT)
+
+
+def test_a_missing_model_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        Detector.load(tmp_path / "nope.onnx", ORT)
+
+
+def test_a_card_passed_in_replaces_the_file_beside_the_model(model_copy: Path) -> None:
+    card = ModelCard.load(model_copy / "model_card.json")
+    (model_copy / "model_card.json").unlink()
+    with Detector.load(model_copy / "model.onnx", ORT, card=card) as detector:
+        assert detector.card.ref == "tiny:0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        (ModelConfig(backend="onnxruntime", precision="bf16"), "bf16 needs model.backend openvino"),
+        (ModelConfig(backend="onnxruntime", providers=["NoSuchExecutionProvider"]), "not available"),
+    ],
+)
+def test_impossible_backend_settings_are_config_errors(
+    tiny_model: Path, cfg: ModelConfig, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Detector.load(tiny_model / "model.onnx", cfg)
+
+
+def test_a_closed_detector_refuses_to_run(tiny_model: Path) -> None:
+    detector = Detector.load(tiny_model / "model.onnx", ORT)
+    detector.close()
+    with pytest.raises(ModelError, match="closed"):
+        detector.detect(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_auto_backend_prefers_openvino_on_a_cpu_host_when_installed(tiny_model: Path) -> None:
+    expected = "openvino:CPU" if HAS_OPENVINO else "onnxruntime:CPUExecutionProvider"
+    with Detector.load(tiny_model / "model.onnx", ModelConfig(backend="auto", warmup_runs=0)) as detector:
+        assert detector.backend == expected
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (optional extra lineguard[openvino])")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_runs_at_the_configured_precision(tiny_model: Path, precision: str) -> None:
+    cfg = ModelConfig(backend="openvino", precision=precision, warmup_runs=1)  # type: ignore[arg-type]
+    with Detector.load(tiny_model / "model.onnx", cfg, min_confidence=0.0005) as detector:
+        found, _ = detector.detect(render_unit(1, 0, imgsz=200).image)
+        assert (detector.backend, detector.precision) == ("openvino:CPU", precision)
+    assert len(found) > 0
+    assert found.xyxy.min() >= 0.0 and found.xyxy.max() <= 1.0
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (optional extra lineguard[openvino])")
+def test_openvino_refuses_int8_as_a_runtime_precision(tiny_model: Path) -> None:
+    with pytest.raises(ConfigError, match="int8"):
+        Detector.load(tiny_model / "model.onnx", ModelConfig(backend="openvino", precision="int8"))
+
+
+# --- parity with ultralytics' own predict -------------------------------------------------------
+
+CONF, IOU = 0.025, 0.45
+
+
+@pytest.fixture(scope="module")
+def lively_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random model whose boxes depend on the image (plain random weights score every anchor alike)."""
+    from lineguard.benchmarks.models import build_random_yolo_onnx
+
+    return build_random_yolo_onnx(tmp_path_factory.mktemp("lively"), imgsz=160, lively=True)
+
+
+def test_letterbox_matches_ultralytics_pixel_for_pixel() -> None:
+    from lineguard.training.offline import load_ultralytics
+
+    load_ultralytics(threads=1)
+    from ultralytics.data.augment import LetterBox
+
+    for h, w in [(240, 300), (300, 300), (200, 300), (100, 333), (1024, 1280), (90, 60)]:
+        frame = as_image(cv2.resize(render_unit(2, 0, imgsz=128).image, (w, h)))
+        ours, _ = letterbox(frame, 160)
+        np.testing.assert_array_equal(ours, LetterBox((160, 160), auto=False)(image=frame))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_boxes_match_ultralytics_predict_on_the_same_frames(lively_model: Path, backend: str) -> None:
+    if backend == "openvino" and not HAS_OPENVINO:
+        pytest.skip("openvino is not installed (optional extra lineguard[openvino])")
+    from lineguard.training.offline import load_ultralytics
+
+    reference: Any = load_ultralytics(threads=1).YOLO(str(lively_model), task="detect")
+    cfg = ModelConfig(backend=backend, warmup_runs=1)  # type: ignore[arg-type]
+    compared = 0
+    with Detector.load(lively_model, cfg, min_confidence=CONF, nms_iou=IOU) as detector:
+        for frame in frames():
+            ours, _ = detector.detect(frame)
+            boxes = reference.predict(frame, imgsz=160, conf=CONF, iou=IOU, verbose=False)[0].boxes
+            h, w = frame.shape[:2]
+            theirs_xyxy = boxes.xyxy.numpy() / np.array([w, h, w, h], np.float32)
+            theirs_conf, theirs_cls = boxes.conf.numpy(), boxes.cls.numpy().astype(np.int64)
+            assert abs(len(ours) - len(theirs_conf)) <= 1  # one box may sit exactly at the threshold
+            for box, conf, cls in zip(theirs_xyxy, theirs_conf, theirs_cls, strict=True):
+                same = (
+                    (ours.class_id == cls)
+                    & (np.abs(ours.confidence - conf) < 1e-4)
+                    & (np.abs(ours.xyxy - box).max(axis=1) < 1e-3)  # a tenth of a pixel at 160 px
+                )
+                assert same.any(), f"ultralytics box {box} {conf:.5f} class {cls} not found by {backend}"
+                compared += 1
+    assert compared > 100  # the comparison covered real boxes, not empty frames

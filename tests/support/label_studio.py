@@ -1,0 +1,112 @@
+"""A real Label Studio for tests: the shared server CI starts, or a private one a test may stop.
+
+The shared server is started once by ``scripts/label_studio.sh start`` (in CI by ``.ci/run``),
+which prints ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY`` and ``LABEL_STUDIO_DATA_DIR``. Tests
+marked ``labelstudio`` get it through ``require_label_studio``: when it is not reachable they are
+skipped with the command to start it, except in CI (``CI=true``), where that is a failure. Fault
+tests must not stop the shared server, so ``PrivateLabelStudio`` copies its migrated data folder
+(the SQLite database through the backup API, so the copy is consistent) and runs a second server
+on a free port from the copy, which starts in seconds instead of migrating for half a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+import pytest
+
+from support.mosquitto import free_port
+
+__all__ = ["SCRIPT", "LabelStudioInfo", "PrivateLabelStudio", "require_label_studio"]
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "label_studio.sh"
+_START_HINT = 'start one with: eval "$(scripts/label_studio.sh start)"'
+
+
+@dataclass(frozen=True)
+class LabelStudioInfo:
+    url: str
+    token: str
+    data_dir: Path | None
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Label Studio is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"Label Studio not available: {reason}; {_START_HINT}")
+
+
+def _answers(url: str, token: str) -> str:
+    """Empty when the server answers this token, else why not."""
+    try:
+        resp = httpx.get(
+            f"{url}/api/projects",
+            params={"page_size": 1},
+            headers={"Authorization": f"Token {token}"},
+            timeout=5,
+        )
+    except httpx.HTTPError as exc:
+        return f"{url} does not answer ({type(exc).__name__})"
+    if resp.status_code != 200:
+        return f"{url} answered HTTP {resp.status_code} to the token in LABEL_STUDIO_API_KEY"
+    return ""
+
+
+def require_label_studio() -> LabelStudioInfo:
+    """The shared server from the environment, or skip (fail in CI) saying how to start it."""
+    url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
+    token = os.environ.get("LABEL_STUDIO_API_KEY", "")
+    if not url or not token:
+        _unavailable("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are not set")
+    problem = _answers(url, token)
+    if problem:
+        _unavailable(problem)
+    data = os.environ.get("LABEL_STUDIO_DATA_DIR")
+    return LabelStudioInfo(url, token, Path(data) if data else None)
+
+
+@dataclass
+class PrivateLabelStudio:
+    """A second Label Studio process of this test's own, from a copy of the shared data folder."""
+
+    workdir: Path
+    shared: LabelStudioInfo
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        source = self.shared.data_dir
+        if source is None or not (source / "label_studio.sqlite3").is_file():
+            _unavailable("LABEL_STUDIO_DATA_DIR does not name a migrated data folder")
+        self.data = self.workdir / "label-studio"
+        (self.data / "media").mkdir(parents=True, exist_ok=True)
+        with (
+            sqlite3.connect(source / "label_studio.sqlite3") as src,
+            sqlite3.connect(self.data / "label_studio.sqlite3") as dst,
+        ):
+            src.backup(dst)
+        if (source / ".env").is_file():
+            shutil.copy2(source / ".env", self.data / ".env")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _script(self, command: str) -> None:
+        env = os.environ | {
+            "LS_PORT": str(self.port),
+            "LS_DATA_DIR": str(self.data),
+            "LS_TOKEN": self.shared.token,
+            "LS_START_TIMEOUT": "240",
+        }
+        subprocess.run([str(SCRIPT), command], env=env, check=True, stdout=subprocess.DEVNULL, timeout=300)
+
+    def start(self) -> PrivateLabelStudio:
+        self._script("start")
+        return self
+
+    def stop(self) -> None:
+        self._script("stop")

@@ -1,0 +1,121 @@
+"""Export checks: PyTorch-vs-ONNX parity on real images, and static INT8 quantization.
+
+An export can go wrong silently (an op exported with another rounding, a letterbox that differs
+between training and the edge); the parity check runs both paths on the same validation images
+at the edge's decision settings and compares the boxes one by one. INT8 quantization uses
+ONNX Runtime's static QDQ quantizer, calibrated on training images prepared by the edge's own
+preprocessor, so the calibration sees what the edge will feed the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lineguard.detections import Detections
+from lineguard.model_card import ExportParity
+from lineguard.training.evaluate import predictor_for, read_image
+from lineguard.training.metrics import box_iou
+
+__all__ = ["PARITY_CONF", "check_parity", "quantize_int8"]
+
+PARITY_CONF = 0.25  # compare boxes a verdict could act on, not the 0.001 tail
+_PARITY_IOU = 0.45
+_MARGIN = 0.05  # a box this close to PARITY_CONF may fall on either side in one path: not a mismatch
+
+
+def _compare(a: Detections, b: Detections) -> tuple[float, float]:
+    """Largest corner and confidence differences over matched boxes; 1.0 for a clear unmatched box."""
+    box_diff, conf_diff = 0.0, 0.0
+    iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
+    matched_b: set[int] = set()
+    for i in np.argsort(-a.confidence):
+        j = int(iou[i].argmax()) if iou.shape[1] else -1
+        if j < 0 or iou[i, j] < 0.5 or j in matched_b:
+            if a.confidence[i] >= PARITY_CONF + _MARGIN:
+                box_diff = 1.0
+            continue
+        matched_b.add(j)
+        box_diff = max(box_diff, float(np.abs(a.xyxy[i] - b.xyxy[j]).max()))
+        conf_diff = max(conf_diff, float(abs(a.confidence[i] - b.confidence[j])))
+    for j in set(range(len(b))) - matched_b:
+        if b.confidence[j] >= PARITY_CONF + _MARGIN:
+            box_diff = 1.0
+    return box_diff, conf_diff
+
+
+def check_parity(
+    weights: Path, onnx_path: Path, classes: list[str], imgsz: int, images: list[Path], *, tolerance: float
+) -> ExportParity:
+    """Run ``weights`` (PyTorch) and ``onnx_path`` (edge detector) on ``images`` and compare."""
+    frames = [read_image(p) for p in images]
+    torch_predict, close_torch = predictor_for(
+        weights, classes, imgsz=imgsz, conf=PARITY_CONF, iou=_PARITY_IOU
+    )
+    try:
+        torch_dets = [torch_predict(f) for f in frames]
+    finally:
+        close_torch()
+    # One ONNX Runtime thread: torch's pool in this process still spins after its last call.
+    onnx_predict, close_onnx = predictor_for(
+        onnx_path, classes, imgsz=imgsz, threads=1, conf=PARITY_CONF, iou=_PARITY_IOU
+    )
+    try:
+        onnx_dets = [onnx_predict(f) for f in frames]
+    finally:
+        close_onnx()
+    box_diff, conf_diff = 0.0, 0.0
+    for t, o in zip(torch_dets, onnx_dets, strict=True):
+        for a, b in ((t, o), (o, t)):
+            bd, cd = _compare(a, b)
+            box_diff, conf_diff = max(box_diff, bd), max(conf_diff, cd)
+    return ExportParity(
+        passed=box_diff <= tolerance and conf_diff <= tolerance,
+        images=len(frames),
+        max_box_diff=round(box_diff, 6),
+        max_conf_diff=round(conf_diff, 6),
+        tolerance=tolerance,
+    )
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over images prepared by the edge's preprocessor."""
+
+    def __init__(self, input_name: str, images: list[Path], size: int) -> None:
+        from lineguard.edge import Preprocessor
+
+        self._pre = Preprocessor(size)
+        self._name = input_name
+        self._iter: Iterator[Path] = iter(images)
+
+    def get_next(self) -> dict[str, Any] | None:
+        path = next(self._iter, None)
+        if path is None:
+            return None
+        tensor, _ = self._pre(read_image(path))
+        return {self._name: tensor.copy()}
+
+
+def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
+    """Static INT8 (QDQ, uint8 activations, int8 weights) calibrated on ``images``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
+        pass
+
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(input_name, images, size),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    return dst

@@ -1,0 +1,176 @@
+"""Choose per-class confidence thresholds that keep unit escapes under a target, with least overkill.
+
+An escape (a defective unit shipped) costs far more than an overkill (a good unit scrapped or
+re-inspected), so the quality engineer sets a ceiling on the escape rate and wants the fewest
+false rejects under it. On the validation split every unit has a top confidence per class; a unit
+FAILs when any class reaches its threshold. Starting from the best single threshold that meets
+the ceiling, thresholds are raised one grid step at a time, each time on the class whose step
+removes the most overkill while the escape rate stays under the ceiling. The uniform-threshold
+sweep is kept as the trade-off curve (PNG + table).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lineguard.errors import InputError
+from lineguard.training.evaluate import Evaluation, evaluate, unit_rates
+from lineguard.training.train import load_run
+
+__all__ = ["CALIBRATION_FILE", "Calibration", "calibrate", "calibrate_run", "write_curve_png"]
+
+CALIBRATION_FILE = "calibration.json"
+GRID: npt.NDArray[np.float64] = np.round(np.arange(0.01, 1.0, 0.01), 2)
+
+
+@dataclass
+class Calibration:
+    max_escape: float
+    thresholds: dict[str, float]
+    escape_rate: float | None
+    overkill_rate: float | None
+    met: bool
+    defective_units: int
+    good_units: int
+    curve: list[dict[str, float | None]]  # uniform threshold sweep: threshold, escape, overkill
+
+    def table(self) -> str:
+        def pct(v: float | None) -> str:
+            return "n/a" if v is None else f"{100 * v:.2f}"
+
+        rows = ["| threshold (all classes) | escape % | overkill % |", "|---:|---:|---:|"]
+        for point in self.curve:
+            if round(float(point["threshold"] or 0) * 100) % 5 == 0:
+                rows.append(
+                    f"| {point['threshold']:.2f} | {pct(point['escape'])} | {pct(point['overkill'])} |"
+                )
+        chosen = ", ".join(f"{k} {v:.2f}" for k, v in self.thresholds.items())
+        rows.append(f"| per class: {chosen} | {pct(self.escape_rate)} | {pct(self.overkill_rate)} |")
+        return "\n".join(rows)
+
+
+def _cost(rates: Any) -> tuple[float, float]:
+    return (rates.overkill_rate or 0.0, rates.escape_rate or 0.0)
+
+
+def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
+    """Per-class thresholds on ``GRID`` meeting ``max_escape`` with the least overkill."""
+    if not 0.0 <= max_escape < 1.0:
+        raise InputError(f"--max-escape must be in [0, 1); got {max_escape}")
+    scores, defective = evaluation.unit_scores, evaluation.unit_defective
+    if not defective.any():
+        raise InputError(
+            f"{evaluation.data} ({evaluation.split}) has no defective units; escapes cannot be measured"
+        )
+    n_cls = len(evaluation.classes)
+    curve = []
+    feasible = []
+    for i, g in enumerate(GRID):
+        rates = unit_rates(scores, defective, np.full(n_cls, g))
+        curve.append({"threshold": float(g), "escape": rates.escape_rate, "overkill": rates.overkill_rate})
+        if (rates.escape_rate or 0.0) <= max_escape:
+            feasible.append(i)
+    if not feasible:
+        index = np.zeros(n_cls, dtype=int)  # the lowest thresholds: fewest escapes we can get
+    else:
+        index = np.full(n_cls, max(feasible))
+        while True:
+            best: tuple[tuple[float, float], int] | None = None
+            for c in range(n_cls):
+                if index[c] + 1 >= len(GRID):
+                    continue
+                trial = index.copy()
+                trial[c] += 1
+                rates = unit_rates(scores, defective, GRID[trial])
+                if (rates.escape_rate or 0.0) > max_escape:
+                    continue
+                if best is None or _cost(rates) < best[0]:
+                    best = (_cost(rates), c)
+            if best is None:
+                break
+            index[best[1]] += 1
+    final = unit_rates(scores, defective, GRID[index])
+    return Calibration(
+        max_escape=max_escape,
+        thresholds={name: float(GRID[i]) for name, i in zip(evaluation.classes, index, strict=True)},
+        escape_rate=final.escape_rate,
+        overkill_rate=final.overkill_rate,
+        met=(final.escape_rate or 0.0) <= max_escape,
+        defective_units=final.defective,
+        good_units=final.good,
+        curve=curve,
+    )
+
+
+def write_curve_png(calibration: Calibration, path: Path) -> Path:
+    """Escape and overkill against a uniform threshold, with the target and the chosen point."""
+    from lineguard.training.offline import set_offline_environment
+
+    set_offline_environment()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [float(p["threshold"] or 0) for p in calibration.curve]
+    esc = [100 * float(p["escape"] or 0) for p in calibration.curve]
+    over = [None if p["overkill"] is None else 100 * float(p["overkill"]) for p in calibration.curve]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(t, esc, label="escape %")
+    if calibration.good_units:
+        left.plot(t, over, label="overkill %")
+        right.plot(esc, over, marker=".")
+        right.scatter(
+            [100 * (calibration.escape_rate or 0)],
+            [100 * (calibration.overkill_rate or 0)],
+            color="red",
+            zorder=3,
+            label="per-class thresholds",
+        )
+    else:
+        right.text(0.5, 0.5, "no good units: overkill not measurable", ha="center", transform=right.transAxes)
+    left.axhline(100 * calibration.max_escape, color="red", linestyle="--", label="max escape")
+    left.set_xlabel("confidence threshold (all classes)")
+    left.set_ylabel("% of units")
+    left.legend()
+    right.axvline(100 * calibration.max_escape, color="red", linestyle="--")
+    right.set_xlabel("escape %")
+    right.set_ylabel("overkill %")
+    right.set_title("trade-off")
+    if calibration.good_units:
+        right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def calibrate_run(
+    run: Path,
+    *,
+    max_escape: float = 0.005,
+    data: Path | None = None,
+    split: str = "val",
+    evaluation: Evaluation | None = None,
+) -> Calibration:
+    """Calibrate a run's best.pt on its dataset's ``split``; write calibration.{json,md,png} in ``run``."""
+    record = load_run(run)
+    dataset = data or Path(record["data"])
+    if evaluation is None:
+        evaluation = evaluate(run / "weights" / "best.pt", dataset, split=split, imgsz=record.get("imgsz"))
+    calibration = calibrate(evaluation, max_escape)
+    body = asdict(calibration) | {"split": split, "data": str(dataset), "model": evaluation.model}
+    (run / CALIBRATION_FILE).write_text(json.dumps(body, indent=2) + "\n")
+    (run / "calibration.md").write_text(
+        f"# Threshold calibration (max escape {100 * max_escape:.2f}%, {split} split)\n\n"
+        f"Target {'met' if calibration.met else 'NOT met'}.\n\n{calibration.table()}\n"
+    )
+    write_curve_png(calibration, run / "calibration.png")
+    return calibration

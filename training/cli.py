@@ -1,0 +1,232 @@
+"""``lineguard train``, ``lineguard evaluate`` and ``lineguard export``: the training loop's commands.
+
+Thin click wrappers: options become a ``TrainConfig`` or function arguments, progress goes to
+stderr, results to stdout, and every user mistake surfaces as a ``LineguardError`` (one line, exit
+2, printed centrally). Heavy imports happen inside the commands so ``lineguard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lineguard.errors import InputError
+
+__all__ = ["evaluate", "export", "train"]
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _parse_thresholds(text: str | None) -> dict[str, float] | None:
+    """``scratch=0.4,pit=0.3`` or one number for every class (``0.4``)."""
+    if not text:
+        return None
+    if "=" not in text:
+        try:
+            return {"*": float(text)}
+        except ValueError as exc:
+            raise InputError(f"--thresholds must be NAME=VALUE,... or one number; got {text!r}") from exc
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as exc:
+            raise InputError(f"--thresholds entry {part!r} is not NAME=NUMBER") from exc
+    return out
+
+
+def _expand(thresholds: dict[str, float] | None, classes: list[str]) -> dict[str, float] | None:
+    if thresholds is None or "*" not in thresholds:
+        return thresholds
+    return dict.fromkeys(classes, thresholds["*"])
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New run folder.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Training config YAML.")
+@click.option(
+    "--model", default=None, help="yolov8n.yaml, yolo11n.yaml or a local .pt [default: yolov8n.yaml]"
+)
+@click.option("--epochs", type=int, default=None, help="[default: 50]")
+@click.option("--imgsz", type=int, default=None, help="[default: 320]")
+@click.option("--batch", type=int, default=None, help="[default: 16]")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--device", default=None, help="auto, cpu or a CUDA index [default: auto]")
+@click.option("--workers", type=int, default=None, help="Data loader workers [default: 2]")
+@click.option(
+    "--max-escape",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.005,
+    show_default=True,
+    help="Calibrate per-class thresholds for this escape rate after training.",
+)
+def train(
+    data: Path,
+    out: Path,
+    config_path: Path | None,
+    model: str | None,
+    epochs: int | None,
+    imgsz: int | None,
+    batch: int | None,
+    seed: int | None,
+    device: str | None,
+    workers: int | None,
+    max_escape: float,
+) -> None:
+    """Train a detector on a dataset version, offline, into a new run folder."""
+    from lineguard.training.calibrate import calibrate_run
+    from lineguard.training.config import load_train_config
+    from lineguard.training.train import train as run_training
+
+    overrides = {
+        "model": model,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "seed": seed,
+        "device": device,
+        "workers": workers,
+    }
+    cfg = load_train_config(config_path, overrides)
+    _err(f"training {cfg.model} for {cfg.epochs} epochs at {cfg.imgsz} px on {data} -> {out}")
+    result = run_training(data, out, cfg, progress=_err)
+    click.echo(
+        f"trained {result.epochs} epochs in {result.duration_s:.0f} s: mAP50 {100 * result.map50:.1f}, "
+        f"mAP50-95 {100 * result.map50_95:.1f}; weights {result.weights}"
+    )
+    calibration = calibrate_run(out, max_escape=max_escape)
+    state = "met" if calibration.met else "NOT met"
+    click.echo(
+        f"thresholds for max escape {100 * max_escape:.2f}% ({state}): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in calibration.thresholds.items())
+        + f"; see {out / 'calibration.md'}"
+    )
+
+
+@click.command()
+@click.option("--model", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--split", default="val", show_default=True)
+@click.option("--imgsz", type=int, default=None, help="For .pt models [default: the training size].")
+@click.option("--thresholds", default=None, help="NAME=CONF,... or one number [default: card/run/0.5].")
+@click.option(
+    "--max-escape", type=click.FloatRange(0, 1, max_open=True), default=None, help="Also calibrate."
+)
+@click.option(
+    "--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report here."
+)
+@click.option("--curve", type=click.Path(path_type=Path), default=None, help="Calibration trade-off PNG.")
+def evaluate(
+    model: Path,
+    data: Path,
+    split: str,
+    imgsz: int | None,
+    thresholds: str | None,
+    max_escape: float | None,
+    json_out: Path | None,
+    curve: Path | None,
+) -> None:
+    """Evaluate a .pt or .onnx model: mAP, per class, confusion matrix, escape and overkill."""
+    from dataclasses import asdict
+
+    from lineguard.training.calibrate import calibrate, write_curve_png
+    from lineguard.training.dataset_stats import read_class_names
+    from lineguard.training.evaluate import evaluate as run_evaluation
+
+    given = _expand(_parse_thresholds(thresholds), read_class_names(data))
+    with click.progressbar(length=1, label="evaluating", file=click.get_text_stream("stderr")) as bar:
+
+        def step(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        result = run_evaluation(model, data, split=split, thresholds=given, imgsz=imgsz, progress=step)
+    click.echo(result.report())
+    body = result.summary()
+    if max_escape is not None:
+        calibration = calibrate(result, max_escape)
+        click.echo(f"calibration for max escape {100 * max_escape:.2f}%:\n{calibration.table()}")
+        body["calibration"] = asdict(calibration)
+        if curve is not None:
+            click.echo(f"trade-off curve: {write_curve_png(calibration, curve)}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(body, indent=2) + "\n")
+        click.echo(f"report: {json_out}")
+
+
+@click.command()
+@click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="[default: RUN/model]")
+@click.option("--name", default=None, help="Model name [default: the run folder's name].")
+@click.option("--version", default=None, help="Model version [default: UTC timestamp].")
+@click.option("--parent", default=None, help="Version this model was trained from.")
+@click.option("--thresholds", default=None, help="NAME=CONF,... [default: RUN/calibration.json].")
+@click.option(
+    "--max-escape", type=click.FloatRange(0, 1, max_open=True), default=None, help="Re-calibrate first."
+)
+@click.option("--int8", is_flag=True, help="Also write a static INT8 (QDQ) model and its mAP change.")
+@click.option("--register", is_flag=True, help="Add the model to the registry as a candidate.")
+@click.option(
+    "--registry-root", type=click.Path(path_type=Path), default=None, help="[default: registry.root]"
+)
+def export(
+    run: Path,
+    out: Path | None,
+    name: str | None,
+    version: str | None,
+    parent: str | None,
+    thresholds: str | None,
+    max_escape: float | None,
+    int8: bool,
+    register: bool,
+    registry_root: Path | None,
+) -> None:
+    """Export a training run to model.onnx + model_card.json (parity-checked)."""
+    from lineguard.training.calibrate import calibrate_run
+    from lineguard.training.export import export_run
+    from lineguard.training.train import load_run
+
+    classes = list(load_run(run).get("classes", []))
+    if max_escape is not None:
+        calibrate_run(run, max_escape=max_escape)
+    folder = export_run(
+        run,
+        out=out,
+        name=name,
+        version=version,
+        parent=parent,
+        thresholds=_expand(_parse_thresholds(thresholds), classes),
+        int8=int8,
+        progress=_err,
+    )
+    report = json.loads((folder / "export_report.json").read_text())
+    parity = report["parity"]
+    click.echo(
+        f"exported {folder / 'model.onnx'} (opset {report['opset']}): mAP50 {100 * report['map50']:.1f}, "
+        f"parity {'passed' if parity['passed'] else 'FAILED'} (max box diff {parity['max_box_diff']:.4f}, "
+        f"conf diff {parity['max_conf_diff']:.4f}, tolerance {parity['tolerance']})"
+    )
+    if "int8" in report:
+        q = report["int8"]
+        click.echo(f"int8 model {q['folder']}: mAP50 change {q['map50_change_points']:+.2f} points")
+    if register:
+        _register(folder, registry_root)
+
+
+def _register(folder: Path, root: Path | None) -> None:
+    try:
+        from lineguard.registry import Registry
+    except ImportError as exc:
+        raise InputError("--register needs lineguard's registry, which this install lacks") from exc
+    from lineguard.config import RegistryConfig
+
+    registry = Registry(root or RegistryConfig().root)
+    version = registry.add(folder, why="lineguard export --register")
+    click.echo(f"registered {version.ref} as {version.stage}")

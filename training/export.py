@@ -1,0 +1,212 @@
+"""Export a training run to what the edge runs: ``model.onnx`` + ``model_card.json``, checked.
+
+The edge reads nothing but an ONNX file and its card, so the card must carry everything it needs:
+classes, the static input size, per-class thresholds (from ``calibration.json`` when the run was
+calibrated), metrics measured through the edge's own detector, the dataset hash, drift reference
+statistics (brightness, contrast and sharpness measured by the edge's ``QualityGate``, top
+confidences, per-class and FAIL rates on the validation images) and the export parity result. The
+parity check runs PyTorch and ONNX on validation images; an export that disagrees beyond
+``PARITY_TOLERANCE`` fails. ``int8`` adds a statically quantized sibling (QDQ) with its mAP change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lineguard.errors import InputError, ModelError
+from lineguard.model_card import (
+    ClassMetrics,
+    ModelCard,
+    ModelMetrics,
+    ReferenceStats,
+    sha256_file,
+)
+from lineguard.training._parity import check_parity, quantize_int8
+from lineguard.training.calibrate import CALIBRATION_FILE
+from lineguard.training.evaluate import Evaluation, evaluate, iter_split, read_image
+from lineguard.training.offline import load_ultralytics
+from lineguard.training.train import load_run
+
+__all__ = ["OPSET", "PARITY_TOLERANCE", "REFERENCE_IMAGES", "export_run"]
+
+OPSET = 17  # onnxruntime >= 1.15 and OpenVINO both run it
+PARITY_TOLERANCE = 0.01  # largest box-corner difference (share of the frame) and confidence difference
+REFERENCE_IMAGES = 200  # validation images measured for the drift reference
+
+
+def _metrics(evaluation: Evaluation, dataset_hash: str) -> ModelMetrics:
+    return ModelMetrics(
+        map50=evaluation.map50,
+        map50_95=evaluation.map50_95,
+        per_class={
+            name: ClassMetrics(
+                precision=m["precision"], recall=m["recall"], ap50=m["ap50"], ap50_95=m["ap50_95"]
+            )
+            for name, m in evaluation.per_class.items()
+        },
+        escape_rate=evaluation.escape_rate,
+        overkill_rate=evaluation.overkill_rate,
+        eval_dataset=dataset_hash,
+    )
+
+
+def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats:
+    from lineguard.config import QualityConfig
+    from lineguard.edge import QualityGate
+
+    gate = QualityGate(QualityConfig(), frozen_frames=2)
+    brightness, contrast, sharpness = [], [], []
+    for item in list(iter_split(data, split))[:REFERENCE_IMAGES]:
+        report = gate.check(read_image(item.path))
+        gate.reset()  # images are independent units, not a stream
+        brightness.append(round(report.brightness, 3))
+        contrast.append(round(report.contrast, 3))
+        sharpness.append(round(report.sharpness, 3))
+    thresholds = evaluation.threshold_array(evaluation.thresholds)
+    hits = evaluation.unit_scores >= thresholds[None, :]
+    return ReferenceStats(
+        brightness=brightness,
+        contrast=contrast,
+        sharpness=sharpness,
+        top_confidence=[round(v, 4) for v in evaluation.top_confidence[:REFERENCE_IMAGES]],
+        class_rates={c: float(hits[:, i].mean()) for i, c in enumerate(evaluation.classes)},
+        fail_rate=float(hits.any(axis=1).mean()),
+    )
+
+
+def _thresholds(
+    run: Path, classes: list[str], given: dict[str, float] | None
+) -> tuple[dict[str, float], str]:
+    if given is not None:
+        return {c: float(given.get(c, 0.5)) for c in classes}, "given"
+    path = run / CALIBRATION_FILE
+    if path.is_file():
+        found = json.loads(path.read_text())["thresholds"]
+        return {c: float(found.get(c, 0.5)) for c in classes}, str(path)
+    return dict.fromkeys(classes, 0.5), "default 0.5 (run not calibrated)"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "model"
+
+
+def export_run(
+    run: Path,
+    *,
+    out: Path | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    parent: str | None = None,
+    thresholds: dict[str, float] | None = None,
+    int8: bool = False,
+    parity_images: int = 16,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write ``model.onnx`` + ``model_card.json`` for ``run`` into ``out`` (default RUN/model)."""
+    say = progress or (lambda _msg: None)
+    record = load_run(run)
+    if record.get("status") != "done":
+        raise InputError(f"{run} is not a finished training run (status {record.get('status')!r})")
+    weights = run / "weights" / "best.pt"
+    if not weights.is_file():
+        raise ModelError(f"{weights} is missing; the run folder is incomplete")
+    out = out or run / "model"
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty; exported models are immutable, pick another --out")
+    data, classes, imgsz = Path(record["data"]), list(record["classes"]), int(record["imgsz"])
+    chosen, source = _thresholds(run, classes, thresholds)
+
+    say(f"exporting {weights} to ONNX (opset {OPSET}, static {imgsz}x{imgsz})")
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    exported = Path(
+        YOLO(str(weights)).export(
+            format="onnx", imgsz=imgsz, opset=OPSET, dynamic=False, simplify=True, half=False, verbose=False
+        )
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    shutil.move(str(exported), onnx_path)
+
+    say(f"parity check: PyTorch vs ONNX on {parity_images} validation images")
+    images = [item.path for item in list(iter_split(data))[:parity_images]]
+    parity = check_parity(weights, onnx_path, classes, imgsz, images, tolerance=PARITY_TOLERANCE)
+    report: dict[str, Any] = {"opset": OPSET, "thresholds_from": source, "parity": parity.model_dump()}
+    if not parity.passed:
+        (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        onnx_path.rename(out / "model.onnx.failed")
+        raise ModelError(
+            f"export parity failed: PyTorch and ONNX differ by {parity.max_box_diff:.4f} (boxes) / "
+            f"{parity.max_conf_diff:.4f} (confidence), tolerance {PARITY_TOLERANCE}; "
+            f"see {out / 'export_report.json'}"
+        )
+
+    say("evaluating the ONNX model through the edge detector")
+    evaluation = evaluate(onnx_path, data, thresholds=chosen)
+    created = datetime.now(UTC)
+    card = ModelCard(
+        name=_safe(name or run.name),
+        version=version or f"{created:%Y%m%d.%H%M%S}",
+        sha256=sha256_file(onnx_path),
+        classes=classes,
+        input_size=imgsz,
+        opset=OPSET,
+        thresholds=chosen,
+        dataset_hash=str(record.get("dataset_hash", "")),
+        metrics=_metrics(evaluation, str(record.get("dataset_hash", ""))),
+        reference=_reference(evaluation, data, "val"),
+        parent=parent,
+        parity=parity,
+        created_at=created,
+        training_run=str(run.resolve()),
+    )
+    card.save(out / "model_card.json")
+    ModelCard.load(out / "model_card.json")  # the file we wrote must validate
+    report |= {"map50": evaluation.map50, "map50_95": evaluation.map50_95}
+
+    if int8:
+        report["int8"] = _export_int8(out, card, data, evaluation, say)
+    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
+def _export_int8(
+    out: Path, card: ModelCard, data: Path, fp32: Evaluation, say: Callable[[str], None]
+) -> dict[str, Any]:
+    q_dir = out.parent / f"{out.name}_int8"
+    if q_dir.exists() and any(q_dir.iterdir()):
+        raise InputError(f"{q_dir} exists and is not empty; remove it or export to another --out")
+    q_dir.mkdir(parents=True, exist_ok=True)
+    train_images = [item.path for item in iter_split(data, "train")]
+    rng = np.random.default_rng(0)
+    picked = [train_images[i] for i in sorted(rng.permutation(len(train_images))[:64])]
+    say(f"INT8: static quantization (QDQ) calibrated on {len(picked)} training images")
+    q_path = q_dir / "model.onnx"
+    quantize_int8(out / "model.onnx", q_path, picked, card.input_size)
+    q_eval = evaluate(q_path, data, thresholds=card.thresholds)
+    q_card = card.model_copy(
+        update={
+            "version": f"{card.version}-int8",
+            "sha256": sha256_file(q_path),
+            "metrics": _metrics(q_eval, card.dataset_hash),
+            "parent": card.version,
+            "parity": None,
+        }
+    )
+    q_card.save(q_dir / "model_card.json")
+    return {
+        "folder": str(q_dir),
+        "map50_fp32": fp32.map50,
+        "map50_int8": q_eval.map50,
+        "map50_change_points": round(100 * (q_eval.map50 - fp32.map50), 2),
+        "map50_95_change_points": round(100 * (q_eval.map50_95 - fp32.map50_95), 2),
+    }
