@@ -4,7 +4,8 @@ One run decodes the same JPEG frames through the edge path (capture/decode -> qu
 preprocess -> inference -> postprocess -> verdict policy, plus any extra stages a caller adds,
 e.g. publish) and through ``YOLO(model.onnx).predict``, then reports p50/p95/p99 per stage,
 throughput and the ratios of medians. The machine is shared and noisy, so only figures from one
-run are compared. ``run_edge_pipeline`` is the piece to extend: the MQTT/daemon benchmarks pass
+run are compared, and the two paths alternate in blocks of frames so both see the same load.
+``EdgePipeline`` / ``run_edge_pipeline`` are the pieces to extend: the MQTT/daemon benchmarks pass
 their own stages (publish, capture-to-acknowledged) as ``extra_stages``.
 """
 
@@ -29,13 +30,14 @@ from lineguard.synthetic import render_unit
 
 __all__ = [
     "EDGE_STAGES",
+    "EdgePipeline",
     "LatencyRecorder",
     "LatencyReport",
     "StageStats",
+    "UltralyticsPredict",
     "encode_frames",
     "run_edge_pipeline",
     "run_latency_benchmark",
-    "run_ultralytics_predict",
     "write_report",
 ]
 
@@ -106,6 +108,54 @@ def _decode(jpeg: bytes) -> Frame:
     return frame.astype(np.uint8, copy=False)
 
 
+@dataclass
+class EdgePipeline:
+    """The edge path for one frame, timed per stage; ``extra_stages`` run after the verdict in order.
+
+    Extra stages (e.g. ``{"publish": publish_fn}``) are timed as stages of their own and count in
+    ``end_to_end``. ``pipeline`` is end to end minus capture and inference: the overhead our code
+    adds around the model.
+    """
+
+    detector: Detector
+    policy: VerdictPolicy
+    gate: QualityGate
+    extra_stages: Mapping[str, ExtraStage] = field(default_factory=dict)
+    recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
+
+    def step(self, jpeg: bytes, *, record: bool = True) -> Decision:
+        t0 = time.perf_counter()
+        frame = _decode(jpeg)
+        t1 = time.perf_counter()
+        report = self.gate.check(frame)
+        t2 = time.perf_counter()
+        detections, times = self.detector.detect(frame)
+        t3 = time.perf_counter()
+        decision = self.policy.decide(detections, quality=report, elapsed_ms=(t3 - t0) * 1e3)
+        t4 = end = time.perf_counter()
+        extra_times = {}
+        for name, stage in self.extra_stages.items():
+            stage(decision, frame)
+            now = time.perf_counter()
+            extra_times[name] = now - end
+            end = now
+        if record:
+            for name, seconds in (
+                ("capture", t1 - t0),
+                ("quality", t2 - t1),
+                ("preprocess", times.preprocess_s),
+                ("inference", times.inference_s),
+                ("postprocess", times.postprocess_s),
+                ("verdict", t4 - t3),
+                *extra_times.items(),
+                ("frame_to_verdict", t4 - t1),
+                ("end_to_end", end - t0),
+                ("pipeline", (end - t0) - (t1 - t0) - times.inference_s),
+            ):
+                self.recorder.add(name, seconds)
+        return decision
+
+
 def run_edge_pipeline(
     detector: Detector,
     policy: VerdictPolicy,
@@ -115,74 +165,60 @@ def run_edge_pipeline(
     warmup: int = 10,
     extra_stages: Mapping[str, ExtraStage] | None = None,
 ) -> tuple[LatencyRecorder, float]:
-    """Time each stage of the edge path per frame; return the samples and frames per second.
-
-    ``extra_stages`` run after the verdict in order (e.g. ``{"publish": publish_fn}``) and are
-    timed as stages of their own and included in ``end_to_end``. ``pipeline`` is everything but
-    inference and capture: the overhead our code adds around the model.
-    """
-    extras = dict(extra_stages or {})
-    recorder = LatencyRecorder()
+    """Time each stage of the edge path over ``jpegs``; return the samples and frames per second."""
+    pipeline = EdgePipeline(detector, policy, gate, dict(extra_stages or {}))
     for jpeg in jpegs[:warmup]:
-        frame = _decode(jpeg)
-        detections, _ = detector.detect(frame)
-        policy.decide(detections, quality=gate.check(frame), elapsed_ms=0.0)
-    started = time.perf_counter()
+        pipeline.step(jpeg, record=False)
     for jpeg in jpegs:
+        pipeline.step(jpeg)
+    return pipeline.recorder, _fps(pipeline.recorder, "end_to_end")
+
+
+def _fps(recorder: LatencyRecorder, stage: str) -> float:
+    samples = recorder.samples.get(stage, [])
+    return len(samples) / sum(samples) if samples else float("nan")
+
+
+class UltralyticsPredict:
+    """``YOLO(model).predict`` per decoded frame: wall clock plus ultralytics' own stage timings."""
+
+    def __init__(self, model_path: Path, *, imgsz: int, conf: float, iou: float) -> None:
+        from lineguard.training.offline import load_ultralytics
+
+        yolo_class: Any = load_ultralytics().YOLO  # through the module: its own annotations are loose
+        self._model = yolo_class(str(model_path), task="detect")
+        self._kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "verbose": False}
+        self.recorder = LatencyRecorder()
+
+    def step(self, frame: Frame, *, record: bool = True) -> None:
         t0 = time.perf_counter()
-        frame = _decode(jpeg)
-        t1 = time.perf_counter()
-        report = gate.check(frame)
-        t2 = time.perf_counter()
-        detections, times = detector.detect(frame)
-        t3 = time.perf_counter()
-        decision = policy.decide(detections, quality=report, elapsed_ms=(t3 - t0) * 1e3)
-        t4 = time.perf_counter()
-        end = t4
-        extra_times = {}
-        for name, stage in extras.items():
-            stage(decision, frame)
-            now = time.perf_counter()
-            extra_times[name] = now - end
-            end = now
-        for name, seconds in (
-            ("capture", t1 - t0),
-            ("quality", t2 - t1),
-            ("preprocess", times.preprocess_s),
-            ("inference", times.inference_s),
-            ("postprocess", times.postprocess_s),
-            ("verdict", t4 - t3),
-            *extra_times.items(),
-            ("frame_to_verdict", t4 - t1),
-            ("end_to_end", end - t0),
-            ("pipeline", (end - t0) - (t1 - t0) - times.inference_s),
-        ):
-            recorder.add(name, seconds)
-    elapsed = time.perf_counter() - started
-    return recorder, len(jpegs) / elapsed
+        result = self._model.predict(frame, **self._kwargs)[0]
+        if record:
+            self.recorder.add("predict", time.perf_counter() - t0)
+            for stage, ms in result.speed.items():
+                self.recorder.add(f"ultralytics_{stage}", (ms or 0.0) / 1e3)
 
 
-def run_ultralytics_predict(
-    model_path: Path, jpegs: Sequence[bytes], *, imgsz: int, conf: float, iou: float, warmup: int = 10
-) -> tuple[LatencyRecorder, float]:
-    """Time ``YOLO(model).predict`` per decoded frame (wall clock, plus its own stage timings)."""
-    from lineguard.training.offline import load_ultralytics
-
-    yolo_class: Any = load_ultralytics().YOLO  # through the module: its own annotations are loose
-    model = yolo_class(str(model_path), task="detect")
-    frames = [_decode(jpeg) for jpeg in jpegs]
-    for frame in frames[:warmup]:
-        model.predict(frame, imgsz=imgsz, conf=conf, iou=iou, verbose=False)
-    recorder = LatencyRecorder()
-    started = time.perf_counter()
-    for frame in frames:
-        t0 = time.perf_counter()
-        result = model.predict(frame, imgsz=imgsz, conf=conf, iou=iou, verbose=False)[0]
-        recorder.add("predict", time.perf_counter() - t0)
-        for stage, ms in result.speed.items():
-            recorder.add(f"ultralytics_{stage}", (ms or 0.0) / 1e3)
-    elapsed = time.perf_counter() - started
-    return recorder, len(frames) / elapsed
+def _interleaved(
+    pipeline: EdgePipeline,
+    reference: UltralyticsPredict | None,
+    jpegs: Sequence[bytes],
+    *,
+    warmup: int,
+    block: int,
+) -> None:
+    """Alternate blocks of frames between the two paths, so both see the same load on a shared machine."""
+    frames = [_decode(jpeg) for jpeg in jpegs] if reference is not None else []
+    for i in range(min(warmup, len(jpegs))):
+        pipeline.step(jpegs[i], record=False)
+        if reference is not None:
+            reference.step(frames[i], record=False)
+    for first in range(0, len(jpegs), block):
+        for jpeg in jpegs[first : first + block]:
+            pipeline.step(jpeg)
+        if reference is not None:
+            for frame in frames[first : first + block]:
+                reference.step(frame)
 
 
 @dataclass
@@ -222,8 +258,13 @@ def run_latency_benchmark(
     with Detector.load(model_path, cfg, min_confidence=conf, nms_iou=iou) as detector:
         policy = VerdictPolicy(detector.card, PolicyConfig(min_confidence=conf, nms_iou=iou))
         gate = QualityGate(QualityConfig(), frozen_frames=1_000_000)  # frames cycle: not a frozen camera
-        recorder, fps = run_edge_pipeline(detector, policy, gate, jpegs, warmup=warmup)
+        pipeline = EdgePipeline(detector, policy, gate)
         imgsz, backend_name = detector.input_size, detector.backend
+        reference = None
+        if compare_ultralytics:
+            reference = UltralyticsPredict(model_path, imgsz=imgsz, conf=conf, iou=iou)
+        _interleaved(pipeline, reference, jpegs, warmup=warmup, block=10)
+    recorder = pipeline.recorder
     report = LatencyReport(
         settings={
             "model": str(model_path),
@@ -239,14 +280,12 @@ def run_latency_benchmark(
             "cpu_count": os.cpu_count(),
         },
         edge=recorder.stats(),
-        edge_fps=fps,
+        edge_fps=_fps(recorder, "end_to_end"),
         samples_ms={f"edge {k}": [s * 1e3 for s in v] for k, v in recorder.samples.items()},
     )
-    if compare_ultralytics:
-        ul, ul_fps = run_ultralytics_predict(
-            model_path, jpegs, imgsz=imgsz, conf=conf, iou=iou, warmup=warmup
-        )
-        report.ultralytics, report.ultralytics_fps = ul.stats(), ul_fps
+    if reference is not None:
+        ul = reference.recorder
+        report.ultralytics, report.ultralytics_fps = ul.stats(), _fps(ul, "predict")
         report.samples_ms["ultralytics predict"] = [s * 1e3 for s in ul.samples["predict"]]
         predict = report.ultralytics["predict"].p50_ms
         report.ratios = {
@@ -273,7 +312,7 @@ def _markdown(report: LatencyReport) -> str:
         for stage, st in stats.items():
             cells = (st.p50_ms, st.p95_ms, st.p99_ms, st.mean_ms)
             lines.append(f"| {path} | {stage} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
-    throughput = f"Throughput: edge {report.edge_fps:.1f} frames/s (capture to verdict, one thread)"
+    throughput = f"Throughput: edge {report.edge_fps:.1f} frames/s (1 / mean end to end, one thread)"
     if report.ultralytics_fps is not None:
         throughput += f"; ultralytics predict {report.ultralytics_fps:.1f} frames/s"
     lines += ["", throughput + ".", ""]

@@ -31,6 +31,7 @@ from lineguard.config import LineguardConfig
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import make_delivery
 from lineguard.edge.engine import Detector
+from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary, event
 from lineguard.edge.outbox import Outbox, OutboxFullError
 from lineguard.edge.policy import Decision
@@ -91,6 +92,19 @@ class EdgeDaemon:
             stop=self._stop,
         )
         self.inspector.on_swap = self._status_soon
+        # Hot swap: a new desired model on …/model is prepared off the frame path, then swapped in.
+        self.follower = ModelFollower(
+            cfg,
+            swap=self.swap_model,
+            current_classes=lambda: self.slot.detector.card.classes if self.slot else None,
+            on_refused=lambda desired, why: self.delivery.publish_alert(
+                "model_refused", {"model": f"{desired.name}:{desired.version}", "reason": why}
+            ),
+            on_rollback=lambda why: self.delivery.publish_alert(
+                "model_rollback", {"level": "alarm", "reason": why}
+            ),
+            golden_dir=cfg.registry.golden_dir,
+        )
         self.summary = self.inspector.summary
         if cfg.model.path is not None:
             self.inspector.load_model(cfg.model.path)
@@ -230,6 +244,7 @@ class EdgeDaemon:
             if future is not None:
                 future.set_exception(exc)
             return
+        self.follower.observe(verdict)
         if future is not None:
             future.set_result(verdict)
 
@@ -248,6 +263,7 @@ class EdgeDaemon:
 
     def shutdown(self) -> None:
         """Stop the source, answer waiting triggers, stop HTTP, flush delivery, close the outbox."""
+        self.follower.close()
         if not self._started:
             self.outbox.close()
             return
@@ -369,3 +385,6 @@ class EdgeDaemon:
     def _on_model(self, desired: DesiredModel) -> None:
         self.desired_model = desired
         event(logging.INFO, "desired_model", model=f"{desired.name}:{desired.version}", url=desired.url)
+        running = self.slot
+        if running is None or running.ref.sha256 != desired.sha256:
+            self.follower.submit(desired)

@@ -196,7 +196,9 @@ class Inspector:
         )
         station = self.cfg.station
         for drift_event in events:
-            self._alert("drift", drift_event.to_alert(line=station.line, station=station.station))
+            alert = drift_event.to_alert(line=station.line, station=station.station)
+            detail = {k: alert[k] for k in ("level", "signal", "message")} | alert["details"]
+            self._alert("drift", detail)
             event(logging.WARNING, "drift", signal=drift_event.signal, level=drift_event.level)
 
     def commit(

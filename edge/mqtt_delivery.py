@@ -34,7 +34,7 @@ from lineguard.edge._mqtt_link import LinkSettings, diagnose, link_settings
 from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
-from lineguard.monitoring import Metrics
+from lineguard.monitoring import Metrics, build_alert
 from lineguard.verdict import utc_now
 
 __all__ = ["MqttDelivery"]
@@ -154,20 +154,8 @@ class MqttDelivery:
     def publish_alert(self, kind: str, detail: dict[str, object]) -> None:
         try:
             self._metrics.alerts.labels(kind=kind).inc()
-            # Field names of lineguard.monitoring's Alert contract (lineguard.alert/1).
-            message = detail.get("message") or f"{kind}: {json.dumps(detail, default=str)}"
-            body = {
-                "schema": "lineguard.alert/1",
-                "kind": kind,
-                "level": str(detail.get("level", "warning")),
-                "signal": str(detail.get("signal", kind)),
-                "message": str(message),
-                "ts": utc_now().isoformat(),
-                "line": self._line,
-                "station": self._station,
-                "details": detail,
-            }
-            payload = json.dumps(body, default=str).encode()
+            alert = build_alert(kind, detail, line=self._line, station=self._station)
+            payload = alert.to_json().encode()
             log.warning("alert %s: %s", kind, json.dumps(detail, default=str))
             with self._alerts_lock:
                 if not self._connected:

@@ -26,6 +26,7 @@ from lineguard.labeling.review_outbox import (
     ReviewItem,
     ReviewQueue,
     ReviewSink,
+    read_stats,
     review_dir,
 )
 from lineguard.labeling.sampler import REASONS, ReviewSampler, SamplerStats, hamming, perceptual_hash
@@ -51,6 +52,7 @@ __all__ = [
     "perceptual_hash",
     "pull_dataset",
     "pulled_task_ids",
+    "read_stats",
     "read_token",
     "review_dir",
     "review_task",

@@ -161,16 +161,12 @@ def pull(
 def status(config_path: Path | None, url: str | None, token: str | None, project: str | None) -> None:
     """Queue depth, sent and failed frames at this station; labeled and pending tasks in the project."""
     from lineguard.errors import DeliveryError, InputError
-    from lineguard.labeling.review_outbox import ReviewQueue, review_dir
+    from lineguard.labeling.review_outbox import read_stats, review_dir
 
     cfg = _config(config_path)
     root = review_dir(cfg.station.data_dir)
-    if (root / "review.sqlite").exists():
-        queue = ReviewQueue(root, max_items=cfg.sampling.max_queue)
-        try:
-            s = queue.stats()
-        finally:
-            queue.close()
+    s = read_stats(root)
+    if s is not None:
         click.echo(
             f"review queue {root}: depth {s.depth}/{cfg.sampling.max_queue}, sent {s.sent}, "
             f"failed {s.failed}, dropped {s.dropped}"

@@ -14,6 +14,7 @@ good (a 4xx such as a bad payload) is parked as ``failed`` and kept, not retried
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import queue
@@ -24,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from lineguard.errors import DeliveryError
+from lineguard.errors import DeliveryError, InputError
 
 if TYPE_CHECKING:
     from lineguard.monitoring import Metrics
@@ -42,6 +43,7 @@ __all__ = [
     "ReviewItem",
     "ReviewQueue",
     "ReviewSink",
+    "read_stats",
     "review_dir",
 ]
 
@@ -139,6 +141,7 @@ class ReviewQueue:
         self.root = root
         self.frames = root / "frames"
         self.frames.mkdir(parents=True, exist_ok=True)
+        self._lockfile = _exclusive(root / "queue.lock")
         self.max_items = max_items
         self._metrics = metrics
         self._on_alert = on_alert
@@ -402,6 +405,45 @@ class ReviewQueue:
         with self._lock:
             self._save_drops()
             self._db.close()
+        self._lockfile.close()  # releases the flock
+
+
+def _exclusive(path: Path) -> TextIO:
+    """One owner per queue folder: a second writer would delete the first one's fresh frames."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise InputError(
+            f"review queue {path.parent} is in use by another process (an edge daemon?); "
+            "stop it first, or read it with 'lineguard label status'"
+        ) from exc
+    return handle
+
+
+def read_stats(root: Path) -> QueueStats | None:
+    """Counts of a queue folder without taking it over (safe while the daemon runs); None if none."""
+    db_path = root / "review.sqlite"
+    if not db_path.exists():
+        return None
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        depth, failed = db.execute("SELECT COUNT(*), COALESCE(SUM(failed), 0) FROM items").fetchone()
+        last = db.execute(
+            "SELECT last_error FROM items WHERE last_error != '' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        db.close()
+    return QueueStats(
+        depth=int(depth),
+        failed=int(failed),
+        sent=int(meta.get("sent", 0)),
+        dropped=int(meta.get("dropped", 0)),
+        busy_dropped=0,
+        last_error=str(last[0]) if last else "",
+    )
 
 
 def review_dir(data_dir: Path) -> Path:

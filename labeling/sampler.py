@@ -54,7 +54,7 @@ def perceptual_hash(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     if max(height, width) > 256:  # cheap nearest-neighbour pre-shrink of big camera frames
         scale = 256 / max(height, width)
         size = (max(32, round(width * scale)), max(32, round(height * scale)))
-        frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
+        frame = np.asarray(cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST), dtype=np.uint8)
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
     thumb = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low: npt.NDArray[np.float32] = np.asarray(cv2.dct(thumb), dtype=np.float32)[:8, :8].reshape(-1)[1:]

@@ -92,12 +92,18 @@ class CameraConfig(Section):
 
 class ModelConfig(Section):
     path: Path | None = Field(default=None, description="ONNX file; its card is model_card.json beside it.")
-    backend: Literal["auto", "onnxruntime", "openvino"] = Field(default="auto")
+    backend: Literal["auto", "onnxruntime", "openvino"] = Field(
+        default="auto",
+        description="auto: onnxruntime on a CUDA/TensorRT host, else OpenVINO if installed, else ORT CPU.",
+    )
     providers: list[str] = Field(
         default=[], description="onnxruntime providers in order; empty = best available."
     )
     threads: int = Field(default=2, ge=1, le=256, description="Intra-op threads for inference.")
-    precision: Literal["fp32", "bf16", "int8"] = Field(default="fp32")
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        default="fp32",
+        description="OpenVINO inference precision (fp32 or bf16); int8 = a quantized model file, run as is.",
+    )
     warmup_runs: int = Field(default=3, ge=0)
 
 

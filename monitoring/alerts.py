@@ -9,17 +9,20 @@ numbers behind it. Subscribers that only page on trouble filter ``level == "alar
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lineguard.verdict import utc_now
 
-__all__ = ["ALERT_SCHEMA", "Alert", "AlertKind", "AlertLevel"]
+__all__ = ["ALERT_SCHEMA", "Alert", "AlertKind", "AlertLevel", "build_alert"]
 
 ALERT_SCHEMA: Final = "lineguard.alert/1"
 
-AlertKind = Literal["drift", "camera", "deadline", "outbox", "broker", "model"]
+# What raised it, snake_case: drift, camera_down, camera_frozen, deadline, outbox_near_full,
+# outbox_full, invalid_trigger, duplicate_unit_id, invalid_feedback, invalid_model, model_refused,
+# model_rollback, verdict_refused, review_queue_full. Open-ended so a new source needs no schema bump.
+AlertKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 AlertLevel = Literal["ok", "warning", "alarm"]
 
 
@@ -40,3 +43,19 @@ class Alert(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
+
+
+def build_alert(kind: str, detail: dict[str, Any], *, line: str = "", station: str = "") -> Alert:
+    """An ``Alert`` from a raiser's dict: ``level``, ``signal`` and ``message`` keys lift out, the
+    rest become ``details``; a raiser that names none gets a warning about ``kind`` itself."""
+    rest = dict(detail)
+    level = str(rest.pop("level", "warning"))
+    return Alert(
+        kind=kind,
+        level=level if level in ("ok", "warning", "alarm") else "warning",  # type: ignore[arg-type]
+        signal=str(rest.pop("signal", kind)),
+        message=str(rest.pop("message", "") or f"{kind}: {rest}"),
+        line=line,
+        station=station,
+        details=rest,
+    )

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from support.mosquitto import Broker
 from support.mqtt import Subscriber, subscribed, wait_until
 from support.signal_model import build_signal_onnx
@@ -230,21 +227,6 @@ def test_cached_download_is_reused(registry: Registry, cfg: LineguardConfig) -> 
 # -- end to end: registry -> retained message -> follower -> daemon ------------------------------
 
 
-class _ModelTopic:
-    """Plays the daemon's ``…/model`` subscription: every retained/live message goes to ``submit``."""
-
-    def __init__(self, broker: Broker, topic: str, submit: Callable[[DesiredModel], None]) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"model-{uuid.uuid4().hex[:6]}")
-        self.client.on_message = lambda _c, _u, msg: submit(parse_control(DesiredModel, bytes(msg.payload)))
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.client.subscribe(topic, qos=1)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @dataclass
 class _Line:
     daemon: EdgeDaemon
@@ -265,7 +247,7 @@ class _Line:
 @pytest.fixture
 def line(registry: Registry, broker: Broker, tmp_path: Path) -> Iterator[Callable[[int], _Line]]:
     """A station on the synthetic line that follows ``signal`` through the registry's rollouts."""
-    started: list[tuple[_Line, _ModelTopic, Subscriber]] = []
+    started: list[tuple[_Line, Subscriber]] = []
 
     def start(units: int) -> _Line:
         registry.follow("line1", "st1", "signal")
@@ -283,30 +265,19 @@ def line(registry: Registry, broker: Broker, tmp_path: Path) -> Iterator[Callabl
         first = prepare_model(_desired(registry, "1.0.0"), cfg)  # what the station runs at start
         cfg.model.path = first.model_path
         first.close()
-        daemon = EdgeDaemon(cfg)
-        follower = ModelFollower(
-            cfg,
-            swap=daemon.swap_model,
-            current_classes=lambda: daemon.slot.detector.card.classes if daemon.slot else None,
-            on_refused=lambda d, why: daemon.delivery.publish_alert(
-                "model_refused", {"model": d.name, "reason": why}
-            ),
-        )
+        daemon = EdgeDaemon(cfg)  # follows lineguard/line1/st1/model through its own MQTT link
         sub = Subscriber(broker.host, broker.port, "lineguard/line1/st1/verdict").start()
-        topic = _ModelTopic(broker, "lineguard/line1/st1/model", follower.submit)
         thread = threading.Thread(target=daemon.run, kwargs={"max_units": units}, daemon=True)
         thread.start()
-        running = _Line(daemon, follower, sub, thread)
-        started.append((running, topic, sub))
+        running = _Line(daemon, daemon.follower, sub, thread)
+        started.append((running, sub))
         return running
 
     yield start
-    for running, topic, sub in started:
+    for running, sub in started:
         running.daemon.stop()
         running.thread.join(30)
-        topic.close()
         sub.stop()
-        running.follower.close()
 
 
 def _publish(registry: Registry, broker: Broker) -> None:

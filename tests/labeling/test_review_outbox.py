@@ -10,8 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lineguard.errors import DeliveryError
-from lineguard.labeling import RefusedError, ReviewItem, ReviewQueue
+from lineguard.errors import DeliveryError, InputError
+from lineguard.labeling import RefusedError, ReviewItem, ReviewQueue, read_stats
 from lineguard.synthetic import render_unit
 from lineguard.verdict import utc_now
 
@@ -145,3 +145,18 @@ def test_frames_without_a_committed_row_are_cleaned_up_on_start(tmp_path: Path) 
         assert q.depth() == 1
     finally:
         q.close()
+
+
+def test_a_second_owner_is_refused_while_status_can_still_read(tmp_path: Path) -> None:
+    assert read_stats(tmp_path) is None
+    q = ReviewQueue(tmp_path, max_items=10)
+    try:
+        fill(q, "a", "b")
+        with pytest.raises(InputError, match="in use by another process"):
+            ReviewQueue(tmp_path, max_items=10)
+        stats = read_stats(tmp_path)
+        assert stats is not None and (stats.depth, stats.sent) == (2, 0)
+    finally:
+        q.close()
+    stats = read_stats(tmp_path)
+    assert stats is not None and stats.depth == 2
