@@ -37,6 +37,7 @@ from lineguard.edge.outbox import Outbox, OutboxFullError
 from lineguard.edge.policy import Decision
 from lineguard.edge.quality import QualityGate
 from lineguard.edge.sources import Frame, FrameSource, open_source
+from lineguard.labeling import ReviewQueue, review_dir, sink_from_config
 from lineguard.monitoring import Metrics
 from lineguard.verdict import Reason, Verdict, VerdictKind
 
@@ -83,6 +84,7 @@ class EdgeDaemon:
             on_feedback=self._on_feedback,
             on_model=self._on_model,
         )
+        self.review_queue = self._open_review_queue()
         self.inspector = Inspector(
             cfg,
             self.outbox,
@@ -90,6 +92,7 @@ class EdgeDaemon:
             wake=self.delivery.wake,
             alert=self.delivery.publish_alert,
             stop=self._stop,
+            review_queue=self.review_queue,
         )
         self.inspector.on_swap = self._status_soon
         # Hot swap: a new desired model on …/model is prepared off the frame path, then swapped in.
@@ -114,6 +117,21 @@ class EdgeDaemon:
                 "no_model",
                 detail="model.path is not set; every unit gets NO_DECISION/no_model",
             )
+
+    def _open_review_queue(self) -> ReviewQueue | None:
+        """The durable queue of frames for QA review, uploading when Label Studio is configured."""
+        if not self.cfg.sampling.enabled:
+            return None
+        review = ReviewQueue(
+            review_dir(self.cfg.station.data_dir),
+            max_items=self.cfg.sampling.max_queue,
+            metrics=self.metrics,
+            on_alert=lambda kind, message: self.delivery.publish_alert(kind, {"message": message}),
+        )
+        sink = sink_from_config(self.cfg.sampling)
+        if sink is not None:
+            review.start_uploader(sink)
+        return review
 
     # -- model slot (the registry's hot swap calls these) ---------------------------------
     @property
@@ -146,7 +164,7 @@ class EdgeDaemon:
     def inspect_image(self, image: npt.NDArray[np.uint8], unit_id: str | None = None) -> Verdict:
         """Judge an uploaded image as one unit (``POST /v1/inspect``); the verdict is committed too."""
         frame = Frame(image, datetime.now(UTC), time.monotonic(), -1)
-        decision, slot = self.inspector.decide(frame, self._upload_quality)
+        decision, slot, _ = self.inspector.decide(frame, self._upload_quality)
         return self.inspector.commit(frame, unit_id, decision, slot, wait=False)
 
     # -- loop -----------------------------------------------------------------------------
@@ -234,7 +252,7 @@ class EdgeDaemon:
         return False
 
     def _run_unit(self, frame: Frame, unit_id: str | None, future: Future[Verdict] | None) -> None:
-        decision, slot = self.inspector.decide(frame, self.quality)
+        decision, slot, detections = self.inspector.decide(frame, self.quality)
         try:
             verdict = self.inspector.commit(frame, unit_id, decision, slot)
         except OutboxFullError as exc:  # stopping while the outbox is full: say loudly what is lost
@@ -245,6 +263,8 @@ class EdgeDaemon:
                 future.set_exception(exc)
             return
         self.follower.observe(verdict)
+        if slot is not None and slot.sampler is not None:
+            slot.sampler.offer(frame.image, verdict, detections)  # copies the frame only if sampled
         if future is not None:
             future.set_result(verdict)
 
@@ -264,6 +284,8 @@ class EdgeDaemon:
     def shutdown(self) -> None:
         """Stop the source, answer waiting triggers, stop HTTP, flush delivery, close the outbox."""
         self.follower.close()
+        if self.review_queue is not None:
+            self.review_queue.close()
         if not self._started:
             self.outbox.close()
             return

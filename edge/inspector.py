@@ -29,6 +29,7 @@ from lineguard.edge.policy import Decision, VerdictPolicy
 from lineguard.edge.quality import QualityGate, QualityReport
 from lineguard.edge.sources import Frame
 from lineguard.errors import LineguardError
+from lineguard.labeling import ReviewQueue, ReviewSampler
 from lineguard.monitoring import DriftMonitor, Metrics
 from lineguard.verdict import ModelRef, Reason, Verdict, VerdictKind
 
@@ -51,6 +52,7 @@ class ModelSlot:
     policy: VerdictPolicy
     ref: ModelRef
     drift: DriftMonitor  # measured against this model's reference statistics
+    sampler: ReviewSampler | None  # picks this model's doubtful frames for QA review
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Inspector:
         wake: Callable[[], None],
         alert: Callable[[str, dict[str, object]], None],
         stop: threading.Event,
+        review_queue: ReviewQueue | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
@@ -86,6 +89,7 @@ class Inspector:
         self._wake = wake
         self._alert = alert
         self._stop = stop
+        self._review_queue = review_queue
         self._no_model = VerdictPolicy(None, cfg.policy)
         self._slot: ModelSlot | None = None
         self.model_error: str | None = "no model configured (model.path)" if cfg.model.path is None else None
@@ -127,6 +131,7 @@ class Inspector:
                 policy,
                 ModelRef(name=card.name, version=card.version, sha256=card.sha256),
                 DriftMonitor(card.reference, self.cfg.monitoring, self.metrics),
+                self._sampler_for(policy),
             )
         with self._lock:
             old, self._slot = self._slot, new
@@ -156,11 +161,20 @@ class Inspector:
         )
         self.on_swap()  # the daemon publishes the change
 
-    def decide(self, frame: Frame, gate: QualityGate) -> tuple[Decision, ModelSlot | None]:
+    def _sampler_for(self, policy: VerdictPolicy) -> ReviewSampler | None:
+        if self._review_queue is None or policy.card is None:
+            return None
+        classes = policy.card.classes
+        thresholds = {name: policy.threshold(name) for name in classes}
+        return ReviewSampler(self.cfg.sampling, classes, thresholds, self._review_queue, self.metrics)
+
+    def decide(self, frame: Frame, gate: QualityGate) -> tuple[Decision, ModelSlot | None, Detections]:
+        """Judge one frame; the detections come back too, for the review sampler."""
         with self._lock:
             slot = self._slot
             try:
                 quality = gate.check(frame.image)
+                detections: Detections | None
                 if slot is None:
                     detections = None
                 elif quality.problem is not None:
@@ -180,7 +194,8 @@ class Inspector:
             except Exception as exc:  # a unit must still get a verdict, never PASS
                 event(logging.ERROR, "inspection_failed", error=repr(exc))
                 decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
-        return decision, slot
+                detections = None
+        return decision, slot, detections if detections is not None else Detections.empty()
 
     def _watch_drift(
         self, slot: ModelSlot, quality: QualityReport, detections: Detections, decision: Decision
@@ -196,6 +211,8 @@ class Inspector:
         )
         station = self.cfg.station
         for drift_event in events:
+            if drift_event.level == "alarm" and slot.sampler is not None:
+                slot.sampler.boost(self.cfg.sampling.drift_boost, self.cfg.sampling.drift_boost_s)
             alert = drift_event.to_alert(line=station.line, station=station.station)
             detail = {k: alert[k] for k in ("level", "signal", "message")} | alert["details"]
             self._alert("drift", detail)

@@ -194,6 +194,10 @@ class SamplingConfig(Section):
     label_studio_url: str = ""
     label_studio_token_file: Path | None = None
     label_studio_project: str = "lineguard"
+    drift_boost: float = Field(
+        default=5.0, ge=1, description="A drift alarm multiplies the audit share by this ..."
+    )
+    drift_boost_s: float = Field(default=900.0, ge=0, description="... for this many seconds.")
 
 
 class MonitoringConfig(Section):

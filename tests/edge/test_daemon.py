@@ -307,3 +307,25 @@ def test_darker_line_raises_a_brightness_drift_alarm(tmp_path: Path, tiny_model:
     alarm = daemon.metrics.drift_alarm.labels(signal="brightness")._value.get()
     assert alarm == 2.0
     assert daemon.metrics.alerts.labels(kind="drift")._value.get() >= 1
+
+
+def test_sampled_frames_reach_the_review_queue_within_the_caps(tmp_path: Path, tiny_model: Path) -> None:
+    import sqlite3
+
+    from lineguard.labeling import read_stats, review_dir
+
+    cfg = station(
+        tmp_path,
+        tiny_model,
+        sampling={"audit_share": 1.0, "per_minute": 5, "dedup_distance": -1},
+    )
+    daemon = EdgeDaemon(cfg)
+    daemon.run(max_units=30)
+    stats = read_stats(review_dir(cfg.station.data_dir))
+    assert stats is not None and stats.depth == 5
+    db = sqlite3.connect(review_dir(cfg.station.data_dir) / "review.sqlite")
+    items = [json.loads(row[0]) for row in db.execute("SELECT payload FROM items")]
+    db.close()
+    assert {item["reason"] for item in items} == {"audit"}
+    assert len({item["unit_id"] for item in items}) == 5
+    assert all(item["model_name"] == "tiny" for item in items)
