@@ -206,7 +206,7 @@ class Inspector:
             contrast=quality.contrast,
             sharpness=quality.sharpness,
             top_confidence=detections.top_confidence(),
-            classes={d.class_name for d in decision.defects},
+            classes=sorted({d.class_name for d in decision.defects}),
             verdict=decision.verdict.value,
         )
         station = self.cfg.station
@@ -216,7 +216,7 @@ class Inspector:
             alert = drift_event.to_alert(line=station.line, station=station.station)
             detail = {k: alert[k] for k in ("level", "signal", "message")} | alert["details"]
             self._alert("drift", detail)
-            event(logging.WARNING, "drift", signal=drift_event.signal, level=drift_event.level)
+            event(logging.WARNING, "drift", signal=drift_event.signal, drift_level=drift_event.level)
 
     def commit(
         self,

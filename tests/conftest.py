@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support.label_studio import LabelStudioInfo, require_label_studio
 from support.mosquitto import Broker
 

@@ -35,12 +35,16 @@ def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     src = tmp_path_factory.mktemp("edge-src") / "lineguard"
     shutil.copytree(
-        ROOT, src, symlinks=True,
+        ROOT,
+        src,
+        symlinks=True,
         ignore=shutil.ignore_patterns(".venv*", ".git", "build", "var", "runs", "__pycache__", "*.egg-info"),
     )
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", f"{src}[{_image_extra()}]"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return venv
 
@@ -50,7 +54,10 @@ def test_edge_venv_has_no_torch_and_passes_the_self_check(
 ) -> None:
     python = edge_venv / "bin" / "python"
     probe = "import importlib.util as u; print([m for m in ('torch', 'ultralytics') if u.find_spec(m)])"
-    assert subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+        == "[]"
+    )
     config = tmp_path / "station.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -63,7 +70,9 @@ def test_edge_venv_has_no_torch_and_passes_the_self_check(
     )
     check = subprocess.run(
         [edge_venv / "bin" / "lineguard", "edge", "check", "--config", str(config)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "Traceback" not in check.stderr

@@ -70,4 +70,5 @@ def load_ultralytics(threads: int | None = None) -> ModuleType:
     SETTINGS.update({k: v for k, v in off.items() if k in SETTINGS})
     # ultralytics pins torch to one thread on a 2-core machine; two nearly halve epoch time.
     torch_utils.NUM_THREADS = threads or max(1, os.cpu_count() or 1)
-    return ultralytics
+    module: ModuleType = ultralytics
+    return module

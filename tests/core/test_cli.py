@@ -48,8 +48,20 @@ def test_user_mistakes_are_one_line_with_exit_code_2(args: list[str], needle: st
 
 
 def test_synth_then_stats_on_a_fresh_folder(tmp_path: Path) -> None:
-    out = run_cli("data", "synth", "--out", str(tmp_path / "s"), "--images", "8", "--seed", "1",
-                  "--imgsz", "96", "--video-frames", "3")
+    out = run_cli(
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "s"),
+        "--images",
+        "8",
+        "--seed",
+        "1",
+        "--imgsz",
+        "96",
+        "--video-frames",
+        "3",
+    )
     assert out.returncode == 0, out.stderr
     assert "wrote 8 images" in out.stdout
     stats = run_cli("data", "stats", str(tmp_path / "s"))

@@ -25,8 +25,8 @@ def test_units_carry_boxes_of_every_class_inside_the_frame() -> None:
         for cls, cx, cy, w, h in unit.labels:
             seen.add(cls)
             assert 0 < w <= 1 and 0 < h <= 1
-            assert 0 <= cx - w / 2 and cx + w / 2 <= 1
-            assert 0 <= cy - h / 2 and cy + h / 2 <= 1
+            assert cx - w / 2 >= 0 and cx + w / 2 <= 1
+            assert cy - h / 2 >= 0 and cy + h / 2 <= 1
     assert seen == set(range(len(CLASSES)))
 
 

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import yaml
+from support.mosquitto import Broker
 
 from lineguard.edge.doctor import run_checks
-from support.mosquitto import Broker
 
 
 def _config(tmp_path: Path, **sections: object) -> Path:
