@@ -46,6 +46,7 @@ _EXTRAS = {
     "albumentations": "train",
     "onnx": "train",
     "label_studio_sdk": "label",
+    "openvino": "openvino",
 }
 
 

@@ -61,6 +61,12 @@ class TrainConfig(_Section):
     patience: int = Field(default=100, ge=0, description="Stop after this many epochs without gain.")
     optimizer: str = Field(default="auto", description="ultralytics optimizer name (auto, SGD, AdamW).")
     lr0: float | None = Field(default=None, gt=0, description="Initial learning rate; None = default.")
+    nbs: int = Field(
+        default=64,
+        ge=1,
+        description="Nominal batch: gradients accumulate to this many images per step (= batch: no accumulation).",
+    )
+    warmup_epochs: float = Field(default=3.0, ge=0, description="Learning-rate warm-up epochs.")
     mosaic: float = Field(default=1.0, ge=0, le=1, description="Mosaic probability.")
     close_mosaic: int = Field(default=10, ge=0, description="Turn mosaic off for the last N epochs.")
     cache: bool = Field(default=True, description="Keep decoded training images in RAM.")

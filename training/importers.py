@@ -90,6 +90,7 @@ def import_dataset(
         checked = [s for s in checked if s.split is not None]
     elif any(s.split is None for s in checked):
         _stratified_split(checked, val_share, seed)
+    skipped = +skipped  # drop reasons counted zero times
     if strict and skipped:
         raise DatasetError(f"import of {src} would skip inputs {dict(skipped)}; fix them or drop --strict")
     counts = _write(out, checked, class_list)

@@ -229,6 +229,8 @@ def train(
             plots=cfg.plots,
             patience=cfg.patience,
             optimizer=cfg.optimizer,
+            nbs=cfg.nbs,
+            warmup_epochs=cfg.warmup_epochs,
             mosaic=cfg.mosaic,
             close_mosaic=cfg.close_mosaic,
             cache="ram" if cfg.cache else False,

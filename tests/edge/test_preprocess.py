@@ -20,6 +20,7 @@ from lineguard.errors import InputError
         ((100, 333), 160, (160, 48), (0, 56)),  # odd padding: ultralytics rounds dh - 0.1
         ((10, 3000), 160, (160, 1), (0, 79)),  # a thin frame keeps at least one pixel
         ((80, 80), 160, (160, 160), (0, 0)),  # small frames are scaled up
+        ((160, 159), 160, (159, 160), (0, 0)),  # half a pixel of padding goes right, not left
     ],
 )
 def test_letterbox_geometry_matches_ultralytics_rounding(

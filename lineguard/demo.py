@@ -1,0 +1,306 @@
+"""``lineguard demo``: the whole product on a synthetic line, on a fresh machine, in minutes.
+
+A newcomer should see the loop work before reading any code: a dataset version of the synthetic
+line, a small detector trained on it (once; later runs reuse it from the cache), the model
+registered and promoted, the edge daemon inspecting units from the synthetic camera, verdicts on
+MQTT when a broker answers (otherwise in a JSON-lines file), doubtful frames in the review queue,
+and at the end a table that scores the verdicts against the line's ground truth. Like ``cli.py``
+this module is wiring: it is the one place in core that drives every part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from lineguard import __version__
+from lineguard.synthetic import render_unit
+
+__all__ = ["DemoSummary", "demo", "score_verdicts"]
+
+_SEED_TRAIN = 11  # the training line; the camera uses another seed, so every unit is unseen
+_SEED_CAMERA = 2026
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo model is trained on; its hash names the cache entry."""
+
+    images: int = 400
+    imgsz: int = 160
+    epochs: int = 30
+    defect_rate: float = 0.5
+
+    def key(self) -> str:
+        text = json.dumps([__version__, self.images, self.imgsz, self.epochs, self.defect_rate])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class DemoSummary:
+    units: int
+    counts: dict[str, int]
+    escape_rate: float  # defective units judged PASS, of all defective units
+    overkill_rate: float  # good units judged FAIL, of all good units
+    p50_ms: float
+    p99_ms: float
+
+    def table(self) -> str:
+        rows = [
+            ("units", str(self.units)),
+            *((k, str(self.counts.get(k, 0))) for k in ("PASS", "FAIL", "NO_DECISION")),
+            ("escape rate", f"{self.escape_rate:.1%}  (defective units judged PASS)"),
+            ("overkill rate", f"{self.overkill_rate:.1%}  (good units judged FAIL)"),
+            ("latency p50", f"{self.p50_ms:.1f} ms  (capture -> verdict committed)"),
+            ("latency p99", f"{self.p99_ms:.1f} ms"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _frame_index(unit_id: str) -> int:
+    return int(unit_id.rsplit("-f", 1)[1])
+
+
+def score_verdicts(verdicts: list[dict[str, Any]], seed: int, imgsz: int, defect_rate: float) -> DemoSummary:
+    """Score verdicts of synthetic-camera units against the line's ground truth."""
+    counts: dict[str, int] = {}
+    escapes = defective = overkills = good = 0
+    for v in verdicts:
+        counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+        truth = render_unit(seed, _frame_index(v["unit_id"]), imgsz=imgsz, defect_rate=defect_rate)
+        if truth.defective:
+            defective += 1
+            escapes += v["verdict"] == "PASS"
+        else:
+            good += 1
+            overkills += v["verdict"] == "FAIL"
+    latency = np.array([v["latency_ms"] for v in verdicts] or [0.0])
+    return DemoSummary(
+        units=len(verdicts),
+        counts=counts,
+        escape_rate=escapes / defective if defective else 0.0,
+        overkill_rate=overkills / good if good else 0.0,
+        p50_ms=float(np.percentile(latency, 50)),
+        p99_ms=float(np.percentile(latency, 99)),
+    )
+
+
+def _step(number: int, text: str) -> None:
+    click.secho(f"\n[{number}/5] {text}", bold=True)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("LINEGUARD_CACHE_DIR") or Path.home() / ".cache" / "lineguard")
+
+
+def _demo_model(settings: DemoSettings) -> Path:
+    """The exported demo model folder, trained once per settings and lineguard version."""
+    from lineguard.training.config import TrainConfig
+    from lineguard.training.export import export_run
+    from lineguard.training.synthetic_dataset import write_synthetic_dataset
+    from lineguard.training.train import train
+
+    root = _cache_root() / "demo" / settings.key()
+    model_dir = root / "model"
+    if (model_dir / "model_card.json").is_file():
+        click.echo(f"  cached model: {model_dir}")
+        return model_dir
+    data = root / "data"
+    if not (data / "manifest.json").is_file():
+        click.echo(f"  rendering {settings.images} units of the synthetic line -> {data}")
+        write_synthetic_dataset(
+            data, images=settings.images, seed=_SEED_TRAIN, imgsz=settings.imgsz,
+            defect_rate=settings.defect_rate, video_frames=0,
+        )
+    run = root / f"run-{int(time.time())}"
+    click.echo(f"  training YOLOv8n for {settings.epochs} epochs at {settings.imgsz} px (once; cached after)")
+    started = time.monotonic()
+    cfg = TrainConfig(epochs=settings.epochs, imgsz=settings.imgsz, batch=16, seed=0, plots=False)
+    result = train(data, run, cfg, progress=lambda line: click.echo(f"    {line}"))
+    click.echo(f"  trained in {time.monotonic() - started:.0f} s: mAP50 {result.map50:.2f}")
+    export_run(run, out=model_dir, name="demo", version="1.0.0", progress=lambda m: click.echo(f"    {m}"))
+    return model_dir
+
+
+def _broker_reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _print_verdict(v: dict[str, Any]) -> None:
+    defects = ", ".join(f"{d['class']} {d['confidence']:.2f}" for d in v["defects"][:3])
+    color = {"PASS": "green", "FAIL": "red"}.get(v["verdict"], "yellow")
+    click.echo(
+        f"  seq {v['seq']:>4}  {v['unit_id']:<20} "
+        + click.style(f"{v['verdict']:<11}", fg=color)
+        + f" {v['reason']:<13} {v['latency_ms']:6.1f} ms  {defects}"
+    )
+
+
+class _VerdictTap:
+    """Follows the verdicts the demo's station publishes: over MQTT, or by tailing the JSONL file."""
+
+    def __init__(self, mqtt_host: str | None, port: int, topic: str, jsonl: Path) -> None:
+        self.seen: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._client: Any = None
+        if mqtt_host is not None:
+            import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion
+
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
+            client.on_message = lambda _c, _u, msg: self._take(bytes(msg.payload))
+            client.connect(mqtt_host, port)
+            client.subscribe(topic, qos=1)
+            client.loop_start()
+            self._client = client
+        else:
+            self._thread = threading.Thread(target=self._tail, args=(jsonl,), daemon=True)
+            self._thread.start()
+
+    def _take(self, payload: bytes) -> None:
+        verdict = json.loads(payload)
+        with self._lock:
+            if verdict["seq"] in self.seen:
+                return  # a replayed duplicate: dedup by seq, as controllers do
+            self.seen[verdict["seq"]] = verdict
+        _print_verdict(verdict)
+
+    def _tail(self, path: Path) -> None:
+        offset = 0
+        while not self._stop.is_set():
+            if path.exists():
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    for line in fh:
+                        if line.endswith(b"\n"):
+                            offset += len(line)
+                            self._take(line)
+            self._stop.wait(0.1)
+
+    def close(self, expected: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.seen) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+        return [self.seen[k] for k in sorted(self.seen)]
+
+
+def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float, out: Path) -> Path:
+    import cv2
+
+    picked = [v for v in verdicts if v["verdict"] == "FAIL"][:6]
+    picked += [v for v in verdicts if v["verdict"] != "FAIL"][: 8 - len(picked)]
+    tiles = []
+    for v in picked:
+        unit = render_unit(_SEED_CAMERA, _frame_index(v["unit_id"]), imgsz=imgsz, defect_rate=defect_rate)
+        tile = cv2.resize(unit.image, (240, 240))
+        for d in v["defects"]:
+            x1, y1, x2, y2 = (int(c * 240) for c in d["box"])
+            cv2.rectangle(tile, (x1, y1), (x2, y2), (0, 0, 255), 2)
+            cv2.putText(tile, f"{d['class']} {d['confidence']:.2f}", (x1, max(12, y1 - 4)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1)
+        truth = "defective" if unit.defective else "good"
+        cv2.putText(tile, f"{v['verdict']} (truth: {truth})", (6, 232), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (255, 255, 255), 1)
+        tiles.append(tile)
+    while len(tiles) < 8:
+        tiles.append(np.zeros((240, 240, 3), np.uint8))
+    grid = np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:8])])
+    cv2.imwrite(str(out), grid)
+    return out
+
+
+@click.command()
+@click.option("--units", type=click.IntRange(min=1, max=100_000), default=200, show_default=True,
+              help="Units the synthetic camera sends.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True,
+              help="Where the registry, outbox, review queue and results go.")
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", type=int, default=1883, show_default=True)
+def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
+    """Run the whole loop on a synthetic line: data, model, registry, edge, verdicts, summary."""
+    from lineguard.config import load_config
+    from lineguard.edge import EdgeDaemon
+    from lineguard.registry import Registry, Stage
+
+    started = time.monotonic()
+    settings = DemoSettings()
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / time.strftime("%Y%m%d-%H%M%S")
+
+    _step(1, "dataset version and model")
+    model_dir = _demo_model(settings)
+
+    _step(2, "registry")
+    registry = Registry(out / "registry")
+    version = registry.add(model_dir, why="demo model")
+    registry.promote(version.name, version.version, Stage.PRODUCTION, force=True, why="demo bootstrap")
+    registry.follow("demo", "station1", version.name)
+    click.echo(f"  {version.name}:{version.version} is production in {out / 'registry'}")
+
+    _step(3, "edge station on the synthetic camera")
+    use_mqtt = _broker_reachable(mqtt_host, mqtt_port)
+    jsonl = run_dir / "verdicts.jsonl"
+    ls_url = os.environ.get("LABEL_STUDIO_URL", "")
+    cfg = load_config(
+        None,
+        overrides={
+            "station": {"line": "demo", "station": "station1", "data_dir": str(run_dir / "station")},
+            "camera": {"kind": "synthetic", "synthetic_seed": _SEED_CAMERA, "fps": 20,
+                       "synthetic_imgsz": settings.imgsz, "synthetic_defect_rate": settings.defect_rate},
+            "model": {"path": str(model_dir / "model.onnx")},
+            "mqtt": {"enabled": use_mqtt, "host": mqtt_host, "port": mqtt_port},
+            "http": {"port": 0},
+            "jsonl_path": str(jsonl),
+            "sampling": {"label_studio_url": ls_url},
+        },
+    )
+    topic = cfg.topic_prefix + "verdict"
+    if use_mqtt:
+        click.echo(f"  verdicts go to MQTT {mqtt_host}:{mqtt_port} topic {topic}")
+    else:
+        click.echo(f"  no MQTT broker at {mqtt_host}:{mqtt_port}: verdicts go to {jsonl}")
+    click.echo("  doubtful frames go to the review queue" + (f" and Label Studio at {ls_url}" if ls_url else ""))
+    tap = _VerdictTap(mqtt_host if use_mqtt else None, mqtt_port, topic, jsonl)
+    daemon = EdgeDaemon(cfg)
+    worker = threading.Thread(target=daemon.run, kwargs={"max_units": units}, daemon=True)
+    worker.start()
+    while daemon.http_port is None and worker.is_alive():
+        time.sleep(0.05)
+    metrics_url = f"http://127.0.0.1:{daemon.http_port}/metrics"
+    click.echo(f"  metrics while it runs: {metrics_url}\n")
+    worker.join()
+    verdicts = tap.close(units)
+
+    _step(4, "summary against the synthetic line's ground truth")
+    summary = score_verdicts(verdicts, _SEED_CAMERA, settings.imgsz, settings.defect_rate)
+    click.echo(summary.table())
+    png = _draw_samples(verdicts, settings.imgsz, settings.defect_rate, run_dir / "sample_verdicts.png")
+
+    _step(5, "where to look")
+    where = f"MQTT {topic} (lineguard verdicts watch --line demo --station station1)" if use_mqtt else jsonl
+    click.echo(f"  verdicts        {where}")
+    click.echo(f"  sample verdicts {png}")
+    click.echo(f"  review queue    {run_dir / 'station' / 'review'}  (lineguard label status)")
+    click.echo(f"  registry        lineguard registry --root {out / 'registry'} history {version.name}")
+    click.echo(f"  metrics         {metrics_url} (while a station runs)")
+    click.echo(f"\ndemo finished in {time.monotonic() - started:.0f} s")

@@ -1,0 +1,79 @@
+"""Per-class threshold calibration: meet the escape ceiling, with less overkill than one threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lineguard.errors import InputError
+from lineguard.training.calibrate import calibrate, write_curve_png
+from lineguard.training.evaluate import Evaluation
+
+
+def _evaluation(scores: np.ndarray, defective: np.ndarray) -> Evaluation:
+    return Evaluation(
+        model="m.onnx",
+        data="d",
+        split="val",
+        classes=["scratch", "pit"],
+        map50=0.0,
+        map50_95=0.0,
+        per_class={},
+        confusion=[],
+        thresholds={},
+        units=len(scores),
+        escape_rate=None,
+        overkill_rate=None,
+        unit_scores=scores,
+        unit_defective=defective,
+    )
+
+
+def _line(seed: int = 0) -> Evaluation:
+    """Defective units score high on their class; good units have spurious 'pit' scores up to 0.6."""
+    rng = np.random.default_rng(seed)
+    bad = np.zeros((100, 2))
+    bad[:50, 0] = rng.uniform(0.5, 0.95, 50)  # scratches: confident
+    bad[50:, 1] = rng.uniform(0.7, 0.95, 50)  # pits: confident
+    good = np.zeros((200, 2))
+    good[:, 0] = rng.uniform(0.0, 0.3, 200)
+    good[:, 1] = rng.uniform(0.0, 0.6, 200)
+    return _evaluation(np.vstack([bad, good]), np.r_[np.ones(100, bool), np.zeros(200, bool)])
+
+
+def test_thresholds_meet_the_escape_ceiling_with_less_overkill_than_one_threshold() -> None:
+    result = calibrate(_line(), max_escape=0.0)
+
+    assert result.met
+    assert result.escape_rate == 0.0
+    uniform = [p for p in result.curve if p["escape"] == 0.0]
+    best_uniform = min(float(p["overkill"] or 0) for p in uniform)
+    assert best_uniform > 0.1  # one threshold must stay under 0.5 and so flags many good units
+    assert result.overkill_rate is not None and result.overkill_rate < best_uniform / 2
+    assert result.thresholds["pit"] > result.thresholds["scratch"]
+
+
+def test_unreachable_target_is_reported_not_hidden() -> None:
+    scores = np.zeros((10, 2))  # the model sees nothing on defective units
+    result = calibrate(_evaluation(scores, np.ones(10, bool)), max_escape=0.01)
+
+    assert not result.met
+    assert result.escape_rate == 1.0
+    assert set(result.thresholds.values()) == {0.01}
+
+
+def test_without_defective_units_escape_cannot_be_measured() -> None:
+    with pytest.raises(InputError, match="no defective units"):
+        calibrate(_evaluation(np.zeros((5, 2)), np.zeros(5, bool)), max_escape=0.01)
+
+
+def test_trade_off_curve_and_table(tmp_path: Path) -> None:
+    result = calibrate(_line(), max_escape=0.02)
+
+    png = write_curve_png(result, tmp_path / "curve.png")
+    assert png.stat().st_size > 5_000
+    table = result.table()
+    assert table.splitlines()[0] == "| threshold (all classes) | escape % | overkill % |"
+    assert "| per class: scratch" in table
