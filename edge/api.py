@@ -217,6 +217,8 @@ def create_app(daemon: EdgeDaemon) -> FastAPI:
             raise HTTPException(422, "unit_id must be 1-128 printable characters")
         if data is None:
             return await _inspect_camera(daemon, unit)
+        if not data:
+            raise HTTPException(422, "the uploaded image is empty (0 bytes)")
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if decoded is None:
             raise HTTPException(422, f"cannot decode the {len(data)}-byte upload as an image")

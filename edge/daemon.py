@@ -47,6 +47,16 @@ _POLL_S = 0.2  # longest the loop waits for a frame or trigger before checking s
 _HEALTH_EVERY_S = 0.5
 
 
+def _settle(future: Future[Verdict], verdict: Verdict | None = None, error: Exception | None = None) -> None:
+    """Answer a waiting caller; one that gave up (cancelled) is skipped, the verdict stays committed."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    elif verdict is not None:
+        future.set_result(verdict)
+
+
 @dataclass
 class _Request:
     """A triggered unit waiting for the first frame captured after ``received_mono``."""
@@ -260,13 +270,13 @@ class EdgeDaemon:
                 logging.ERROR, "verdict_not_stored", unit_id=unit_id, verdict=decision.verdict, error=str(exc)
             )
             if future is not None:
-                future.set_exception(exc)
+                _settle(future, error=exc)
             return
         self.follower.observe(verdict)
         if slot is not None and slot.sampler is not None:
             slot.sampler.offer(frame.image, verdict, detections)  # copies the frame only if sampled
         if future is not None:
-            future.set_result(verdict)
+            _settle(future, verdict)
 
     def _no_frame(self, request: _Request, why: str) -> None:
         """A triggered unit that got no frame still gets a verdict: NO_DECISION/error."""
@@ -274,12 +284,10 @@ class EdgeDaemon:
         frame = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
         decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
         try:
-            request.future.set_result(
-                self.inspector.commit(frame, request.unit_id, decision, None, wait=False)
-            )
+            _settle(request.future, self.inspector.commit(frame, request.unit_id, decision, None, wait=False))
         except OutboxFullError as exc:
             event(logging.ERROR, "verdict_not_stored", unit_id=request.unit_id, error=str(exc))
-            request.future.set_exception(exc)
+            _settle(request.future, error=exc)
 
     def shutdown(self) -> None:
         """Stop the source, answer waiting triggers, stop HTTP, flush delivery, close the outbox."""

@@ -120,9 +120,8 @@ def read_yolo(src: Path, skipped: Counter[str]) -> tuple[list[Sample], list[str]
     if not images_root.is_dir():
         raise DatasetError(f"{src} has no images/ folder; expected images/<split>/ and labels/<split>/")
     split_dirs = [p for p in sorted(images_root.iterdir()) if p.is_dir()]
-    groups = [(p.name, p, src / "labels" / p.name) for p in split_dirs] or [
-        (None, images_root, src / "labels")
-    ]
+    groups: list[tuple[str | None, Path, Path]] = [(p.name, p, src / "labels" / p.name) for p in split_dirs]
+    groups = groups or [(None, images_root, src / "labels")]
     samples: list[Sample] = []
     for split, image_dir, label_dir in groups:
         images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
@@ -273,7 +272,8 @@ def _final_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not done:
         return None
-    return max(done, key=lambda a: (str(a.get("updated_at") or ""), int(a.get("id") or 0)))
+    latest: dict[str, Any] = max(done, key=lambda a: (str(a.get("updated_at") or ""), int(a.get("id") or 0)))
+    return latest
 
 
 def _resolve_ls_image(url: str, folders: list[Path]) -> Path | None:

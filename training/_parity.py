@@ -49,8 +49,8 @@ def _compare(a: Detections, b: Detections) -> tuple[float, float]:
 
 def check_parity(
     weights: Path, onnx_path: Path, classes: list[str], imgsz: int, images: list[Path], *, tolerance: float
-) -> ExportParity:
-    """Run ``weights`` (PyTorch) and ``onnx_path`` (edge detector) on ``images`` and compare."""
+) -> tuple[ExportParity, int]:
+    """Compare ``weights`` (PyTorch) and ``onnx_path`` (edge detector) on ``images``; + boxes seen."""
     frames = [read_image(p) for p in images]
     torch_predict, close_torch = predictor_for(
         weights, classes, imgsz=imgsz, conf=PARITY_CONF, iou=_PARITY_IOU
@@ -72,13 +72,14 @@ def check_parity(
         for a, b in ((t, o), (o, t)):
             bd, cd = _compare(a, b)
             box_diff, conf_diff = max(box_diff, bd), max(conf_diff, cd)
-    return ExportParity(
+    parity = ExportParity(
         passed=box_diff <= tolerance and conf_diff <= tolerance,
         images=len(frames),
         max_box_diff=round(box_diff, 6),
         max_conf_diff=round(conf_diff, 6),
         tolerance=tolerance,
     )
+    return parity, sum(len(d) for d in torch_dets)
 
 
 class _Reader:
@@ -105,6 +106,7 @@ def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    excluded = _decode_nodes(src)
 
     class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
         pass
@@ -117,5 +119,28 @@ def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
+        nodes_to_exclude=excluded,
     )
     return dst
+
+
+def _decode_nodes(model: Path) -> list[str]:
+    """The detect head's decode (DFL, box arithmetic, concat of boxes and scores) stays float.
+
+    Its output joins pixel coordinates (0..S) and class scores (0..1) in one tensor; one uint8
+    scale for both would flatten every score to zero.
+    """
+    import re
+
+    import onnx
+
+    nodes = onnx.load(str(model), load_external_data=False).graph.node
+    index = [int(m.group(1)) for n in nodes if (m := re.match(r"^/model\.(\d+)/", n.name))]
+    if not index:
+        return []
+    head = f"/model.{max(index)}/"
+    return [
+        n.name
+        for n in nodes
+        if n.name.startswith(head) and not re.match(rf"^{re.escape(head)}cv[23]\.", n.name)
+    ]

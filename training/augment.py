@@ -15,6 +15,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from lineguard.errors import DatasetError
 from lineguard.training.config import AugmentConfig
@@ -55,7 +56,7 @@ def build_transforms(cfg: AugmentConfig) -> list[Any]:
             ),
         ),
     ]
-    return [make(p) for p, make in candidates if p > 0]
+    return [make(p) for p, make in candidates if p > 0]  # type: ignore[no-untyped-call]
 
 
 def _read_rows(label: Path) -> list[tuple[int, float, float, float, float]]:
@@ -105,8 +106,10 @@ def write_preview(
     return out_png
 
 
-def _draw(image: np.ndarray, boxes: Any, labels: Any, classes: list[str], tile: int) -> np.ndarray:
-    image = cv2.resize(image, (tile, tile))
+def _draw(
+    image: npt.NDArray[np.uint8], boxes: Any, labels: Any, classes: list[str], tile: int
+) -> npt.NDArray[np.uint8]:
+    image = np.asarray(cv2.resize(image, (tile, tile)), dtype=np.uint8)
     for (x, y, w, h), c in zip(np.asarray(boxes).reshape(-1, 4), labels, strict=True):
         p1 = (int((x - w / 2) * tile), int((y - h / 2) * tile))
         p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))

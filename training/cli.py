@@ -8,6 +8,7 @@ stderr, results to stdout, and every user mistake surfaces as a ``LineguardError
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -94,7 +95,6 @@ def train(
         "workers": workers,
     }
     cfg = load_train_config(config_path, overrides)
-    _err(f"training {cfg.model} for {cfg.epochs} epochs at {cfg.imgsz} px on {data} -> {out}")
     result = run_training(data, out, cfg, progress=_err)
     click.echo(
         f"trained {result.epochs} epochs in {result.duration_s:.0f} s: mAP50 {100 * result.map50:.1f}, "
@@ -139,8 +139,10 @@ def evaluate(
     from lineguard.training.dataset_stats import read_class_names
     from lineguard.training.evaluate import evaluate as run_evaluation
 
+    if model.suffix not in {".pt", ".onnx"}:
+        raise InputError(f"--model must be a .pt or .onnx file; got {model.name}")
     given = _expand(_parse_thresholds(thresholds), read_class_names(data))
-    with click.progressbar(length=1, label="evaluating", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=1, label="evaluating", file=sys.stderr) as bar:
 
         def step(done: int, total: int) -> None:
             bar.length = total

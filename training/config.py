@@ -64,7 +64,7 @@ class TrainConfig(_Section):
     nbs: int = Field(
         default=64,
         ge=1,
-        description="Nominal batch: gradients accumulate to this many images per step (= batch: no accumulation).",
+        description="Images per optimizer step (gradients accumulate); = batch: no accumulation.",
     )
     warmup_epochs: float = Field(default=3.0, ge=0, description="Learning-rate warm-up epochs.")
     mosaic: float = Field(default=1.0, ge=0, le=1, description="Mosaic probability.")

@@ -88,7 +88,7 @@ def unit_rates(
     scores: npt.NDArray[np.float64], defective: npt.NDArray[np.bool_], thresholds: npt.NDArray[np.float64]
 ) -> UnitRates:
     """A unit FAILs when any class's top confidence reaches that class's threshold."""
-    fail = (scores >= thresholds[None, :]).any(axis=1) if len(scores) else np.zeros(0, bool)
+    fail: npt.NDArray[np.bool_] = np.asarray((scores >= thresholds[None, :]).any(axis=1), dtype=bool)
     n_bad, n_good = int(defective.sum()), int((~defective).sum())
     return UnitRates(
         escape_rate=float((~fail[defective]).mean()) if n_bad else None,

@@ -29,7 +29,7 @@ from lineguard.model_card import (
     ReferenceStats,
     sha256_file,
 )
-from lineguard.training._parity import check_parity, quantize_int8
+from lineguard.training._parity import PARITY_CONF, check_parity, quantize_int8
 from lineguard.training.calibrate import CALIBRATION_FILE
 from lineguard.training.evaluate import Evaluation, evaluate, iter_split, read_image
 from lineguard.training.offline import load_ultralytics
@@ -139,8 +139,12 @@ def export_run(
 
     say(f"parity check: PyTorch vs ONNX on {parity_images} validation images")
     images = [item.path for item in list(iter_split(data))[:parity_images]]
-    parity = check_parity(weights, onnx_path, classes, imgsz, images, tolerance=PARITY_TOLERANCE)
-    report: dict[str, Any] = {"opset": OPSET, "thresholds_from": source, "parity": parity.model_dump()}
+    parity, boxes = check_parity(weights, onnx_path, classes, imgsz, images, tolerance=PARITY_TOLERANCE)
+    report: dict[str, Any] = {
+        "opset": OPSET,
+        "thresholds_from": source,
+        "parity": parity.model_dump() | {"pytorch_boxes": boxes, "confidence_at_least": PARITY_CONF},
+    }
     if not parity.passed:
         (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         onnx_path.rename(out / "model.onnx.failed")

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-IOU_THRESHOLDS: npt.NDArray[np.float64] = np.linspace(0.5, 0.95, 10)
+IOU_THRESHOLDS: npt.NDArray[np.float64] = np.linspace(0.5, 0.95, 10, dtype=np.float64)
 _AP_X = np.linspace(0, 1, 101)
 _EPS = 1e-16
 

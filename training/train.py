@@ -208,6 +208,9 @@ def train(
 
     model = YOLO(source)
     if progress is not None:
+        progress(
+            f"training {cfg.model} for {cfg.epochs} epochs at {cfg.imgsz} px on {device}: {data} -> {out}"
+        )
         model.add_callback("on_fit_epoch_end", _epoch_reporter(progress))
     extra: dict[str, Any] = {"lr0": cfg.lr0} if cfg.lr0 is not None else {}
     if cfg.time_h is not None:

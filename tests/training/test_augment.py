@@ -39,7 +39,9 @@ def test_the_loader_hook_moves_boxes_with_the_image() -> None:
     from ultralytics.data.augment import Albumentations
     from ultralytics.utils.instance import Instances
 
-    cfg = AugmentConfig(brightness_contrast=0, gamma=0, noise=0, blur=0, motion_blur=0, vflip=0, rotate=0, hflip=1.0)
+    cfg = AugmentConfig(
+        brightness_contrast=0, gamma=0, noise=0, blur=0, motion_blur=0, vflip=0, rotate=0, hflip=1.0
+    )
     hook = Albumentations(p=1.0, transforms=build_transforms(cfg))
     image = np.zeros((100, 100, 3), np.uint8)
     image[10:30, 10:20] = 255
@@ -47,7 +49,9 @@ def test_the_loader_hook_moves_boxes_with_the_image() -> None:
     labels = {
         "img": image,
         "cls": np.array([[0.0]]),
-        "instances": Instances(boxes, np.zeros((0, 1000, 2), np.float32), bbox_format="xywh", normalized=True),
+        "instances": Instances(
+            boxes, np.zeros((0, 1000, 2), np.float32), bbox_format="xywh", normalized=True
+        ),
     }
 
     out = hook(labels)
@@ -56,12 +60,26 @@ def test_the_loader_hook_moves_boxes_with_the_image() -> None:
     assert out["instances"].bboxes[0][:2] == pytest.approx([0.85, 0.2], abs=1e-3)
 
 
-def test_preview_writes_a_grid(synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_preview_writes_a_grid(
+    synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "train.yaml"
     config.write_text("augment:\n  rotate: 1.0\n")
     png = tmp_path / "preview.png"
 
-    code = main(["data", "preview", str(synthetic_dataset), "--augment", str(config), "--png", str(png), "--samples", "8"])
+    code = main(
+        [
+            "data",
+            "preview",
+            str(synthetic_dataset),
+            "--augment",
+            str(config),
+            "--png",
+            str(png),
+            "--samples",
+            "8",
+        ]
+    )
 
     assert code == 0
     grid = cv2.imread(str(png))

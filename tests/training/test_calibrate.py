@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.errors import InputError
@@ -12,7 +13,7 @@ from lineguard.training.calibrate import calibrate, write_curve_png
 from lineguard.training.evaluate import Evaluation
 
 
-def _evaluation(scores: np.ndarray, defective: np.ndarray) -> Evaluation:
+def _evaluation(scores: npt.NDArray[np.float64], defective: npt.NDArray[np.bool_]) -> Evaluation:
     return Evaluation(
         model="m.onnx",
         data="d",

@@ -46,7 +46,9 @@ def neu_like(tmp_path: Path) -> Path:
     for stem in ("crazing_1", "crazing_2", "patches_1", "patches_2", "scratches_1", "scratches_2"):
         _image(src / "IMAGES" / f"{stem}.jpg")
     _voc_xml(src / "ANNOTATIONS" / "crazing_1.xml", "crazing_1.jpg", [("crazing", 2, 2, 60, 40)])
-    _voc_xml(src / "ANNOTATIONS" / "crazing_2.xml", "crazing_2", [("crazing", 10, 10, 30, 30)])  # no extension
+    _voc_xml(
+        src / "ANNOTATIONS" / "crazing_2.xml", "crazing_2", [("crazing", 10, 10, 30, 30)]
+    )  # no extension
     # A patches_* image whose boxes are inclusion + patches: the class comes from <name>.
     _voc_xml(
         src / "ANNOTATIONS" / "patches_1.xml",
@@ -108,7 +110,9 @@ def test_strict_import_refuses_to_skip(neu_like: Path, tmp_path: Path) -> None:
         ("not_listed", "not_in_split_lists"),
     ],
 )
-def test_bad_voc_inputs_are_counted_by_reason(neu_like: Path, tmp_path: Path, change: str, reason: str) -> None:
+def test_bad_voc_inputs_are_counted_by_reason(
+    neu_like: Path, tmp_path: Path, change: str, reason: str
+) -> None:
     classes = None
     if change == "missing_image":
         (neu_like / "IMAGES" / "patches_2.jpg").unlink()
@@ -127,7 +131,7 @@ def test_bad_voc_inputs_are_counted_by_reason(neu_like: Path, tmp_path: Path, ch
 @pytest.mark.parametrize("fmt", ["voc", "yolo"])
 def test_empty_source_is_a_clear_error(tmp_path: Path, fmt: str) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="empty|no Pascal VOC|data.yaml"):
+    with pytest.raises(InputError, match=r"no Pascal VOC|no data\.yaml"):
         import_dataset(fmt, tmp_path / "empty", tmp_path / "v1")
 
 
@@ -181,11 +185,15 @@ def test_labelstudio_export_is_imported_with_provenance(tmp_path: Path) -> None:
         "original_height": 50,
         "value": {"x": 10, "y": 20, "width": 30, "height": 40, "rotation": 0, "rectanglelabels": ["scratch"]},
     }
+
+    def task(tid: int, url: str, annotation: dict[str, object]) -> dict[str, object]:
+        return {"id": tid, "data": {"image": url}, "annotations": [annotation]}
+
     tasks = [
-        {"id": 1, "data": {"image": "/data/upload/1/1a2b3c4d-unit_a.png"}, "annotations": [{"id": 11, "result": [rect]}]},
-        {"id": 2, "data": {"image": f"/data/local-files/?d={images / 'unit_b.png'}"}, "annotations": [{"id": 12, "result": []}]},
-        {"id": 3, "data": {"image": "/data/upload/1/unit_c.png"}, "annotations": [{"id": 13, "was_cancelled": True, "result": [rect]}]},
-    ]  # fmt: skip
+        task(1, "/data/upload/1/1a2b3c4d-unit_a.png", {"id": 11, "result": [rect]}),
+        task(2, f"/data/local-files/?d={images / 'unit_b.png'}", {"id": 12, "result": []}),
+        task(3, "/data/upload/1/unit_c.png", {"id": 13, "was_cancelled": True, "result": [rect]}),
+    ]
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
 
@@ -202,9 +210,23 @@ def test_labelstudio_export_is_imported_with_provenance(tmp_path: Path) -> None:
     assert _labels(tmp_path / "v1", split_b, "unit_b") == []  # labeled defect-free
 
 
-def test_cli_import_reports_counts(neu_like: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_import_reports_counts(
+    neu_like: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lists = f"{neu_like / 'splits' / 'train.txt'},{neu_like / 'splits' / 'val.txt'}"
-    code = main(["data", "import", "--format", "voc", str(neu_like), "--out", str(tmp_path / "v1"), "--split-from", lists])
+    code = main(
+        [
+            "data",
+            "import",
+            "--format",
+            "voc",
+            str(neu_like),
+            "--out",
+            str(tmp_path / "v1"),
+            "--split-from",
+            lists,
+        ]
+    )
 
     assert code == 0
     assert "train 4, val 2 images" in capsys.readouterr().out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.training.metrics import ap_per_class, box_iou, confusion_matrix, match_predictions
@@ -43,7 +46,7 @@ def test_a_box_of_the_wrong_class_is_not_a_hit() -> None:
     assert not tp.any()
 
 
-def _random_case(rng: np.random.Generator) -> tuple[list[np.ndarray], ...]:
+def _random_case(rng: np.random.Generator) -> tuple[list[npt.NDArray[Any]], ...]:
     gts, gcls, preds, pcls, confs = [], [], [], [], []
     for _ in range(30):
         n = int(rng.integers(0, 4))
@@ -56,10 +59,16 @@ def _random_case(rng: np.random.Generator) -> tuple[list[np.ndarray], ...]:
         xy2 = rng.uniform(0, 0.7, (m, 2))
         spurious = np.concatenate([xy2, xy2 + rng.uniform(0.05, 0.3, (m, 2))], axis=1)
         pred = np.concatenate([jitter, spurious])
-        pc = np.concatenate([np.where(rng.random(int(keep.sum())) < 0.9, gc[keep], rng.integers(0, 3)), rng.integers(0, 3, m)])
+        pc = np.concatenate(
+            [np.where(rng.random(int(keep.sum())) < 0.9, gc[keep], rng.integers(0, 3)), rng.integers(0, 3, m)]
+        )
         conf = rng.uniform(0.01, 1, len(pred))
         order = np.argsort(-conf)
-        gts.append(gt), gcls.append(gc), preds.append(pred[order]), pcls.append(pc[order]), confs.append(conf[order])
+        gts.append(gt)
+        gcls.append(gc)
+        preds.append(pred[order])
+        pcls.append(pc[order])
+        confs.append(conf[order])
     return gts, gcls, preds, pcls, confs
 
 

@@ -1,0 +1,144 @@
+"""Train on a small synthetic line, evaluate .pt and .onnx, calibrate and export: the whole loop.
+
+One short training run (module fixture) feeds every test here. Setting, chosen to learn reliably
+within a few minutes on 2 CPU cores: 200 synthetic units at 160 px (150 train / 50 val, half of
+them defect-free), yolov8n from its YAML, 30 epochs of batch 8 with AdamW at lr 0.003, mosaic on
+except for the last 5 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lineguard.cli import main
+from lineguard.model_card import ModelCard
+from lineguard.training.evaluate import Evaluation, evaluate
+
+pytestmark = pytest.mark.slow
+
+_CONFIG = """\
+model: yolov8n.yaml
+epochs: 30
+imgsz: 160
+batch: 8
+nbs: 16
+warmup_epochs: 1
+optimizer: AdamW
+lr0: 0.003
+close_mosaic: 5
+workers: 0
+seed: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lineguard.training.synthetic_dataset import write_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("line") / "ds"
+    write_synthetic_dataset(out, images=200, seed=3, imgsz=160, video_frames=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    config = root / "train.yaml"
+    config.write_text(_CONFIG)
+    out = root / "run"
+    code = main(
+        ["train", "--data", str(data), "--out", str(out), "--config", str(config), "--max-escape", "0.05"]
+    )
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pt_eval(run: Path, data: Path) -> Evaluation:
+    return evaluate(run / "weights" / "best.pt", data)
+
+
+@pytest.fixture(scope="module")
+def exported(run: Path) -> Path:
+    code = main(["export", str(run), "--name", "synthetic", "--version", "1.0.0", "--int8"])
+    assert code == 0
+    return run / "model"
+
+
+def test_run_folder_makes_the_model_reproducible(run: Path, data: Path) -> None:
+    from lineguard.manifest import DatasetManifest
+
+    record = json.loads((run / "lineguard_run.json").read_text())
+
+    assert record["status"] == "done"
+    assert record["seed"] == 1
+    assert record["config"]["epochs"] == 30
+    assert record["dataset_hash"] == DatasetManifest.load(data).content_hash
+    assert record["git_revision"]  # this checkout is a git repository
+    assert record["versions"]["ultralytics"].startswith("8.4")
+    # Plots written offline: PR curve, confusion matrix, sample predictions.
+    for name in ("BoxPR_curve.png", "confusion_matrix.png", "val_batch0_pred.jpg"):
+        assert (run / name).is_file(), name
+    augmentations = (run / "args.yaml").read_text()
+    assert "RandomBrightnessContrast" in augmentations  # albumentations went to the data loader
+    assert (run / "calibration.json").is_file() and (run / "calibration.png").is_file()
+
+
+def test_numpy_map_agrees_with_ultralytics_val(run: Path, data: Path, pt_eval: Evaluation) -> None:
+    from lineguard.training.offline import load_ultralytics
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(run / "weights" / "best.pt")).val(
+        data=str(data / "data.yaml"), imgsz=160, batch=8, plots=False, verbose=False, device="cpu", workers=0
+    )
+
+    assert pt_eval.map50 == pytest.approx(float(metrics.box.map50), abs=0.02)
+    assert pt_eval.map50_95 == pytest.approx(float(metrics.box.map), abs=0.02)
+
+
+def test_trained_model_beats_an_untrained_one(pt_eval: Evaluation, tiny_model: Path, data: Path) -> None:
+    untrained = evaluate(tiny_model / "model.onnx", data)
+
+    assert untrained.map50 < 0.05
+    assert pt_eval.map50 > untrained.map50 + 0.2
+
+
+def test_export_card_validates_and_carries_the_run(exported: Path, run: Path, pt_eval: Evaluation) -> None:
+    card = ModelCard.load(exported / "model_card.json")
+    calibration = json.loads((run / "calibration.json").read_text())
+
+    assert card.ref == "synthetic:1.0.0"
+    assert card.input_size == 160 and card.opset == 17
+    assert card.thresholds == calibration["thresholds"]
+    assert card.dataset_hash == json.loads((run / "lineguard_run.json").read_text())["dataset_hash"]
+    assert card.parity is not None and card.parity.passed
+    assert card.metrics is not None and card.metrics.escape_rate is not None
+    assert len(card.reference.brightness) == len(card.reference.sharpness) == 50
+    assert card.reference.fail_rate is not None
+    # .pt and .onnx of one model agree within 0.5 mAP50 points.
+    assert card.metrics.map50 == pytest.approx(pt_eval.map50, abs=0.005)
+
+
+def test_int8_export_reports_its_map_change(exported: Path) -> None:
+    report = json.loads((exported / "export_report.json").read_text())
+
+    int8 = report["int8"]
+    assert isinstance(int8["map50_change_points"], float)
+    card = ModelCard.load(Path(int8["folder"]) / "model_card.json")
+    assert card.version == "1.0.0-int8" and card.parent == "1.0.0"
+
+
+def test_edge_detector_runs_the_export(exported: Path, data: Path) -> None:
+    from lineguard.config import ModelConfig
+    from lineguard.edge import Detector
+    from lineguard.training.evaluate import read_image
+
+    frame = read_image(next((data / "images" / "val").iterdir()))
+    with Detector.load(exported / "model.onnx", ModelConfig(threads=1, warmup_runs=1)) as detector:
+        detections, _ = detector.detect(frame)
+    assert detections.xyxy.shape[1] == 4
