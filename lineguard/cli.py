@@ -31,6 +31,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "label": ("lineguard.labeling.cli", "label", "Label Studio: set up, send, pull."),
     "monitor": ("lineguard.monitoring.cli", "monitor", "Drift and metrics reports."),
     "demo": ("lineguard.demo", "demo", "Run the whole loop on a synthetic line."),
+    "retrain": ("lineguard.retrain", "retrain_command", "QA labels -> fine-tune -> gate -> promote."),
     "doctor": ("lineguard.edge.doctor", "doctor", "Check a station's config and connections."),
 }
 

@@ -120,8 +120,12 @@ def _demo_model(settings: DemoSettings) -> Path:
     if not (data / "manifest.json").is_file():
         click.echo(f"  rendering {settings.images} units of the synthetic line -> {data}")
         write_synthetic_dataset(
-            data, images=settings.images, seed=_SEED_TRAIN, imgsz=settings.imgsz,
-            defect_rate=settings.defect_rate, video_frames=0,
+            data,
+            images=settings.images,
+            seed=_SEED_TRAIN,
+            imgsz=settings.imgsz,
+            defect_rate=settings.defect_rate,
+            video_frames=0,
         )
     run = root / f"run-{int(time.time())}"
     click.echo(f"  training YOLOv8n for {settings.epochs} epochs at {settings.imgsz} px (once; cached after)")
@@ -216,11 +220,25 @@ def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float
         for d in v["defects"]:
             x1, y1, x2, y2 = (int(c * 240) for c in d["box"])
             cv2.rectangle(tile, (x1, y1), (x2, y2), (0, 0, 255), 2)
-            cv2.putText(tile, f"{d['class']} {d['confidence']:.2f}", (x1, max(12, y1 - 4)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1)
+            cv2.putText(
+                tile,
+                f"{d['class']} {d['confidence']:.2f}",
+                (x1, max(12, y1 - 4)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                (0, 255, 255),
+                1,
+            )
         truth = "defective" if unit.defective else "good"
-        cv2.putText(tile, f"{v['verdict']} (truth: {truth})", (6, 232), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (255, 255, 255), 1)
+        cv2.putText(
+            tile,
+            f"{v['verdict']} (truth: {truth})",
+            (6, 232),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (255, 255, 255),
+            1,
+        )
         tiles.append(tile)
     while len(tiles) < 8:
         tiles.append(np.zeros((240, 240, 3), np.uint8))
@@ -230,10 +248,20 @@ def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float
 
 
 @click.command()
-@click.option("--units", type=click.IntRange(min=1, max=100_000), default=200, show_default=True,
-              help="Units the synthetic camera sends.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True,
-              help="Where the registry, outbox, review queue and results go.")
+@click.option(
+    "--units",
+    type=click.IntRange(min=1, max=100_000),
+    default=200,
+    show_default=True,
+    help="Units the synthetic camera sends.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Where the registry, outbox, review queue and results go.",
+)
 @click.option("--mqtt-host", default="127.0.0.1", show_default=True)
 @click.option("--mqtt-port", type=int, default=1883, show_default=True)
 def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
@@ -265,8 +293,13 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
         None,
         overrides={
             "station": {"line": "demo", "station": "station1", "data_dir": str(run_dir / "station")},
-            "camera": {"kind": "synthetic", "synthetic_seed": _SEED_CAMERA, "fps": 20,
-                       "synthetic_imgsz": settings.imgsz, "synthetic_defect_rate": settings.defect_rate},
+            "camera": {
+                "kind": "synthetic",
+                "synthetic_seed": _SEED_CAMERA,
+                "fps": 20,
+                "synthetic_imgsz": settings.imgsz,
+                "synthetic_defect_rate": settings.defect_rate,
+            },
             "model": {"path": str(model_dir / "model.onnx")},
             "mqtt": {"enabled": use_mqtt, "host": mqtt_host, "port": mqtt_port},
             "http": {"port": 0},
@@ -279,7 +312,9 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
         click.echo(f"  verdicts go to MQTT {mqtt_host}:{mqtt_port} topic {topic}")
     else:
         click.echo(f"  no MQTT broker at {mqtt_host}:{mqtt_port}: verdicts go to {jsonl}")
-    click.echo("  doubtful frames go to the review queue" + (f" and Label Studio at {ls_url}" if ls_url else ""))
+    click.echo(
+        "  doubtful frames go to the review queue" + (f" and Label Studio at {ls_url}" if ls_url else "")
+    )
     tap = _VerdictTap(mqtt_host if use_mqtt else None, mqtt_port, topic, jsonl)
     daemon = EdgeDaemon(cfg)
     worker = threading.Thread(target=daemon.run, kwargs={"max_units": units}, daemon=True)

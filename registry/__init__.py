@@ -13,7 +13,15 @@ from lineguard.registry.evaluation import (
     evaluate_model,
     golden_problems,
 )
-from lineguard.registry.gate import GATE_REPORT_SCHEMA, GateCheck, GateReport, GoldenRunner, compare, run_gate
+from lineguard.registry.gate import (
+    GATE_REPORT_SCHEMA,
+    GateCheck,
+    GateReport,
+    GoldenRunner,
+    compare,
+    gate_from_config,
+    run_gate,
+)
 from lineguard.registry.rollout import (
     MODEL_MESSAGE_SCHEMA,
     Announcement,
@@ -60,6 +68,7 @@ __all__ = [
     "current_user",
     "desired_payload",
     "evaluate_model",
+    "gate_from_config",
     "golden_problems",
     "parse_ref",
     "publish_model",

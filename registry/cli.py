@@ -18,7 +18,6 @@ from lineguard.errors import InputError
 
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
-    from lineguard.registry.gate import GateReport
     from lineguard.registry.store import ModelVersion, Registry
 
 __all__ = ["registry"]
@@ -202,6 +201,7 @@ def promote(
     publish: bool,
 ) -> None:
     """Promote NAME:VERSION to staging or production (production passes the gate first)."""
+    from lineguard.registry.gate import gate_from_config
     from lineguard.registry.store import Registry, Stage
 
     name, version = _split_ref(ref)
@@ -213,7 +213,7 @@ def promote(
         raise InputError("--force needs --reason saying why the gate is skipped (it is audited)")
     if stage is Stage.PRODUCTION and not force and reg.production(name) is not None:
         out = report_dir or cfg.registry.root / "reports" / f"{name}-{version}"
-        report = _run_gate(cfg, reg, name, version, eval_set, golden, out)
+        report = gate_from_config(cfg, reg, name, version, eval_set=eval_set, golden=golden, report_dir=out)
         click.echo(report.markdown())
         click.echo(f"gate report: {out / 'gate_report.md'}")
         gate_audit = report.audit(out)
@@ -221,37 +221,6 @@ def promote(
     click.echo(f"{mv.ref} is now {mv.stage.value}" + (" (forced, gate skipped)" if force else ""))
     if stage is Stage.PRODUCTION and publish:
         _publish(cfg, reg, name)
-
-
-def _run_gate(
-    cfg: LineguardConfig,
-    reg: Registry,
-    name: str,
-    version: str,
-    eval_set: Path | None,
-    golden: Path | None,
-    report_dir: Path,
-) -> GateReport:
-    from functools import partial
-
-    from lineguard.registry.evaluation import EvalSet, evaluate_model, golden_problems
-    from lineguard.registry.gate import run_gate
-
-    source = eval_set or cfg.registry.eval_set
-    if source is None:
-        raise InputError("the promotion gate needs an evaluation set: --eval-set or registry.eval_set")
-    evaluator = partial(evaluate_model, model_cfg=cfg.model, policy_cfg=cfg.policy)
-    return run_gate(
-        reg,
-        name,
-        version,
-        EvalSet.load(source, cfg.registry.eval_split),
-        cfg.registry.gate,
-        evaluator=evaluator,
-        golden_dir=golden or cfg.registry.golden_dir,
-        golden_runner=partial(golden_problems, model_cfg=cfg.model),
-        report_dir=report_dir,
-    )
 
 
 def _publish(cfg: LineguardConfig, reg: Registry, name: str) -> None:

@@ -14,16 +14,25 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from lineguard.config import GateConfig
+from lineguard.config import GateConfig, LineguardConfig
 from lineguard.errors import InputError
 from lineguard.model_card import ModelCard
-from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model
+from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model, golden_problems
 from lineguard.registry.store import Registry
 
-__all__ = ["GATE_REPORT_SCHEMA", "GateCheck", "GateReport", "GoldenRunner", "compare", "run_gate"]
+__all__ = [
+    "GATE_REPORT_SCHEMA",
+    "GateCheck",
+    "GateReport",
+    "GoldenRunner",
+    "compare",
+    "gate_from_config",
+    "run_gate",
+]
 
 GATE_REPORT_SCHEMA: Final = "lineguard.gate_report/1"
 
@@ -254,3 +263,30 @@ def run_gate(
         report.write(report_dir)
     registry.record(name, version, "gate", why=report.summary, detail=report.audit(report_dir))
     return report
+
+
+def gate_from_config(
+    cfg: LineguardConfig,
+    registry: Registry,
+    name: str,
+    version: str,
+    *,
+    report_dir: Path,
+    eval_set: Path | None = None,
+    golden: Path | None = None,
+) -> GateReport:
+    """The gate as a station's config sets it up: eval set, margins, golden images, policy."""
+    source = eval_set or cfg.registry.eval_set
+    if source is None:
+        raise InputError("the promotion gate needs an evaluation set: --eval-set or registry.eval_set")
+    return run_gate(
+        registry,
+        name,
+        version,
+        EvalSet.load(source, cfg.registry.eval_split),
+        cfg.registry.gate,
+        evaluator=partial(evaluate_model, model_cfg=cfg.model, policy_cfg=cfg.policy),
+        golden_dir=golden or cfg.registry.golden_dir,
+        golden_runner=partial(golden_problems, model_cfg=cfg.model),
+        report_dir=report_dir,
+    )

@@ -1,0 +1,196 @@
+"""``lineguard retrain``: QA's labels -> a new dataset version -> a better model on the line.
+
+The flywheel's one command, so that nobody copies a file between labeling, training and the
+registry: pull the finished Label Studio annotations as a new dataset version (parent + new),
+fine-tune from the production model's weights, export and evaluate, register the candidate, run
+the promotion gate against production on the frozen evaluation set, and with ``--auto-promote``
+promote and roll out when the gate passes. Each step is an event in the registry's history. Like
+``cli.py`` and ``demo.py`` this module is wiring across parts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from lineguard.config import LineguardConfig, load_config
+from lineguard.errors import InputError
+
+__all__ = ["RetrainReport", "next_version", "retrain", "retrain_command"]
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    dataset: Path
+    new_tasks: int
+    candidate: str
+    gate_passed: bool
+    gate_summary: str
+    promoted: bool
+
+
+def next_version(version: str) -> str:
+    """``1.0.2`` -> ``1.0.3``; a version without a trailing number gets ``.1``."""
+    match = re.search(r"(\d+)$", version)
+    if match is None:
+        return f"{version}.1"
+    return version[: match.start()] + str(int(match.group(1)) + 1)
+
+
+def retrain(
+    cfg: LineguardConfig,
+    *,
+    name: str,
+    project: str,
+    parent_data: Path,
+    out: Path,
+    client: object,
+    epochs: int = 10,
+    auto_promote: bool = False,
+    say: Callable[[str], None] = print,
+) -> RetrainReport:
+    """Run the loop once; ``client`` is a ``LabelStudioClient`` (passed in so tests choose the server)."""
+    from lineguard.labeling import LabelStudioClient, pull_dataset
+    from lineguard.registry import Registry, Stage, gate_from_config, publish_model
+    from lineguard.training.config import TrainConfig
+    from lineguard.training.export import export_run
+    from lineguard.training.train import train
+
+    if not isinstance(client, LabelStudioClient):
+        raise InputError("retrain needs a Label Studio client")
+    registry = Registry(cfg.registry.root)
+    production = registry.production(name)
+    if production is None:
+        raise InputError(f"model {name!r} has no production version to improve; promote one first")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty; pick a new --out for this retraining")
+
+    say(f"1/5 pull: finished annotations of Label Studio project {project!r}")
+    pulled = pull_dataset(client, project, out / "data", parent=parent_data)
+    say(f"    {pulled.summary()}")
+    if pulled.out is None or pulled.added == 0:
+        raise InputError(
+            f"Label Studio project {project!r} has no newly finished tasks: nothing to retrain on"
+        )
+    new_tasks = pulled.added
+    registry.record(
+        name,
+        production.version,
+        "retrain_data",
+        why=f"{new_tasks} labeled tasks",
+        detail={"dataset": str(out / "data"), "parent": str(parent_data)},
+    )
+
+    weights = Path(production.card.training_run) / "weights" / "best.pt"
+    start_from = str(weights) if production.card.training_run and weights.is_file() else "yolov8n.yaml"
+    say(f"2/5 train: {epochs} epochs from {start_from}")
+    started = time.monotonic()
+    result = train(
+        out / "data",
+        out / "run",
+        TrainConfig(model=start_from, epochs=epochs, imgsz=production.card.input_size, plots=False),
+        progress=lambda line: say(f"    {line}"),
+    )
+    registry.record(
+        name,
+        production.version,
+        "retrain_train",
+        why=f"mAP50 {result.map50:.3f} in {time.monotonic() - started:.0f} s",
+        detail={"run": str(out / "run"), "start_from": start_from},
+    )
+
+    version = next_version(production.version)
+    say(f"3/5 export + register: {name}:{version}")
+    model_dir = export_run(
+        out / "run",
+        out=out / "model",
+        name=name,
+        version=version,
+        parent=production.version,
+        progress=lambda m: say(f"    {m}"),
+    )
+    candidate = registry.add(model_dir, why=f"retrained on {new_tasks} QA-labeled frames")
+
+    say(f"4/5 gate: {candidate.ref} against production {production.ref}")
+    report = gate_from_config(cfg, registry, name, version, report_dir=out / "gate")
+    say(f"    {report.summary}")
+
+    promoted = False
+    if auto_promote and report.passed:
+        say(f"5/5 promote: {candidate.ref} to production and roll out")
+        registry.promote(
+            name,
+            version,
+            Stage.PRODUCTION,
+            why="retrain --auto-promote, gate passed",
+            gate=report.audit(out / "gate"),
+        )
+        if registry.stations(name):
+            publish_model(registry, name, cfg.mqtt, public_url=cfg.registry.public_url)
+        promoted = True
+    else:
+        say("5/5 promote: skipped (" + ("gate failed" if not report.passed else "no --auto-promote") + ")")
+    return RetrainReport(out / "data", new_tasks, candidate.ref, report.passed, report.summary, promoted)
+
+
+@click.command("retrain")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Station/registry config: registry root, gate, eval set, MQTT.",
+)
+@click.option("--model", "name", required=True, help="Model name in the registry.")
+@click.option("--project", required=True, help="Label Studio project with the QA labels.")
+@click.option(
+    "--parent-data",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="The dataset version the production model was trained on.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New folder for this round.")
+@click.option("--url", default="", help="Label Studio URL [default: sampling.label_studio_url].")
+@click.option("--token", default="", help="Label Studio token [default: sampling.label_studio_token_file].")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--auto-promote", is_flag=True, help="Promote and roll out when the gate passes.")
+def retrain_command(
+    config_path: Path | None,
+    name: str,
+    project: str,
+    parent_data: Path,
+    out: Path,
+    url: str,
+    token: str,
+    epochs: int,
+    auto_promote: bool,
+) -> None:
+    """Pull QA labels, fine-tune, export, register, gate and (optionally) promote."""
+    from lineguard.labeling import LabelStudioClient, read_token
+
+    cfg = load_config(config_path)
+    url = url or cfg.sampling.label_studio_url
+    if not url:
+        raise InputError("no Label Studio URL: pass --url or set sampling.label_studio_url")
+    if not token and cfg.sampling.label_studio_token_file is not None:
+        token = read_token(cfg.sampling.label_studio_token_file)
+    report = retrain(
+        cfg,
+        name=name,
+        project=project,
+        parent_data=parent_data,
+        out=out,
+        client=LabelStudioClient(url, token),
+        epochs=epochs,
+        auto_promote=auto_promote,
+        say=click.echo,
+    )
+    click.echo(
+        f"{report.candidate}: gate {'passed' if report.gate_passed else 'failed'}"
+        f"{', promoted' if report.promoted else ''}"
+    )
