@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy -p lineguard
-	$(BIN)/mypy tests benchmarks
+	$(BIN)/mypy tests
 
 pytest: $(STAMP)
 	$(BIN)/pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.detections import Detections
@@ -38,7 +39,10 @@ def test_mask_returns_new_detections_and_filters_chain() -> None:
     ],
 )
 def test_wrong_shapes_are_named_in_the_error(
-    xyxy: np.ndarray, confidence: np.ndarray, class_id: np.ndarray, needle: str
+    xyxy: npt.NDArray[np.float32],
+    confidence: npt.NDArray[np.float32],
+    class_id: npt.NDArray[np.int64],
+    needle: str,
 ) -> None:
     with pytest.raises(InputError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         Detections(xyxy=xyxy, confidence=confidence, class_id=class_id)

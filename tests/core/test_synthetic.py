@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.errors import InputError
@@ -40,7 +41,7 @@ def test_conditions_shift_brightness_and_sharpness() -> None:
     blurred = render_unit(5, 1, imgsz=128, condition=CONDITIONS["blur"]).image.astype(float)
     assert dark.mean() < nominal.mean() * 0.7
 
-    def high_freq(img: np.ndarray) -> float:
+    def high_freq(img: npt.NDArray[np.float64]) -> float:
         return float(np.abs(np.diff(img[:, :, 0], axis=0)).mean())
 
     assert high_freq(blurred) < high_freq(nominal) * 0.6

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, RecentIds, Trigger, parse_control
@@ -52,10 +55,15 @@ def test_parse_feedback(payload: str, outcome: str | None, error: str | None) ->
 
 
 def test_desired_model_needs_a_full_sha256() -> None:
-    good = {"name": "det", "version": "1.0.0", "sha256": "0" * 64, "url": "http://r/det/1.0.0"}
+    good: dict[str, Any] = {
+        "name": "det",
+        "version": "1.0.0",
+        "sha256": "0" * 64,
+        "url": "http://r/det/1.0.0",
+    }
     assert parse_control(DesiredModel, DesiredModel(**good).to_json()) == DesiredModel(**good)
     with pytest.raises(InputError, match="sha256"):
-        parse_control(DesiredModel, DesiredModel.model_construct(**{**good, "sha256": "abc"}).to_json())
+        parse_control(DesiredModel, json.dumps({**good, "sha256": "abc"}))
 
 
 def test_recent_ids_report_repeats_within_the_window_only() -> None:

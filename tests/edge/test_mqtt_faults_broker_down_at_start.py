@@ -34,8 +34,9 @@ def test_verdicts_queue_while_broker_down_at_startup(
         assert not ready
         assert f"127.0.0.1:{broker.port}" in reason
         assert outbox.depth() == 60
-        pending = lambda: metrics.registry.get_sample_value("lineguard_outbox_pending")  # noqa: E731
-        wait_until(lambda: pending() == 60, 5, "the outbox gauge")
+        wait_until(
+            lambda: metrics.registry.get_sample_value("lineguard_outbox_pending") == 60, 5, "the outbox gauge"
+        )
         broker.start()
         sub.wait_for_seqs(set(sent), timeout=30)
         wait_until(lambda: outbox.depth() == 0, 10, "the outbox to empty")
