@@ -7,7 +7,9 @@ from a model YAML (no pretrained weights exist offline), evaluated on the fixed 
 list, calibrated for ``--max-escape``, exported to ONNX and evaluated again through the edge's
 pre/post-processing. Results go to ``benchmarks/results/neu_det_<model>_<imgsz>_<epochs>.{md,json}``.
 
-    python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 256 --time-h 0.9
+    python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 256 --time-h 0.85
+    python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 640 --epochs 100 \
+        --batch 32 --workers 8 --device 0          # the GPU run
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _dataset(src: Path, work: Path) -> Path:
-    from lineguard.training.importers import import_dataset
+    from lineguard.training import import_dataset
 
     out = work / "neu-det-v1"
     if (out / "manifest.json").is_file():
@@ -72,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     data = _dataset(args.src, args.work)
     model_tag = Path(args.model).stem
     if args.run is None:
-        from lineguard.training.config import TrainConfig
-        from lineguard.training.train import train
+        from lineguard.training import TrainConfig, train
 
         run = args.work / f"run_{model_tag}_{args.imgsz}_{datetime.now(UTC):%Y%m%d%H%M%S}"
         cfg = TrainConfig(
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(args: argparse.Namespace, command: str, data: Path, run: Path, model_tag: str) -> int:
-    from lineguard.training.calibrate import calibrate_run
-    from lineguard.training.evaluate import evaluate
-    from lineguard.training.export import export_run
-    from lineguard.training.train import load_run
+    from lineguard.training import calibrate_run, evaluate, export_run, load_run
 
     record = load_run(run)
     weights = run / "weights" / "best.pt"
@@ -121,6 +119,8 @@ def _report(args: argparse.Namespace, command: str, data: Path, run: Path, model
         "dataset_hash": record.get("dataset_hash"),
         "git_revision": record.get("git_revision"),
         "val_images": pt_eval.units,
+        # ultralytics' own validator on best.pt at the end of training (multi-label NMS), as a cross-check
+        "ultralytics_val": record.get("val_metrics"),
         "pt": pt_eval.summary(),
         "onnx": onnx_eval.summary(),
         "calibration": {

@@ -37,7 +37,7 @@ from lineguard.edge.outbox import Outbox, OutboxFullError
 from lineguard.edge.policy import Decision
 from lineguard.edge.quality import QualityGate
 from lineguard.edge.sources import Frame, FrameSource, open_source
-from lineguard.labeling import ReviewQueue, review_dir, sink_from_config
+from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
 from lineguard.monitoring import Metrics
 from lineguard.verdict import Reason, Verdict, VerdictKind
 
@@ -86,6 +86,7 @@ class EdgeDaemon:
         self._started = False
         self._http: Any = None
         self.desired_model: DesiredModel | None = None
+        self._review_sink: LabelStudioSink | None = None
         self.delivery = make_delivery(
             cfg,
             self.outbox,
@@ -141,6 +142,7 @@ class EdgeDaemon:
         sink = sink_from_config(self.cfg.sampling)
         if sink is not None:
             review.start_uploader(sink)
+            self._review_sink = sink
         return review
 
     # -- model slot (the registry's hot swap calls these) ---------------------------------
@@ -294,6 +296,9 @@ class EdgeDaemon:
         self.follower.close()
         if self.review_queue is not None:
             self.review_queue.close()
+        if self._review_sink is not None:  # after the uploader stopped: its HTTP connections
+            self._review_sink.client.close()
+            self._review_sink = None
         if not self._started:
             self.outbox.close()
             return

@@ -39,6 +39,7 @@ __all__ = [
     "StationConfig",
     "SwapGuardConfig",
     "load_config",
+    "read_yaml_mapping",
 ]
 
 ENV_PREFIX = "LINEGUARD_"
@@ -347,6 +348,21 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping, or a one-line ``ConfigError`` saying what is wrong with it."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} {path} is not valid YAML{where}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+    return loaded or {}
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -354,21 +370,8 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> LineguardConfig:
     """Build the config from defaults < YAML file < environment < explicit overrides."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config file {path} is not valid YAML{where}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded or {}
+    data = read_yaml_mapping(path, "config file") if path is not None else {}
+    source = str(path) if path is not None else "defaults"
     data = _merge(data, _env_overrides(os.environ if environ is None else environ))
     if overrides:
         data = _merge(data, overrides)

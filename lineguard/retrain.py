@@ -10,16 +10,21 @@ promote and roll out when the gate passes. Each step is an event in the registry
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import InputError
+
+if TYPE_CHECKING:
+    from lineguard.training.config import TrainConfig
 
 __all__ = ["RetrainReport", "next_version", "retrain", "retrain_command"]
 
@@ -52,9 +57,15 @@ def retrain(
     client: object,
     epochs: int = 10,
     auto_promote: bool = False,
+    train_cfg: TrainConfig | None = None,
     say: Callable[[str], None] = print,
 ) -> RetrainReport:
-    """Run the loop once; ``client`` is a ``LabelStudioClient`` (passed in so tests choose the server)."""
+    """Run the loop once; ``client`` is a ``LabelStudioClient`` (passed in so tests choose the server).
+
+    ``train_cfg`` holds the fine-tuning settings (batch, optimizer, threads, ...); its model,
+    epochs and image size are replaced by production's weights, ``epochs`` and production's input
+    size.
+    """
     from lineguard.labeling import LabelStudioClient, pull_dataset
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
     from lineguard.training.config import TrainConfig
@@ -90,18 +101,17 @@ def retrain(
     start_from = str(weights) if production.card.training_run and weights.is_file() else "yolov8n.yaml"
     say(f"2/5 train: {epochs} epochs from {start_from}")
     started = time.monotonic()
-    result = train(
-        out / "data",
-        out / "run",
-        TrainConfig(model=start_from, epochs=epochs, imgsz=production.card.input_size, plots=False),
-        progress=lambda line: say(f"    {line}"),
+    settings = (train_cfg or TrainConfig(plots=False)).model_copy(
+        update={"model": start_from, "epochs": epochs, "imgsz": production.card.input_size}
     )
+    result = train(out / "data", out / "run", settings, progress=lambda line: say(f"    {line}"))
+    calibrated = _calibrate_like_production(production.card.training_run, out / "run", say)
     registry.record(
         name,
         production.version,
         "retrain_train",
         why=f"mAP50 {result.map50:.3f} in {time.monotonic() - started:.0f} s",
-        detail={"run": str(out / "run"), "start_from": start_from},
+        detail={"run": str(out / "run"), "start_from": start_from, "thresholds": calibrated},
     )
 
     version = next_version(production.version)
@@ -136,6 +146,27 @@ def retrain(
     else:
         say("5/5 promote: skipped (" + ("gate failed" if not report.passed else "no --auto-promote") + ")")
     return RetrainReport(out / "data", new_tasks, candidate.ref, report.passed, report.summary, promoted)
+
+
+def _calibrate_like_production(
+    production_run: str | None, run: Path, say: Callable[[str], None]
+) -> dict[str, float] | None:
+    """Calibrate the new run's thresholds with production's escape target, if production was calibrated.
+
+    Without this the candidate ships the 0.5 default while production ships calibrated
+    thresholds, and the gate compares two policies instead of two models.
+    """
+    from lineguard.training.calibrate import CALIBRATION_FILE, calibrate_run
+
+    if not production_run:
+        return None
+    found = Path(production_run) / CALIBRATION_FILE
+    if not found.is_file():
+        return None
+    max_escape = float(json.loads(found.read_text())["max_escape"])
+    calibration = calibrate_run(run, max_escape=max_escape)
+    say(f"    thresholds calibrated like production's (max escape {max_escape:g}): {calibration.thresholds}")
+    return calibration.thresholds
 
 
 @click.command("retrain")

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from lineguard.errors import DatasetError
 from lineguard.training.config import AugmentConfig
-from lineguard.training.dataset_stats import read_class_names
+from lineguard.training.dataset_stats import read_class_names, read_yolo_labels
 from lineguard.training.offline import set_offline_environment
 
 __all__ = ["build_transforms", "write_preview"]
@@ -59,17 +59,6 @@ def build_transforms(cfg: AugmentConfig) -> list[Any]:
     return [make(p) for p, make in candidates if p > 0]  # type: ignore[no-untyped-call]
 
 
-def _read_rows(label: Path) -> list[tuple[int, float, float, float, float]]:
-    if not label.is_file():
-        return []
-    rows = []
-    for line in label.read_text().splitlines():
-        if line.strip():
-            c, x, y, w, h = line.split()[:5]
-            rows.append((int(c), float(x), float(y), float(w), float(h)))
-    return rows
-
-
 def write_preview(
     root: Path, cfg: AugmentConfig, out_png: Path, *, samples: int = 16, seed: int = 0, tile: int = 200
 ) -> Path:
@@ -90,7 +79,7 @@ def write_preview(
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise DatasetError(f"cannot read image {path}")
-        rows = _read_rows(root / "labels" / "train" / f"{path.stem}.txt")
+        rows = read_yolo_labels(root / "labels" / "train" / f"{path.stem}.txt")
         out = pipeline(
             image=image,
             bboxes=np.array([r[1:] for r in rows]).reshape(-1, 4),

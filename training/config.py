@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lineguard.config import read_yaml_mapping
 from lineguard.errors import ConfigError, validation_message
 
 __all__ = ["AugmentConfig", "TrainConfig", "load_train_config"]
@@ -76,21 +76,8 @@ class TrainConfig(_Section):
 
 def load_train_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults < YAML file < explicit overrides (CLI options that were given)."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"training config not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"training config {path} is not valid YAML{where}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"training config {path} must hold a mapping at the top level")
-        data = loaded or {}
+    data = read_yaml_mapping(path, "training config") if path is not None else {}
+    source = str(path) if path is not None else "defaults"
     data |= {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
         return TrainConfig.model_validate(data)

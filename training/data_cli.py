@@ -33,19 +33,19 @@ def synth(
     """Write a synthetic line as a YOLO dataset version (deterministic for a seed)."""
     from lineguard.training.synthetic_dataset import write_synthetic_dataset
 
-    with click.progressbar(
-        length=images, label="rendering units", file=click.get_text_stream("stderr")
-    ) as bar:
-        manifest = write_synthetic_dataset(
-            out,
-            images=images,
-            seed=seed,
-            imgsz=imgsz,
-            defect_rate=defect_rate,
-            condition=condition,
-            video_frames=video_frames,
-            progress=lambda done, _total: bar.update(done - bar.pos),
-        )
+    def advance(done: int, total: int) -> None:
+        click.echo(f"\r  rendered {done}/{total} units", nl=done == total, err=True)
+
+    manifest = write_synthetic_dataset(
+        out,
+        images=images,
+        seed=seed,
+        imgsz=imgsz,
+        defect_rate=defect_rate,
+        condition=condition,
+        video_frames=video_frames,
+        progress=advance,
+    )
     click.echo(f"wrote {images} images + {video_frames} video frames to {out}")
     click.echo(f"dataset version {manifest.content_hash[:12]} ({len(manifest.files)} files)")
 

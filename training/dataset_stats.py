@@ -16,7 +16,7 @@ import yaml
 
 from lineguard.errors import DatasetError
 
-__all__ = ["DatasetStats", "dataset_stats", "read_class_names", "write_sample_grid"]
+__all__ = ["DatasetStats", "dataset_stats", "read_class_names", "read_yolo_labels", "write_sample_grid"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -56,7 +56,8 @@ def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return [(p, root / "labels" / split / f"{p.stem}.txt") for p in images]
 
 
-def _read_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
+def read_yolo_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
+    """YOLO rows ``(class, cx, cy, w, h)`` of a label file; a missing file is a defect-free image."""
     if not path.is_file():
         return []
     rows = []
@@ -83,7 +84,7 @@ def dataset_stats(root: Path) -> DatasetStats:
         stats.defect_free[split] = 0
         per_class = dict.fromkeys(classes, 0)
         for _, label in pairs:
-            rows = _read_labels(label)
+            rows = read_yolo_labels(label)
             if not rows:
                 stats.defect_free[split] += 1
             for c, *_ in rows:
@@ -98,14 +99,14 @@ def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int
     """Draw up to ``samples`` images (defective first) with their boxes into one PNG grid."""
     classes = read_class_names(root)
     pairs = [pair for split in ("train", "val") for pair in _pairs(root, split)]
-    pairs.sort(key=lambda pair: not _read_labels(pair[1]))
+    pairs.sort(key=lambda pair: not read_yolo_labels(pair[1]))
     tiles = []
     for image_path, label_path in pairs[:samples]:
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         if image is None:
             raise DatasetError(f"cannot read image {image_path}")
         image = cv2.resize(image, (tile, tile))
-        for c, x, y, w, h in _read_labels(label_path):
+        for c, x, y, w, h in read_yolo_labels(label_path):
             p1 = (int((x - w / 2) * tile), int((y - h / 2) * tile))
             p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))
             cv2.rectangle(image, p1, p2, (0, 0, 255), 1)

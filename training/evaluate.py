@@ -5,7 +5,9 @@ every image is a unit, defective if it has a labeled box, and at the shipped per
 an *escape* is a defective unit judged PASS and an *overkill* a good unit judged FAIL. The ONNX
 path runs through the edge's own ``Detector`` (letterbox, ONNX Runtime, decode, NMS), so the
 figures describe what the edge will do; the ``.pt`` path runs ultralytics' predictor. Both feed
-the same numpy metrics (``lineguard.training.metrics``).
+the same numpy metrics (``lineguard.training.metrics``). Like the edge, both keep each box's best
+class (single-label NMS at conf 0.001, IoU 0.7); ultralytics' validator lets a box count for
+several classes, so its mAP of a weakly trained model reads a little higher.
 """
 
 from __future__ import annotations

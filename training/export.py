@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,7 @@ def _metrics(evaluation: Evaluation, dataset_hash: str) -> ModelMetrics:
 
 
 def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats:
-    from lineguard.config import QualityConfig
+    from lineguard.config import PolicyConfig, QualityConfig
     from lineguard.edge import QualityGate
 
     gate = QualityGate(QualityConfig(), frozen_frames=2)
@@ -70,13 +71,17 @@ def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats
         brightness.append(round(report.brightness, 3))
         contrast.append(round(report.contrast, 3))
         sharpness.append(round(report.sharpness, 3))
+    floor = PolicyConfig().min_confidence
     thresholds = evaluation.threshold_array(evaluation.thresholds)
     hits = evaluation.unit_scores >= thresholds[None, :]
     return ReferenceStats(
         brightness=brightness,
         contrast=contrast,
         sharpness=sharpness,
-        top_confidence=[round(v, 4) for v in evaluation.top_confidence[:REFERENCE_IMAGES]],
+        # The edge drops boxes below policy.min_confidence before it sees them and reports 0.
+        top_confidence=[
+            round(v, 4) if v >= floor else 0.0 for v in evaluation.top_confidence[:REFERENCE_IMAGES]
+        ],
         class_rates={c: float(hits[:, i].mean()) for i, c in enumerate(evaluation.classes)},
         fail_rate=float(hits.any(axis=1).mean()),
     )
@@ -126,13 +131,24 @@ def export_run(
 
     say(f"exporting {weights} to ONNX (opset {OPSET}, static {imgsz}x{imgsz})")
     load_ultralytics()
+    import torch
     from ultralytics import YOLO
 
-    exported = Path(
-        YOLO(str(weights)).export(
-            format="onnx", imgsz=imgsz, opset=OPSET, dynamic=False, simplify=True, half=False, verbose=False
+    with warnings.catch_warnings():
+        # torch announces its new exporter and warns about traced shape checks: neither applies here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        exported = Path(
+            YOLO(str(weights)).export(
+                format="onnx",
+                imgsz=imgsz,
+                opset=OPSET,
+                dynamic=False,
+                simplify=True,
+                half=False,
+                verbose=False,
+            )
         )
-    )
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     shutil.move(str(exported), onnx_path)

@@ -115,3 +115,21 @@ def test_evaluate_onnx_through_the_edge_detector(
     assert report["calibration"]["max_escape"] == 0.1
     assert (tmp_path / "curve.png").is_file()
     assert "mAP50" in capsys.readouterr().out
+
+
+def test_mlflow_asked_for_but_not_installed_is_one_line(
+    synthetic_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here; the run would log to it")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+
+    code = main(["train", "--data", str(synthetic_dataset), "--out", str(tmp_path / "run")])
+
+    assert code == 2
+    assert "MLFLOW_TRACKING_URI is set" in _one_line_error(capsys)

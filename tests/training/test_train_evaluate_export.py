@@ -164,3 +164,28 @@ def test_edge_detector_runs_the_export(exported: Path, data: Path) -> None:
     with Detector.load(exported / "model.onnx", ModelConfig(threads=1, warmup_runs=1)) as detector:
         detections, _ = detector.detect(frame)
     assert detections.xyxy.shape[1] == 4
+
+
+def test_export_register_adds_a_candidate(run: Path, exported: Path, tmp_path: Path) -> None:
+    from lineguard.registry import Registry
+
+    code = main(
+        [
+            "export",
+            str(run),
+            "--out",
+            str(tmp_path / "again"),
+            "--name",
+            "synthetic",
+            "--version",
+            "1.0.1",
+            "--register",
+            "--registry-root",
+            str(tmp_path / "registry"),
+        ]
+    )
+
+    assert code == 0
+    version = Registry(tmp_path / "registry").get("synthetic", "1.0.1")
+    assert version.stage == "candidate"
+    assert version.card.thresholds == ModelCard.load(exported / "model_card.json").thresholds

@@ -1,0 +1,198 @@
+"""Test peers for the flywheel: a line whose lighting the test changes, ground truth, QA staff, figures.
+
+``ShiftingLine`` is the product's synthetic camera with two knobs the physical world has and a
+config file does not: the condition of the line changes while the station runs (another lamp, a
+new supplier), and the line can stand still (no parts arrive) while a model is retrained. Every
+frame index records the condition it was rendered under, so each unit's ground truth is
+``render_unit(seed, index, condition=...)``. ``Tally`` scores verdicts against that truth the way
+the registry's gate does (NO_DECISION is not a correct decision). ``label_from_truth`` plays QA
+staff in Label Studio: it annotates exactly the tasks the station sent, box for box from ground
+truth. ``write_figures`` puts the run's figures under ``benchmarks/results``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from lineguard.config import CameraConfig
+from lineguard.edge.sources import SyntheticSource
+from lineguard.monitoring import Metrics
+from lineguard.synthetic import CLASSES, condition_named, render_unit
+from lineguard.verdict import Verdict, VerdictKind
+
+__all__ = ["ShiftingLine", "Tally", "label_from_truth", "ls_result", "tasks_of", "write_figures"]
+
+Image = npt.NDArray[np.uint8]
+GTBox = tuple[int, float, float, float, float]
+
+
+class ShiftingLine(SyntheticSource):
+    """The synthetic line, whose condition the test switches and which can stand still."""
+
+    def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, metrics)
+        self._knobs = threading.Lock()
+        self._moving = threading.Event()
+        self.condition_of: dict[int, str] = {}  # frame index -> condition it was rendered under
+
+    def run_under(self, condition: str) -> None:
+        """From the next frame on, parts look like ``condition``; the line moves."""
+        cond = condition_named(condition)
+        with self._knobs:
+            self._condition = cond
+        self._moving.set()
+
+    def halt(self) -> None:
+        """No parts arrive until ``run_under`` is called again."""
+        self._moving.clear()
+
+    def _grab(self, buf: Image | None) -> Image | None:
+        if not self._moving.is_set():
+            return None  # the capture thread waits 50 ms and asks again
+        with self._knobs:
+            self.condition_of[self._index] = self._condition.name
+            return super()._grab(buf)
+
+    def truth(self, index: int) -> tuple[GTBox, ...]:
+        cfg = self.cfg
+        unit = render_unit(
+            cfg.synthetic_seed,
+            index,
+            imgsz=cfg.synthetic_imgsz,
+            defect_rate=cfg.synthetic_defect_rate,
+            condition=condition_named(self.condition_of[index]),
+        )
+        return unit.labels
+
+
+def frame_index(unit_id: str) -> int:
+    return int(unit_id.rsplit("-f", 1)[1])
+
+
+@dataclass
+class Tally:
+    """Unit-level outcomes of one phase against ground truth (rates are shares of units)."""
+
+    units: int = 0
+    correct: int = 0
+    escapes: int = 0  # defective unit judged PASS
+    overkill: int = 0  # good unit judged FAIL
+    no_decision: int = 0
+    defective: int = 0
+    model: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, verdicts: list[Verdict], truth: Callable[[int], tuple[GTBox, ...]]) -> Tally:
+        tally = cls()
+        for v in verdicts:
+            bad = bool(truth(frame_index(v.unit_id)))
+            tally.units += 1
+            tally.defective += bad
+            tally.model.add("-" if v.model is None else v.model.version)
+            if v.verdict is VerdictKind.NO_DECISION:
+                tally.no_decision += 1
+            elif bad and v.verdict is VerdictKind.PASS:
+                tally.escapes += 1
+            elif not bad and v.verdict is VerdictKind.FAIL:
+                tally.overkill += 1
+            else:
+                tally.correct += 1
+        return tally
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.units if self.units else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        good = self.units - self.defective
+        return asdict(self) | {
+            "model": sorted(self.model),
+            "accuracy": round(self.accuracy, 4),
+            "escape_rate": round(self.escapes / self.defective, 4) if self.defective else None,
+            "overkill_rate": round(self.overkill / good, 4) if good else None,
+            "no_decision_rate": round(self.no_decision / self.units, 4) if self.units else None,
+        }
+
+    def line(self) -> str:
+        f = self.figures()
+        return (
+            f"{self.units} units ({self.defective} defective), model {'/'.join(f['model'])}: "
+            f"accuracy {100 * self.accuracy:.1f}%, escape {f['escape_rate']}, "
+            f"overkill {f['overkill_rate']}, NO_DECISION {f['no_decision_rate']}"
+        )
+
+
+def ls_result(boxes: tuple[GTBox, ...], size: int) -> list[dict[str, Any]]:
+    """A Label Studio rectangle annotation holding ``boxes`` (YOLO rows)."""
+    return [
+        {
+            "from_name": "label",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "original_width": size,
+            "original_height": size,
+            "value": {
+                "x": 100 * (cx - w / 2),
+                "y": 100 * (cy - h / 2),
+                "width": 100 * w,
+                "height": 100 * h,
+                "rotation": 0,
+                "rectanglelabels": [CLASSES[c]],
+            },
+        }
+        for c, cx, cy, w, h in boxes
+    ]
+
+
+def tasks_of(url: str, token: str, project_id: int) -> list[dict[str, Any]]:
+    """Every task of the project with its predictions and annotations."""
+    tasks: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        resp = httpx.get(
+            f"{url}/api/tasks",
+            params={"project": project_id, "fields": "all", "page_size": 100, "page": page},
+            headers={"Authorization": f"Token {token}"},
+            timeout=60,
+        )
+        if resp.status_code == 404:  # past the last page
+            return tasks
+        resp.raise_for_status()
+        body = resp.json()
+        tasks += body["tasks"]
+        if len(tasks) >= int(body.get("total", 0)) or not body["tasks"]:
+            return tasks
+        page += 1
+
+
+def label_from_truth(
+    url: str, token: str, tasks: list[dict[str, Any]], truth: Callable[[int], tuple[GTBox, ...]], size: int
+) -> int:
+    """QA staff at work: annotate each task from the unit's ground truth; return the boxes drawn."""
+    drawn = 0
+    with httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=60) as http:
+        for task in tasks:
+            boxes = truth(frame_index(task["data"]["unit_id"]))
+            resp = http.post(
+                f"{url}/api/tasks/{task['id']}/annotations",
+                json={"result": ls_result(boxes, size), "was_cancelled": False},
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"annotation of task {task['id']} refused: {resp.text[:200]}")
+            drawn += len(boxes)
+    return drawn
+
+
+def write_figures(folder: Path, figures: dict[str, Any], markdown: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "flywheel.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (folder / "flywheel.md").write_text(markdown)
