@@ -35,7 +35,7 @@ install() {
     fi
     say "installing Label Studio into $VENV (about 1 GB, 1.5-2 min)"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q label-studio
+    "$VENV/bin/pip" install -q "label-studio==1.23.2"
 }
 
 running() {

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.config import PolicyConfig
 from lineguard.errors import InputError
 from lineguard.training.evaluate import Evaluation, evaluate, unit_rates
 from lineguard.training.train import load_run
@@ -26,7 +27,9 @@ from lineguard.training.train import load_run
 __all__ = ["CALIBRATION_FILE", "Calibration", "calibrate", "calibrate_run", "write_curve_png"]
 
 CALIBRATION_FILE = "calibration.json"
-GRID: npt.NDArray[np.float64] = np.round(np.arange(0.01, 1.0, 0.01), 2)
+# Starts at the edge's confidence floor: boxes below policy.min_confidence never reach the verdict
+# policy, so a lower threshold would look safe here and let defects escape on the line.
+GRID: npt.NDArray[np.float64] = np.round(np.arange(PolicyConfig().min_confidence, 1.0, 0.01), 2)
 
 
 @dataclass
