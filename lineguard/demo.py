@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,7 @@ class DemoSettings:
     recipe: int = 2  # bump when the training recipe below changes, so the cache retrains
 
     def key(self) -> str:
-        text = json.dumps(
-            [__version__, self.images, self.imgsz, self.epochs, self.defect_rate, self.max_escape]
-        )
+        text = json.dumps([__version__, *astuple(self)])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
