@@ -41,17 +41,49 @@ def bench() -> None:
 )
 @click.option("--imgsz", type=int, default=None, help="Model input size (default: the card's, or 320).")
 @click.option(
-    "--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True
+    "--backend",
+    "backends",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    multiple=True,
+    default=["onnxruntime"],
+    show_default=True,
+    help="Repeat to measure several backends side by side in one run.",
 )
 @click.option(
     "--precision",
+    "precisions",
     type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
+    multiple=True,
+    default=["fp32"],
     show_default=True,
-    help="OpenVINO inference precision (onnxruntime runs the file as it is: fp32).",
+    help="OpenVINO inference precision; repeat for several (onnxruntime always runs fp32).",
+)
+@click.option(
+    "--int8-model",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A quantized (QDQ) ONNX with its card: also measured as 'int8' on each --backend.",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A YOLO dataset version: report each variant's mAP50 on its --split.",
+)
+@click.option("--split", default="val", show_default=True)
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--no-mqtt", is_flag=True, help="Skip the end-to-end leg through the outbox and MQTT.")
+@click.option(
+    "--outbox",
+    type=click.Choice(["both", "fsync", "no-fsync"]),
+    default="both",
+    show_default=True,
+    help="Outbox durability for the MQTT leg; 'both' alternates them unit by unit.",
 )
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--frame-size", default="1280x1024", show_default=True, help="Camera frame WIDTHxHEIGHT.")
 @click.option("--conf", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True)
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.45, show_default=True)
@@ -63,48 +95,92 @@ def bench() -> None:
     default=Path("out/bench"),
     show_default=True,
 )
+@click.option("--name", default="latency", show_default=True, help="Report file stem: NAME.{json,md,png}.")
 def latency(
     model_path: Path | None,
     imgsz: int | None,
-    backend: str,
-    precision: str,
+    backends: tuple[str, ...],
+    precisions: tuple[str, ...],
+    int8_model: Path | None,
+    data: Path | None,
+    split: str,
+    mqtt_host: str,
+    mqtt_port: int,
+    no_mqtt: bool,
+    outbox: str,
     threads: int,
     frames: int,
+    warmup: int,
     frame_size: str,
     conf: float,
     iou: float,
     no_ultralytics: bool,
     out_dir: Path,
+    name: str,
 ) -> None:
-    """Per-stage p50/p95/p99 of the edge path vs ultralytics' predict on the same frames."""
-    from lineguard.benchmarks.latency import run_latency_benchmark, write_report
+    """Per-stage and end-to-end p50/p95/p99 per backend vs ultralytics' predict, with mAP50."""
+    from lineguard.benchmarks.latency import Variant, run_latency_benchmark
+    from lineguard.benchmarks.latency_mqtt import broker_answers
+    from lineguard.benchmarks.latency_report import write_report
     from lineguard.model_card import ModelCard
 
     size = _frame_size(frame_size)
+    if "bf16" in precisions and "openvino" not in backends:
+        raise InputError("--precision bf16 needs --backend openvino; onnxruntime runs fp32 only")
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    mqtt = None
+    skipped = "skipped (--no-mqtt)"
+    if not no_mqtt:
+        if broker_answers(mqtt_host, mqtt_port):
+            mqtt = (mqtt_host, mqtt_port)
+        else:
+            skipped = f"skipped: no MQTT broker answered at {mqtt_host}:{mqtt_port}"
+            say(f"end to end via MQTT {skipped} (start one or pass --mqtt-host/--mqtt-port)")
+    modes = {"both": (True, False), "fsync": (True,), "no-fsync": (False,)}[outbox]
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
+        built = model_path is None
         if model_path is None:
             from lineguard.benchmarks.models import build_random_yolo_onnx
 
-            click.echo(f"building a random-weight YOLOv8n at {imgsz or 320} px ...", err=True)
+            say(f"building a random-weight YOLOv8n at {imgsz or 320} px ...")
             model_path = build_random_yolo_onnx(Path(tmp), imgsz=imgsz or 320, name="bench-yolov8n")
-        elif imgsz is not None:
-            card = ModelCard.load(model_path.parent / "model_card.json")
-            if card.input_size != imgsz:
-                raise InputError(
-                    f"--imgsz {imgsz} does not match {model_path.name}'s input size {card.input_size}; "
-                    "omit --imgsz or export the model at that size"
-                )
+        for path in (model_path, int8_model):
+            if path is not None and imgsz is not None:
+                card = ModelCard.load(path.parent / "model_card.json")
+                if card.input_size != imgsz:
+                    raise InputError(
+                        f"--imgsz {imgsz} does not match {path.name}'s input size {card.input_size}; "
+                        "omit --imgsz or export the model at that size"
+                    )
+        variants = []
+        for backend in dict.fromkeys(backends):
+            for precision in dict.fromkeys(precisions) if backend == "openvino" else ("fp32",):
+                variants.append(Variant(backend, precision, model_path))
+            if int8_model is not None:
+                variants.append(Variant(backend, "int8", int8_model))
         report = run_latency_benchmark(
             model_path,
-            backend=backend,
-            precision=precision,
+            variants=variants,
             threads=threads,
             frames=frames,
             frame_size=size,
+            warmup=warmup,
             conf=conf,
             iou=iou,
             compare_ultralytics=not no_ultralytics,
+            data=data,
+            split=split,
+            mqtt=mqtt,
+            outbox_modes=modes,
+            say=say,
         )
-        paths = write_report(report, out_dir)
+        if mqtt is None:
+            report.mqtt["skipped"] = skipped
+        if built:
+            report.settings["model_label"] = "random-weight YOLOv8n (built for this run)"
+        paths = write_report(report, out_dir, name)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,21 +1,23 @@
-"""Latency benchmark of the edge inference path, per stage, against ultralytics' own predict.
+"""Latency benchmark of the edge path, per stage and end to end, against ultralytics' own predict.
 
 One run decodes the same JPEG frames through the edge path (capture/decode -> quality gate ->
-preprocess -> inference -> postprocess -> verdict policy, plus any extra stages a caller adds,
-e.g. publish) and through ``YOLO(model.onnx).predict``, then reports p50/p95/p99 per stage,
-throughput and the ratios of medians. The machine is shared and noisy, so only figures from one
-run are compared, and the two paths alternate in blocks of frames so both see the same load.
-``EdgePipeline`` / ``run_edge_pipeline`` are the pieces to extend: the MQTT/daemon benchmarks pass
-their own stages (publish, capture-to-acknowledged) as ``extra_stages``.
+preprocess -> inference -> postprocess -> verdict policy) on every backend/precision asked for,
+optionally commits each verdict through the real outbox and MQTT delivery until a subscriber
+receives it, and runs ``YOLO(model.onnx).predict`` on the same frames; the paths alternate in
+blocks of frames so all see the same load on a shared machine, and ratios of medians compare
+them. With a dataset it also scores every variant's mAP50 on the validation split, so a speed-up
+never hides an accuracy loss. The report files are written by ``latency_report``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
+from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
+from lineguard.detections import Detections
 from lineguard.edge import Decision, Detector, QualityGate, VerdictPolicy
 from lineguard.synthetic import render_unit
+from lineguard.training.evaluate import EVAL_CONF, EVAL_IOU
+from lineguard.verdict import utc_now
 
 __all__ = [
     "EDGE_STAGES",
@@ -35,14 +42,13 @@ __all__ = [
     "LatencyReport",
     "StageStats",
     "UltralyticsPredict",
+    "Variant",
+    "VariantResult",
     "encode_frames",
-    "run_edge_pipeline",
     "run_latency_benchmark",
-    "write_report",
 ]
 
 Frame = npt.NDArray[np.uint8]
-ExtraStage = Callable[[Decision, Frame], object]
 EDGE_STAGES = ("capture", "quality", "preprocess", "inference", "postprocess", "verdict")
 
 
@@ -108,22 +114,48 @@ def _decode(jpeg: bytes) -> Frame:
     return frame.astype(np.uint8, copy=False)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the model: backend, precision and the ONNX file (int8 has its own)."""
+
+    backend: str
+    precision: str
+    model_path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    def config(self, threads: int, warmup_runs: int = 3) -> ModelConfig:
+        return ModelConfig(
+            backend=self.backend,  # type: ignore[arg-type]
+            precision=self.precision,  # type: ignore[arg-type]
+            threads=threads,
+            warmup_runs=warmup_runs,
+        )
+
+
 @dataclass
 class EdgePipeline:
-    """The edge path for one frame, timed per stage; ``extra_stages`` run after the verdict in order.
+    """The edge path for one frame, timed per stage; ``probes`` add the MQTT end-to-end leg.
 
-    Extra stages (e.g. ``{"publish": publish_fn}``) are timed as stages of their own and count in
-    ``end_to_end``. ``pipeline`` is end to end minus capture and inference: the overhead our code
-    adds around the model.
+    Stages: ``capture`` (JPEG decode: stands in for the camera), ``quality``, ``preprocess``,
+    ``inference``, ``postprocess``, ``verdict``; ``frame_to_verdict`` spans decoded frame ->
+    decision and ``overhead`` is that minus inference. With probes (used in turn, one per unit),
+    per probe label L: ``commit_L`` (outbox add + wake), ``deliver_L`` (commit -> subscriber),
+    ``e2e_L`` (capture start -> subscriber) and ``overhead_e2e_L`` (e2e minus capture and
+    inference: what our code adds around the model, publishing included).
     """
 
     detector: Detector
     policy: VerdictPolicy
     gate: QualityGate
-    extra_stages: Mapping[str, ExtraStage] = field(default_factory=dict)
+    probes: Sequence[MqttProbe] = ()
     recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
+    _units: int = 0
 
     def step(self, jpeg: bytes, *, record: bool = True) -> Decision:
+        captured_at = utc_now()
         t0 = time.perf_counter()
         frame = _decode(jpeg)
         t1 = time.perf_counter()
@@ -132,46 +164,30 @@ class EdgePipeline:
         detections, times = self.detector.detect(frame)
         t3 = time.perf_counter()
         decision = self.policy.decide(detections, quality=report, elapsed_ms=(t3 - t0) * 1e3)
-        t4 = end = time.perf_counter()
-        extra_times = {}
-        for name, stage in self.extra_stages.items():
-            stage(decision, frame)
-            now = time.perf_counter()
-            extra_times[name] = now - end
-            end = now
+        t4 = time.perf_counter()
+        samples = {
+            "capture": t1 - t0,
+            "quality": t2 - t1,
+            "preprocess": times.preprocess_s,
+            "inference": times.inference_s,
+            "postprocess": times.postprocess_s,
+            "verdict": t4 - t3,
+            "frame_to_verdict": t4 - t1,
+            "overhead": t4 - t1 - times.inference_s,
+        }
+        if self.probes:
+            probe = self.probes[self._units % len(self.probes)]
+            self._units += 1
+            committed, received = probe.send(decision, captured_at, t4 - t0)
+            samples[f"commit_{probe.label}"] = committed - t4
+            if received is not None:
+                samples[f"deliver_{probe.label}"] = received - committed
+                samples[f"e2e_{probe.label}"] = received - t0
+                samples[f"overhead_e2e_{probe.label}"] = received - t1 - times.inference_s
         if record:
-            for name, seconds in (
-                ("capture", t1 - t0),
-                ("quality", t2 - t1),
-                ("preprocess", times.preprocess_s),
-                ("inference", times.inference_s),
-                ("postprocess", times.postprocess_s),
-                ("verdict", t4 - t3),
-                *extra_times.items(),
-                ("frame_to_verdict", t4 - t1),
-                ("end_to_end", end - t0),
-                ("pipeline", (end - t0) - (t1 - t0) - times.inference_s),
-            ):
+            for name, seconds in samples.items():
                 self.recorder.add(name, seconds)
         return decision
-
-
-def run_edge_pipeline(
-    detector: Detector,
-    policy: VerdictPolicy,
-    gate: QualityGate,
-    jpegs: Sequence[bytes],
-    *,
-    warmup: int = 10,
-    extra_stages: Mapping[str, ExtraStage] | None = None,
-) -> tuple[LatencyRecorder, float]:
-    """Time each stage of the edge path over ``jpegs``; return the samples and frames per second."""
-    pipeline = EdgePipeline(detector, policy, gate, dict(extra_stages or {}))
-    for jpeg in jpegs[:warmup]:
-        pipeline.step(jpeg, record=False)
-    for jpeg in jpegs:
-        pipeline.step(jpeg)
-    return pipeline.recorder, _fps(pipeline.recorder, "end_to_end")
 
 
 def _fps(recorder: LatencyRecorder, stage: str) -> float:
@@ -187,38 +203,73 @@ class UltralyticsPredict:
 
         yolo_class: Any = load_ultralytics().YOLO  # through the module: its own annotations are loose
         self._model = yolo_class(str(model_path), task="detect")
+        self._imgsz = imgsz
         self._kwargs = {"imgsz": imgsz, "conf": conf, "iou": iou, "verbose": False}
         self.recorder = LatencyRecorder()
 
-    def step(self, frame: Frame, *, record: bool = True) -> None:
+    def step(self, jpeg: bytes, *, record: bool = True) -> None:
         t0 = time.perf_counter()
+        frame = _decode(jpeg)  # the same decode the edge's ``capture`` stage times
+        t1 = time.perf_counter()
         result = self._model.predict(frame, **self._kwargs)[0]
+        t2 = time.perf_counter()
         if record:
-            self.recorder.add("predict", time.perf_counter() - t0)
+            self.recorder.add("decode", t1 - t0)
+            self.recorder.add("predict", t2 - t1)
+            self.recorder.add("decode_predict", t2 - t0)
             for stage, ms in result.speed.items():
                 self.recorder.add(f"ultralytics_{stage}", (ms or 0.0) / 1e3)
 
+    def detect_for_eval(self, frame: Frame) -> Detections:
+        """Boxes at the evaluation settings (conf 0.001, IoU 0.7, 300 boxes), for mAP."""
+        result = self._model.predict(
+            frame, imgsz=self._imgsz, conf=EVAL_CONF, iou=EVAL_IOU, max_det=300, verbose=False
+        )[0]
+        boxes = result.boxes
+        return Detections.from_arrays(boxes.xyxyn.numpy(), boxes.conf.numpy(), boxes.cls.numpy())
+
 
 def _interleaved(
-    pipeline: EdgePipeline,
+    pipelines: Sequence[EdgePipeline],
     reference: UltralyticsPredict | None,
     jpegs: Sequence[bytes],
     *,
     warmup: int,
     block: int,
 ) -> None:
-    """Alternate blocks of frames between the two paths, so both see the same load on a shared machine."""
-    frames = [_decode(jpeg) for jpeg in jpegs] if reference is not None else []
+    """Alternate blocks of frames between all paths, so all see the same load on a shared machine."""
     for i in range(min(warmup, len(jpegs))):
-        pipeline.step(jpegs[i], record=False)
+        for pipeline in pipelines:
+            pipeline.step(jpegs[i], record=False)
         if reference is not None:
-            reference.step(frames[i], record=False)
+            reference.step(jpegs[i], record=False)
     for first in range(0, len(jpegs), block):
-        for jpeg in jpegs[first : first + block]:
-            pipeline.step(jpeg)
+        for pipeline in pipelines:
+            for jpeg in jpegs[first : first + block]:
+                pipeline.step(jpeg)
         if reference is not None:
-            for frame in frames[first : first + block]:
-                reference.step(frame)
+            for jpeg in jpegs[first : first + block]:
+                reference.step(jpeg)
+
+
+@dataclass
+class VariantResult:
+    """One backend/precision: its stages, throughput, MQTT losses, accuracy and ratios."""
+
+    backend: str
+    precision: str
+    model: str
+    runtime: str  # what actually ran, e.g. onnxruntime:CPUExecutionProvider
+    stages: dict[str, StageStats]
+    fps: float
+    lost: dict[str, int] = field(default_factory=dict)
+    map50: float | None = None
+    map50_95: float | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
 
 
 @dataclass
@@ -226,11 +277,12 @@ class LatencyReport:
     """Everything one run measured; ``ratios`` compare medians from this same run."""
 
     settings: dict[str, Any]
-    edge: dict[str, StageStats]
-    edge_fps: float
+    variants: list[VariantResult]
     ultralytics: dict[str, StageStats] = field(default_factory=dict)
     ultralytics_fps: float | None = None
-    ratios: dict[str, float] = field(default_factory=dict)
+    ultralytics_map50: float | None = None
+    ultralytics_map50_95: float | None = None
+    mqtt: dict[str, Any] = field(default_factory=dict)
     samples_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -239,11 +291,34 @@ class LatencyReport:
         return json.dumps(data, indent=2)
 
 
+def _ratios(result: VariantResult, ultralytics: dict[str, StageStats]) -> dict[str, float]:
+    if "predict" not in ultralytics:
+        return {}
+    predict = ultralytics["predict"].p50_ms
+    ratios = {
+        "predict_over_frame_to_verdict": predict / result.stages["frame_to_verdict"].p50_ms,
+        "ultralytics_inference_over_inference": ultralytics["ultralytics_inference"].p50_ms
+        / result.stages["inference"].p50_ms,
+    }
+    decode_predict = ultralytics["decode_predict"].p50_ms  # from the same JPEG bytes as e2e
+    for label in ("fsync", "no_fsync"):
+        if f"e2e_{label}" in result.stages:
+            ratios[f"decode_predict_over_e2e_{label}"] = decode_predict / result.stages[f"e2e_{label}"].p50_ms
+    return ratios
+
+
+def _accuracy(variant: Variant, val: ValidationSet, threads: int, say: Callable[[str], None]) -> Accuracy:
+    say(f"scoring {variant.label} on {val.split} ({len(val.items)} images) ...")
+    cfg = variant.config(threads, warmup_runs=1)
+    with Detector.load(variant.model_path, cfg, min_confidence=EVAL_CONF, nms_iou=EVAL_IOU) as detector:
+        val.check_classes(list(detector.card.classes), variant.model_path.name)
+        return score(lambda image: detector.detect(image)[0], val)
+
+
 def run_latency_benchmark(
     model_path: Path,
     *,
-    backend: str = "onnxruntime",
-    precision: str = "fp32",
+    variants: Sequence[Variant] | None = None,
     threads: int = 2,
     frames: int = 200,
     frame_size: tuple[int, int] = (1280, 1024),
@@ -251,113 +326,104 @@ def run_latency_benchmark(
     conf: float = 0.05,
     iou: float = 0.45,
     compare_ultralytics: bool = True,
+    data: Path | None = None,
+    split: str = "val",
+    mqtt: tuple[str, int] | None = None,
+    outbox_modes: Sequence[bool] = (True, False),
+    say: Callable[[str], None] = lambda line: None,
 ) -> LatencyReport:
-    """Measure the edge path (and ultralytics' predict) on the same synthetic JPEG frames."""
-    cfg = ModelConfig(backend=backend, precision=precision, threads=threads, warmup_runs=3)  # type: ignore[arg-type]
+    """Measure every variant (default: onnxruntime fp32 on ``model_path``) and ultralytics' predict.
+
+    ``mqtt`` (host, port) adds the end-to-end leg, once per outbox mode in ``outbox_modes``
+    (True = fsync), used in turn unit by unit; ``data`` adds mAP50 on its ``split``.
+    """
+    chosen = list(variants or [Variant("onnxruntime", "fp32", model_path)])
+    val = ValidationSet.load(data, split) if data is not None else None  # fail early on a bad --data
+    load_start = os.getloadavg()
     jpegs = encode_frames(frames, width=frame_size[0], height=frame_size[1])
-    with Detector.load(model_path, cfg, min_confidence=conf, nms_iou=iou) as detector:
-        policy = VerdictPolicy(detector.card, PolicyConfig(min_confidence=conf, nms_iou=iou))
-        gate = QualityGate(QualityConfig(), frozen_frames=1_000_000)  # frames cycle: not a frozen camera
-        pipeline = EdgePipeline(detector, policy, gate)
-        imgsz, backend_name = detector.input_size, detector.backend
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lineguard-bench-mqtt-")))
+        detectors = []
+        for v in chosen:
+            say(f"loading {v.label} ({v.model_path.name}) ...")
+            cfg = v.config(threads)
+            detectors.append(
+                stack.enter_context(Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou))
+            )
+        card = detectors[0].card
+        probes: list[MqttProbe] = []
+        if mqtt is not None:
+            for durable in outbox_modes:
+                probe = MqttProbe(mqtt[0], mqtt[1], tmp, durable=durable, card=card).start()
+                stack.callback(probe.close)
+                probes.append(probe)
+        gate_cfg = QualityConfig()
+        pipelines = [
+            EdgePipeline(
+                d,
+                VerdictPolicy(d.card, PolicyConfig(min_confidence=conf, nms_iou=iou)),
+                QualityGate(gate_cfg, frozen_frames=1_000_000),  # frames cycle: not a frozen camera
+                probes,
+            )
+            for d in detectors
+        ]
+        imgsz = card.input_size
         reference = None
         if compare_ultralytics:
             reference = UltralyticsPredict(model_path, imgsz=imgsz, conf=conf, iou=iou)
-        _interleaved(pipeline, reference, jpegs, warmup=warmup, block=10)
-    recorder = pipeline.recorder
-    report = LatencyReport(
-        settings={
-            "model": str(model_path),
-            "imgsz": imgsz,
-            "backend": backend_name,
-            "precision": precision,
-            "threads": threads,
-            "frames": frames,
-            "frame_size": f"{frame_size[0]}x{frame_size[1]}",
-            "conf": conf,
-            "iou": iou,
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-        },
-        edge=recorder.stats(),
-        edge_fps=_fps(recorder, "end_to_end"),
-        samples_ms={f"edge {k}": [s * 1e3 for s in v] for k, v in recorder.samples.items()},
-    )
+        say(f"timing {len(chosen)} variant(s) on {frames} frames ...")
+        _interleaved(pipelines, reference, jpegs, warmup=warmup, block=10)
+        lost = {p.label: p.lost for p in probes}
+        runtimes = [d.backend for d in detectors]
+    results = []
+    samples_ms: dict[str, list[float]] = {}
+    for v, pipeline, runtime in zip(chosen, pipelines, runtimes, strict=True):
+        rec = pipeline.recorder
+        results.append(
+            VariantResult(
+                v.backend,
+                v.precision,
+                str(v.model_path),
+                runtime,
+                rec.stats(),
+                _fps(rec, "frame_to_verdict"),
+                dict(lost),
+            )
+        )
+        main_stage = "e2e_fsync" if "e2e_fsync" in rec.samples else "frame_to_verdict"
+        samples_ms[f"{v.label} {main_stage}"] = [s * 1e3 for s in rec.samples[main_stage]]
+    report = LatencyReport(settings={}, variants=results, samples_ms=samples_ms)
     if reference is not None:
         ul = reference.recorder
         report.ultralytics, report.ultralytics_fps = ul.stats(), _fps(ul, "predict")
         report.samples_ms["ultralytics predict"] = [s * 1e3 for s in ul.samples["predict"]]
-        predict = report.ultralytics["predict"].p50_ms
-        report.ratios = {
-            "ultralytics_predict_over_edge_frame_to_verdict": predict
-            / report.edge["frame_to_verdict"].p50_ms,
-            "ultralytics_inference_over_edge_inference": report.ultralytics["ultralytics_inference"].p50_ms
-            / report.edge["inference"].p50_ms,
-        }
+    for r in results:
+        r.ratios = _ratios(r, report.ultralytics)
+    if val is not None:
+        for v, r in zip(chosen, results, strict=True):
+            acc = _accuracy(v, val, threads, say)
+            r.map50, r.map50_95 = acc.map50, acc.map50_95
+        if reference is not None:
+            say("scoring ultralytics predict ...")
+            acc = score(reference.detect_for_eval, val)
+            report.ultralytics_map50, report.ultralytics_map50_95 = acc.map50, acc.map50_95
+    report.mqtt = {
+        "broker": f"{mqtt[0]}:{mqtt[1]}" if mqtt else None,
+        "outbox_modes": [p.label for p in probes] if mqtt else [],
+    }
+    report.settings = {
+        "model": str(model_path),
+        "imgsz": imgsz,
+        "threads": threads,
+        "frames": frames,
+        "frame_size": f"{frame_size[0]}x{frame_size[1]}",
+        "conf": conf,
+        "iou": iou,
+        "data": str(data) if data is not None else None,
+        "split": split if data is not None else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_start": [round(x, 2) for x in load_start],
+        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+    }
     return report
-
-
-def _markdown(report: LatencyReport) -> str:
-    s = report.settings
-    lines = [
-        f"# Edge latency: {Path(s['model']).name} at {s['imgsz']} px on {s['backend']} ({s['precision']}, "
-        f"{s['threads']} threads)",
-        "",
-        f"{s['frames']} JPEG frames of {s['frame_size']}; conf {s['conf']}, NMS IoU {s['iou']}.",
-        "",
-        "| path | stage | p50 ms | p95 ms | p99 ms | mean ms |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for path, stats in (("edge", report.edge), ("ultralytics", report.ultralytics)):
-        for stage, st in stats.items():
-            cells = (st.p50_ms, st.p95_ms, st.p99_ms, st.mean_ms)
-            lines.append(f"| {path} | {stage} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
-    throughput = f"Throughput: edge {report.edge_fps:.1f} frames/s (1 / mean end to end, one thread)"
-    if report.ultralytics_fps is not None:
-        throughput += f"; ultralytics predict {report.ultralytics_fps:.1f} frames/s"
-    lines += ["", throughput + ".", ""]
-    for name, value in report.ratios.items():
-        lines.append(f"- {name.replace('_', ' ')}: **{value:.2f}x**")
-    return "\n".join(lines) + "\n"
-
-
-def _histogram(report: LatencyReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    series = {
-        "edge frame->verdict": report.samples_ms.get("edge frame_to_verdict", []),
-        "edge inference": report.samples_ms.get("edge inference", []),
-        "ultralytics predict": report.samples_ms.get("ultralytics predict", []),
-    }
-    everything = [v for values in series.values() for v in values]
-    top = float(np.percentile(everything, 99.5)) * 1.05 if everything else 1.0
-    bins = np.linspace(0.0, top, 60).tolist()
-    for label, values in series.items():
-        if values:
-            ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (p50 {np.median(values):.1f} ms)")
-    s = report.settings
-    ax.set_title(f"{s['imgsz']} px, {s['backend']} {s['precision']}, {s['frames']} frames")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("frames")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_report(report: LatencyReport, out_dir: Path) -> dict[str, Path]:
-    """Write ``latency.json``, ``latency.md`` and ``latency.png`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / "latency.json",
-        "markdown": out_dir / "latency.md",
-        "png": out_dir / "latency.png",
-    }
-    paths["json"].write_text(report.to_json() + "\n")
-    paths["markdown"].write_text(_markdown(report))
-    _histogram(report, paths["png"])
-    return paths

@@ -34,9 +34,11 @@ from lineguard.edge.engine import Detector
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary, event
 from lineguard.edge.outbox import Outbox, OutboxFullError
-from lineguard.edge.policy import Decision
+from lineguard.edge.policy import Decision, VerdictPolicy
 from lineguard.edge.quality import QualityGate
+from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
+from lineguard.errors import LineguardError
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
 from lineguard.monitoring import Metrics
 from lineguard.verdict import Reason, Verdict, VerdictKind
@@ -96,6 +98,7 @@ class EdgeDaemon:
             on_model=self._on_model,
         )
         self.review_queue = self._open_review_queue()
+        self.shadow = self._open_shadow()
         self.inspector = Inspector(
             cfg,
             self.outbox,
@@ -144,6 +147,26 @@ class EdgeDaemon:
             review.start_uploader(sink)
             self._review_sink = sink
         return review
+
+    def _open_shadow(self) -> ShadowRunner | None:
+        """Shadow mode: the staging model named by ``model.shadow_path``; a bad one is logged, not fatal."""
+        path = self.cfg.model.shadow_path
+        if path is None:
+            return None
+        try:
+            detector = Detector.load(
+                path,
+                self.cfg.model,
+                min_confidence=self.cfg.policy.min_confidence,
+                nms_iou=self.cfg.policy.nms_iou,
+            )
+        except LineguardError as exc:
+            event(logging.ERROR, "shadow_model_refused", path=str(path), error=str(exc))
+            return None
+        event(logging.INFO, "shadow_model", model=detector.card.ref)
+        return ShadowRunner(
+            detector, VerdictPolicy(detector.card, self.cfg.policy), metrics=self.metrics, keep_frames=False
+        )
 
     # -- model slot (the registry's hot swap calls these) ---------------------------------
     @property
@@ -275,8 +298,13 @@ class EdgeDaemon:
                 _settle(future, error=exc)
             return
         self.follower.observe(verdict)
-        if slot is not None and slot.sampler is not None:
-            slot.sampler.offer(frame.image, verdict, detections)  # copies the frame only if sampled
+        disagreement = False
+        if self.shadow is not None and slot is not None:  # after the verdict is out, if time allows
+            left_ms = 1000.0 / self.cfg.camera.fps - (time.monotonic() - frame.captured_mono) * 1000.0
+            shadow = self.shadow.run(frame.image, verdict, time_left_ms=left_ms)
+            disagreement = shadow is not None and shadow.verdict is not verdict.verdict
+        if slot is not None and slot.sampler is not None:  # copies the frame only if sampled
+            slot.sampler.offer(frame.image, verdict, detections, disagreement=disagreement)
         if future is not None:
             _settle(future, verdict)
 
@@ -294,6 +322,8 @@ class EdgeDaemon:
     def shutdown(self) -> None:
         """Stop the source, answer waiting triggers, stop HTTP, flush delivery, close the outbox."""
         self.follower.close()
+        if self.shadow is not None:
+            self.shadow.close()
         if self.review_queue is not None:
             self.review_queue.close()
         if self._review_sink is not None:  # after the uploader stopped: its HTTP connections

@@ -106,6 +106,10 @@ class ModelConfig(Section):
         description="OpenVINO inference precision (fp32 or bf16); int8 = a quantized model file, run as is.",
     )
     warmup_runs: int = Field(default=3, ge=0)
+    shadow_path: Path | None = Field(
+        default=None,
+        description="A staging model that judges the same frames silently (shadow mode), when time allows.",
+    )
 
 
 class QualityConfig(Section):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -148,7 +149,7 @@ def _demo_model(settings: DemoSettings) -> Path:
         seed=0,
         plots=False,
     )
-    result = train(data, run, cfg, progress=lambda line: click.echo(f"    {line}"))
+    result = train(data, run, cfg, progress=_every_fifth_epoch)
     click.echo(f"  trained in {time.monotonic() - started:.0f} s: mAP50 {result.map50:.2f}")
     calibration = calibrate_run(run, max_escape=settings.max_escape)
     click.echo(
@@ -156,6 +157,12 @@ def _demo_model(settings: DemoSettings) -> Path:
     )
     export_run(run, out=model_dir, name="demo", version="1.0.0", progress=lambda m: click.echo(f"    {m}"))
     return model_dir
+
+
+def _every_fifth_epoch(line: str) -> None:
+    match = re.match(r"epoch (\d+)/", line)
+    if match is None or int(match.group(1)) % 5 == 0:
+        click.echo(f"    {line}")
 
 
 def _broker_reachable(host: str, port: int) -> bool:

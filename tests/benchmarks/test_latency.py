@@ -1,37 +1,127 @@
-"""The latency benchmark runs on the tiny model and writes its three reports; no time is asserted."""
+"""The latency benchmark times every stage, scores mAP50 per variant and times verdicts through MQTT.
+
+Runs on the tiny random-weight model with a handful of frames; no time is asserted, only that
+each figure the report promises is measured on the expected number of units and written out.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from support.mosquitto import Broker, free_port
 
 from lineguard.benchmarks.cli import bench
-from lineguard.benchmarks.latency import EDGE_STAGES, run_latency_benchmark, write_report
+from lineguard.benchmarks.latency import EDGE_STAGES, Variant, run_latency_benchmark
+from lineguard.benchmarks.latency_report import write_report
+from lineguard.errors import InputError
+from lineguard.training.evaluate import evaluate
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
 def test_benchmark_reports_every_stage_and_the_ratio_to_ultralytics(tiny_model: Path, tmp_path: Path) -> None:
-    report = run_latency_benchmark(
-        tiny_model / "model.onnx", frames=4, warmup=1, frame_size=(320, 240), backend="onnxruntime"
-    )
-    assert set(EDGE_STAGES) <= set(report.edge)
-    assert all(report.edge[stage].n == 4 for stage in EDGE_STAGES)
+    report = run_latency_benchmark(tiny_model / "model.onnx", frames=4, warmup=1, frame_size=(320, 240))
+    (edge,) = report.variants
+    assert set(EDGE_STAGES) <= set(edge.stages)
+    assert all(edge.stages[stage].n == 4 for stage in EDGE_STAGES)
     assert report.ultralytics["predict"].n == 4
-    assert report.ratios["ultralytics_predict_over_edge_frame_to_verdict"] > 0
+    assert edge.ratios["predict_over_frame_to_verdict"] > 0
+    assert not any(name.startswith("e2e_") for name in edge.stages)  # no broker asked for
     paths = write_report(report, tmp_path)
     data = json.loads(paths["json"].read_text())
     assert data["settings"]["imgsz"] == 160
-    assert "| edge | inference |" in paths["markdown"].read_text()
+    assert len(data["settings"]["load_avg_start"]) == 3
+    text = paths["markdown"].read_text()
+    assert "| onnxruntime | fp32 |" in text and "| ultralytics predict |" in text
+    assert "under load" in text
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_latency_command_writes_into_out(tiny_model: Path, tmp_path: Path) -> None:
-    args = ["latency", "--model", str(tiny_model / "model.onnx"), "--frames", "3", "--frame-size", "200x100"]
-    result = CliRunner().invoke(bench, [*args, "--no-ultralytics", "--out", str(tmp_path / "out")])
+def test_map50_per_variant_matches_lineguard_evaluate(
+    tiny_model: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    model = tiny_model / "model.onnx"
+    variants = [Variant("onnxruntime", "fp32", model)]
+    if HAS_OPENVINO:
+        variants += [Variant("openvino", "fp32", model), Variant("openvino", "bf16", model)]
+    report = run_latency_benchmark(
+        model, variants=variants, frames=2, warmup=0, frame_size=(160, 160), data=synthetic_dataset
+    )
+    assert [r.label for r in report.variants] == [v.label for v in variants]
+    reference = evaluate(model, synthetic_dataset)
+    assert report.variants[0].map50 == pytest.approx(reference.map50, abs=1e-9)
+    assert all(r.map50 is not None and 0.0 <= r.map50 <= 1.0 for r in report.variants)
+    assert report.ultralytics_map50 is not None
+    text = write_report(report, tmp_path)["markdown"].read_text()
+    assert f"| {100 * report.variants[0].map50:.1f} |" in text
+    assert "mAP50 onnxruntime fp32" in text
+
+
+def test_benchmark_refuses_a_dataset_of_other_classes(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "other"
+    (data / "images" / "val").mkdir(parents=True)
+    (data / "labels" / "val").mkdir(parents=True)
+    (data / "data.yaml").write_text("names: [dent, rust]\nnc: 2\n")
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(data / "images" / "val" / "a.png"), np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(InputError, match="trained for classes"):
+        run_latency_benchmark(
+            tiny_model / "model.onnx", frames=1, warmup=0, compare_ultralytics=False, data=data
+        )
+
+
+def test_every_verdict_is_timed_until_the_subscriber_receives_it(tiny_model: Path, broker: Broker) -> None:
+    report = run_latency_benchmark(
+        tiny_model / "model.onnx",
+        frames=6,
+        warmup=2,
+        frame_size=(320, 240),
+        mqtt=(broker.host, broker.port),
+    )
+    (edge,) = report.variants
+    assert edge.lost == {"fsync": 0, "no_fsync": 0}
+    for label in ("fsync", "no_fsync"):  # used in turn: half the units each
+        for stage in ("commit", "deliver", "e2e", "overhead_e2e"):
+            assert edge.stages[f"{stage}_{label}"].n == 3
+        assert edge.stages[f"e2e_{label}"].min_ms > edge.stages[f"deliver_{label}"].min_ms
+    assert report.mqtt["outbox_modes"] == ["fsync", "no_fsync"]
+    assert edge.ratios["decode_predict_over_e2e_fsync"] > 0  # ultralytics from the same JPEG bytes
+
+
+def test_bench_latency_command_writes_mqtt_and_map50_rows(
+    tiny_model: Path, synthetic_dataset: Path, broker: Broker, tmp_path: Path
+) -> None:
+    args = ["latency", "--model", str(tiny_model / "model.onnx"), "--frames", "2", "--warmup", "0"]
+    args += ["--frame-size", "200x100", "--no-ultralytics", "--data", str(synthetic_dataset)]
+    args += ["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--outbox", "fsync"]
+    result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out"), "--name", "run1"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "latency.json",
-        "latency.md",
-        "latency.png",
-    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run1.json", "run1.md", "run1.png"]
+    data = json.loads((tmp_path / "out" / "run1.json").read_text())
+    (variant,) = data["variants"]
+    assert variant["map50"] is not None
+    assert variant["stages"]["e2e_fsync"]["n"] == 2
+    assert "e2e_no_fsync" not in variant["stages"]
+    assert "e2e via MQTT p50 / p99 (fsync)" in result.output
+
+
+def test_bench_latency_says_when_no_broker_answers(tiny_model: Path, tmp_path: Path) -> None:
+    args = ["latency", "--model", str(tiny_model / "model.onnx"), "--frames", "1", "--warmup", "0"]
+    args += ["--frame-size", "64x64", "--no-ultralytics", "--mqtt-port", str(free_port())]
+    result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "skipped: no MQTT broker answered at 127.0.0.1:" in result.output
+    assert "skipped: no MQTT broker answered" in (tmp_path / "out" / "latency.md").read_text()
+
+
+def test_bf16_without_openvino_backend_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    args = ["latency", "--model", str(tiny_model / "model.onnx"), "--precision", "bf16", "--no-mqtt"]
+    result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, InputError)
+    assert "needs --backend openvino" in str(result.exception)

@@ -329,3 +329,26 @@ def test_sampled_frames_reach_the_review_queue_within_the_caps(tmp_path: Path, t
     assert {item["reason"] for item in items} == {"audit"}
     assert len({item["unit_id"] for item in items}) == 5
     assert all(item["model_name"] == "tiny" for item in items)
+
+
+def test_shadow_model_judges_the_same_units_silently_and_counts_disagreements(tmp_path: Path) -> None:
+    from support.signal_model import build_signal_onnx
+
+    build_signal_onnx(tmp_path / "prod", version="2.0.0", contrast=0.19)  # finds the dark defects
+    build_signal_onnx(tmp_path / "weak", version="1.0.0", contrast=0.45)  # misses them
+    cfg = station(
+        tmp_path,
+        tmp_path / "prod",
+        camera={"fps": 5, "synthetic_defect_rate": 0.6},  # 200 ms per frame: time for the shadow
+    )
+    cfg.model.shadow_path = tmp_path / "weak" / "model.onnx"
+    daemon = EdgeDaemon(cfg)
+    shadow = daemon.shadow
+    assert shadow is not None
+    daemon.run(max_units=25)
+    published = verdicts(tmp_path / "verdicts.jsonl")
+    assert len(published) == 25
+    assert {v.model.version for v in published if v.model} == {"2.0.0"}  # the shadow never publishes
+    assert shadow.units + shadow.skipped >= 20
+    assert shadow.disagreements > 0
+    assert daemon.metrics.shadow_disagreements._value.get() == shadow.disagreements
