@@ -57,7 +57,8 @@ def test_map50_per_variant_matches_lineguard_evaluate(
     assert all(r.map50 is not None and 0.0 <= r.map50 <= 1.0 for r in report.variants)
     assert report.ultralytics_map50 is not None
     text = write_report(report, tmp_path)["markdown"].read_text()
-    assert f"| {100 * report.variants[0].map50:.1f} |" in text
+    first = report.variants[0].map50
+    assert first is not None and f"| {100 * first:.1f} |" in text
     assert "mAP50 onnxruntime fp32" in text
 
 
