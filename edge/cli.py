@@ -119,12 +119,7 @@ def check(config_path: Path, camera: bool) -> None:
         _line("WARN", "model", "model.path not set: every unit would get NO_DECISION/no_model")
     else:
         try:
-            detector = Detector.load(
-                cfg.model.path,
-                cfg.model,
-                min_confidence=cfg.policy.min_confidence,
-                nms_iou=cfg.policy.nms_iou,
-            )
+            detector = Detector.for_station(cfg.model.path, cfg)
             card = detector.card
             _line("OK", "model", f"{card.ref} sha256 {card.sha256[:12]}… on {detector.backend}")
         except LineguardError as exc:

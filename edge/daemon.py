@@ -154,12 +154,7 @@ class EdgeDaemon:
         if path is None:
             return None
         try:
-            detector = Detector.load(
-                path,
-                self.cfg.model,
-                min_confidence=self.cfg.policy.min_confidence,
-                nms_iou=self.cfg.policy.nms_iou,
-            )
+            detector = Detector.for_station(path, self.cfg)
         except LineguardError as exc:
             event(logging.ERROR, "shadow_model_refused", path=str(path), error=str(exc))
             return None

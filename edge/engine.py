@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.config import ModelConfig
+from lineguard.config import LineguardConfig, ModelConfig
 from lineguard.detections import Detections
 from lineguard.edge.postprocess import MAX_DET, postprocess
 from lineguard.edge.preprocess import PAD_VALUE, Preprocessor
@@ -219,6 +219,19 @@ class Detector:
     @property
     def input_size(self) -> int:
         return self.card.input_size
+
+    @classmethod
+    def for_station(
+        cls, model_path: Path, cfg: LineguardConfig, *, card: ModelCard | None = None
+    ) -> Detector:
+        """``load`` with a station's model section and its policy's confidence floor and NMS IoU."""
+        return cls.load(
+            model_path,
+            cfg.model,
+            min_confidence=cfg.policy.min_confidence,
+            nms_iou=cfg.policy.nms_iou,
+            card=card,
+        )
 
     @classmethod
     def load(

@@ -182,9 +182,7 @@ def prepare_model(
         )
     try:
         VerdictPolicy(card, cfg.policy)  # the station's threshold overrides must name its classes
-        detector = Detector.load(
-            onnx, cfg.model, min_confidence=cfg.policy.min_confidence, nms_iou=cfg.policy.nms_iou, card=card
-        )
+        detector = Detector.for_station(onnx, cfg, card=card)
     except LineguardError as exc:
         raise ModelError(f"refused model {ref}: {exc}") from exc
     try:

@@ -106,12 +106,7 @@ class Inspector:
     def load_model(self, path: Path) -> bool:
         """Load and swap in the model at ``path``; on failure keep the current slot and say why."""
         try:
-            detector = Detector.load(
-                path,
-                self.cfg.model,
-                min_confidence=self.cfg.policy.min_confidence,
-                nms_iou=self.cfg.policy.nms_iou,
-            )
+            detector = Detector.for_station(path, self.cfg)
         except LineguardError as exc:
             self.model_error = str(exc)
             self.metrics.model_swaps.labels(result="failed").inc()
