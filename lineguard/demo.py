@@ -144,7 +144,7 @@ def _demo_model(settings: DemoSettings) -> Path:
         warmup_epochs=1,
         optimizer="AdamW",
         lr0=0.003,
-        close_mosaic=5,
+        mosaic=0.0,
         workers=0,
         seed=0,
         plots=False,
