@@ -309,7 +309,9 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     _step(2, "registry")
     registry = Registry(out / "registry")
     version = registry.add(model_dir, why="demo model")
-    registry.promote(version.name, version.version, Stage.PRODUCTION, force=True, why="demo bootstrap")
+    current = registry.production(version.name)
+    if current is None or current.version != version.version:  # a rerun finds it promoted already
+        registry.promote(version.name, version.version, Stage.PRODUCTION, force=True, why="demo bootstrap")
     registry.follow("demo", "station1", version.name)
     click.echo(f"  {version.name}:{version.version} is production in {out / 'registry'}")
 
