@@ -8,7 +8,6 @@ exits 1 when any check fails.
 
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -64,67 +63,61 @@ def _check_model(cfg: LineguardConfig) -> Check:
 
 
 def _check_broker(cfg: LineguardConfig, timeout_s: float) -> Check:
+    """Connect the way the daemon does (same settings, TLS context, password file); on failure the
+    daemon's own diagnosis says why."""
     if not cfg.mqtt.enabled:
         return Check("broker", True, "MQTT disabled: verdicts go to the JSON-lines file")
-    where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
-    try:
-        with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        return Check(
-            "broker",
-            False,
-            f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}",
-            "start the broker or fix mqtt.host / mqtt.port",
-        )
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    result: dict[str, str] = {}
+    from lineguard.edge._mqtt_link import diagnose, link_settings
+
+    try:
+        settings = link_settings(cfg)
+    except LineguardError as exc:
+        return Check("broker", False, str(exc), "fix the file named above in the mqtt section")
+    reasons: list[object] = []
     done = threading.Event()
-    protocol = mqtt.MQTTv5 if cfg.mqtt.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=protocol)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=settings.protocol)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.ssl_context is not None:
+        client.tls_set_context(settings.ssl_context)
 
     def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object = None) -> None:
-        result["reason"] = str(reason)
-        result["failed"] = "1" if getattr(reason, "is_failure", False) else ""
+        reasons.append(reason)
         done.set()
 
     client.on_connect = on_connect
     try:
-        if cfg.mqtt.username:
-            password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
-            client.username_pw_set(cfg.mqtt.username, password)
-        if cfg.mqtt.tls is not None:
-            tls = cfg.mqtt.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-            )
-        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
+        client.connect(settings.host, settings.port, keepalive=10)
         client.loop_start()
         done.wait(timeout_s)
-    except (OSError, ValueError) as exc:
-        return Check("broker", False, f"{where}: {exc}", "check mqtt.tls files and the broker's listener")
+    except (OSError, ValueError):
+        return Check(
+            "broker",
+            False,
+            diagnose(settings, connack_missing=False, timeout_s=timeout_s),
+            "start the broker or fix mqtt.host / mqtt.port / mqtt.tls",
+        )
     finally:
         client.loop_stop()
         client.disconnect()
-    if not done.is_set():
+    if not reasons:
         return Check(
             "broker",
             False,
-            f"{where} accepted TCP but no MQTT answer (TLS port without TLS?)",
+            diagnose(settings, connack_missing=True, timeout_s=timeout_s),
             "set mqtt.tls for a TLS listener, or use the plaintext port",
         )
-    if result["failed"]:
+    if getattr(reasons[0], "is_failure", False):
         return Check(
             "broker",
             False,
-            f"{where} refused the connection: {result['reason']}",
+            f"{settings.addr} refused the connection: {reasons[0]}",
             "check mqtt.username and the password file",
         )
-    return Check("broker", True, f"connected to {where} (MQTT {cfg.mqtt.protocol})")
+    return Check("broker", True, f"connected to {settings.addr} (MQTT {cfg.mqtt.protocol})")
 
 
 def _check_http(name: str, url: str, timeout_s: float, fix: str) -> Check:

@@ -2,7 +2,7 @@
 
 Every part (``edge``, ``training``, ``labeling``, ``registry``, ``monitoring``) builds on these
 names and on nothing of each other's internals; this package imports only the standard library,
-pydantic, numpy and PyYAML, so any install of lineguard has it.
+pydantic, numpy, PyYAML and click, so any install of lineguard has it.
 """
 
 from __future__ import annotations

@@ -239,6 +239,8 @@ class _VerdictTap:
 def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float, out: Path) -> Path:
     import cv2
 
+    from lineguard.training.dataset_stats import write_tile_grid
+
     picked = [v for v in verdicts if v["verdict"] == "FAIL"][:6]
     picked += [v for v in verdicts if v["verdict"] != "FAIL"][: 8 - len(picked)]
     tiles = []
@@ -268,11 +270,7 @@ def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float
             1,
         )
         tiles.append(tile)
-    while len(tiles) < 8:
-        tiles.append(np.zeros((240, 240, 3), np.uint8))
-    grid = np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:8])])
-    cv2.imwrite(str(out), grid)
-    return out
+    return write_tile_grid(tiles, out)
 
 
 @click.command()

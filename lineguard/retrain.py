@@ -24,6 +24,7 @@ from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import InputError
 
 if TYPE_CHECKING:
+    from lineguard.labeling import LabelStudioClient
     from lineguard.training.config import TrainConfig
 
 __all__ = ["RetrainReport", "next_version", "retrain", "retrain_command"]
@@ -54,7 +55,7 @@ def retrain(
     project: str,
     parent_data: Path,
     out: Path,
-    client: object,
+    client: LabelStudioClient,
     epochs: int = 10,
     auto_promote: bool = False,
     train_cfg: TrainConfig | None = None,
@@ -66,14 +67,12 @@ def retrain(
     epochs and image size are replaced by production's weights, ``epochs`` and production's input
     size.
     """
-    from lineguard.labeling import LabelStudioClient, pull_dataset
+    from lineguard.labeling import pull_dataset
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
     from lineguard.training.config import TrainConfig
     from lineguard.training.export import export_run
     from lineguard.training.train import train
 
-    if not isinstance(client, LabelStudioClient):
-        raise InputError("retrain needs a Label Studio client")
     registry = Registry(cfg.registry.root)
     production = registry.production(name)
     if production is None:

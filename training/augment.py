@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from lineguard.errors import DatasetError
 from lineguard.training.config import AugmentConfig
-from lineguard.training.dataset_stats import read_class_names, read_yolo_labels
+from lineguard.training.dataset_stats import read_class_names, read_yolo_labels, write_tile_grid
 from lineguard.training.offline import set_offline_environment
 
 __all__ = ["build_transforms", "write_preview"]
@@ -86,13 +86,7 @@ def write_preview(
             class_labels=[r[0] for r in rows],
         )
         tiles.append(_draw(out["image"], out["bboxes"], out["class_labels"], classes, tile))
-    cols = 4
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    grid = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out_png), grid)
-    return out_png
+    return write_tile_grid(tiles, out_png)
 
 
 def _draw(

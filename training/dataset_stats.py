@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 from lineguard.errors import DatasetError
 
-__all__ = ["DatasetStats", "dataset_stats", "read_class_names", "read_yolo_labels", "write_sample_grid"]
+__all__ = [
+    "DatasetStats",
+    "dataset_stats",
+    "read_class_names",
+    "read_yolo_labels",
+    "write_sample_grid",
+    "write_tile_grid",
+]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -117,9 +126,12 @@ def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int
         tiles.append(image)
     if not tiles:
         raise DatasetError(f"{root} has no images to draw")
-    cols = 4
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
+    return write_tile_grid(tiles, out_png)
+
+
+def write_tile_grid(tiles: list[npt.NDArray[Any]], out_png: Path, *, cols: int = 4) -> Path:
+    """Lay equal-sized BGR tiles out ``cols`` to a row (blank tiles fill the last row) as a PNG."""
+    tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
     grid = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
     out_png.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_png), grid)
