@@ -31,6 +31,7 @@ __all__ = ["DemoSummary", "demo", "score_verdicts"]
 
 _SEED_TRAIN = 11  # the training line; the camera uses another seed, so every unit is unseen
 _SEED_CAMERA = 2026
+_LS_PROJECT = "lineguard demo"  # its own project, so the demo never relabels a station's
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class DemoSettings:
     epochs: int = 30
     defect_rate: float = 0.5
     max_escape: float = 0.05  # calibration target: defective units judged PASS
-    recipe: int = 2  # bump when the training recipe below changes, so the cache retrains
+    recipe: int = 3  # bump when the training recipe below changes, so the cache retrains
 
     def key(self) -> str:
         text = json.dumps([__version__, *astuple(self)])
@@ -112,7 +113,7 @@ def _demo_model(settings: DemoSettings) -> Path:
     from lineguard.training.calibrate import calibrate_run
     from lineguard.training.config import TrainConfig
     from lineguard.training.export import export_run
-    from lineguard.training.synthetic_dataset import write_synthetic_dataset
+    from lineguard.training.synthetic_dataset import SYNTHETIC_LINE_AUGMENT, write_synthetic_dataset
     from lineguard.training.train import train
 
     root = _cache_root() / "demo" / settings.key()
@@ -148,6 +149,7 @@ def _demo_model(settings: DemoSettings) -> Path:
         workers=0,
         seed=0,
         plots=False,
+        augment=SYNTHETIC_LINE_AUGMENT,
     )
     result = train(data, run, cfg, progress=_every_fifth_epoch)
     click.echo(f"  trained in {time.monotonic() - started:.0f} s: mAP50 {result.map50:.2f}")
@@ -273,6 +275,45 @@ def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float
     return write_tile_grid(tiles, out)
 
 
+def _label_studio_settings(run_dir: Path, classes: list[str]) -> dict[str, str]:
+    """Sampling settings that send doubtful frames to the Label Studio named in the environment.
+
+    The demo creates its own project there (never touching the station default's), and falls back
+    to the local review queue alone when the server is missing or refuses, so it always runs. The
+    station reads its token from a file (so it never shows in ``ps`` or a config dump); the demo
+    writes the one from ``LABEL_STUDIO_API_KEY`` into its run folder, readable by the owner only.
+    """
+    from lineguard.errors import LineguardError
+    from lineguard.labeling import LabelStudioClient
+
+    url = os.environ.get("LABEL_STUDIO_URL", "")
+    token = os.environ.get("LABEL_STUDIO_API_KEY", "")
+    if not url:
+        return {}
+    if not token:
+        click.echo("  LABEL_STUDIO_URL is set but LABEL_STUDIO_API_KEY is not: Label Studio is not used")
+        return {}
+    try:
+        client = LabelStudioClient(url, token)
+        try:
+            project, _ = client.ensure_project(_LS_PROJECT, classes)
+        finally:
+            client.close()
+    except LineguardError as exc:
+        click.echo(f"  Label Studio is not used: {exc}")
+        return {}
+    token_file = run_dir / "label_studio.token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    click.echo(f"  Label Studio project {project.title!r}: {client.url}/projects/{project.id}")
+    return {
+        "label_studio_url": url,
+        "label_studio_token_file": str(token_file),
+        "label_studio_project": _LS_PROJECT,
+    }
+
+
 @click.command()
 @click.option(
     "--units",
@@ -294,6 +335,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     """Run the whole loop on a synthetic line: data, model, registry, edge, verdicts, summary."""
     from lineguard.config import load_config
     from lineguard.edge import EdgeDaemon
+    from lineguard.model_card import ModelCard
     from lineguard.registry import Registry, Stage
 
     started = time.monotonic()
@@ -316,7 +358,8 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     _step(3, "edge station on the synthetic camera")
     use_mqtt = _broker_reachable(mqtt_host, mqtt_port)
     jsonl = run_dir / "verdicts.jsonl"
-    ls_url = os.environ.get("LABEL_STUDIO_URL", "")
+    review = _label_studio_settings(run_dir, ModelCard.load(model_dir / "model_card.json").classes)
+    ls_url = review.get("label_studio_url", "")
     cfg = load_config(
         None,
         overrides={
@@ -332,7 +375,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
             "mqtt": {"enabled": use_mqtt, "host": mqtt_host, "port": mqtt_port},
             "http": {"port": 0},
             "jsonl_path": str(jsonl),
-            "sampling": {"label_studio_url": ls_url},
+            "sampling": review,
         },
     )
     topic = cfg.topic_prefix + "verdict"

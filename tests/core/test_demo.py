@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from support.label_studio import LabelStudioInfo
 from support.mosquitto import free_port
 
 from lineguard.demo import DemoSettings
+from lineguard.labeling import LabelStudioClient
+from lineguard.labeling.review_outbox import read_stats
 
 
-def _demo(cache: Path, out: Path, port: int) -> subprocess.CompletedProcess[str]:
+def _demo(
+    cache: Path, out: Path, port: int, label_studio: LabelStudioInfo | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_")}
+    if label_studio is not None:
+        env |= {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}
+        env["LINEGUARD_SAMPLING__AUDIT_SHARE"] = "1"  # the random tiny model doubts nothing: audit all
     return subprocess.run(
         [
             sys.executable,
@@ -31,7 +42,7 @@ def _demo(cache: Path, out: Path, port: int) -> subprocess.CompletedProcess[str]
         text=True,
         check=False,
         timeout=300,
-        env={**os.environ, "LINEGUARD_CACHE_DIR": str(cache)},
+        env={**env, "LINEGUARD_CACHE_DIR": str(cache)},
     )
 
 
@@ -50,3 +61,25 @@ def test_demo_scores_every_unit_and_can_run_again(tmp_path: Path, tiny_model: Pa
     assert len(verdict_files) == 1 and len(verdict_files[0].read_text().splitlines()) == 30
     again = _demo(cache, tmp_path / "out", no_broker)  # the registry already holds the model
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.labelstudio
+def test_demo_sends_doubtful_frames_to_its_own_label_studio_project(
+    tmp_path: Path, tiny_model: Path, label_studio: LabelStudioInfo
+) -> None:
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    stale = client.find_project("lineguard demo")
+    if stale is not None:  # an earlier run's tasks would blur the count below
+        client.delete_project(stale.id)
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_model, cache / "demo" / DemoSettings().key() / "model")
+    run = _demo(cache, tmp_path / "out", free_port(), label_studio)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"doubtful frames go to the review queue and Label Studio at {label_studio.url}" in run.stdout
+    project = client.project("lineguard demo")
+    assert project.classes == json.loads((tiny_model / "model_card.json").read_text())["classes"]
+    (station,) = (tmp_path / "out").glob("*/station")
+    queue = read_stats(station / "review")
+    assert queue is not None and queue.sent + queue.depth > 0, "no frame was sampled for review"
+    assert client.project_counts(project.id)["tasks"] == queue.sent  # the rest wait, none lost
+    client.close()
