@@ -9,6 +9,7 @@ plain words rather than hiding a miss.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,6 +116,11 @@ def _goals(report: LatencyReport) -> list[str]:
     return lines
 
 
+def _busy(settings: dict[str, Any]) -> bool:
+    """Other work ran when the benchmark started: 1-minute load above a quarter of the cores."""
+    return float(settings["load_avg_start"][0]) > 0.25 * int(settings["cpu_count"])
+
+
 def markdown(report: LatencyReport) -> str:
     s = report.settings
     la0, la1 = s["load_avg_start"], s["load_avg_end"]
@@ -127,9 +133,14 @@ def markdown(report: LatencyReport) -> str:
         f"{s['conf']}, NMS IoU {s['iou']}; CPU {s['cpu']}, {s['cpu_count']} cores. All paths ran "
         "in alternating blocks of 10 frames in this one run, so ratios compare like with like.",
         "",
-        f"**Absolute times were taken under load**: load average (1/5/15 min) {la0[0]}/{la0[1]}/{la0[2]} "
-        f"at the start, {la1[0]}/{la1[1]}/{la1[2]} at the end on {s['cpu_count']} cores. "
-        "Quote the ratios; the milliseconds are pessimistic.",
+        (
+            "**Absolute times were taken under load**: "
+            if _busy(s)
+            else "The machine was idle at the start (the end figure includes this benchmark's own load): "
+        )
+        + f"load average (1/5/15 min) {la0[0]}/{la0[1]}/{la0[2]} at the start, "
+        f"{la1[0]}/{la1[1]}/{la1[2]} at the end on {s['cpu_count']} cores."
+        + (" Quote the ratios; the milliseconds are pessimistic." if _busy(s) else ""),
         "",
     ]
     if report.mqtt.get("broker"):
@@ -185,7 +196,8 @@ def _histogram(report: LatencyReport, path: Path) -> None:
                 label=f"{label} (p50 {np.median(values):.1f} ms)",
             )
     s = report.settings
-    ax.set_title(f"{Path(s['model']).name}, {s['imgsz']} px, {s['frames']} frames (machine under load)")
+    load = " (machine under load)" if _busy(s) else ""
+    ax.set_title(f"{Path(s['model']).name}, {s['imgsz']} px, {s['frames']} frames{load}")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("frames")
     ax.legend(fontsize=7)

@@ -16,7 +16,7 @@ from support.mosquitto import Broker, free_port
 
 from lineguard.benchmarks.cli import bench
 from lineguard.benchmarks.latency import EDGE_STAGES, Variant, run_latency_benchmark
-from lineguard.benchmarks.latency_report import write_report
+from lineguard.benchmarks.latency_report import markdown, write_report
 from lineguard.errors import InputError
 from lineguard.training.evaluate import evaluate
 
@@ -37,8 +37,12 @@ def test_benchmark_reports_every_stage_and_the_ratio_to_ultralytics(tiny_model: 
     assert len(data["settings"]["load_avg_start"]) == 3
     text = paths["markdown"].read_text()
     assert "| onnxruntime | fp32 |" in text and "| ultralytics predict |" in text
-    assert "under load" in text
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    cores = data["settings"]["cpu_count"]
+    report.settings["load_avg_start"] = [0.5 * cores, 0.5 * cores, 0.5 * cores]
+    assert "taken under load" in markdown(report)  # so nobody quotes its milliseconds as absolute
+    report.settings["load_avg_start"] = [0.0, 0.0, 0.0]
+    assert "idle at the start" in markdown(report) and "under load" not in markdown(report)
 
 
 def test_map50_per_variant_matches_lineguard_evaluate(
