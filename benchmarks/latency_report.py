@@ -124,6 +124,7 @@ def _busy(settings: dict[str, Any]) -> bool:
 def markdown(report: LatencyReport) -> str:
     s = report.settings
     la0, la1 = s["load_avg_start"], s["load_avg_end"]
+    busy = _busy(s)
     model = s.get("model_label") or Path(s["model"]).name
     lines = [
         f"# Edge latency: {model} at {s['imgsz']} px, {s['threads']} threads",
@@ -135,12 +136,12 @@ def markdown(report: LatencyReport) -> str:
         "",
         (
             "**Absolute times were taken under load**: "
-            if _busy(s)
+            if busy
             else "The machine was idle at the start (the end figure includes this benchmark's own load): "
         )
         + f"load average (1/5/15 min) {la0[0]}/{la0[1]}/{la0[2]} at the start, "
         f"{la1[0]}/{la1[1]}/{la1[2]} at the end on {s['cpu_count']} cores."
-        + (" Quote the ratios; the milliseconds are pessimistic." if _busy(s) else ""),
+        + (" Quote the ratios; the milliseconds are pessimistic." if busy else ""),
         "",
     ]
     if report.mqtt.get("broker"):

@@ -17,7 +17,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from support.label_studio import LabelStudioInfo
+from support.label_studio import GTBox, LabelStudioInfo, ls_result
 
 from lineguard.config import SamplingConfig
 from lineguard.detections import Detections
@@ -54,7 +54,6 @@ def ls_project(ls_client: LabelStudioClient) -> Iterator[Project]:
 
 
 THRESHOLDS = dict.fromkeys(CLASSES, 0.5)
-GTBox = tuple[int, float, float, float, float]
 
 
 def defective_and_good_units(
@@ -73,28 +72,6 @@ def defective_and_good_units(
 def as_detections(boxes: list[GTBox], confidence: float) -> Detections:
     xyxy = [[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2] for _, cx, cy, w, h in boxes]
     return Detections.from_arrays(xyxy, [confidence] * len(boxes), [c for c, *_ in boxes])
-
-
-def ls_result(boxes: list[GTBox], names: list[str] | None = None) -> list[dict[str, Any]]:
-    labels = names or [CLASSES[c] for c, *_ in boxes]
-    return [
-        {
-            "from_name": "label",
-            "to_name": "image",
-            "type": "rectanglelabels",
-            "original_width": 160,
-            "original_height": 160,
-            "value": {
-                "x": 100 * (cx - w / 2),
-                "y": 100 * (cy - h / 2),
-                "width": 100 * w,
-                "height": 100 * h,
-                "rotation": 0,
-                "rectanglelabels": [name],
-            },
-        }
-        for (_, cx, cy, w, h), name in zip(boxes, labels, strict=True)
-    ]
 
 
 def verdict(unit: str) -> Verdict:
@@ -200,7 +177,8 @@ def test_frames_round_trip_to_a_dataset_version_box_for_box(
     annotate(label_studio, ids["confirmed"], ls_result(list(confirmed.labels)))
     annotate(label_studio, ids["good"], [])
     annotate(label_studio, ids["skipped"], [], cancel=True)
-    annotate(label_studio, ids["unknown"], ls_result(list(unknown.labels), ["dent"] * len(unknown.labels)))
+    dents = ["dent"] * len(unknown.labels)
+    annotate(label_studio, ids["unknown"], ls_result(list(unknown.labels), names=dents))
 
     # --- back into training data --------------------------------------------------------------
     first = tmp_path / "v2"

@@ -26,13 +26,13 @@ import numpy.typing as npt
 from lineguard.config import CameraConfig
 from lineguard.edge.sources import SyntheticSource
 from lineguard.monitoring import Metrics
-from lineguard.synthetic import CLASSES, condition_named, render_unit
+from lineguard.synthetic import condition_named, render_unit
 from lineguard.verdict import Verdict, VerdictKind
+from support.label_studio import GTBox, ls_result
 
-__all__ = ["ShiftingLine", "Tally", "label_from_truth", "ls_result", "tasks_of", "write_figures"]
+__all__ = ["ShiftingLine", "Tally", "label_from_truth", "tasks_of", "write_figures"]
 
 Image = npt.NDArray[np.uint8]
-GTBox = tuple[int, float, float, float, float]
 
 
 class ShiftingLine(SyntheticSource):
@@ -129,28 +129,6 @@ class Tally:
             f"accuracy {100 * self.accuracy:.1f}%, escape {f['escape_rate']}, "
             f"overkill {f['overkill_rate']}, NO_DECISION {f['no_decision_rate']}"
         )
-
-
-def ls_result(boxes: tuple[GTBox, ...], size: int) -> list[dict[str, Any]]:
-    """A Label Studio rectangle annotation holding ``boxes`` (YOLO rows)."""
-    return [
-        {
-            "from_name": "label",
-            "to_name": "image",
-            "type": "rectanglelabels",
-            "original_width": size,
-            "original_height": size,
-            "value": {
-                "x": 100 * (cx - w / 2),
-                "y": 100 * (cy - h / 2),
-                "width": 100 * w,
-                "height": 100 * h,
-                "rotation": 0,
-                "rectanglelabels": [CLASSES[c]],
-            },
-        }
-        for c, cx, cy, w, h in boxes
-    ]
 
 
 def tasks_of(url: str, token: str, project_id: int) -> list[dict[str, Any]]:

@@ -15,19 +15,48 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 
+from lineguard.synthetic import CLASSES
 from support.mosquitto import free_port
 
-__all__ = ["SCRIPT", "LabelStudioInfo", "PrivateLabelStudio", "require_label_studio"]
+__all__ = ["SCRIPT", "GTBox", "LabelStudioInfo", "PrivateLabelStudio", "ls_result", "require_label_studio"]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "label_studio.sh"
 _START_HINT = 'start one with: eval "$(scripts/label_studio.sh start)"'
+
+GTBox = tuple[int, float, float, float, float]  # a YOLO label row: class, cx, cy, w, h (0..1)
+
+
+def ls_result(
+    boxes: Sequence[GTBox], size: int = 160, names: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rectangles a QA person would draw for ``boxes`` (class names from the synthetic line)."""
+    labels = names if names is not None else [CLASSES[c] for c, *_ in boxes]
+    return [
+        {
+            "from_name": "label",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "original_width": size,
+            "original_height": size,
+            "value": {
+                "x": 100 * (cx - w / 2),
+                "y": 100 * (cy - h / 2),
+                "width": 100 * w,
+                "height": 100 * h,
+                "rotation": 0,
+                "rectanglelabels": [name],
+            },
+        }
+        for (_, cx, cy, w, h), name in zip(boxes, labels, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
