@@ -26,6 +26,21 @@ def _frame_size(value: str) -> tuple[int, int]:
     return width, height
 
 
+def _weights_of(model_path: Path) -> Path | None:
+    """The PyTorch weights an ONNX model was exported from, when they are still where they were."""
+    from lineguard.model_card import ModelCard
+
+    beside = model_path.with_suffix(".pt")  # a model built by the benchmark itself
+    if beside.is_file():
+        return beside
+    card_path = model_path.parent / "model_card.json"
+    if not card_path.is_file():
+        return None  # loading the model says what is missing
+    card = ModelCard.load(card_path)
+    best = Path(card.training_run) / "weights" / "best.pt" if card.training_run else None
+    return best if best is not None and best.is_file() else None
+
+
 @click.group()
 def bench() -> None:
     """Latency and accuracy benchmarks."""
@@ -65,6 +80,13 @@ def bench() -> None:
     help="A quantized (QDQ) ONNX with its card: also measured as 'int8' on each --backend.",
 )
 @click.option(
+    "--weights",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The .pt the ONNX came from, for ultralytics' own OpenVINO export "
+    "[default: weights/best.pt of the card's training run].",
+)
+@click.option(
     "--data",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -102,6 +124,7 @@ def latency(
     backends: tuple[str, ...],
     precisions: tuple[str, ...],
     int8_model: Path | None,
+    weights: Path | None,
     data: Path | None,
     split: str,
     mqtt_host: str,
@@ -155,6 +178,10 @@ def latency(
                         f"--imgsz {imgsz} does not match {path.name}'s input size {card.input_size}; "
                         "omit --imgsz or export the model at that size"
                     )
+        if weights is None:
+            weights = _weights_of(model_path)
+        if weights is None and "openvino" in backends and not no_ultralytics:
+            say("ultralytics' own OpenVINO export skipped: the card names no training run (pass --weights)")
         variants = []
         for backend in dict.fromkeys(backends):
             for precision in dict.fromkeys(precisions) if backend == "openvino" else ("fp32",):
@@ -171,6 +198,7 @@ def latency(
             conf=conf,
             iou=iou,
             compare_ultralytics=not no_ultralytics,
+            ultralytics_weights=weights,
             data=data,
             split=split,
             mqtt=mqtt,

@@ -3,7 +3,9 @@
 One run decodes the same JPEG frames through the edge path (capture/decode -> quality gate ->
 preprocess -> inference -> postprocess -> verdict policy) on every backend/precision asked for,
 optionally commits each verdict through the real outbox and MQTT delivery until a subscriber
-receives it, and runs ``YOLO(model.onnx).predict`` on the same frames; the paths alternate in
+receives it, and runs ``YOLO(model.onnx).predict`` on the same frames (and, when OpenVINO is
+measured and the model's PyTorch weights are at hand, ``predict`` on ultralytics' own OpenVINO
+export of those weights, so OpenVINO is compared with OpenVINO too); the paths alternate in
 blocks of frames so all see the same load on a shared machine, and ratios of medians compare
 them. With a dataset it also scores every variant's mAP50 on the validation split, so a speed-up
 never hides an accuracy loss. The report files are written by ``latency_report``.
@@ -190,6 +192,21 @@ class EdgePipeline:
         return decision
 
 
+def _cpu_name() -> str:
+    """The CPU's model and the vector extensions that decide which precision is fast on it."""
+    name, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    wanted = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
+
+
 def _fps(recorder: LatencyRecorder, stage: str) -> float:
     samples = recorder.samples.get(stage, [])
     return len(samples) / sum(samples) if samples else float("nan")
@@ -229,9 +246,28 @@ class UltralyticsPredict:
         return Detections.from_arrays(boxes.xyxyn.numpy(), boxes.conf.numpy(), boxes.cls.numpy())
 
 
+def export_ultralytics_openvino(weights: Path, imgsz: int, out_dir: Path) -> Path:
+    """Ultralytics' own OpenVINO export (fp32, static ``imgsz``) of ``weights``; returns its folder."""
+    import shutil
+    import warnings
+
+    from lineguard.training.offline import load_ultralytics
+
+    yolo_class: Any = load_ultralytics().YOLO
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy = out_dir / weights.name  # ultralytics writes the export beside the weights it loaded
+    shutil.copyfile(weights, copy)
+    with warnings.catch_warnings():  # torch's tracer warnings are expected here
+        warnings.simplefilter("ignore")
+        exported = yolo_class(str(copy)).export(
+            format="openvino", imgsz=imgsz, half=False, int8=False, dynamic=False, batch=1, verbose=False
+        )
+    return Path(exported)
+
+
 def _interleaved(
     pipelines: Sequence[EdgePipeline],
-    reference: UltralyticsPredict | None,
+    references: Sequence[UltralyticsPredict],
     jpegs: Sequence[bytes],
     *,
     warmup: int,
@@ -241,13 +277,13 @@ def _interleaved(
     for i in range(min(warmup, len(jpegs))):
         for pipeline in pipelines:
             pipeline.step(jpegs[i], record=False)
-        if reference is not None:
+        for reference in references:
             reference.step(jpegs[i], record=False)
     for first in range(0, len(jpegs), block):
         for pipeline in pipelines:
             for jpeg in jpegs[first : first + block]:
                 pipeline.step(jpeg)
-        if reference is not None:
+        for reference in references:
             for jpeg in jpegs[first : first + block]:
                 reference.step(jpeg)
 
@@ -282,6 +318,8 @@ class LatencyReport:
     ultralytics_fps: float | None = None
     ultralytics_map50: float | None = None
     ultralytics_map50_95: float | None = None
+    ultralytics_openvino: dict[str, StageStats] = field(default_factory=dict)  # its own OpenVINO export
+    ultralytics_openvino_map50: float | None = None
     mqtt: dict[str, Any] = field(default_factory=dict)
     samples_ms: dict[str, list[float]] = field(default_factory=dict)
 
@@ -291,7 +329,9 @@ class LatencyReport:
         return json.dumps(data, indent=2)
 
 
-def _ratios(result: VariantResult, ultralytics: dict[str, StageStats]) -> dict[str, float]:
+def _ratios(
+    result: VariantResult, ultralytics: dict[str, StageStats], openvino: dict[str, StageStats]
+) -> dict[str, float]:
     if "predict" not in ultralytics:
         return {}
     predict = ultralytics["predict"].p50_ms
@@ -304,6 +344,10 @@ def _ratios(result: VariantResult, ultralytics: dict[str, StageStats]) -> dict[s
     for label in ("fsync", "no_fsync"):
         if f"e2e_{label}" in result.stages:
             ratios[f"decode_predict_over_e2e_{label}"] = decode_predict / result.stages[f"e2e_{label}"].p50_ms
+    if "predict" in openvino:
+        ratios["openvino_predict_over_frame_to_verdict"] = (
+            openvino["predict"].p50_ms / result.stages["frame_to_verdict"].p50_ms
+        )
     return ratios
 
 
@@ -326,6 +370,7 @@ def run_latency_benchmark(
     conf: float = 0.05,
     iou: float = 0.45,
     compare_ultralytics: bool = True,
+    ultralytics_weights: Path | None = None,
     data: Path | None = None,
     split: str = "val",
     mqtt: tuple[str, int] | None = None,
@@ -335,7 +380,9 @@ def run_latency_benchmark(
     """Measure every variant (default: onnxruntime fp32 on ``model_path``) and ultralytics' predict.
 
     ``mqtt`` (host, port) adds the end-to-end leg, once per outbox mode in ``outbox_modes``
-    (True = fsync), used in turn unit by unit; ``data`` adds mAP50 on its ``split``.
+    (True = fsync), used in turn unit by unit; ``data`` adds mAP50 on its ``split``;
+    ``ultralytics_weights`` (the ``.pt`` the ONNX came from) adds ultralytics' predict on its own
+    OpenVINO export when an OpenVINO variant is measured.
     """
     chosen = list(variants or [Variant("onnxruntime", "fp32", model_path)])
     val = ValidationSet.load(data, split) if data is not None else None  # fail early on a bad --data
@@ -368,13 +415,17 @@ def run_latency_benchmark(
             for d in detectors
         ]
         imgsz = card.input_size
-        reference = None
+        references = []
         if compare_ultralytics:
-            reference = UltralyticsPredict(model_path, imgsz=imgsz, conf=conf, iou=iou)
+            references.append(UltralyticsPredict(model_path, imgsz=imgsz, conf=conf, iou=iou))
+            if ultralytics_weights is not None and any(v.backend == "openvino" for v in chosen):
+                say(f"exporting {ultralytics_weights.name} with ultralytics' own OpenVINO exporter ...")
+                ov_dir = export_ultralytics_openvino(ultralytics_weights, imgsz, tmp / "ultralytics-openvino")
+                references.append(UltralyticsPredict(ov_dir, imgsz=imgsz, conf=conf, iou=iou))
         say(f"timing {len(chosen)} variant(s) on {frames} frames ...")
-        _interleaved(pipelines, reference, jpegs, warmup=warmup, block=10)
+        _interleaved(pipelines, references, jpegs, warmup=warmup, block=10)
         lost = {p.label: p.lost for p in probes}
-        runtimes = [d.backend for d in detectors]
+        runtimes = [f"{d.backend} in {d.inference_precision}" for d in detectors]
     results = []
     samples_ms: dict[str, list[float]] = {}
     for v, pipeline, runtime in zip(chosen, pipelines, runtimes, strict=True):
@@ -393,20 +444,28 @@ def run_latency_benchmark(
         main_stage = "e2e_fsync" if "e2e_fsync" in rec.samples else "frame_to_verdict"
         samples_ms[f"{v.label} {main_stage}"] = [s * 1e3 for s in rec.samples[main_stage]]
     report = LatencyReport(settings={}, variants=results, samples_ms=samples_ms)
-    if reference is not None:
-        ul = reference.recorder
+    if references:
+        ul = references[0].recorder
         report.ultralytics, report.ultralytics_fps = ul.stats(), _fps(ul, "predict")
         report.samples_ms["ultralytics predict"] = [s * 1e3 for s in ul.samples["predict"]]
+    if len(references) > 1:
+        report.ultralytics_openvino = references[1].recorder.stats()
+        report.samples_ms["ultralytics predict (OpenVINO export)"] = [
+            s * 1e3 for s in references[1].recorder.samples["predict"]
+        ]
     for r in results:
-        r.ratios = _ratios(r, report.ultralytics)
+        r.ratios = _ratios(r, report.ultralytics, report.ultralytics_openvino)
     if val is not None:
         for v, r in zip(chosen, results, strict=True):
             acc = _accuracy(v, val, threads, say)
             r.map50, r.map50_95 = acc.map50, acc.map50_95
-        if reference is not None:
-            say("scoring ultralytics predict ...")
+        for i, reference in enumerate(references):
+            say(f"scoring ultralytics predict{' (OpenVINO export)' if i else ''} ...")
             acc = score(reference.detect_for_eval, val)
-            report.ultralytics_map50, report.ultralytics_map50_95 = acc.map50, acc.map50_95
+            if i == 0:
+                report.ultralytics_map50, report.ultralytics_map50_95 = acc.map50, acc.map50_95
+            else:
+                report.ultralytics_openvino_map50 = acc.map50
     report.mqtt = {
         "broker": f"{mqtt[0]}:{mqtt[1]}" if mqtt else None,
         "outbox_modes": [p.label for p in probes] if mqtt else [],
@@ -419,9 +478,11 @@ def run_latency_benchmark(
         "frame_size": f"{frame_size[0]}x{frame_size[1]}",
         "conf": conf,
         "iou": iou,
+        "ultralytics_weights": str(ultralytics_weights) if ultralytics_weights is not None else None,
         "data": str(data) if data is not None else None,
         "split": split if data is not None else None,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu_count": os.cpu_count(),
         "load_avg_start": [round(x, 2) for x in load_start],
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],

@@ -31,7 +31,10 @@ def build_random_yolo_onnx(
     name: str = "tiny",
     lively: bool = False,
 ) -> Path:
-    """Write ``model.onnx`` and ``model_card.json`` into ``out_dir``; return the ONNX path."""
+    """Write ``model.onnx``, ``model_card.json`` and the weights (``model.pt``) into ``out_dir``.
+
+    Returns the ONNX path; ``model.pt`` lets the latency benchmark run ultralytics' own exporters.
+    """
     from lineguard.training.offline import load_ultralytics
 
     ultralytics = load_ultralytics(threads=1)
@@ -47,6 +50,7 @@ def build_random_yolo_onnx(
     model = yolo_class(str(yaml_path))
     if lively:
         _make_lively(model.model, imgsz=imgsz, seed=seed)
+    model.save(out_dir / "model.pt")
     with warnings.catch_warnings():  # torch's tracer warnings are expected here; under -W error they abort
         warnings.simplefilter("ignore")
         exported = Path(model.export(format="onnx", imgsz=imgsz, opset=17, simplify=False, verbose=False))

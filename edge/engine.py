@@ -57,6 +57,7 @@ class StageTimes:
 
 class _Runner(Protocol):
     name: str
+    inference_precision: str  # what the runtime computes in, which may differ from what was asked
     input_shape: tuple[Any, ...]
     output_shape: tuple[Any, ...] | None
 
@@ -102,6 +103,7 @@ class _OrtRunner:
         self.input_shape = tuple(inputs[0].shape)
         self.output_shape: tuple[Any, ...] | None = tuple(outputs[0].shape)
         self.name = f"onnxruntime:{self._session.get_providers()[0]}"
+        self.inference_precision = "int8 QDQ" if cfg.precision == "int8" else "f32"
 
     def run(self, tensor: Tensor) -> npt.NDArray[np.float32]:
         out = self._session.run(None, {self._input_name: tensor})[0]
@@ -143,6 +145,11 @@ class _OpenVinoRunner:
         self._request = compiled.create_infer_request()
         self._compiled = compiled
         self.name = "openvino:CPU"
+        # A CPU without bf16 instructions (AVX2-only hosts) quietly runs f32 when bf16 is asked for.
+        ran = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        self.inference_precision = "int8 QDQ" if cfg.precision == "int8" else ran
+        if cfg.precision == "bf16" and ran != "bf16":
+            log.warning("model.precision bf16: this CPU has no bf16 support, OpenVINO runs %s instead", ran)
 
     def run(self, tensor: Tensor) -> npt.NDArray[np.float32]:
         self._request.infer({0: tensor}, share_inputs=True)
@@ -209,6 +216,7 @@ class Detector:
         self.model_path = model_path
         self.backend = runner.name
         self.precision = precision
+        self.inference_precision = runner.inference_precision
         self.min_confidence = min_confidence
         self.nms_iou = nms_iou
         self.max_det = max_det
@@ -289,10 +297,11 @@ class Detector:
             runner.close()
             raise
         log.info(
-            "model %s loaded on %s (%s, %d threads, input %d px)",
+            "model %s loaded on %s (%s computed in %s, %d threads, input %d px)",
             card.ref,
             detector.backend,
             cfg.precision,
+            detector.inference_precision,
             cfg.threads,
             card.input_size,
         )

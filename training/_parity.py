@@ -101,7 +101,13 @@ class _Reader:
 
 
 def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
-    """Static INT8 (QDQ, uint8 activations, int8 weights) calibrated on ``images``."""
+    """Static INT8 (QDQ, uint8 activations, 7-bit int8 weights) calibrated on ``images``.
+
+    ``reduce_range`` keeps weights in 7 bits: on x86 CPUs without VNNI (AVX2 only, e.g. many AMD
+    and older Intel hosts) uint8 x int8 products are summed pairwise into 16 bits, and full-range
+    weights saturate there: a demo model lost 33 of its 33 mAP50 points on such a CPU, and gained
+    one point with 7-bit weights. VNNI hosts run the 7-bit model as fast.
+    """
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -119,6 +125,7 @@ def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
+        reduce_range=True,
         nodes_to_exclude=excluded,
     )
     return dst

@@ -43,6 +43,8 @@ def test_benchmark_reports_every_stage_and_the_ratio_to_ultralytics(tiny_model: 
     assert "taken under load" in markdown(report)  # so nobody quotes its milliseconds as absolute
     report.settings["load_avg_start"] = [0.0, 0.0, 0.0]
     assert "idle at the start" in markdown(report) and "under load" not in markdown(report)
+    report.settings["omp_wait_policy"] = "PASSIVE"  # torch's threads idle: says which baseline this is
+    assert "this run had OMP_WAIT_POLICY=PASSIVE" in markdown(report)
 
 
 def test_map50_per_variant_matches_lineguard_evaluate(
@@ -130,3 +132,19 @@ def test_bf16_without_openvino_backend_is_refused(tiny_model: Path, tmp_path: Pa
     result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, InputError)
     assert "needs --backend openvino" in str(result.exception)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="the openvino extra is not installed")
+def test_openvino_is_also_timed_against_ultralytics_own_openvino_export(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The weights beside the ONNX (or in the card's training run) are exported by ultralytics itself."""
+    args = ["latency", "--model", str(tiny_model / "model.onnx"), "--backend", "openvino"]
+    args += ["--frames", "2", "--warmup", "0", "--frame-size", "320x240", "--no-mqtt"]
+    result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out" / "latency.json").read_text())
+    assert data["ultralytics_openvino"]["predict"]["n"] == 2
+    assert data["variants"][0]["ratios"]["openvino_predict_over_frame_to_verdict"] > 0
+    assert "| ultralytics predict, its OpenVINO export | fp32 |" in result.output
+    assert "ultralytics predict on its own OpenVINO export ÷ edge frame→verdict" in result.output

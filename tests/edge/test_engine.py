@@ -148,8 +148,14 @@ def test_openvino_runs_at_the_configured_precision(tiny_model: Path, precision: 
     with Detector.load(tiny_model / "model.onnx", cfg, min_confidence=0.0005) as detector:
         found, _ = detector.detect(render_unit(1, 0, imgsz=200).image)
         assert (detector.backend, detector.precision) == ("openvino:CPU", precision)
+        ran = detector.inference_precision
     assert len(found) > 0
     assert found.xyxy.min() >= 0.0 and found.xyxy.max() <= 1.0
+    import openvino as ov
+
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    # What actually ran is reported: bf16 on a CPU without it is f32, not a silent claim of bf16.
+    assert ran == {"fp32": "f32", "bf16": "bf16" if has_bf16 else "f32", "int8": "int8 QDQ"}[precision]
 
 
 # --- parity with ultralytics' own predict -------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lineguard.cli import main
@@ -148,11 +149,22 @@ def test_export_card_validates_and_carries_the_run(exported: Path, run: Path, pt
     assert card.metrics.map50 == pytest.approx(pt_eval.map50, abs=0.005)
 
 
-def test_int8_export_reports_its_map_change(exported: Path) -> None:
-    report = json.loads((exported / "export_report.json").read_text())
+def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
+    """Weights stay in 7 bits: full-range int8 saturates on CPUs without VNNI (AVX2 only).
 
+    Whether a model hits the saturation depends on its weights (a demo model lost 33 of its 33
+    mAP50 points on an AVX2 host, this one did not), so the weights' range is checked directly.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    report = json.loads((exported / "export_report.json").read_text())
     int8 = report["int8"]
-    assert isinstance(int8["map50_change_points"], float)
+    assert report["map50"] > 0.15  # a model with boxes worth keeping
+    assert abs(int8["map50_change_points"]) <= 3.0
+    graph = onnx.load(str(Path(int8["folder"]) / "model.onnx")).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
     card = ModelCard.load(Path(int8["folder"]) / "model_card.json")
     assert card.version == "1.0.0-int8" and card.parent == "1.0.0"
 
