@@ -5,8 +5,10 @@ re-inspected), so the quality engineer sets a ceiling on the escape rate and wan
 false rejects under it. On the validation split every unit has a top confidence per class; a unit
 FAILs when any class reaches its threshold. Starting from the best single threshold that meets
 the ceiling, thresholds are raised one grid step at a time, each time on the class whose step
-removes the most overkill while the escape rate stays under the ceiling. The uniform-threshold
-sweep is kept as the trade-off curve (PNG + table).
+removes the most overkill while the escape rate stays under the ceiling, and only while a step
+spares good units: a higher threshold that scraps no fewer good units only lets more defects of
+that class through on the line. The uniform-threshold sweep is kept as the trade-off curve (PNG +
+table).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
     else:
         index = np.full(n_cls, max(feasible))
         while True:
+            current = _cost(unit_rates(scores, defective, GRID[index]))
             best: tuple[tuple[float, float], int] | None = None
             for c in range(n_cls):
                 if index[c] + 1 >= len(GRID):
@@ -95,7 +98,7 @@ def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
                     continue
                 if best is None or _cost(rates) < best[0]:
                     best = (_cost(rates), c)
-            if best is None:
+            if best is None or best[0][0] >= current[0]:
                 break
             index[best[1]] += 1
     final = unit_rates(scores, defective, GRID[index])

@@ -57,6 +57,20 @@ def test_thresholds_meet_the_escape_ceiling_with_less_overkill_than_one_threshol
     assert result.thresholds["pit"] > result.thresholds["scratch"]
 
 
+def test_a_threshold_is_not_raised_when_that_spares_no_good_unit() -> None:
+    """Raising 'scratch' to 0.8 would pass the check here and let a 0.7 scratch through on the line."""
+    rng = np.random.default_rng(1)
+    bad = np.zeros((40, 2))
+    bad[:20, 0] = rng.uniform(0.8, 0.95, 20)  # scratches: very confident
+    bad[20:, 1] = rng.uniform(0.5, 0.6, 20)  # pits: the weakest defects set the starting threshold
+    good = np.zeros((60, 2))
+    good[:, 1] = rng.uniform(0.0, 0.3, 60)  # no good unit ever looks scratched
+    result = calibrate(_evaluation(np.vstack([bad, good]), np.r_[np.ones(40, bool), np.zeros(60, bool)]), 0.0)
+
+    assert result.met and result.overkill_rate == 0.0
+    assert result.thresholds["scratch"] == result.thresholds["pit"] <= 0.5
+
+
 def test_unreachable_target_is_reported_not_hidden() -> None:
     scores = np.zeros((10, 2))  # the model sees nothing on defective units
     result = calibrate(_evaluation(scores, np.ones(10, bool)), max_escape=0.01)
