@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -387,6 +388,9 @@ def run_latency_benchmark(
     chosen = list(variants or [Variant("onnxruntime", "fp32", model_path)])
     val = ValidationSet.load(data, split) if data is not None else None  # fail early on a bad --data
     load_start = os.getloadavg()
+    omp = os.environ.get("OMP_WAIT_POLICY")  # libgomp reads it once, when torch loads
+    if omp is not None and "torch" in sys.modules:
+        omp += " (set after torch loaded: may not apply)"
     jpegs = encode_frames(frames, width=frame_size[0], height=frame_size[1])
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lineguard-bench-mqtt-")))
@@ -482,7 +486,7 @@ def run_latency_benchmark(
         "data": str(data) if data is not None else None,
         "split": split if data is not None else None,
         "cpu": _cpu_name(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_wait_policy": omp,
         "cpu_count": os.cpu_count(),
         "load_avg_start": [round(x, 2) for x in load_start],
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],

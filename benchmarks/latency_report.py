@@ -186,7 +186,13 @@ def markdown(report: LatencyReport) -> str:
         "Ultralytics prepares each frame with torch, whose OpenMP threads keep spinning after that "
         "work and can slow the onnxruntime call that follows on a small CPU; this run had "
         + (
-            f"OMP_WAIT_POLICY={s['omp_wait_policy']}."
+            f"OMP_WAIT_POLICY={s['omp_wait_policy']}"
+            + (
+                " (`lineguard bench latency`'s default, so those threads sleep; OMP_WAIT_POLICY=ACTIVE "
+                "shows predict slowed by them)."
+                if s["omp_wait_policy"] == "PASSIVE"
+                else "."
+            )
             if s.get("omp_wait_policy")
             else "OMP_WAIT_POLICY unset (spinning): run again with OMP_WAIT_POLICY=PASSIVE for a "
             "baseline without that contention."

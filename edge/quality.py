@@ -5,7 +5,7 @@ finds no defect and would say PASS. The gate measures the frame on a small gray 
 brightness, standard deviation = contrast, variance of the Laplacian = sharpness) and compares
 that copy and a sample of raw pixels with the previous frame's to count identical ones in a row.
 It sits on every frame's path to a verdict, so each step is the cheapest OpenCV call that gives
-the same figure (about 0.2 ms per 1280x1024 frame).
+the same figure (0.4 ms per 1280x1024 frame on a 2-core AVX2 CPU).
 """
 
 from __future__ import annotations
