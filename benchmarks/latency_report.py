@@ -139,6 +139,20 @@ def _busy(settings: dict[str, Any]) -> bool:
     return float(settings["load_avg_start"][0]) > 0.25 * int(settings["cpu_count"])
 
 
+def _omp_policy(value: str | None) -> str:
+    if value is None:
+        return (
+            "OMP_WAIT_POLICY unset (spinning): run again with OMP_WAIT_POLICY=PASSIVE for a baseline "
+            "without that contention."
+        )
+    if value == "PASSIVE":
+        return (
+            "OMP_WAIT_POLICY=PASSIVE (`lineguard bench latency`'s default, so those threads sleep; "
+            "OMP_WAIT_POLICY=ACTIVE shows predict slowed by them)."
+        )
+    return f"OMP_WAIT_POLICY={value}."
+
+
 def markdown(report: LatencyReport) -> str:
     s = report.settings
     la0, la1 = s["load_avg_start"], s["load_avg_end"]
@@ -185,18 +199,7 @@ def markdown(report: LatencyReport) -> str:
         "",
         "Ultralytics prepares each frame with torch, whose OpenMP threads keep spinning after that "
         "work and can slow the onnxruntime call that follows on a small CPU; this run had "
-        + (
-            f"OMP_WAIT_POLICY={s['omp_wait_policy']}"
-            + (
-                " (`lineguard bench latency`'s default, so those threads sleep; OMP_WAIT_POLICY=ACTIVE "
-                "shows predict slowed by them)."
-                if s["omp_wait_policy"] == "PASSIVE"
-                else "."
-            )
-            if s.get("omp_wait_policy")
-            else "OMP_WAIT_POLICY unset (spinning): run again with OMP_WAIT_POLICY=PASSIVE for a "
-            "baseline without that contention."
-        ),
+        + _omp_policy(s.get("omp_wait_policy")),
         "",
     ]
     lines += ["## Summary (ms)", "", *_summary(report), "", *_goals(report), ""]
