@@ -107,7 +107,8 @@ class MqttProbe:
         """Commit the unit's verdict and wake the drain thread; wait for the subscriber's copy.
 
         Returns (perf_counter when ``add`` + ``wake`` returned, perf_counter of arrival or None if
-        it did not arrive within ``timeout_s``).
+        it did not arrive within ``timeout_s``). The unit's fsync is awaited after its arrival, so
+        it never runs into the next unit's timings.
         """
 
         def make(seq: int) -> Verdict:
@@ -130,10 +131,12 @@ class MqttProbe:
         self.delivery.wake()
         committed = time.perf_counter()
         with self._cond:
-            if not self._cond.wait_for(lambda: seq in self._arrived, timeout_s):
-                self.lost += 1
-                return committed, None
-            return committed, self._arrived.pop(seq)
+            arrived = self._cond.wait_for(lambda: seq in self._arrived, timeout_s)
+            received = self._arrived.pop(seq) if arrived else None
+        if not arrived:
+            self.lost += 1
+        self.outbox.flush()
+        return committed, received
 
     def close(self) -> None:
         self.delivery.stop(timeout_s=2.0)

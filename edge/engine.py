@@ -308,9 +308,10 @@ class Detector:
         return detector
 
     def _warm_up(self, runs: int) -> None:
-        self._pre.tensor.fill(PAD_VALUE / 255)
+        size = self.card.input_size
+        tensor, _ = self._pre(np.full((size, size, 3), PAD_VALUE, np.uint8))
         for _ in range(runs):
-            out = self._runner.run(self._pre.tensor)
+            out = self._runner.run(tensor)
         want = 4 + len(self.card.classes)
         if out.ndim != 3 or out.shape[0] != 1 or out.shape[1] != want:
             raise ModelError(

@@ -4,12 +4,21 @@ SQLite in WAL mode, one row per unacknowledged verdict, plus the station's last 
 numbering survives restarts. The inspection loop calls ``add`` (one short transaction); a
 delivery thread reads ``pending`` in ``seq`` order and calls ``ack`` when the broker (or the file
 sink) has taken the message. Nothing is pruned: at ``max_pending`` the outbox refuses new verdicts
-with ``OutboxFullError`` so the daemon can say so instead of dropping the oldest. Adds are fsynced
-(``durable=True``); acks are not, because a lost ack only replays a verdict the consumer dedups.
+with ``OutboxFullError`` so the daemon can say so instead of dropping the oldest.
+
+Durability without an fsync on the inspection path: a commit reaches the WAL in the OS page cache,
+which survives the process dying, and the outbox's own thread then fsyncs the WAL (``durable``),
+while the delivery is already publishing. Only a power cut in that window can lose a committed
+row, and then the broker may already hold its verdict; so that its ``seq`` is never handed out
+again, numbers are reserved in durable blocks, and an outbox reopened after the host restarted
+without a clean ``close`` goes on after the reserved block (a gap, never a reused ``seq``).
+Acks are not fsynced: a lost ack only replays a verdict the consumer dedups.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -17,10 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lineguard.errors import DeliveryError
+from lineguard.errors import ConfigError, DeliveryError
 from lineguard.verdict import Verdict
 
-__all__ = ["Outbox", "OutboxFullError", "PendingVerdict"]
+__all__ = ["Outbox", "OutboxFullError", "PendingVerdict", "boot_id"]
+
+log = logging.getLogger(__name__)
+
+SEQ_BLOCK = 1000  # seq numbers reserved per fsync; the most a power cut can skip
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -30,8 +43,20 @@ CREATE TABLE IF NOT EXISTS pending (
     payload TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0), ('seq_reserved', 0), ('boot', 0);
 """
+
+
+def boot_id() -> int:
+    """This boot of the host (Linux's boot id as a number); 0 where the system does not say.
+
+    A process that dies leaves its page cache to the kernel; only a new boot can have lost it.
+    """
+    try:
+        text = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return int(text.replace("-", "")[:15], 16)
+    except (OSError, ValueError):
+        return 0
 
 
 class OutboxFullError(DeliveryError):
@@ -49,27 +74,102 @@ class PendingVerdict:
 class Outbox:
     """Durable, ordered queue of verdict payloads; safe to share between two threads."""
 
-    def __init__(self, path: Path, *, max_pending: int = 100_000, durable: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_pending: int = 100_000,
+        durable: bool = True,
+        boot: int | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_pending = max_pending
-        self._lock = threading.Lock()
+        self.durable = durable
+        self._boot = boot_id() if boot is None else boot
+        self._wal = path.with_name(path.name + "-wal")
+        self._lock = threading.Condition()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed verdict survives power loss, not only a killed process.
-        self._sync = "FULL" if durable else "NORMAL"
-        self._db.execute(f"PRAGMA synchronous={self._sync}")
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            self._db.close()
+            raise ConfigError(
+                f"verdict outbox {path}: SQLite cannot use its WAL journal there (got {mode!r}); "
+                "put station.data_dir on a local disk, not a network share"
+            )
+        # Commits are not fsynced by SQLite: durable mode fsyncs the WAL on its own thread.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._depth = self._count()
+        self._skip_seqs_a_power_cut_may_have_used()
+        self._committed = self._synced = self.last_seq
+        self._closed = False
+        self._syncer: threading.Thread | None = None  # started by the first add in durable mode
 
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
+    def _meta(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self._db.execute("SELECT key, value FROM meta").fetchall()}
+
+    def _skip_seqs_a_power_cut_may_have_used(self) -> None:
+        meta = self._meta()
+        last, reserved = meta["last_seq"], meta["seq_reserved"]
+        same_boot = self._boot != 0 and meta["boot"] == self._boot
+        if reserved <= last or same_boot:
+            return  # closed cleanly, or only the process died: the WAL holds every commit
+        log.warning(
+            "verdict outbox %s was not closed before the host restarted: numbering goes on from "
+            "seq %d, not %d, because a verdict numbered up to %d may have been published before the "
+            "power cut",
+            self.path,
+            reserved + 1,
+            last + 1,
+            reserved,
+        )
+        self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (reserved,))
+        self._fsync_wal()
+
+    def _fsync_wal(self) -> None:
+        """Make every commit so far survive a power cut (what ``synchronous=FULL`` does per commit)."""
+        fd = os.open(self._wal, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._synced < self._committed or self._closed)
+                if self._synced >= self._committed:
+                    return  # closing with nothing left to sync
+                target = self._committed
+            try:
+                self._fsync_wal()
+            except FileNotFoundError:
+                log.error("verdict outbox %s was deleted while open; its verdicts are not on disk", self._wal)
+                return
+            except OSError as exc:  # the rows stay committed; try again
+                log.error("cannot fsync the verdict outbox %s: %s; retrying", self._wal, exc)
+                time.sleep(1.0)
+                continue
+            with self._lock:
+                self._synced = target
+                self._lock.notify_all()
 
     @property
     def last_seq(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         return int(row[0])
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every committed verdict is on disk; False if that took longer than ``timeout_s``."""
+        if not self.durable:
+            return True
+        with self._lock:
+            return self._lock.wait_for(lambda: self._synced >= self._committed, timeout_s)
 
     def add(self, make: Callable[[int], Verdict], *, now: float | None = None) -> Verdict:
         """Number the next verdict and commit it in one transaction; return what was stored."""
@@ -81,8 +181,9 @@ class Outbox:
                 )
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                last = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0]
-                verdict = make(int(last) + 1)
+                meta = self._meta()
+                last = meta["last_seq"]
+                verdict = make(last + 1)
                 if verdict.seq != last + 1:
                     raise ValueError(f"verdict seq {verdict.seq} != next seq {last + 1}")
                 self._db.execute(
@@ -90,11 +191,27 @@ class Outbox:
                     (verdict.seq, time.time() if now is None else now, verdict.to_json()),
                 )
                 self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (verdict.seq,))
+                reserve = verdict.seq > meta["seq_reserved"] or meta["boot"] != self._boot
+                if reserve:
+                    self._db.executemany(
+                        "UPDATE meta SET value=? WHERE key=?",
+                        ((verdict.seq - 1 + SEQ_BLOCK, "seq_reserved"), (self._boot, "boot")),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            if reserve:  # once per block: the reservation is on disk before its first seq is published
+                self._fsync_wal()
+                self._synced = verdict.seq
+            self._committed = verdict.seq
             self._depth += 1
+            if self.durable and self._syncer is None:
+                self._syncer = threading.Thread(
+                    target=self._sync_loop, name="lineguard-outbox-fsync", daemon=True
+                )
+                self._syncer.start()
+            self._lock.notify_all()
             return verdict
 
     def pending(self, *, after_seq: int = 0, limit: int = 100) -> list[PendingVerdict]:
@@ -117,14 +234,12 @@ class Outbox:
     def ack_many(self, seqs: Iterable[int]) -> int:
         """Remove acknowledged verdicts in one transaction; return how many were still pending.
 
-        The commit is not fsynced: losing an ack to a power cut only means the verdict is sent
-        again, and keeping the fsync out of here keeps the inspection loop's ``add`` from waiting.
+        The commit is not fsynced: losing an ack to a power cut only means the verdict is sent again.
         """
         batch = [(int(seq),) for seq in seqs]
         if not batch:
             return 0
         with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 before = self._db.total_changes
@@ -135,8 +250,6 @@ class Outbox:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            finally:
-                self._db.execute(f"PRAGMA synchronous={self._sync}")
             self._depth -= removed
         return removed
 
@@ -154,5 +267,17 @@ class Outbox:
         return max(0.0, (time.time() if now is None else now) - float(row[0]))
 
     def close(self) -> None:
+        """Sync what is committed and release the unused reserved numbers: a clean stop leaves no gap."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.notify_all()
+        if self._syncer is not None:
+            self._syncer.join()
+        with self._lock:
+            self._db.execute(
+                "UPDATE meta SET value=(SELECT value FROM meta WHERE key='last_seq') WHERE key='seq_reserved'"
+            )
+            self._fsync_wal()
             self._db.close()

@@ -21,6 +21,7 @@ from lineguard.errors import InputError
 __all__ = ["PAD_VALUE", "LetterboxGeometry", "Preprocessor", "as_image", "letterbox", "letterbox_geometry"]
 
 PAD_VALUE = 114  # ultralytics' padding gray
+_DIVISOR = np.float32(255)  # uint8 / 255 in float32: ultralytics' own arithmetic, to the bit
 
 Image = npt.NDArray[np.uint8]
 Tensor = npt.NDArray[np.float32]
@@ -137,12 +138,17 @@ class Preprocessor:
             raise InputError(f"model input size must be positive; got {size}")
         self.size = size
         self._canvas: Image = np.full((size, size, 3), PAD_VALUE, np.uint8)
-        self._rgb: Image = np.empty((size, size, 3), np.uint8)
         self.tensor: Tensor = np.empty((1, 3, size, size), np.float32)
+        self._geo: LetterboxGeometry | None = None  # the geometry whose padding rows the tensor holds
 
     def __call__(self, frame_bgr: Image) -> tuple[Tensor, LetterboxGeometry]:
         canvas, geo = letterbox(frame_bgr, self.size, out=self._canvas)
-        cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB, dst=self._rgb)
-        # HWC uint8 -> CHW float32 / 255 in one pass into the preallocated tensor.
-        np.multiply(self._rgb.transpose(2, 0, 1), np.float32(1 / 255), out=self.tensor[0])
+        # Rows above and below the frame hold only padding: they are converted again only when the
+        # frame's geometry changes (a fifth of the work for a 5:4 camera).
+        rows = slice(geo.pad_y, geo.pad_y + geo.new_h) if geo == self._geo else slice(None)
+        # One contiguous plane per channel converts about 3x faster at 640 px than numpy's strided
+        # HWC -> CHW transpose; the BGR planes land in RGB order.
+        for channel, plane in zip((2, 1, 0), cv2.split(canvas[rows]), strict=True):
+            np.divide(plane, _DIVISOR, out=self.tensor[0, channel, rows])
+        self._geo = geo
         return self.tensor, geo

@@ -72,7 +72,10 @@ class ModelRef(_Contract):
 
 class Verdict(_Contract):
     schema_: Literal["lineguard.verdict/1"] = Field(default=VERDICT_SCHEMA, alias="schema")
-    seq: int = Field(ge=1, description="Monotonic per station, survives restarts.")
+    seq: int = Field(
+        ge=1,
+        description="Monotonic per station across restarts; a power cut may skip numbers, never repeat one.",
+    )
     unit_id: str = Field(min_length=1, max_length=128)
     line: str = Field(min_length=1)
     station: str = Field(min_length=1)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from support.mqtt import add_verdicts, make_verdict
 
-from lineguard.edge.outbox import Outbox, OutboxFullError
+from lineguard.edge.outbox import SEQ_BLOCK, Outbox, OutboxFullError
 
 
 def test_seq_continues_after_reopening(tmp_path: Path) -> None:
@@ -78,3 +81,58 @@ def test_oldest_age_is_that_of_the_lowest_pending_seq(tmp_path: Path) -> None:
     assert box.oldest_age_s(now=110.0) == 10.0
     box.ack(1)
     assert box.oldest_age_s(now=110.0) == 5.0
+
+
+DIE_WITHOUT_CLOSE = """
+import os, sys
+from pathlib import Path
+from lineguard.edge.outbox import Outbox
+from support.mqtt import add_verdicts
+
+box = Outbox(Path(sys.argv[1]), boot=int(sys.argv[2]))
+print(*add_verdicts(box, int(sys.argv[3])), flush=True)
+os._exit(0)  # no close(): as if the process were killed
+"""
+
+
+def station_dies(path: Path, boot: int, units: int) -> list[int]:
+    """Commit ``units`` verdicts in another process that then dies; return their seqs."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", DIE_WITHOUT_CLOSE, str(path), str(boot), str(units)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    return [int(s) for s in out.split()]
+
+
+def test_no_seq_is_used_twice_or_skipped_without_need(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "o.db"
+    assert station_dies(path, boot=1, units=3) == [1, 2, 3]
+    # The process died, the host did not restart: every commit is there, numbering goes on.
+    box = Outbox(path, boot=1)
+    assert add_verdicts(box, 1) == [4]
+    box.close()
+    assert station_dies(path, boot=1, units=2) == [5, 6]
+    # The host restarted without a clean stop: seqs up to the block reserved at seq 5 may have been
+    # published before a power cut took them from the disk, so numbering goes on after that block.
+    box = Outbox(path, boot=2)
+    assert add_verdicts(box, 1) == [5 + SEQ_BLOCK]
+    assert "not closed before the host restarted" in caplog.text
+    box.close()
+    # A clean stop releases the block: the next boot goes on without a gap.
+    box = Outbox(path, boot=3)
+    assert add_verdicts(box, 1) == [6 + SEQ_BLOCK]
+    assert [p.seq for p in box.pending(limit=100)] == [1, 2, 3, 4, 5, 6, 5 + SEQ_BLOCK, 6 + SEQ_BLOCK]
+    box.close()
+
+
+def test_a_durable_outbox_gets_each_commit_onto_the_disk(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    add_verdicts(box, 5)
+    assert box.flush(timeout_s=10)
+    box.close()

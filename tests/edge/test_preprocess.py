@@ -76,6 +76,18 @@ def test_preprocessor_reuses_one_buffer_across_frames() -> None:
     assert np.allclose(second[0, :, :, : geo.pad_x], PAD_VALUE / 255)
 
 
+def test_tensor_is_ultralytics_arithmetic_to_the_bit_frame_after_frame() -> None:
+    rng = np.random.default_rng(3)
+    pre = Preprocessor(96)
+    # Two frames of one geometry (the second converts only the rows inside the frame), then another.
+    for shape in ((40, 50, 3), (40, 50, 3), (70, 30, 3), (40, 50, 3)):
+        frame = rng.integers(0, 256, shape, np.uint8)
+        tensor, _ = pre(frame)
+        canvas, _ = letterbox(frame, 96)
+        expected = canvas[..., ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+        assert np.array_equal(tensor[0], expected)
+
+
 def test_gray_frames_are_accepted_as_three_channels() -> None:
     tensor, _ = Preprocessor(32)(np.full((32, 32), 51, np.uint8))
     assert np.allclose(tensor, 0.2)
