@@ -107,8 +107,8 @@ class MqttProbe:
         """Commit the unit's verdict and wake the drain thread; wait for the subscriber's copy.
 
         Returns (perf_counter when ``add`` + ``wake`` returned, perf_counter of arrival or None if
-        it did not arrive within ``timeout_s``). The unit's fsync is awaited after its arrival, so
-        it never runs into the next unit's timings.
+        it did not arrive within ``timeout_s``). The drain thread fsyncs the outbox after the
+        publish; that is awaited after the arrival, so it never runs into the next unit's timings.
         """
 
         def make(seq: int) -> Verdict:
@@ -135,7 +135,9 @@ class MqttProbe:
             received = self._arrived.pop(seq) if arrived else None
         if not arrived:
             self.lost += 1
-        self.outbox.flush()
+        deadline = time.monotonic() + timeout_s
+        while self.outbox.durable and self.outbox.synced_seq < seq and time.monotonic() < deadline:
+            time.sleep(0.0002)
         return committed, received
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 """Where committed verdicts go: the ``Delivery`` protocol, a JSON-lines sink and the factory.
 
 The inspection loop commits each verdict to the ``Outbox`` and calls ``wake()``; a delivery
-drains the outbox on its own thread, in ``seq`` order, and acks a row only once its destination
-has it (the broker's PUBACK, or an fsync of the file), so a slow or absent destination never slows
-inspection and a crash never loses a verdict. ``JsonlDelivery`` is the sink for stations without a
+drains the outbox on its own thread, in ``seq`` order, fsyncs it (``Outbox.sync``) once the new
+rows are handed on, and acks a row only once its destination has it (the broker's PUBACK, or an
+fsync of the file), so a slow or absent destination never slows inspection and a crash never
+loses a verdict. ``JsonlDelivery`` is the sink for stations without a
 broker; ``make_delivery`` picks MQTT or JSONL from the config. ``OutboxWatch`` keeps the outbox
 gauges and raises the "outbox nearly full" alert once per crossing, for both sinks.
 """
@@ -178,6 +179,7 @@ class JsonlDelivery:
                 self._watch.check()
                 while self._drain_once():
                     pass
+                self._outbox.sync()
             except Exception:  # the sink must outlive any one bad write
                 log.exception("JSON-lines delivery to %s failed; retrying", self.path)
             if self._stopping.is_set():

@@ -8,7 +8,8 @@ a reconnect or a restart everything unacknowledged is replayed in ``seq`` order.
 thread only queues events for the drain thread; ``outbox.ack`` runs on the drain thread so the
 SQLite write never stalls the network loop and no lock is taken inside paho's callbacks. The
 client also keeps the retained ``…/status`` (LWT ``offline``), sends alerts, and validates the
-triggers, feedback and desired-model messages it subscribes to.
+triggers, feedback and desired-model messages it subscribes to. Right after each publish round
+the drain thread fsyncs the outbox (``Outbox.sync``), off the inspection path.
 """
 
 from __future__ import annotations
@@ -267,6 +268,7 @@ class MqttDelivery:
                 self._watch.check()
                 self._retry_refused()
                 self._fill_window()
+                self._outbox.sync()  # after the publish, so the fsync never delays it
             except Exception:  # the drain thread must outlive any one failure
                 log.exception("verdict delivery loop failed; continuing")
                 self._stop.wait(0.5)

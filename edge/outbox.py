@@ -7,12 +7,13 @@ sink) has taken the message. Nothing is pruned: at ``max_pending`` the outbox re
 with ``OutboxFullError`` so the daemon can say so instead of dropping the oldest.
 
 Durability without an fsync on the inspection path: a commit reaches the WAL in the OS page cache,
-which survives the process dying, and the outbox's own thread then fsyncs the WAL (``durable``),
-while the delivery is already publishing. Only a power cut in that window can lose a committed
-row, and then the broker may already hold its verdict; so that its ``seq`` is never handed out
-again, numbers are reserved in durable blocks, and an outbox reopened after the host restarted
-without a clean ``close`` goes on after the reserved block (a gap, never a reused ``seq``).
-Acks are not fsynced: a lost ack only replays a verdict the consumer dedups.
+which survives the process dying, and ``sync`` fsyncs the WAL (``durable``). The delivery calls
+``sync`` on its own thread right after it has handed the new rows on, so the fsync never delays
+inspection nor competes with the publish. Only a power cut in between can lose a committed row,
+and the broker may already hold its verdict; so that its ``seq`` is never handed out again,
+numbers are reserved in durable blocks, and an outbox reopened after the host restarted without a
+clean ``close`` goes on after the reserved block (a gap, never a reused ``seq``). Acks are not
+fsynced: a lost ack only replays a verdict the consumer dedups.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Outbox:
         self.durable = durable
         self._boot = boot_id() if boot is None else boot
         self._wal = path.with_name(path.name + "-wal")
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -97,14 +98,13 @@ class Outbox:
                 f"verdict outbox {path}: SQLite cannot use its WAL journal there (got {mode!r}); "
                 "put station.data_dir on a local disk, not a network share"
             )
-        # Commits are not fsynced by SQLite: durable mode fsyncs the WAL on its own thread.
+        # Commits are not fsynced by SQLite: ``sync`` does it, off the inspection path.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._depth = self._count()
         self._skip_seqs_a_power_cut_may_have_used()
         self._committed = self._synced = self.last_seq
         self._closed = False
-        self._syncer: threading.Thread | None = None  # started by the first add in durable mode
 
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
@@ -138,38 +138,32 @@ class Outbox:
         finally:
             os.close(fd)
 
-    def _sync_loop(self) -> None:
-        while True:
-            with self._lock:
-                self._lock.wait_for(lambda: self._synced < self._committed or self._closed)
-                if self._synced >= self._committed:
-                    return  # closing with nothing left to sync
-                target = self._committed
-            try:
-                self._fsync_wal()
-            except FileNotFoundError:
-                log.error("verdict outbox %s was deleted while open; its verdicts are not on disk", self._wal)
-                return
-            except OSError as exc:  # the rows stay committed; try again
-                log.error("cannot fsync the verdict outbox %s: %s; retrying", self._wal, exc)
-                time.sleep(1.0)
-                continue
-            with self._lock:
-                self._synced = target
-                self._lock.notify_all()
-
     @property
     def last_seq(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         return int(row[0])
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until every committed verdict is on disk; False if that took longer than ``timeout_s``."""
-        if not self.durable:
-            return True
+    @property
+    def synced_seq(self) -> int:
+        """Verdicts up to this ``seq`` survive a power cut (in durable mode)."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._synced >= self._committed, timeout_s)
+            return self._synced
+
+    def sync(self) -> bool:
+        """Fsync what was committed since the last call; False (and logged) if the disk refused."""
+        with self._lock:
+            target = self._committed
+            if target <= self._synced or not self.durable:
+                return True
+        try:
+            self._fsync_wal()  # outside the lock: inspection goes on committing meanwhile
+        except OSError as exc:  # the rows stay committed; the next call tries again
+            log.error("cannot fsync the verdict outbox %s: %s", self._wal, exc)
+            return False
+        with self._lock:
+            self._synced = max(self._synced, target)
+        return True
 
     def add(self, make: Callable[[int], Verdict], *, now: float | None = None) -> Verdict:
         """Number the next verdict and commit it in one transaction; return what was stored."""
@@ -206,12 +200,6 @@ class Outbox:
                 self._synced = verdict.seq
             self._committed = verdict.seq
             self._depth += 1
-            if self.durable and self._syncer is None:
-                self._syncer = threading.Thread(
-                    target=self._sync_loop, name="lineguard-outbox-fsync", daemon=True
-                )
-                self._syncer.start()
-            self._lock.notify_all()
             return verdict
 
     def pending(self, *, after_seq: int = 0, limit: int = 100) -> list[PendingVerdict]:
@@ -268,13 +256,10 @@ class Outbox:
 
     def close(self) -> None:
         """Sync what is committed and release the unused reserved numbers: a clean stop leaves no gap."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._lock.notify_all()
-        if self._syncer is not None:
-            self._syncer.join()
+        if self._closed:
+            return
+        self._closed = True
+        self.sync()
         with self._lock:
             self._db.execute(
                 "UPDATE meta SET value=(SELECT value FROM meta WHERE key='last_seq') WHERE key='seq_reserved'"

@@ -30,6 +30,7 @@ def test_jsonl_writes_each_verdict_once_in_order_and_empties_the_outbox(tmp_path
     finally:
         sink.stop()
     assert seqs_in(sink.path) == list(range(1, 121))
+    assert box.synced_seq == 120  # the sink fsyncs the outbox too
     assert sink.readiness() == (True, "")
     assert metrics.registry.get_sample_value("lineguard_verdicts_acknowledged_total") == 120
 

@@ -71,6 +71,7 @@ def test_verdicts_published_in_seq_order_and_removed_on_ack(
         delivery.wake()
         sub.wait_for_seqs(set(sent), timeout=10)
         wait_until(lambda: outbox.depth() == 0, 5, "the outbox to empty")
+        wait_until(lambda: outbox.synced_seq == sent[-1], 5, "the drain thread to fsync the outbox")
     assert sub.seqs() == sent
     assert all(retained is False for _, _, retained in sub.messages)
     assert metric(delivery, "lineguard_verdicts_acknowledged_total") == 30
