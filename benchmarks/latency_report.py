@@ -181,8 +181,8 @@ def markdown(report: LatencyReport) -> str:
             f"End to end via MQTT: each verdict is committed to the real SQLite outbox and published "
             f"by `MqttDelivery` (QoS 1) to {report.mqtt['broker']}; a paho subscriber (QoS 1) stamps "
             "its arrival. e2e = capture start → received; overhead = e2e − capture − inference. "
-            "Outbox with fsync (`durable=True`, the default: the outbox's own thread fsyncs the WAL "
-            "while the verdict is published, and each unit waits for that before the next) and "
+            "Outbox with fsync (`durable=True`, the default: the delivery's drain thread fsyncs the "
+            "WAL right after the publish, and each unit waits for that before the next) and "
             f"without were used in turn, unit by unit. Lost: {report.variants[0].lost}.",
             "",
         ]

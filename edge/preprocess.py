@@ -147,8 +147,8 @@ class Preprocessor:
         # Rows above and below the frame hold only padding: they are converted again only when the
         # frame's geometry changes (a fifth of the work for a 5:4 camera).
         rows = slice(geo.pad_y, geo.pad_y + geo.new_h) if geo == self._geo else slice(None)
-        # Each channel copied into one contiguous plane, then scaled: about 5x faster at 640 px
-        # than numpy's strided HWC -> CHW transpose, and nothing allocated; BGR lands in RGB order.
+        # Each channel copied into one contiguous plane, then scaled: under half the time of numpy's
+        # strided HWC -> CHW transpose at 640 px, and nothing allocated; BGR lands in RGB order.
         plane = self._plane[rows]
         for channel, bgr_index in enumerate((2, 1, 0)):
             cv2.extractChannel(canvas[rows], bgr_index, plane)
