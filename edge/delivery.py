@@ -4,9 +4,9 @@ The inspection loop commits each verdict to the ``Outbox`` and calls ``wake()``;
 drains the outbox on its own thread, in ``seq`` order, fsyncs it (``Outbox.sync``) once the new
 rows are handed on, and acks a row only once its destination has it (the broker's PUBACK, or an
 fsync of the file), so a slow or absent destination never slows inspection and a crash never
-loses a verdict. ``JsonlDelivery`` is the sink for stations without a
-broker; ``make_delivery`` picks MQTT or JSONL from the config. ``OutboxWatch`` keeps the outbox
-gauges and raises the "outbox nearly full" alert once per crossing, for both sinks.
+loses a verdict. ``JsonlDelivery`` is the sink for stations without a broker; ``make_delivery``
+picks MQTT or JSONL from the config. ``OutboxWatch`` keeps the outbox gauges and raises the
+"outbox nearly full" alert once per crossing, for both sinks.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from pathlib import Path
 from lineguard.errors import ConfigError, DeliveryError
 from lineguard.verdict import Verdict
 
-__all__ = ["Outbox", "OutboxFullError", "PendingVerdict", "boot_id"]
+__all__ = ["Outbox", "OutboxFullError", "PendingVerdict"]
 
 log = logging.getLogger(__name__)
 
