@@ -176,7 +176,8 @@ def _pick_backend(cfg: ModelConfig) -> str:
         import onnxruntime as ort
 
         has_gpu = any(p in ort.get_available_providers() for p in _GPU_PROVIDERS)
-    # On a CPU host OpenVINO runs the same ONNX several times faster than onnxruntime's CPU provider.
+    # On a CPU host OpenVINO is as fast as onnxruntime's CPU provider in fp32 and alone runs bf16
+    # (1.6x faster at 160 px on an AVX-512 bf16 CPU; benchmarks/results/latency_160_avx512.md).
     if not has_gpu and "openvino" in available_backends():
         return "openvino"
     return "onnxruntime"
@@ -308,7 +309,7 @@ class Detector:
         return detector
 
     def _warm_up(self, runs: int) -> None:
-        size = self.card.input_size
+        size = self.input_size
         tensor, _ = self._pre(np.full((size, size, 3), PAD_VALUE, np.uint8))
         for _ in range(runs):
             out = self._runner.run(tensor)
