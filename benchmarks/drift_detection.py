@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lineguard.config import MonitoringConfig, QualityConfig
-from lineguard.edge.quality import QualityGate
+from lineguard.inference import QualityGate
 from lineguard.model_card import ReferenceStats
 from lineguard.monitoring import DriftEvent, DriftMonitor, Metrics
 from lineguard.synthetic import CLASSES, CONDITIONS, SyntheticUnit, render_unit

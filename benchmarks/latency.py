@@ -32,8 +32,7 @@ import numpy.typing as npt
 from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
-from lineguard.detections import Detections
-from lineguard.edge import Decision, Detector, QualityGate, VerdictPolicy
+from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
 from lineguard.synthetic import render_unit
 from lineguard.training.evaluate import EVAL_CONF, EVAL_IOU
 from lineguard.verdict import utc_now

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.detections import Detections
 from lineguard.errors import DatasetError, InputError
+from lineguard.inference import Detections, ap_per_class, box_iou, match_predictions
 from lineguard.training.dataset_stats import read_class_names
 from lineguard.training.evaluate import LabeledImage, iter_split, read_image
-from lineguard.training.metrics import ap_per_class, box_iou, match_predictions
 
 __all__ = ["Accuracy", "ValidationSet", "score"]
 

@@ -23,8 +23,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from lineguard.config import LineguardConfig
-from lineguard.edge import Decision, MqttDelivery, Outbox
+from lineguard.edge import MqttDelivery, Outbox
 from lineguard.errors import DeliveryError
+from lineguard.inference import Decision
 from lineguard.model_card import ModelCard
 from lineguard.monitoring import Metrics
 from lineguard.verdict import ModelRef, Verdict

@@ -100,10 +100,8 @@ def _line(status: str, name: str, detail: str) -> None:
 def check(config_path: Path, camera: bool) -> None:
     """Self-check: config, model, one synthetic frame through the pipeline (exit 1 on failure)."""
     from lineguard.config import load_config
-    from lineguard.edge.engine import Detector
-    from lineguard.edge.policy import VerdictPolicy
-    from lineguard.edge.quality import QualityGate
     from lineguard.errors import LineguardError
+    from lineguard.inference import Detector, QualityGate, VerdictPolicy
     from lineguard.synthetic import render_unit
 
     failed = False

@@ -30,15 +30,13 @@ import numpy.typing as npt
 from lineguard.config import LineguardConfig
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import make_delivery
-from lineguard.edge.engine import Detector
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary, event
 from lineguard.edge.outbox import Outbox, OutboxFullError
-from lineguard.edge.policy import Decision, VerdictPolicy
-from lineguard.edge.quality import QualityGate
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
+from lineguard.inference import Decision, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
 from lineguard.monitoring import Metrics
 from lineguard.verdict import Reason, Verdict, VerdictKind

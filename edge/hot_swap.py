@@ -27,25 +27,22 @@ import numpy as np
 
 from lineguard.config import LineguardConfig, SwapGuardConfig
 from lineguard.errors import LineguardError, ModelError
+from lineguard.inference import Detector, VerdictPolicy, check_golden
 from lineguard.model_card import ModelCard
 from lineguard.verdict import Reason, Verdict, VerdictKind
 
 if TYPE_CHECKING:
     from lineguard.edge.control import DesiredModel
-    from lineguard.edge.engine import Detector
 
 __all__ = [
     "ModelFollower",
     "SwapCheck",
     "SwapGuard",
     "card_url_for",
-    "check_golden",
     "fetch",
     "prepare_model",
     "remove_model",
 ]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def card_url_for(url: str, name: str, version: str) -> str:
@@ -112,31 +109,6 @@ def fetch(url: str, dest: Path, *, token: str | None = None, timeout_s: float = 
     return digest.hexdigest()
 
 
-def check_golden(detector: Detector, folder: Path) -> list[str]:
-    """Run every golden image; return the problems (empty = each ran and gave sane boxes)."""
-    import cv2
-
-    if not folder.is_dir():
-        return [f"golden folder not found: {folder}"]
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        return [f"golden folder {folder} holds no images"]
-    problems = []
-    for path in images:
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is None:
-            problems.append(f"{path.name}: unreadable image")
-            continue
-        try:
-            dets, _ = detector.detect(np.asarray(frame, dtype=np.uint8))
-        except Exception as exc:  # any failure on a golden image refuses the model
-            problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
-            continue
-        if len(dets) and not (np.isfinite(dets.xyxy).all() and np.isfinite(dets.confidence).all()):
-            problems.append(f"{path.name}: non-finite boxes or confidences")
-    return problems
-
-
 def _download(desired: DesiredModel, folder: Path, token: str | None) -> tuple[Path, ModelCard]:
     folder.mkdir(parents=True, exist_ok=True)
     onnx = folder / "model.onnx"
@@ -169,9 +141,6 @@ def prepare_model(
     expected_classes: Sequence[str] | None = None,
 ) -> Detector:
     """Fetch, verify, load, warm up and golden-check ``desired``; a ready detector or ``ModelError``."""
-    from lineguard.edge.engine import Detector
-    from lineguard.edge.policy import VerdictPolicy
-
     ref = f"{desired.name}:{desired.version}"
     folder = cfg.station.data_dir / "models" / desired.sha256
     onnx, card = _download(desired, folder, _token(cfg))

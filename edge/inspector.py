@@ -22,13 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from lineguard.config import LineguardConfig
-from lineguard.detections import Detections
-from lineguard.edge.engine import Detector
 from lineguard.edge.outbox import Outbox, OutboxFullError
-from lineguard.edge.policy import Decision, VerdictPolicy
-from lineguard.edge.quality import QualityGate, QualityReport
 from lineguard.edge.sources import Frame
 from lineguard.errors import LineguardError
+from lineguard.inference import Decision, Detections, Detector, QualityGate, QualityReport, VerdictPolicy
 from lineguard.labeling import ReviewQueue, ReviewSampler
 from lineguard.monitoring import DriftMonitor, Metrics
 from lineguard.verdict import ModelRef, Reason, Verdict, VerdictKind

@@ -23,8 +23,7 @@ import numpy.typing as npt
 from lineguard.verdict import Reason, Verdict, VerdictKind
 
 if TYPE_CHECKING:
-    from lineguard.edge.engine import Detector
-    from lineguard.edge.policy import Decision, VerdictPolicy
+    from lineguard.inference import Decision, Detector, VerdictPolicy
     from lineguard.monitoring import Metrics
 
 __all__ = ["COMPARABLE_REASONS", "ShadowDisagreement", "ShadowRunner"]

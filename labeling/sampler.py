@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import SamplingConfig
-from lineguard.detections import Detections
+from lineguard.inference import Detections
 from lineguard.labeling.review_outbox import ReviewBox, ReviewItem, ReviewQueue
 from lineguard.verdict import Verdict, VerdictKind
 

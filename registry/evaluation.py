@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import ModelConfig, PolicyConfig
-from lineguard.detections import Detections
 from lineguard.errors import DatasetError, ModelError
+from lineguard.inference import Detections
 from lineguard.model_card import ModelCard, sha256_file
 from lineguard.verdict import VerdictKind
 
@@ -191,7 +191,7 @@ def evaluate_model(
     """Run the edge's detector and verdict policy over every unit; count outcomes and time."""
     import cv2
 
-    from lineguard.edge import Detector, VerdictPolicy
+    from lineguard.inference import Detector, VerdictPolicy
 
     policy_cfg = policy_cfg or PolicyConfig()
     detector = Detector.load(
@@ -255,7 +255,7 @@ def golden_problems(
     onnx_path: Path, card: ModelCard, folder: Path, *, model_cfg: ModelConfig | None = None
 ) -> list[str]:
     """Load the model as the edge would and run the golden images; the problems found (empty = ok)."""
-    from lineguard.edge import Detector, check_golden
+    from lineguard.inference import Detector, check_golden
 
     try:
         detector = Detector.load(onnx_path, model_cfg or ModelConfig(threads=1), card=card)

@@ -17,25 +17,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-PARTS = ("edge", "training", "labeling", "registry", "monitoring", "benchmarks")
-TORCH_FREE = ("edge", "labeling", "registry", "monitoring")
+PARTS = ("inference", "edge", "training", "labeling", "registry", "monitoring", "benchmarks")
+TORCH_FREE = ("inference", "edge", "labeling", "registry", "monitoring")
+FOLDER = {part: ROOT / part for part in PARTS} | {"inference": ROOT / "lineguard" / "inference"}
 HEAVY = {"torch", "torchvision", "ultralytics", "albumentations"}
 WIRING = {"cli.py", "demo.py", "retrain.py"}  # core modules that drive every part, lazily inside commands
 
 # part -> the other parts it may import (through their package). "core" is lineguard's own modules.
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
-    "edge": {"monitoring", "labeling"},  # the review sampler and queue run on the edge box
-    "training": {"registry", "edge", "monitoring"},  # edge: the one shared pre/post-processing
-    "labeling": {"monitoring"},
-    "registry": {"edge", "monitoring"},  # edge: evaluating ONNX candidates in the gate
+    "inference": set(),
+    "edge": {"inference", "monitoring", "labeling"},  # the review sampler and queue run on the edge box
+    "training": {"inference", "registry", "monitoring"},
+    "labeling": {"inference", "monitoring"},  # Detections of the frames it samples
+    "registry": {"inference", "monitoring"},
     "monitoring": set(),
     "benchmarks": set(PARTS) | {"core"},
 }
 
 
 def _modules(part: str) -> list[str]:
-    folder = ROOT / part
+    folder = FOLDER[part]
     return [
         f"lineguard.{part}" + ("" if p.stem == "__init__" else f".{p.stem}")
         for p in sorted(folder.glob("*.py"))
@@ -45,7 +47,7 @@ def _modules(part: str) -> list[str]:
 def _part_files() -> list[tuple[str, Path]]:
     files = [("core", p) for p in sorted((ROOT / "lineguard").glob("*.py"))]
     for part in PARTS:
-        files += [(part, p) for p in sorted((ROOT / part).rglob("*.py"))]
+        files += [(part, p) for p in sorted(FOLDER[part].rglob("*.py"))]
     return files
 
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from lineguard.detections import Detections
+from lineguard.inference import Detections, box_iou
 from lineguard.model_card import ExportParity
 from lineguard.training.evaluate import predictor_for, read_image
-from lineguard.training.metrics import box_iou
 
 __all__ = ["PARITY_CONF", "check_parity", "quantize_int8"]
 
@@ -86,7 +85,7 @@ class _Reader:
     """onnxruntime CalibrationDataReader over images prepared by the edge's preprocessor."""
 
     def __init__(self, input_name: str, images: list[Path], size: int) -> None:
-        from lineguard.edge import Preprocessor
+        from lineguard.inference import Preprocessor
 
         self._pre = Preprocessor(size)
         self._name = input_name

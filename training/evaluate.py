@@ -5,7 +5,7 @@ every image is a unit, defective if it has a labeled box, and at the shipped per
 an *escape* is a defective unit judged PASS and an *overkill* a good unit judged FAIL. The ONNX
 path runs through the edge's own ``Detector`` (letterbox, ONNX Runtime, decode, NMS), so the
 figures describe what the edge will do; the ``.pt`` path runs ultralytics' predictor. Both feed
-the same numpy metrics (``lineguard.training.metrics``). Like the edge, both keep each box's best
+the same numpy metrics (``lineguard.inference.metrics``). Like the edge, both keep each box's best
 class (single-label NMS at conf 0.001, IoU 0.7); ultralytics' validator lets a box count for
 several classes, so its mAP of a weakly trained model reads a little higher.
 """
@@ -22,10 +22,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.detections import Detections
 from lineguard.errors import DatasetError, InputError, ModelError
+from lineguard.inference import Detections, ap_per_class, box_iou, confusion_matrix, match_predictions
 from lineguard.training.dataset_stats import read_class_names
-from lineguard.training.metrics import ap_per_class, box_iou, confusion_matrix, match_predictions
 
 __all__ = [
     "EVAL_CONF",
@@ -228,7 +227,7 @@ def _onnx_predictor(
     onnx_path: Path, classes: list[str], threads: int, conf: float, iou: float
 ) -> tuple[Predictor, Callable[[], None]]:
     from lineguard.config import ModelConfig
-    from lineguard.edge import Detector
+    from lineguard.inference import Detector
 
     card = _onnx_card(onnx_path, classes)
     if card.classes != classes:

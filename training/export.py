@@ -61,7 +61,7 @@ def _metrics(evaluation: Evaluation, dataset_hash: str) -> ModelMetrics:
 
 def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats:
     from lineguard.config import PolicyConfig, QualityConfig
-    from lineguard.edge import QualityGate
+    from lineguard.inference import QualityGate
 
     gate = QualityGate(QualityConfig(), frozen_frames=2)
     brightness, contrast, sharpness = [], [], []

@@ -8,7 +8,8 @@ import pytest
 from support.signal_model import build_signal_onnx
 
 from lineguard.config import ModelConfig, PolicyConfig
-from lineguard.edge import Detector, ShadowRunner, VerdictPolicy
+from lineguard.edge import ShadowRunner
+from lineguard.inference import Detector, VerdictPolicy
 from lineguard.model_card import ModelCard
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import render_unit

@@ -20,7 +20,7 @@ import pytest
 from support.label_studio import GTBox, LabelStudioInfo, ls_result
 
 from lineguard.config import SamplingConfig
-from lineguard.detections import Detections
+from lineguard.inference import Detections
 from lineguard.labeling import (
     LabelStudioClient,
     LabelStudioSink,

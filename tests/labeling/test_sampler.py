@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from lineguard.config import SamplingConfig
-from lineguard.detections import Detections
+from lineguard.inference import Detections
 from lineguard.labeling import ReviewItem, ReviewQueue, ReviewSampler, hamming, perceptual_hash
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import CLASSES, render_unit

@@ -12,8 +12,8 @@ import pytest
 
 from lineguard.cli import main
 from lineguard.config import GateConfig
-from lineguard.detections import Detections
 from lineguard.errors import ModelError
+from lineguard.inference import Detections
 from lineguard.registry import (
     EvalResult,
     EvalSet,

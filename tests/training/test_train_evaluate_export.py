@@ -171,7 +171,7 @@ def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
 
 def test_edge_detector_runs_the_export(exported: Path, data: Path) -> None:
     from lineguard.config import ModelConfig
-    from lineguard.edge import Detector
+    from lineguard.inference import Detector
     from lineguard.training.evaluate import read_image
 
     frame = read_image(next((data / "images" / "val").iterdir()))

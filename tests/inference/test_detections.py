@@ -6,8 +6,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lineguard.detections import Detections
 from lineguard.errors import InputError
+from lineguard.inference import Detections
 
 
 def test_empty_has_zero_boxes_of_the_right_shape() -> None:

@@ -15,9 +15,8 @@ import numpy.typing as npt
 import pytest
 
 from lineguard.config import ModelConfig
-from lineguard.detections import Detections
-from lineguard.edge import Detector, as_image, letterbox
 from lineguard.errors import ConfigError, ModelError
+from lineguard.inference import Detections, Detector, as_image, letterbox
 from lineguard.model_card import ModelCard, sha256_file
 from lineguard.synthetic import CLASSES, render_unit
 

@@ -8,8 +8,8 @@ import numpy.typing as npt
 import pytest
 
 from lineguard.config import QualityConfig
-from lineguard.edge import QualityGate
 from lineguard.errors import ConfigError, InputError
+from lineguard.inference import QualityGate
 from lineguard.synthetic import render_unit
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import QualityConfig
-from lineguard.edge.preprocess import as_image
 from lineguard.errors import ConfigError, InputError
+from lineguard.inference.preprocess import as_image
 
 __all__ = ["ANALYSIS_SIDE", "QualityGate", "QualityReport"]
 

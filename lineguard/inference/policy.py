@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import PolicyConfig
-from lineguard.detections import Detections
-from lineguard.edge.quality import QualityReport
 from lineguard.errors import ConfigError, InputError
+from lineguard.inference.detections import Detections
+from lineguard.inference.quality import QualityReport
 from lineguard.model_card import ModelCard
 from lineguard.verdict import Defect, Reason, VerdictKind
 

@@ -24,10 +24,10 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import LineguardConfig, ModelConfig
-from lineguard.detections import Detections
-from lineguard.edge.postprocess import MAX_DET, postprocess
-from lineguard.edge.preprocess import PAD_VALUE, Preprocessor
 from lineguard.errors import ConfigError, MissingDependencyError, ModelError
+from lineguard.inference.detections import Detections
+from lineguard.inference.postprocess import MAX_DET, postprocess
+from lineguard.inference.preprocess import PAD_VALUE, Preprocessor
 from lineguard.model_card import ModelCard
 
 __all__ = ["CARD_NAME", "Detector", "StageTimes", "available_backends"]

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from lineguard.config import PolicyConfig
-from lineguard.detections import Detections
-from lineguard.edge import QualityReport, VerdictPolicy
 from lineguard.errors import ConfigError
+from lineguard.inference import Detections, QualityReport, VerdictPolicy
 from lineguard.model_card import ModelCard
 from lineguard.verdict import Reason, VerdictKind
 

@@ -15,9 +15,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.detections import Detections
-from lineguard.edge.preprocess import LetterboxGeometry
 from lineguard.errors import InputError
+from lineguard.inference.detections import Detections
+from lineguard.inference.preprocess import LetterboxGeometry
 
 __all__ = ["MAX_DET", "RawBoxes", "decode_yolo", "nms", "postprocess"]
 

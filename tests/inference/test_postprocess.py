@@ -6,8 +6,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lineguard.edge import decode_yolo, letterbox_geometry, nms, postprocess
 from lineguard.errors import InputError
+from lineguard.inference import decode_yolo, letterbox_geometry, nms, postprocess
 
 NC = 4
 

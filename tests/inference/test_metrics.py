@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lineguard.training.metrics import ap_per_class, box_iou, confusion_matrix, match_predictions
+from lineguard.inference import ap_per_class, box_iou, confusion_matrix, match_predictions
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lineguard.edge import PAD_VALUE, Preprocessor, letterbox, letterbox_geometry
 from lineguard.errors import InputError
+from lineguard.inference import PAD_VALUE, Preprocessor, letterbox, letterbox_geometry
 
 
 @pytest.mark.parametrize(

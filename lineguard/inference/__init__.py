@@ -1,0 +1,62 @@
+"""lineguard.inference: one inference core for the station, the registry's gate, training and benchmarks.
+
+A frame becomes ``Detections`` through ``Detector`` (letterbox, ONNX Runtime or OpenVINO, decode,
+NMS), the image-quality gate measures the frame, and ``VerdictPolicy`` turns both into a decision;
+the detection metrics score many such results against labels. Everything that runs or judges a
+model goes through these names, so the figures a gate or an evaluation reports are the ones the
+line will see. Never imports torch; imports only core.
+"""
+
+from lineguard.inference.detections import Detections
+from lineguard.inference.engine import CARD_NAME, Detector, StageTimes, available_backends
+from lineguard.inference.golden import check_golden
+from lineguard.inference.metrics import (
+    IOU_THRESHOLDS,
+    ApResult,
+    ap_per_class,
+    box_iou,
+    confusion_matrix,
+    match_predictions,
+)
+from lineguard.inference.policy import DEFAULT_THRESHOLD, Decision, VerdictPolicy
+from lineguard.inference.postprocess import MAX_DET, RawBoxes, decode_yolo, nms, postprocess
+from lineguard.inference.preprocess import (
+    PAD_VALUE,
+    LetterboxGeometry,
+    Preprocessor,
+    as_image,
+    letterbox,
+    letterbox_geometry,
+)
+from lineguard.inference.quality import QualityGate, QualityReport
+
+__all__ = [
+    "CARD_NAME",
+    "DEFAULT_THRESHOLD",
+    "IOU_THRESHOLDS",
+    "MAX_DET",
+    "PAD_VALUE",
+    "ApResult",
+    "Decision",
+    "Detections",
+    "Detector",
+    "LetterboxGeometry",
+    "Preprocessor",
+    "QualityGate",
+    "QualityReport",
+    "RawBoxes",
+    "StageTimes",
+    "VerdictPolicy",
+    "ap_per_class",
+    "as_image",
+    "available_backends",
+    "box_iou",
+    "check_golden",
+    "confusion_matrix",
+    "decode_yolo",
+    "letterbox",
+    "letterbox_geometry",
+    "match_predictions",
+    "nms",
+    "postprocess",
+]
