@@ -13,10 +13,16 @@ mkdir -p secrets/mosquitto && cd secrets
   openssl x509 -req -in mosquitto/server.csr -CA mosquitto/ca.crt -CAkey mosquitto/ca.key \
     -CAcreateserial -days 825 -extfile mosquitto/san.ext -out mosquitto/server.crt
 }
-for name in mqtt_password api_token registry_token ls_password; do
+for name in mqtt_password registry_mqtt_password controller_mqtt_password monitor_mqtt_password \
+  api_token registry_token ls_password; do
   [ -f "$name" ] || openssl rand -hex 24 >"$name"
 done
 touch mosquitto/passwords
-mosquitto_passwd -b mosquitto/passwords edge-station1 "$(cat mqtt_password)"
+# One identity each (mosquitto/acl): the station (its username is its station id), the registry,
+# the line controllers and read-only monitors.
+mosquitto_passwd -b mosquitto/passwords station1 "$(cat mqtt_password)"
+mosquitto_passwd -b mosquitto/passwords registry "$(cat registry_mqtt_password)"
+mosquitto_passwd -b mosquitto/passwords controller "$(cat controller_mqtt_password)"
+mosquitto_passwd -b mosquitto/passwords monitor "$(cat monitor_mqtt_password)"
 chmod 600 ./*_password ./*_token mosquitto/*.key
 echo "secrets written to $(pwd)"
