@@ -297,7 +297,11 @@ class LineguardConfig(Section):
     outbox: OutboxConfig = OutboxConfig()
     http: HttpConfig = HttpConfig()
     jsonl_path: Path | None = Field(
-        default=None, description="Also append every verdict to this JSON-lines file."
+        default=None,
+        description=(
+            "Where verdicts go when mqtt.enabled is false (default: station.data_dir/verdicts.jsonl); "
+            "unused when MQTT delivers them."
+        ),
     )
     sampling: SamplingConfig = SamplingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()

@@ -20,6 +20,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under ``make test`` (LINEGUARD_REQUIRE_ALL=1) a skipped test fails the run: whole or red."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if os.environ.get("LINEGUARD_REQUIRE_ALL") == "1" and skipped and exitstatus == 0:
+        reporter.write_line(f"{skipped} test(s) skipped; make test runs them all (-ra lists them)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep ultralytics settings and fonts out of the user's home during tests."""

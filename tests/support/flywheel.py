@@ -7,7 +7,7 @@ frame index records the condition it was rendered under, so each unit's ground t
 ``render_unit(seed, index, condition=...)``. ``Tally`` scores verdicts against that truth the way
 the registry's gate does (NO_DECISION is not a correct decision). ``label_from_truth`` plays QA
 staff in Label Studio: it annotates exactly the tasks the station sent, box for box from ground
-truth. ``write_figures`` puts the run's figures under ``benchmarks/results``.
+truth. ``write_figures`` puts the run's figures into the folder the test names.
 """
 
 from __future__ import annotations

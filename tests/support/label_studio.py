@@ -1,9 +1,10 @@
 """A real Label Studio for tests: the shared server CI starts, or a private one a test may stop.
 
-The shared server is started once by ``scripts/label_studio.sh start`` (in CI by ``.ci/run``),
+The shared server is started once by ``scripts/label_studio.sh start`` (``make test`` does it),
 which prints ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY`` and ``LABEL_STUDIO_DATA_DIR``. Tests
 marked ``labelstudio`` get it through ``require_label_studio``: when it is not reachable they are
-skipped with the command to start it, except in CI (``CI=true``), where that is a failure. Fault
+skipped with the command to start it, except in CI (``CI=true``), where that is a failure (and
+under ``make test`` any skip fails the run). Fault
 tests must not stop the shared server, so ``PrivateLabelStudio`` copies its migrated data folder
 (the SQLite database through the backup API, so the copy is consistent) and runs a second server
 on a free port from the copy, which starts in seconds instead of migrating for half a minute.

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` runs it: check the real peers the tests talk to, start Label
+# Studio (scripts/label_studio.sh; installed into its own venv on first use), run pytest with every
+# test required to run, and stop what this script started.
+#
+#   scripts/test.sh .venv/bin/pytest [pytest args...]
+#
+# A missing Debian package is installed when running as root, otherwise the run stops before
+# pytest with the command that installs it; a test that is
+# skipped anyway fails the session (LINEGUARD_REQUIRE_ALL=1, see tests/conftest.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pytest_bin=${1:?usage: scripts/test.sh PYTEST [ARGS...]}
+shift
+
+need_apt=()
+for pair in mosquitto:mosquitto mosquitto_passwd:mosquitto-clients promtool:prometheus \
+  prometheus:prometheus openssl:openssl curl:curl; do
+  command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair#*:}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "scripts/test.sh: installing ${need_apt[*]} (Debian packages)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need_apt[*]}; install with: sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+started_ls=""
+if [ -z "${LABEL_STUDIO_URL:-}" ]; then
+  eval "$(scripts/label_studio.sh start)"
+  started_ls=1
+fi
+cleanup() { [ -n "$started_ls" ] && scripts/label_studio.sh stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+LINEGUARD_REQUIRE_ALL=1 "$pytest_bin" --durations=15 "$@"
