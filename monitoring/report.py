@@ -220,6 +220,11 @@ def render_report(scrapes: Sequence[Scrape], title: str = "lineguard station rep
     rows = "\n".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(scrapes)
     )
+    note = (
+        "<p><strong>One scrape only: latency and verdict rates need at least two.</strong></p>\n"
+        if len(scrapes) < 2
+        else ""
+    )
     sections = "\n".join(
         f'<h2>{html.escape(name)}</h2>\n<img alt="{html.escape(name)}" src="data:image/png;base64,{png}">'
         for name, png in figures
@@ -228,7 +233,7 @@ def render_report(scrapes: Sequence[Scrape], title: str = "lineguard station rep
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>\n<style>body{{font-family:sans-serif;margin:2em}}"
         "th{text-align:left;padding-right:1em}img{max-width:100%}</style></head>\n<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n<table>\n{rows}\n</table>\n{sections}\n</body></html>\n"
+        f"<h1>{html.escape(title)}</h1>\n<table>\n{rows}\n</table>\n{note}{sections}\n</body></html>\n"
     )
 
 

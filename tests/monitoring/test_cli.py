@@ -65,6 +65,10 @@ def test_report_from_a_live_edge_appends_history_and_writes_html(
     capsys.readouterr()
     assert main(["monitor", "report", "--history", str(history), "--out", str(out)]) == 0
     assert "(3 scrapes)" in capsys.readouterr().out
+    assert len(history.read_text().splitlines()) == 3
+    assert main([*args[:-4], "--scrapes", "1", "--history", str(history), "--out", str(out)]) == 0
+    assert "(4 scrapes)" in capsys.readouterr().out
+    assert len(history.read_text().splitlines()) == 4
 
 
 def test_unreachable_edge_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,7 +75,9 @@ def test_report_page_has_summary_and_four_png_plots() -> None:
 
 def test_one_scrape_gives_a_page_that_says_rates_need_two() -> None:
     page = render_report(_history(1))
+    assert "latency and verdict rates need at least two" in page
     assert len(_pngs(page)) == 4
+    assert "One scrape only" not in render_report(_history(2))
 
 
 def test_no_scrapes_is_a_user_error() -> None:
