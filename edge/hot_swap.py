@@ -26,9 +26,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 
 from lineguard.config import LineguardConfig, SwapGuardConfig
-from lineguard.errors import LineguardError, ModelError
+from lineguard.errors import ConfigError, LineguardError, ModelError
 from lineguard.inference import Detector, VerdictPolicy, check_golden
 from lineguard.model_card import ModelCard
+from lineguard.secrets import read_secret
 from lineguard.verdict import Reason, Verdict, VerdictKind
 
 if TYPE_CHECKING:
@@ -61,9 +62,9 @@ def _token(cfg: LineguardConfig) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ModelError(f"cannot read registry.token_file {path}: {exc}") from exc
+        return read_secret(path, "registry.token_file")
+    except ConfigError as exc:  # a refused swap is reported as one, the old model keeps running
+        raise ModelError(str(exc)) from exc
 
 
 def fetch(url: str, dest: Path, *, token: str | None = None, timeout_s: float = 30.0) -> str:
