@@ -25,17 +25,17 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lineguard.config import LineguardConfig
-from lineguard.edge._mqtt_link import LinkSettings, diagnose, link_settings
 from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
 from lineguard.monitoring import Metrics, build_alert
+from lineguard.mqtt_link import LinkSettings, diagnose, link_settings, make_client
 from lineguard.verdict import utc_now
 
 __all__ = ["MqttDelivery"]
@@ -176,22 +176,9 @@ class MqttDelivery:
 
     # -- paho callbacks (network thread): queue and wake, never block ---------------------------
     def _make_client(self) -> mqtt.Client:
-        s = self._settings
-        v5 = s.protocol is MQTTProtocolVersion.MQTTv5
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=s.protocol,
-            clean_session=None if v5 else False,
-        )
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password)
-        if s.ssl_context is not None:
-            client.tls_set_context(s.ssl_context)
+        client = make_client(self._settings, persistent=True)
         client.max_inflight_messages_set(_PAHO_INFLIGHT)
         client.will_set(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
-        cap = max(1, round(s.reconnect_max_s))  # paho takes whole seconds
-        client.reconnect_delay_set(min_delay=1, max_delay=cap)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail

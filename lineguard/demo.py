@@ -194,10 +194,10 @@ class _VerdictTap:
         self._stop = threading.Event()
         self._client: Any = None
         if mqtt_host is not None:
-            import paho.mqtt.client as mqtt
-            from paho.mqtt.enums import CallbackAPIVersion
+            from lineguard.config import MqttConfig
+            from lineguard.mqtt_link import make_client, settings_for
 
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
+            client = make_client(settings_for(MqttConfig(host=mqtt_host, port=port), ""))
             client.on_message = lambda _c, _u, msg: self._take(bytes(msg.payload))
             client.connect(mqtt_host, port)
             client.subscribe(topic, qos=1)

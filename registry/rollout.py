@@ -12,7 +12,6 @@ token. The model card sits beside it by the same rule (``…/cards/<name>/<versi
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import uuid
 from dataclasses import dataclass
@@ -57,24 +56,12 @@ class Announcement:
 
 
 def _client(cfg: MqttConfig) -> mqtt.Client:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    """The station's link (same TLS, password rule, protocol) under a client id of our own, so a
+    rollout never takes over a station's session."""
+    from lineguard.mqtt_link import make_client, settings_for
 
-    protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"lineguard-registry-{uuid.uuid4().hex[:8]}", protocol=protocol
-    )
-    if cfg.username:
-        password = cfg.password_file.read_text().strip() if cfg.password_file else None
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls is not None:
-        client.tls_set(
-            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-    return client
+    client_id = f"lineguard-registry-{uuid.uuid4().hex[:8]}"
+    return make_client(settings_for(cfg, client_id), client_id=client_id)
 
 
 def publish_model(
