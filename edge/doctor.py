@@ -19,7 +19,7 @@ import click
 
 from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import LineguardError
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import ModelCard, sha256_file
 
 __all__ = ["Check", "doctor", "run_checks"]
 

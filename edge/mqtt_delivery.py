@@ -34,9 +34,9 @@ from lineguard.config import LineguardConfig
 from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
+from lineguard.messages import StationStatus, utc_now
 from lineguard.monitoring import Metrics, build_alert
 from lineguard.mqtt_link import LinkSettings, diagnose, link_settings, make_client
-from lineguard.verdict import utc_now
 
 __all__ = ["MqttDelivery"]
 
@@ -86,7 +86,7 @@ class MqttDelivery:
         self._connected = False
         self._link_epoch = 0
         self._got_connack = False
-        self._status: dict[str, object] = {}
+        self._status = StationStatus(state="online", line=self._line, station=self._station)
         self._alerts_unsent: deque[bytes] = deque(maxlen=100)
         self._alerts_lock = threading.Lock()
         # State of the drain thread only.
@@ -168,7 +168,7 @@ class MqttDelivery:
 
     def publish_status(self, status: dict[str, object]) -> None:
         try:
-            self._status = dict(status)
+            self._status = StationStatus.online(self._line, self._station, status)  # the contract
             if self._connected:
                 self._client.publish(self.topics["status"], self._status_payload("online"), 1, True)
         except Exception:
@@ -363,13 +363,7 @@ class MqttDelivery:
             self._high_water = max(self._high_water, row.seq)
 
     def _status_payload(self, state: str) -> bytes:
-        body: dict[str, object] = {
-            "schema": "lineguard.status/1",
-            "state": state,
-            "line": self._line,
-            "station": self._station,
-            "ts": utc_now().isoformat(),
-        }
+        """``online`` repeats the last status given, stamped now; ``offline`` is the last will."""
         if state == "online":
-            body.update(self._status)
-        return json.dumps(body, default=str).encode()
+            return self._status.model_copy(update={"ts": utc_now()}).to_json().encode()
+        return StationStatus.offline(self._line, self._station).to_json().encode()

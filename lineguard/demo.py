@@ -335,7 +335,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     """Run the whole loop on a synthetic line: data, model, registry, edge, verdicts, summary."""
     from lineguard.config import load_config
     from lineguard.edge import EdgeDaemon
-    from lineguard.model_card import ModelCard
+    from lineguard.messages import ModelCard
     from lineguard.registry import Registry, Stage
 
     started = time.monotonic()

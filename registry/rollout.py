@@ -5,8 +5,8 @@ On promotion to production (and on rollback) the registry publishes ``lineguard/
 follows the model, and waits until the broker acknowledged each one; a station that connects
 later gets the retained message at once. The URL is either ``file://<root>/blobs/<sha256>`` (one
 machine) or ``<public_url>/v1/artifacts/<sha256>`` served by ``lineguard registry serve`` with a
-token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``), which
-``lineguard.edge.hot_swap.card_url_for`` mirrors.
+token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``),
+``lineguard.messages.card_url_for``, which the station applies to find it.
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from lineguard.config import MqttConfig
 from lineguard.errors import DeliveryError
+from lineguard.messages import MODEL_MESSAGE_SCHEMA, DesiredModel
 from lineguard.registry.store import ModelVersion, Registry, StationFollow
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
 __all__ = ["MODEL_MESSAGE_SCHEMA", "Announcement", "artifact_url", "desired_payload", "publish_model"]
-
-MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
 
 
 def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
@@ -37,16 +36,10 @@ def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
 
 
 def desired_payload(registry: Registry, mv: ModelVersion, public_url: str = "") -> str:
-    """The retained ``…/model`` JSON for ``mv`` (``lineguard.model/1``)."""
-    return json.dumps(
-        {
-            "schema": MODEL_MESSAGE_SCHEMA,
-            "name": mv.name,
-            "version": mv.version,
-            "sha256": mv.sha256,
-            "url": artifact_url(registry, mv.sha256, public_url),
-        }
-    )
+    """The retained ``…/model`` JSON for ``mv``: the station parses it with the same ``DesiredModel``."""
+    return DesiredModel(
+        name=mv.name, version=mv.version, sha256=mv.sha256, url=artifact_url(registry, mv.sha256, public_url)
+    ).to_json()
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,8 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from lineguard.manifest import DatasetManifest
-from lineguard.model_card import ModelCard
+from lineguard.messages import DatasetManifest, ModelCard, Verdict
 from lineguard.schemas import SCHEMAS, render_schema
-from lineguard.verdict import Verdict
 
 SCHEMA_DIR = Path(__file__).parents[2] / "schemas"
 T0 = datetime(2026, 11, 26, 8, 0, 0, tzinfo=UTC)

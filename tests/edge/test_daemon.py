@@ -20,9 +20,8 @@ from lineguard.config import LineguardConfig, load_config
 from lineguard.edge.control import Trigger
 from lineguard.edge.daemon import EdgeDaemon
 from lineguard.inference import Detector
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard, Reason, Verdict, VerdictKind
 from lineguard.synthetic import render_unit
-from lineguard.verdict import Reason, Verdict, VerdictKind
 
 
 def station(tmp_path: Path, model: Path | None, **sections: Any) -> LineguardConfig:
@@ -280,7 +279,7 @@ def test_camera_that_never_delivers_raises_one_alert_and_turns_unready(
 def test_darker_line_raises_a_brightness_drift_alarm(tmp_path: Path, tiny_model: Path) -> None:
     from lineguard.config import QualityConfig
     from lineguard.inference import QualityGate
-    from lineguard.model_card import ReferenceStats
+    from lineguard.messages import ReferenceStats
     from lineguard.synthetic import CONDITIONS
 
     gate = QualityGate(QualityConfig(), frozen_frames=1 << 30)

@@ -14,9 +14,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from support.mosquitto import Broker, free_port
 
 from lineguard.config import MqttConfig
-from lineguard.edge.control import DesiredModel, parse_control
+from lineguard.edge.control import parse_control
 from lineguard.errors import DeliveryError
-from lineguard.model_card import sha256_file
+from lineguard.messages import DesiredModel, sha256_file
 from lineguard.registry import Registry, Stage, publish_model
 
 
