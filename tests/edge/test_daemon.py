@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from support.contracts import assert_matches_schema
 from support.mosquitto import Broker, free_port
 from support.mqtt import subscribed, wait_until
 
@@ -252,6 +253,10 @@ def test_triggers_and_verdicts_travel_over_mqtt(
     assert [(v.seq, v.unit_id) for v in got] == [(1, "PLC-1"), (2, "PLC-2"), (3, "PLC-3")]
     assert all(v.model is not None and v.model.name == "tiny" for v in got)
     assert any((s.get("model") or {}).get("name") == "tiny" for s in online())
+    for _, payload, _ in [m for m in list(sub.messages) if m[0].endswith("/verdict")]:
+        assert_matches_schema("verdict", payload)
+    for status in online():  # what the daemon's status() becomes on the wire honours the schema
+        assert_matches_schema("status", status)
     assert daemon.summary.pending == 0
 
 

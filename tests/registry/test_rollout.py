@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from support.contracts import assert_matches_schema
 from support.mosquitto import Broker, free_port
 
 from lineguard.config import MqttConfig
@@ -80,6 +81,8 @@ def test_promotion_publishes_retained_model_to_following_stations(
     assert (late.name, late.version) == ("signal", "1.0.0")
     blob = Path(urlsplit(late.url).path)
     assert late.url.startswith("file://") and sha256_file(blob) == late.sha256
+    for _, payload, _ in got:
+        assert_matches_schema("model", payload)
     assert registry.history("signal")[-1].action == "rollout"
 
 
