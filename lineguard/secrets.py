@@ -34,7 +34,9 @@ def read_secret(path: Path, what: str, *, min_chars: int = 1) -> str:
         with path.open("rb") as fh:
             raw = fh.read(MAX_SECRET_BYTES + 1)
     except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} not found; create it holding the secret, or fix the path") from exc
+        raise ConfigError(
+            f"{what} {path} cannot be read: file not found; create it holding the secret, or fix the path"
+        ) from exc
     except OSError as exc:
         raise ConfigError(
             f"{what} {path} cannot be read: {exc.strerror or exc}; fix the path or its permissions"

@@ -30,7 +30,7 @@ def test_only_the_trailing_line_break_is_dropped(tmp_path: Path) -> None:
 
 
 def test_missing_file_names_the_key_and_the_fix(tmp_path: Path) -> None:
-    assert "not found; create it" in _error(tmp_path / "absent")
+    assert "cannot be read: file not found; create it" in _error(tmp_path / "absent")
 
 
 @pytest.mark.parametrize("content", [b"", b"\n", b"\r\n\n"])
