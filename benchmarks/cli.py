@@ -29,7 +29,7 @@ def _frame_size(value: str) -> tuple[int, int]:
 
 def _weights_of(model_path: Path) -> Path | None:
     """The PyTorch weights an ONNX model was exported from, when they are still where they were."""
-    from lineguard.model_card import ModelCard
+    from lineguard.messages import ModelCard
 
     beside = model_path.with_suffix(".pt")  # a model built by the benchmark itself
     if beside.is_file():
@@ -150,7 +150,7 @@ def latency(
     from lineguard.benchmarks.latency import Variant, run_latency_benchmark
     from lineguard.benchmarks.latency_mqtt import broker_answers
     from lineguard.benchmarks.latency_report import write_report
-    from lineguard.model_card import ModelCard
+    from lineguard.messages import ModelCard
 
     size = _frame_size(frame_size)
     if "bf16" in precisions and "openvino" not in backends:

@@ -27,7 +27,7 @@ import numpy as np
 
 from lineguard.config import MonitoringConfig, QualityConfig
 from lineguard.inference import QualityGate
-from lineguard.model_card import ReferenceStats
+from lineguard.messages import ReferenceStats
 from lineguard.monitoring import DriftEvent, DriftMonitor, Metrics
 from lineguard.synthetic import CLASSES, CONDITIONS, SyntheticUnit, render_unit
 

@@ -33,9 +33,9 @@ from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
+from lineguard.messages import utc_now
 from lineguard.synthetic import render_unit
 from lineguard.training.evaluate import EVAL_CONF, EVAL_IOU
-from lineguard.verdict import utc_now
 
 __all__ = [
     "EDGE_STAGES",

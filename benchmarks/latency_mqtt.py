@@ -26,9 +26,8 @@ from lineguard.config import LineguardConfig
 from lineguard.edge import MqttDelivery, Outbox
 from lineguard.errors import DeliveryError
 from lineguard.inference import Decision
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard, ModelRef, Verdict
 from lineguard.monitoring import Metrics
-from lineguard.verdict import ModelRef, Verdict
 
 __all__ = ["MqttProbe", "broker_answers"]
 

@@ -33,8 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from lineguard.config import LineguardConfig
 from lineguard.edge.mqtt_delivery import MqttDelivery
 from lineguard.edge.outbox import Outbox
+from lineguard.messages import Reason, Verdict, VerdictKind, utc_now
 from lineguard.monitoring.metrics import Metrics
-from lineguard.verdict import Reason, Verdict, VerdictKind, utc_now
 
 __all__ = ["main"]
 

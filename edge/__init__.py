@@ -17,7 +17,6 @@ from lineguard.edge.hot_swap import (
     ModelFollower,
     SwapCheck,
     SwapGuard,
-    card_url_for,
     prepare_model,
 )
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
@@ -51,7 +50,6 @@ __all__ = [
     "SwapCheck",
     "SwapGuard",
     "Trigger",
-    "card_url_for",
     "frame_from_image",
     "make_delivery",
     "open_source",

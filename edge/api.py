@@ -66,18 +66,10 @@ _INSPECT_BODY: dict[str, Any] = {
 
 
 def _read_token(daemon: EdgeDaemon) -> str | None:
+    from lineguard.secrets import read_secret
+
     path = daemon.cfg.http.token_file
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"http.token_file {path} cannot be read: {exc.strerror}; create it or unset it"
-        ) from exc
-    if not token:
-        raise ConfigError(f"http.token_file {path} is empty; put a long random token in it")
-    return token
+    return None if path is None else read_secret(path, "http.token_file")
 
 
 def _bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:

@@ -1,7 +1,7 @@
 """Messages the edge receives on MQTT: triggers, feedback and the desired model, validated.
 
 A line controller, a downstream check and the registry write these; the edge trusts none of them.
-Each payload is a small pydantic model that forbids unknown keys, so a typo in a PLC's JSON is
+Their models live in ``lineguard.messages`` and forbid unknown keys, so a typo in a PLC's JSON is
 answered with a one-line reason on ``…/alert`` instead of being half-understood.
 ``parse_control`` turns raw bytes into a model or an ``InputError`` that says what was wrong;
 ``RecentIds`` remembers the last unit ids so a repeated trigger is reported, not inspected twice;
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, Literal, TypeVar
+from typing import Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from lineguard.errors import InputError, validation_message
+from lineguard.messages import DesiredModel, Feedback, Trigger
 from lineguard.monitoring import Metrics
 
 __all__ = [
@@ -31,49 +32,13 @@ __all__ = [
 
 UnitId = str
 
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_none=True)
-
-
-class Trigger(_Message):
-    """``…/trigger``: inspect the next frame as this unit."""
-
-    schema_: Literal["lineguard.trigger/1"] = Field(default="lineguard.trigger/1", alias="schema")
-    unit_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
-    ts: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False, description="When the unit reached the camera (Unix s)."
-    )
-
-
-class Feedback(_Message):
-    """``…/feedback``: the confirmed outcome of a unit, counted so the plant sees real rates."""
-
-    schema_: Literal["lineguard.feedback/1"] = Field(default="lineguard.feedback/1", alias="schema")
-    unit_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
-    outcome: Literal["escape", "overkill", "confirmed"]
-
-
-class DesiredModel(_Message):
-    """``…/model`` (retained): the model the registry wants this station to run."""
-
-    schema_: Literal["lineguard.model/1"] = Field(default="lineguard.model/1", alias="schema")
-    name: str = Field(min_length=1, max_length=128)
-    version: str = Field(min_length=1, max_length=64)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    url: str = Field(min_length=1, max_length=2048, description="Where to fetch the model bundle.")
-
-
-CONTROL_MESSAGES: Final[dict[str, type[_Message]]] = {
+CONTROL_MESSAGES: Final[dict[str, type[BaseModel]]] = {
     "trigger": Trigger,
     "feedback": Feedback,
     "model": DesiredModel,
 }
 
-M = TypeVar("M", bound=_Message)
+M = TypeVar("M", bound=BaseModel)
 
 
 def parse_control(kind: type[M], payload: bytes | str) -> M:

@@ -38,8 +38,8 @@ from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
+from lineguard.messages import Reason, Verdict, VerdictKind
 from lineguard.monitoring import Metrics
-from lineguard.verdict import Reason, Verdict, VerdictKind
 
 __all__ = ["EdgeDaemon"]
 

@@ -19,7 +19,7 @@ import click
 
 from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import LineguardError
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import ModelCard, sha256_file
 
 __all__ = ["Check", "doctor", "run_checks"]
 
@@ -67,10 +67,7 @@ def _check_broker(cfg: LineguardConfig, timeout_s: float) -> Check:
     daemon's own diagnosis says why."""
     if not cfg.mqtt.enabled:
         return Check("broker", True, "MQTT disabled: verdicts go to the JSON-lines file")
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from lineguard.edge._mqtt_link import diagnose, link_settings
+    from lineguard.mqtt_link import diagnose, link_settings, make_client
 
     try:
         settings = link_settings(cfg)
@@ -78,11 +75,7 @@ def _check_broker(cfg: LineguardConfig, timeout_s: float) -> Check:
         return Check("broker", False, str(exc), "fix the file named above in the mqtt section")
     reasons: list[object] = []
     done = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=settings.protocol)
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.ssl_context is not None:
-        client.tls_set_context(settings.ssl_context)
+    client = make_client(settings, client_id="")  # the daemon's id stays free: it may be running
 
     def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object = None) -> None:
         reasons.append(reason)

@@ -21,39 +21,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from lineguard.config import LineguardConfig, SwapGuardConfig
-from lineguard.errors import LineguardError, ModelError
+from lineguard.errors import ConfigError, LineguardError, ModelError
 from lineguard.inference import Detector, VerdictPolicy, check_golden
-from lineguard.model_card import ModelCard
-from lineguard.verdict import Reason, Verdict, VerdictKind
+from lineguard.messages import ModelCard, Reason, Verdict, VerdictKind
+from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
-    from lineguard.edge.control import DesiredModel
+    from lineguard.messages import DesiredModel
 
 __all__ = [
     "ModelFollower",
     "SwapCheck",
     "SwapGuard",
-    "card_url_for",
     "fetch",
     "prepare_model",
     "remove_model",
 ]
-
-
-def card_url_for(url: str, name: str, version: str) -> str:
-    """The card beside an artifact URL: ``…/<kind>/<sha256>`` -> ``…/cards/<name>/<version>.json``.
-
-    The registry lays out ``<root>/blobs/<sha>`` + ``<root>/cards/<name>/<version>.json`` and serves
-    ``/v1/artifacts/<sha>`` + ``/v1/cards/<name>/<version>.json``; one rule covers both.
-    """
-    parts = urlsplit(url)
-    head = parts.path.rstrip("/").rsplit("/", 2)[0]
-    return urlunsplit((parts.scheme, parts.netloc, f"{head}/cards/{name}/{version}.json", "", ""))
 
 
 def _token(cfg: LineguardConfig) -> str | None:
@@ -61,9 +49,9 @@ def _token(cfg: LineguardConfig) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ModelError(f"cannot read registry.token_file {path}: {exc}") from exc
+        return read_secret(path, "registry.token_file")
+    except ConfigError as exc:  # a refused swap is reported as one, the old model keeps running
+        raise ModelError(str(exc)) from exc
 
 
 def fetch(url: str, dest: Path, *, token: str | None = None, timeout_s: float = 30.0) -> str:
@@ -123,7 +111,7 @@ def _download(desired: DesiredModel, folder: Path, token: str | None) -> tuple[P
                 f"refused model {ref}: downloaded file has sha256 {got[:12]}…, the registry announced "
                 f"{desired.sha256[:12]}…; the artifact is corrupted or was replaced"
             )
-    fetch(card_url_for(desired.url, desired.name, desired.version), card_path, token=token)
+    fetch(desired.card_url, card_path, token=token)
     card = ModelCard.load(card_path)
     if (card.name, card.version, card.sha256) != (desired.name, desired.version, desired.sha256):
         raise ModelError(

@@ -27,8 +27,8 @@ from lineguard.edge.sources import Frame
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detections, Detector, QualityGate, QualityReport, VerdictPolicy
 from lineguard.labeling import ReviewQueue, ReviewSampler
+from lineguard.messages import ModelRef, Reason, Verdict, VerdictKind
 from lineguard.monitoring import DriftMonitor, Metrics
-from lineguard.verdict import ModelRef, Reason, Verdict, VerdictKind
 
 __all__ = ["Inspector", "ModelSlot", "RunSummary", "event"]
 

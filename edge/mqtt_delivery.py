@@ -25,18 +25,18 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lineguard.config import LineguardConfig
-from lineguard.edge._mqtt_link import LinkSettings, diagnose, link_settings
 from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
+from lineguard.messages import StationStatus, utc_now
 from lineguard.monitoring import Metrics, build_alert
-from lineguard.verdict import utc_now
+from lineguard.mqtt_link import LinkSettings, diagnose, link_settings, make_client
 
 __all__ = ["MqttDelivery"]
 
@@ -86,7 +86,7 @@ class MqttDelivery:
         self._connected = False
         self._link_epoch = 0
         self._got_connack = False
-        self._status: dict[str, object] = {}
+        self._status = StationStatus(state="online", line=self._line, station=self._station)
         self._alerts_unsent: deque[bytes] = deque(maxlen=100)
         self._alerts_lock = threading.Lock()
         # State of the drain thread only.
@@ -168,7 +168,7 @@ class MqttDelivery:
 
     def publish_status(self, status: dict[str, object]) -> None:
         try:
-            self._status = dict(status)
+            self._status = StationStatus.online(self._line, self._station, status)  # the contract
             if self._connected:
                 self._client.publish(self.topics["status"], self._status_payload("online"), 1, True)
         except Exception:
@@ -176,22 +176,9 @@ class MqttDelivery:
 
     # -- paho callbacks (network thread): queue and wake, never block ---------------------------
     def _make_client(self) -> mqtt.Client:
-        s = self._settings
-        v5 = s.protocol is MQTTProtocolVersion.MQTTv5
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=s.protocol,
-            clean_session=None if v5 else False,
-        )
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password)
-        if s.ssl_context is not None:
-            client.tls_set_context(s.ssl_context)
+        client = make_client(self._settings, persistent=True)
         client.max_inflight_messages_set(_PAHO_INFLIGHT)
         client.will_set(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
-        cap = max(1, round(s.reconnect_max_s))  # paho takes whole seconds
-        client.reconnect_delay_set(min_delay=1, max_delay=cap)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -376,13 +363,7 @@ class MqttDelivery:
             self._high_water = max(self._high_water, row.seq)
 
     def _status_payload(self, state: str) -> bytes:
-        body: dict[str, object] = {
-            "schema": "lineguard.status/1",
-            "state": state,
-            "line": self._line,
-            "station": self._station,
-            "ts": utc_now().isoformat(),
-        }
+        """``online`` repeats the last status given, stamped now; ``offline`` is the last will."""
         if state == "online":
-            body.update(self._status)
-        return json.dumps(body, default=str).encode()
+            return self._status.model_copy(update={"ts": utc_now()}).to_json().encode()
+        return StationStatus.offline(self._line, self._station).to_json().encode()

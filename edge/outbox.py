@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lineguard.errors import ConfigError, DeliveryError
-from lineguard.verdict import Verdict
+from lineguard.messages import Verdict
 
 __all__ = ["Outbox", "OutboxFullError", "PendingVerdict"]
 

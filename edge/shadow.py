@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.verdict import Reason, Verdict, VerdictKind
+from lineguard.messages import Reason, Verdict, VerdictKind
 
 if TYPE_CHECKING:
     from lineguard.inference import Decision, Detector, VerdictPolicy

@@ -95,25 +95,31 @@ def watch(
 ) -> None:
     """Print live verdicts of STATION: seq, unit id, verdict, reason, latency."""
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.enums import MQTTProtocolVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from lineguard.edge._mqtt_link import make_ssl_context, read_password
+    from lineguard.mqtt_link import LinkSettings, make_client, make_ssl_context
+    from lineguard.secrets import read_secret
 
     topic = f"lineguard/{line}/{station}/verdict"
     inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id or f"lineguard-watch-{uuid.uuid4().hex[:8]}",
+    password = None
+    if username is not None and password_file is not None:
+        password = read_secret(password_file, "--password-file")
+    link = LinkSettings(
+        host=host,
+        port=port,
         protocol=MQTTProtocolVersion.MQTTv5,
+        client_id=client_id or f"lineguard-watch-{uuid.uuid4().hex[:8]}",
+        keepalive_s=60,
+        username=username,
+        password=password,
+        ssl_context=None if ca_file is None else make_ssl_context(ca_file, None, None),
+        reconnect_max_s=10,
+        session_expiry_s=_SESSION_EXPIRY_S if client_id else 0,
     )
-    if username is not None:
-        password = None if password_file is None else read_password(password_file, "--password-file")
-        client.username_pw_set(username, password)
-    if ca_file is not None:
-        client.tls_set_context(make_ssl_context(ca_file, None, None))
-    client.reconnect_delay_set(1, 10)
+    client = make_client(link)
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
@@ -124,7 +130,7 @@ def watch(
     client.on_connect = on_connect
     client.on_message = lambda c, u, msg: inbox.put(("message", bytes(msg.payload)))
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = _SESSION_EXPIRY_S if client_id else 0
+    props.SessionExpiryInterval = link.session_expiry_s
     try:
         client.connect(host, port, clean_start=client_id is None, properties=props)
     except OSError as exc:

@@ -97,7 +97,7 @@ def setup(
 ) -> None:
     """Create the project, or update its labels to the model's classes."""
     from lineguard.errors import InputError
-    from lineguard.model_card import ModelCard
+    from lineguard.messages import ModelCard
 
     if (classes is None) == (model_card is None):
         raise InputError("pass exactly one of --classes a,b,c or --model-card PATH")
@@ -215,7 +215,7 @@ def send(
     from lineguard.errors import InputError
     from lineguard.labeling.label_studio import LabelStudioSink
     from lineguard.labeling.review_outbox import ReviewItem, ReviewQueue, review_dir
-    from lineguard.verdict import utc_now
+    from lineguard.messages import utc_now
 
     if not images and not drain:
         raise InputError("nothing to send; name image files or pass --drain")

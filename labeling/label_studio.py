@@ -26,6 +26,7 @@ from xml.sax.saxutils import quoteattr
 from lineguard.config import SamplingConfig
 from lineguard.errors import ConfigError, DeliveryError, InputError, MissingDependencyError
 from lineguard.labeling.review_outbox import RefusedError, ReviewItem
+from lineguard.secrets import read_secret
 
 __all__ = [
     "FROM_NAME",
@@ -339,10 +340,8 @@ class LabelStudioSink:
 
 
 def read_token(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the Label Studio token file {path}: {exc.strerror}") from exc
+    """The Label Studio API token from ``sampling.label_studio_token_file``."""
+    return read_secret(path, "sampling.label_studio_token_file")
 
 
 def sink_from_config(cfg: SamplingConfig) -> LabelStudioSink | None:

@@ -30,7 +30,7 @@ import yaml
 
 from lineguard.errors import DatasetError, InputError
 from lineguard.labeling.label_studio import LabelStudioClient
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest
 
 __all__ = ["TASK_PREFIX", "LabeledTask", "PullReport", "annotation_boxes", "pull_dataset", "pulled_task_ids"]
 

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from lineguard.config import SamplingConfig
 from lineguard.inference import Detections
 from lineguard.labeling.review_outbox import ReviewBox, ReviewItem, ReviewQueue
-from lineguard.verdict import Verdict, VerdictKind
+from lineguard.messages import Verdict, VerdictKind
 
 if TYPE_CHECKING:
     from lineguard.monitoring import Metrics

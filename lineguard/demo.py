@@ -194,10 +194,10 @@ class _VerdictTap:
         self._stop = threading.Event()
         self._client: Any = None
         if mqtt_host is not None:
-            import paho.mqtt.client as mqtt
-            from paho.mqtt.enums import CallbackAPIVersion
+            from lineguard.config import MqttConfig
+            from lineguard.mqtt_link import make_client, settings_for
 
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
+            client = make_client(settings_for(MqttConfig(host=mqtt_host, port=port), ""))
             client.on_message = lambda _c, _u, msg: self._take(bytes(msg.payload))
             client.connect(mqtt_host, port)
             client.subscribe(topic, qos=1)
@@ -335,7 +335,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     """Run the whole loop on a synthetic line: data, model, registry, edge, verdicts, summary."""
     from lineguard.config import load_config
     from lineguard.edge import EdgeDaemon
-    from lineguard.model_card import ModelCard
+    from lineguard.messages import ModelCard
     from lineguard.registry import Registry, Stage
 
     started = time.monotonic()

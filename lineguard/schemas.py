@@ -14,14 +14,28 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lineguard.manifest import DatasetManifest
-from lineguard.model_card import ModelCard
-from lineguard.verdict import Verdict
+from lineguard.messages import (
+    Alert,
+    DatasetManifest,
+    DesiredModel,
+    Feedback,
+    ModelCard,
+    StationStatus,
+    Trigger,
+    Verdict,
+)
 
 __all__ = ["SCHEMAS", "render_schema", "write_schemas"]
 
+# One file per wire format; a station's topics are named after the first five
+# (lineguard/<line>/<station>/verdict, .../status, .../alert, .../trigger, .../feedback, .../model).
 SCHEMAS: dict[str, type[BaseModel]] = {
     "verdict.schema.json": Verdict,
+    "status.schema.json": StationStatus,
+    "alert.schema.json": Alert,
+    "trigger.schema.json": Trigger,
+    "feedback.schema.json": Feedback,
+    "model.schema.json": DesiredModel,
     "model_card.schema.json": ModelCard,
     "dataset_manifest.schema.json": DatasetManifest,
 }

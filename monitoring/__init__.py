@@ -1,6 +1,6 @@
 """lineguard.monitoring: metric definitions, drift detection at the edge, alerts and reports."""
 
-from lineguard.monitoring.alerts import ALERT_SCHEMA, Alert, AlertKind, AlertLevel, build_alert
+from lineguard.messages import ALERT_SCHEMA, Alert, AlertKind, AlertLevel, build_alert
 from lineguard.monitoring.drift import (
     IMAGE_SIGNALS,
     LEVEL_VALUES,

@@ -34,8 +34,7 @@ import numpy.typing as npt
 
 from lineguard.config import MonitoringConfig
 from lineguard.errors import ConfigError, InputError
-from lineguard.model_card import ReferenceStats
-from lineguard.monitoring.alerts import Alert
+from lineguard.messages import Alert, ReferenceStats
 from lineguard.monitoring.metrics import Metrics
 
 __all__ = [

@@ -24,8 +24,7 @@ import numpy.typing as npt
 from lineguard.config import ModelConfig, PolicyConfig
 from lineguard.errors import DatasetError, ModelError
 from lineguard.inference import Detections
-from lineguard.model_card import ModelCard, sha256_file
-from lineguard.verdict import VerdictKind
+from lineguard.messages import ModelCard, VerdictKind, sha256_file
 
 __all__ = [
     "EvalResult",

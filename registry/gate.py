@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from lineguard.config import GateConfig, LineguardConfig
 from lineguard.errors import InputError
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard
 from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model, golden_problems
 from lineguard.registry.store import Registry
 

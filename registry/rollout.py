@@ -5,29 +5,27 @@ On promotion to production (and on rollback) the registry publishes ``lineguard/
 follows the model, and waits until the broker acknowledged each one; a station that connects
 later gets the retained message at once. The URL is either ``file://<root>/blobs/<sha256>`` (one
 machine) or ``<public_url>/v1/artifacts/<sha256>`` served by ``lineguard registry serve`` with a
-token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``), which
-``lineguard.edge.hot_swap.card_url_for`` mirrors.
+token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``),
+``lineguard.messages.card_url_for``, which the station applies to find it.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from lineguard.config import MqttConfig
 from lineguard.errors import DeliveryError
+from lineguard.messages import MODEL_MESSAGE_SCHEMA, DesiredModel
 from lineguard.registry.store import ModelVersion, Registry, StationFollow
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
 __all__ = ["MODEL_MESSAGE_SCHEMA", "Announcement", "artifact_url", "desired_payload", "publish_model"]
-
-MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
 
 
 def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
@@ -38,16 +36,10 @@ def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
 
 
 def desired_payload(registry: Registry, mv: ModelVersion, public_url: str = "") -> str:
-    """The retained ``…/model`` JSON for ``mv`` (``lineguard.model/1``)."""
-    return json.dumps(
-        {
-            "schema": MODEL_MESSAGE_SCHEMA,
-            "name": mv.name,
-            "version": mv.version,
-            "sha256": mv.sha256,
-            "url": artifact_url(registry, mv.sha256, public_url),
-        }
-    )
+    """The retained ``…/model`` JSON for ``mv``: the station parses it with the same ``DesiredModel``."""
+    return DesiredModel(
+        name=mv.name, version=mv.version, sha256=mv.sha256, url=artifact_url(registry, mv.sha256, public_url)
+    ).to_json()
 
 
 @dataclass(frozen=True)
@@ -57,24 +49,12 @@ class Announcement:
 
 
 def _client(cfg: MqttConfig) -> mqtt.Client:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    """The station's link (same TLS, password rule, protocol) under a client id of our own, so a
+    rollout never takes over a station's session."""
+    from lineguard.mqtt_link import make_client, settings_for
 
-    protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"lineguard-registry-{uuid.uuid4().hex[:8]}", protocol=protocol
-    )
-    if cfg.username:
-        password = cfg.password_file.read_text().strip() if cfg.password_file else None
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls is not None:
-        client.tls_set(
-            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-    return client
+    client_id = f"lineguard-registry-{uuid.uuid4().hex[:8]}"
+    return make_client(settings_for(cfg, client_id), client_id=client_id)
 
 
 def publish_model(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lineguard.errors import ConfigError
 from lineguard.registry.store import Registry
+from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
     import uvicorn
@@ -30,18 +31,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 def read_token(path: Path | None) -> str:
-    """The bearer token from ``path``; refuses a missing or empty file (an open server is a mistake)."""
+    """The bearer token from ``path``; refuses a missing, empty or short file (an open server is a bug)."""
     if path is None:
         raise ConfigError("the artifact server needs a token: set registry.token_file (or --token-file)")
-    try:
-        token = path.read_text().strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"registry token file not found: {path}") from exc
-    if len(token) < 16:
-        raise ConfigError(
-            f"registry token in {path} is shorter than 16 characters; write a longer random one"
-        )
-    return token
+    return read_secret(path, "registry.token_file", min_chars=16)
 
 
 def create_app(registry: Registry, token: str) -> FastAPI:

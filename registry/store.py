@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lineguard.errors import InputError, ModelError
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import ModelCard, sha256_file
 
 __all__ = [
     "CARD_FILE",

@@ -35,6 +35,7 @@ from support.mqtt import Subscriber, wait_until
 from lineguard.config import LineguardConfig, MqttConfig
 from lineguard.edge import EdgeDaemon
 from lineguard.labeling import LabelStudioClient
+from lineguard.messages import Verdict
 from lineguard.registry import Registry, Stage, publish_model
 from lineguard.retrain import retrain
 from lineguard.synthetic import CLASSES
@@ -43,7 +44,6 @@ from lineguard.training.config import TrainConfig
 from lineguard.training.export import export_run
 from lineguard.training.synthetic_dataset import SYNTHETIC_LINE_AUGMENT, write_synthetic_dataset
 from lineguard.training.train import train
-from lineguard.verdict import Verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lineguard.inference import Detections, box_iou
-from lineguard.model_card import ExportParity
+from lineguard.messages import ExportParity
 from lineguard.training.evaluate import predictor_for, read_image
 
 __all__ = ["PARITY_CONF", "check_parity", "quantize_int8"]

@@ -201,7 +201,7 @@ def _onnx_card(onnx_path: Path, classes: list[str]) -> Any:
 
     import onnx
 
-    from lineguard.model_card import ModelCard, sha256_file
+    from lineguard.messages import ModelCard, sha256_file
 
     card_path = onnx_path.parent / "model_card.json"
     if card_path.is_file():
@@ -262,7 +262,7 @@ def predictor_for(
 
 
 def _default_thresholds(model: Path, classes: list[str]) -> dict[str, float]:
-    from lineguard.model_card import ModelCard
+    from lineguard.messages import ModelCard
 
     card = model.parent / "model_card.json"
     if model.suffix == ".onnx" and card.is_file():

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lineguard.errors import InputError, ModelError
-from lineguard.model_card import (
+from lineguard.messages import (
     ClassMetrics,
     ModelCard,
     ModelMetrics,

@@ -21,7 +21,7 @@ from typing import Literal
 import yaml
 
 from lineguard.errors import DatasetError, InputError
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest
 from lineguard.training._formats import Sample, check_sample, read_labelstudio, read_voc, read_yolo
 
 __all__ = ["FORMATS", "ImportFormat", "ImportReport", "import_dataset"]

@@ -17,7 +17,7 @@ import cv2
 import yaml
 
 from lineguard.errors import DatasetError, InputError
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest
 from lineguard.synthetic import CLASSES, condition_named, render_unit
 from lineguard.training.config import AugmentConfig
 

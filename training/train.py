@@ -25,7 +25,7 @@ import yaml
 
 import lineguard
 from lineguard.errors import ConfigError, DatasetError, InputError, ModelError
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest
 from lineguard.training.augment import build_transforms
 from lineguard.training.config import TrainConfig
 from lineguard.training.offline import load_ultralytics

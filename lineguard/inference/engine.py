@@ -28,7 +28,7 @@ from lineguard.errors import ConfigError, MissingDependencyError, ModelError
 from lineguard.inference.detections import Detections
 from lineguard.inference.postprocess import MAX_DET, postprocess
 from lineguard.inference.preprocess import PAD_VALUE, Preprocessor
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard
 
 __all__ = ["CARD_NAME", "Detector", "StageTimes", "available_backends"]
 

@@ -22,8 +22,7 @@ from lineguard.config import PolicyConfig
 from lineguard.errors import ConfigError, InputError
 from lineguard.inference.detections import Detections
 from lineguard.inference.quality import QualityReport
-from lineguard.model_card import ModelCard
-from lineguard.verdict import Defect, Reason, VerdictKind
+from lineguard.messages import Defect, ModelCard, Reason, VerdictKind
 
 __all__ = ["DEFAULT_THRESHOLD", "Decision", "VerdictPolicy"]
 

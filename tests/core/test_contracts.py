@@ -1,4 +1,4 @@
-"""Wire contracts: round trips, the published JSON Schemas, and rejection of bad payloads."""
+"""Wire contracts: round trips, the published JSON Schemas, real payloads, and rejection of bad ones."""
 
 from __future__ import annotations
 
@@ -10,11 +10,23 @@ from typing import Any
 import jsonschema
 import pytest
 from pydantic import ValidationError
+from support.contracts import assert_matches_schema, daemon_status
 
-from lineguard.manifest import DatasetManifest
-from lineguard.model_card import ModelCard
+from lineguard.config import PolicyConfig
+from lineguard.inference import Detections, VerdictPolicy
+from lineguard.messages import (
+    DatasetManifest,
+    DesiredModel,
+    Feedback,
+    ModelCard,
+    ModelRef,
+    StationStatus,
+    Trigger,
+    Verdict,
+    build_alert,
+    card_url_for,
+)
 from lineguard.schemas import SCHEMAS, render_schema
-from lineguard.verdict import Verdict
 
 SCHEMA_DIR = Path(__file__).parents[2] / "schemas"
 T0 = datetime(2026, 11, 26, 8, 0, 0, tzinfo=UTC)
@@ -51,6 +63,12 @@ def card_payload(**changes: Any) -> dict[str, Any]:
     }
     payload.update(changes)
     return payload
+
+
+def test_every_wire_format_has_a_published_schema() -> None:
+    formats = {"verdict", "status", "alert", "trigger", "feedback", "model", "model_card", "dataset_manifest"}
+    assert set(SCHEMAS) == {f"{name}.schema.json" for name in formats}
+    assert {p.name for p in SCHEMA_DIR.glob("*.schema.json")} == set(SCHEMAS)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -148,3 +166,69 @@ def test_manifest_hash_follows_content_not_time(tmp_path: Path) -> None:
     assert DatasetManifest.load(tmp_path).verify(tmp_path) == ["images/train/a.png"]
     schema = json.loads((SCHEMA_DIR / "dataset_manifest.schema.json").read_text())
     jsonschema.validate(json.loads((tmp_path / "manifest.json").read_text()), schema)
+
+
+def test_a_verdict_built_from_the_policys_decision_matches_the_schema() -> None:
+    card = ModelCard.model_validate(card_payload())
+    decision = VerdictPolicy(card, PolicyConfig()).decide(
+        Detections.from_arrays([[0.1, 0.2, 0.3, 0.4]], [0.93], [0]), elapsed_ms=12.0
+    )
+    verdict = Verdict(
+        seq=1,
+        unit_id="U-1",
+        line="line1",
+        station="station1",
+        verdict=decision.verdict,
+        reason=decision.reason,
+        defects=decision.defects,
+        model=ModelRef(name=card.name, version=card.version, sha256=card.sha256),
+        thresholds="3+default",
+        captured_at=T0,
+        decided_at=T0 + timedelta(milliseconds=12),
+        latency_ms=12.0,
+    )
+    assert (verdict.verdict, verdict.defects[0].class_name) == ("FAIL", "scratch")
+    assert_matches_schema("verdict", verdict.to_json())
+
+
+def test_status_online_and_offline_match_the_schema() -> None:
+    online = json.loads(StationStatus.online("line1", "station1", daemon_status()).to_json())
+    assert list(online)[:5] == ["schema", "state", "line", "station", "ts"]
+    assert online["camera"]["source"] == "video:belt.mp4" and online["model"]["name"] == "steel"
+    assert_matches_schema("status", online)
+    no_model = json.loads(
+        StationStatus.online("l", "s", daemon_status(model=None, backend=None, thresholds=None)).to_json()
+    )
+    assert no_model["model"] is None  # "no model loaded" stays an explicit null
+    offline = json.loads(StationStatus.offline("line1", "station1").to_json())
+    assert set(offline) == {"schema", "state", "line", "station", "ts"}  # the last will: identity only
+    assert_matches_schema("status", offline)
+
+
+def test_status_refuses_a_field_outside_the_contract() -> None:
+    with pytest.raises(ValidationError, match="camera"):
+        StationStatus.online("line1", "station1", daemon_status(camera="up"))
+
+
+def test_alerts_triggers_feedback_and_model_messages_match_their_schemas() -> None:
+    alert = build_alert("camera_down", {"source": "cam0", "detail": "no frames"}, line="l", station="s")
+    assert_matches_schema("alert", alert.to_json())
+    assert_matches_schema("trigger", Trigger(unit_id="PLC-1", ts=1.5).to_json())
+    assert_matches_schema("feedback", Feedback(unit_id="PLC-1", outcome="escape").to_json())
+    url = "http://reg:8000/v1/artifacts/" + "c" * 64
+    desired = DesiredModel(name="steel", version="3", sha256="c" * 64, url=url)
+    assert_matches_schema("model", desired.to_json())
+    with pytest.raises(jsonschema.ValidationError):
+        assert_matches_schema("trigger", {"unit_id": "PLC-1", "extra": 1})
+
+
+@pytest.mark.parametrize(
+    ("artifact", "card"),
+    [
+        ("http://reg:8000/v1/artifacts/" + "c" * 64, "http://reg:8000/v1/cards/steel/3.json"),
+        ("file:///srv/registry/blobs/" + "c" * 64, "file:///srv/registry/cards/steel/3.json"),
+    ],
+)
+def test_the_card_sits_beside_the_artifact_by_one_rule(artifact: str, card: str) -> None:
+    assert card_url_for(artifact, "steel", "3") == card
+    assert DesiredModel(name="steel", version="3", sha256="c" * 64, url=artifact).card_url == card

@@ -18,8 +18,8 @@ from lineguard.config import load_config
 from lineguard.edge.api import create_app
 from lineguard.edge.daemon import EdgeDaemon
 from lineguard.errors import ConfigError
+from lineguard.messages import Verdict
 from lineguard.synthetic import render_unit
-from lineguard.verdict import Verdict
 
 # Starlette 1.x wants the httpx2 package for its TestClient and warns (an error here) on httpx.
 with warnings.catch_warnings():

@@ -18,8 +18,7 @@ from pydantic import BaseModel
 from lineguard.cli import main
 from lineguard.config import LineguardConfig, load_config
 from lineguard.edge.outbox import Outbox
-from lineguard.model_card import ModelCard
-from lineguard.verdict import Verdict
+from lineguard.messages import ModelCard, Verdict
 
 EXAMPLE = Path(__file__).parents[2] / "configs" / "station.example.yaml"
 

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from support.contracts import assert_matches_schema
 from support.mosquitto import Broker, free_port
 from support.mqtt import subscribed, wait_until
 
@@ -20,9 +21,8 @@ from lineguard.config import LineguardConfig, load_config
 from lineguard.edge.control import Trigger
 from lineguard.edge.daemon import EdgeDaemon
 from lineguard.inference import Detector
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard, Reason, Verdict, VerdictKind
 from lineguard.synthetic import render_unit
-from lineguard.verdict import Reason, Verdict, VerdictKind
 
 
 def station(tmp_path: Path, model: Path | None, **sections: Any) -> LineguardConfig:
@@ -253,6 +253,10 @@ def test_triggers_and_verdicts_travel_over_mqtt(
     assert [(v.seq, v.unit_id) for v in got] == [(1, "PLC-1"), (2, "PLC-2"), (3, "PLC-3")]
     assert all(v.model is not None and v.model.name == "tiny" for v in got)
     assert any((s.get("model") or {}).get("name") == "tiny" for s in online())
+    for _, payload, _ in [m for m in list(sub.messages) if m[0].endswith("/verdict")]:
+        assert_matches_schema("verdict", payload)
+    for status in online():  # what the daemon's status() becomes on the wire honours the schema
+        assert_matches_schema("status", status)
     assert daemon.summary.pending == 0
 
 
@@ -280,7 +284,7 @@ def test_camera_that_never_delivers_raises_one_alert_and_turns_unready(
 def test_darker_line_raises_a_brightness_drift_alarm(tmp_path: Path, tiny_model: Path) -> None:
     from lineguard.config import QualityConfig
     from lineguard.inference import QualityGate
-    from lineguard.model_card import ReferenceStats
+    from lineguard.messages import ReferenceStats
     from lineguard.synthetic import CONDITIONS
 
     gate = QualityGate(QualityConfig(), frozen_frames=1 << 30)

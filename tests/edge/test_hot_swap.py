@@ -17,13 +17,21 @@ from support.mqtt import Subscriber, subscribed, wait_until
 from support.signal_model import build_signal_onnx
 
 from lineguard.config import LineguardConfig, MqttConfig, SwapGuardConfig
-from lineguard.edge import EdgeDaemon, ModelFollower, SwapGuard, card_url_for, prepare_model
-from lineguard.edge.control import DesiredModel, parse_control
+from lineguard.edge import EdgeDaemon, ModelFollower, SwapGuard, prepare_model
+from lineguard.edge.control import parse_control
 from lineguard.errors import ModelError
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import (
+    DesiredModel,
+    ModelCard,
+    ModelRef,
+    Reason,
+    Verdict,
+    VerdictKind,
+    card_url_for,
+    sha256_file,
+)
 from lineguard.registry import ArtifactServer, Registry, Stage, desired_payload, publish_model
 from lineguard.synthetic import CLASSES, render_unit
-from lineguard.verdict import ModelRef, Reason, Verdict, VerdictKind
 
 TOKEN = "edge-test-token-0123456789"
 

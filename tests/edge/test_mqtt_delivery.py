@@ -9,6 +9,7 @@ from pathlib import Path
 
 import paho.mqtt.publish as publish
 import pytest
+from support.contracts import assert_matches_schema, daemon_status
 from support.mosquitto import Broker
 from support.mqtt import Subscriber, add_verdicts, edge_config, subscribed, wait_until
 
@@ -85,7 +86,7 @@ def test_status_is_retained_online_then_offline_after_stop(
     delivery = MqttDelivery(edge_config(broker.port, tmp_path), outbox, Metrics())
     delivery.start()
     wait_until(lambda: delivery.readiness()[0], 10, "the delivery to connect")
-    delivery.publish_status({"model": {"version": "1.2.0"}, "fps": 9.5, "camera": "up"})
+    delivery.publish_status(daemon_status())
     delivery.stop()
     # A late subscriber still sees the station's state: it is retained.
     with subscribed(broker.host, broker.port, PREFIX + "status") as late:
@@ -96,12 +97,22 @@ def test_status_is_retained_online_then_offline_after_stop(
 
 def test_status_refresh_carries_the_daemons_fields(broker: Broker, delivery: MqttDelivery) -> None:
     with subscribed(broker.host, broker.port, PREFIX + "status") as sub:
-        delivery.publish_status({"model": {"version": "1.2.0"}, "fps": 9.5, "camera": "up"})
+        delivery.publish_status(daemon_status())
         wait_until(lambda: any(p.get("fps") == 9.5 for p in sub.payloads()), 5, "the status refresh")
     status = sub.payloads()[-1]
     assert status["state"] == "online"
-    assert status["model"] == {"version": "1.2.0"}
+    assert status["model"] == daemon_status()["model"]
     assert status["schema"] == "lineguard.status/1"
+    assert_matches_schema("status", status)
+
+
+def test_status_outside_the_contract_is_not_published(broker: Broker, delivery: MqttDelivery) -> None:
+    with subscribed(broker.host, broker.port, PREFIX + "status") as sub:
+        delivery.publish_status(daemon_status(fps=9.5))
+        delivery.publish_status(daemon_status(fps=7.0, camera="up"))  # not a camera health record
+        delivery.publish_status(daemon_status(fps=8.0))
+        wait_until(lambda: any(p.get("fps") == 8.0 for p in sub.payloads()), 5, "the status refresh")
+    assert all(p.get("fps") != 7.0 for p in sub.payloads())
 
 
 @pytest.mark.parametrize(

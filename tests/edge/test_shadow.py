@@ -10,10 +10,9 @@ from support.signal_model import build_signal_onnx
 from lineguard.config import ModelConfig, PolicyConfig
 from lineguard.edge import ShadowRunner
 from lineguard.inference import Detector, VerdictPolicy
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard, Reason, VerdictKind
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import render_unit
-from lineguard.verdict import Reason, VerdictKind
 
 FRAMES = [render_unit(23, i, imgsz=160, defect_rate=0.5).image for i in range(40)]
 

@@ -17,7 +17,7 @@ import pytest
 from lineguard.config import ModelConfig
 from lineguard.errors import ConfigError, ModelError
 from lineguard.inference import Detections, Detector, as_image, letterbox
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import ModelCard, sha256_file
 from lineguard.synthetic import CLASSES, render_unit
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None

@@ -10,8 +10,7 @@ import pytest
 from lineguard.config import PolicyConfig
 from lineguard.errors import ConfigError
 from lineguard.inference import Detections, QualityReport, VerdictPolicy
-from lineguard.model_card import ModelCard
-from lineguard.verdict import Reason, VerdictKind
+from lineguard.messages import ModelCard, Reason, VerdictKind
 
 CARD = ModelCard(
     name="m",

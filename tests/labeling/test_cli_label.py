@@ -13,9 +13,8 @@ import pytest
 from support.label_studio import LabelStudioInfo
 
 from lineguard.labeling import LabelStudioClient, ReviewItem, ReviewQueue
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard, utc_now
 from lineguard.synthetic import CLASSES, render_unit
-from lineguard.verdict import utc_now
 
 _LS_ENV = ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LINEGUARD_CONFIG")
 

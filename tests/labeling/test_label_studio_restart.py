@@ -15,8 +15,8 @@ import pytest
 from support.label_studio import LabelStudioInfo, PrivateLabelStudio
 
 from lineguard.labeling import LabelStudioClient, LabelStudioSink, ReviewItem, ReviewQueue
+from lineguard.messages import utc_now
 from lineguard.synthetic import CLASSES, render_unit
-from lineguard.verdict import utc_now
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 

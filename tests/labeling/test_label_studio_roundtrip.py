@@ -30,10 +30,9 @@ from lineguard.labeling import (
     pull_dataset,
     pulled_task_ids,
 )
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest, ModelRef, Reason, Verdict, VerdictKind, utc_now
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import CLASSES, SyntheticUnit, render_unit
-from lineguard.verdict import ModelRef, Reason, Verdict, VerdictKind, utc_now
 
 pytestmark = pytest.mark.labelstudio
 

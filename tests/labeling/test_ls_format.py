@@ -13,7 +13,7 @@ from lineguard.labeling import (
     label_config_classes,
     review_task,
 )
-from lineguard.verdict import utc_now
+from lineguard.messages import utc_now
 
 CLASSES = ["scratch", "pit", "crack"]
 

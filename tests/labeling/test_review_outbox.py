@@ -12,8 +12,8 @@ import pytest
 
 from lineguard.errors import DeliveryError, InputError
 from lineguard.labeling import RefusedError, ReviewItem, ReviewQueue, read_stats
+from lineguard.messages import utc_now
 from lineguard.synthetic import render_unit
-from lineguard.verdict import utc_now
 
 
 class Sink:

@@ -13,9 +13,9 @@ import pytest
 from lineguard.config import SamplingConfig
 from lineguard.inference import Detections
 from lineguard.labeling import ReviewItem, ReviewQueue, ReviewSampler, hamming, perceptual_hash
+from lineguard.messages import Reason, Verdict, VerdictKind, utc_now
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import CLASSES, render_unit
-from lineguard.verdict import Reason, Verdict, VerdictKind, utc_now
 
 THRESHOLDS = {"scratch": 0.5, "pit": 0.5, "crack": 0.6, "inclusion": 0.5}
 

@@ -21,7 +21,7 @@ from lineguard.benchmarks.drift_detection import (
 )
 from lineguard.config import MonitoringConfig
 from lineguard.errors import ConfigError, InputError
-from lineguard.model_card import ReferenceStats
+from lineguard.messages import ReferenceStats
 from lineguard.monitoring import (
     Alert,
     DriftMonitor,

@@ -11,12 +11,13 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from support.contracts import assert_matches_schema
 from support.mosquitto import Broker, free_port
 
 from lineguard.config import MqttConfig
-from lineguard.edge.control import DesiredModel, parse_control
+from lineguard.edge.control import parse_control
 from lineguard.errors import DeliveryError
-from lineguard.model_card import sha256_file
+from lineguard.messages import DesiredModel, sha256_file
 from lineguard.registry import Registry, Stage, publish_model
 
 
@@ -80,6 +81,8 @@ def test_promotion_publishes_retained_model_to_following_stations(
     assert (late.name, late.version) == ("signal", "1.0.0")
     blob = Path(urlsplit(late.url).path)
     assert late.url.startswith("file://") and sha256_file(blob) == late.sha256
+    for _, payload, _ in got:
+        assert_matches_schema("model", payload)
     assert registry.history("signal")[-1].action == "rollout"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from lineguard.cli import main
 from lineguard.errors import InputError, ModelError
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import ModelCard, sha256_file
 from lineguard.registry import Registry, Stage
 
 PASSED = {"passed": True, "summary": "ok"}

@@ -25,9 +25,9 @@ import numpy.typing as npt
 
 from lineguard.config import CameraConfig
 from lineguard.edge.sources import SyntheticSource
+from lineguard.messages import Verdict, VerdictKind
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import condition_named, render_unit
-from lineguard.verdict import Verdict, VerdictKind
 from support.label_studio import GTBox, ls_result
 
 __all__ = ["ShiftingLine", "Tally", "label_from_truth", "tasks_of", "write_figures"]

@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 
 from lineguard.config import LineguardConfig
 from lineguard.edge.outbox import Outbox
-from lineguard.verdict import Reason, Verdict, VerdictKind, utc_now
+from lineguard.messages import Reason, Verdict, VerdictKind, utc_now
 
 __all__ = [
     "DeliveryCounts",

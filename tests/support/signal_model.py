@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.model_card import ModelCard, sha256_file
+from lineguard.messages import ModelCard, sha256_file
 from lineguard.synthetic import CLASSES
 
 __all__ = ["build_signal_onnx", "write_eval_set"]

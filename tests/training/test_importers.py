@@ -12,7 +12,7 @@ import yaml
 
 from lineguard.cli import main
 from lineguard.errors import DatasetError, InputError
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest
 from lineguard.training.importers import import_dataset
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lineguard.errors import DatasetError
-from lineguard.manifest import DatasetManifest
+from lineguard.messages import DatasetManifest
 from lineguard.synthetic import CLASSES
 from lineguard.training.dataset_stats import dataset_stats, write_sample_grid
 from lineguard.training.synthetic_dataset import write_synthetic_dataset

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lineguard.cli import main
-from lineguard.model_card import ModelCard
+from lineguard.messages import ModelCard
 from lineguard.training.evaluate import Evaluation, evaluate
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ def exported(run: Path) -> Path:
 
 
 def test_run_folder_makes_the_model_reproducible(run: Path, data: Path) -> None:
-    from lineguard.manifest import DatasetManifest
+    from lineguard.messages import DatasetManifest
 
     record = json.loads((run / "lineguard_run.json").read_text())
 

@@ -1,10 +1,15 @@
-"""How to reach the broker, and why it failed: connection settings, TLS context, diagnosis.
+"""How to reach the broker, and why it failed: connection settings, TLS, the client, diagnosis.
 
-``link_settings`` turns the ``mqtt`` config section into what paho needs, reading the password
-file and building the TLS context up front, so an unreadable key or password fails at start-up
-with its path (``ConfigError``) rather than as a retry loop. ``diagnose`` runs when paho reports
-only "connection failed": it probes the port itself (TCP, then a TLS handshake with the same
-context) and returns one sentence for the log and ``/readyz``. Secrets are never part of a message.
+Every MQTT connection lineguard opens (the station's delivery, ``doctor``, ``verdicts watch``, the
+registry's rollout, the demo) goes through this module, so they share one TLS set-up, one password
+rule and one reconnect policy. ``link_settings`` turns the ``mqtt`` config section into what paho
+needs, reading the password file and building the TLS context up front, so an unreadable key or
+password fails at start-up with its path (``ConfigError``) rather than as a retry loop.
+``make_client`` builds the configured paho client. ``diagnose`` runs when paho reports only
+"connection failed": it probes the port itself (TCP, then a TLS handshake with the same context)
+and returns one sentence for the log and ``/readyz``. Secrets are never part of a message.
+
+paho is the ``edge`` extra: import this module lazily where paho may be missing.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paho.mqtt.enums import MQTTProtocolVersion
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from lineguard.config import LineguardConfig
+from lineguard.config import LineguardConfig, MqttConfig
 from lineguard.errors import ConfigError
+from lineguard.secrets import read_secret
 
-__all__ = ["LinkSettings", "diagnose", "link_settings", "make_ssl_context", "read_password"]
+__all__ = ["LinkSettings", "diagnose", "link_settings", "make_client", "make_ssl_context", "settings_for"]
 
 
 @dataclass(frozen=True)
@@ -40,19 +47,6 @@ class LinkSettings:
         return f"{self.host}:{self.port}"
 
 
-def read_password(path: Path, key: str = "mqtt.password_file") -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"{key} {path} cannot be read: {exc.strerror}; fix the path or its permissions"
-        ) from exc
-    password = text.rstrip("\r\n")
-    if not password:
-        raise ConfigError(f"{key} {path} is empty; write the broker password into it")
-    return password
-
-
 def make_ssl_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
     """Verify the broker (against ``ca_file``, else the system CAs); present a client cert if given."""
     if (cert_file is None) != (key_file is None):
@@ -69,20 +63,50 @@ def make_ssl_context(ca_file: Path | None, cert_file: Path | None, key_file: Pat
 
 
 def link_settings(cfg: LineguardConfig) -> LinkSettings:
-    m = cfg.mqtt
+    """The station's link: its ``mqtt`` section, client id ``lineguard-<line>-<station>`` by default."""
+    return settings_for(cfg.mqtt, f"lineguard-{cfg.station.line}-{cfg.station.station}")
+
+
+def settings_for(m: MqttConfig, default_client_id: str) -> LinkSettings:
+    """Settings from an ``mqtt`` section; ``default_client_id`` applies when ``mqtt.client_id`` is unset."""
     tls = m.tls
     return LinkSettings(
         host=m.host,
         port=m.port,
         protocol=MQTTProtocolVersion.MQTTv5 if m.protocol == "5" else MQTTProtocolVersion.MQTTv311,
-        client_id=m.client_id or f"lineguard-{cfg.station.line}-{cfg.station.station}",
+        client_id=m.client_id or default_client_id,
         keepalive_s=m.keepalive_s,
         username=m.username,
-        password=read_password(m.password_file) if m.password_file is not None else None,
+        password=None if m.password_file is None else read_secret(m.password_file, "mqtt.password_file"),
         ssl_context=None if tls is None else make_ssl_context(tls.ca_file, tls.cert_file, tls.key_file),
         reconnect_max_s=m.reconnect_max_s,
         session_expiry_s=m.session_expiry_s,
     )
+
+
+def make_client(
+    settings: LinkSettings, *, client_id: str | None = None, persistent: bool = False
+) -> mqtt.Client:
+    """A paho client with the link's protocol, credentials, TLS context and reconnect back-off.
+
+    ``client_id`` overrides the settings' id (``""`` lets the broker pick one, for one-shot
+    probes). ``persistent`` asks an MQTT 3.1.1 broker to keep the session (clean_session=False);
+    on MQTT 5 the session is chosen per connect (``clean_start`` plus a session expiry property).
+    """
+    v5 = settings.protocol is MQTTProtocolVersion.MQTTv5
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id if client_id is None else client_id,
+        protocol=settings.protocol,
+        clean_session=None if v5 else not persistent,
+    )
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.ssl_context is not None:
+        client.tls_set_context(settings.ssl_context)
+    cap = max(1, round(settings.reconnect_max_s))  # paho takes whole seconds
+    client.reconnect_delay_set(min_delay=1, max_delay=cap)
+    return client
 
 
 def diagnose(settings: LinkSettings, *, connack_missing: bool, timeout_s: float = 2.0) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lineguard.verdict import utc_now
+from lineguard.messages.verdict import utc_now
 
 __all__ = ["ALERT_SCHEMA", "Alert", "AlertKind", "AlertLevel", "build_alert"]
 

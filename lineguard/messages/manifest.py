@@ -16,7 +16,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lineguard.errors import DatasetError, validation_message
-from lineguard.model_card import sha256_file
+from lineguard.messages.model_card import sha256_file
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_SCHEMA", "DatasetManifest", "ManifestFile"]
 

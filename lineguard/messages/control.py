@@ -1,0 +1,82 @@
+"""Messages a station receives on MQTT: trigger, feedback and the desired model.
+
+A line controller, a downstream check and the registry write these; the station trusts none of
+them. Each is a small pydantic model that forbids unknown keys, so a typo in a PLC's JSON is
+answered with a one-line reason instead of being half-understood. The registry builds
+``DesiredModel`` with the same class the station parses it with, and ``card_url_for`` is the one
+rule that places a model card beside its artifact, for the registry's layout and for the station.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "FEEDBACK_SCHEMA",
+    "MODEL_MESSAGE_SCHEMA",
+    "TRIGGER_SCHEMA",
+    "DesiredModel",
+    "Feedback",
+    "Trigger",
+    "card_url_for",
+]
+
+TRIGGER_SCHEMA: Final = "lineguard.trigger/1"
+FEEDBACK_SCHEMA: Final = "lineguard.feedback/1"
+MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
+
+_UNIT_ID = r"^[^\x00-\x1f\x7f]+$"  # printable: a unit id ends up in logs, file names and alerts
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class Trigger(_Message):
+    """``…/trigger``: inspect the next frame as this unit."""
+
+    schema_: Literal["lineguard.trigger/1"] = Field(default=TRIGGER_SCHEMA, alias="schema")
+    unit_id: str = Field(min_length=1, max_length=128, pattern=_UNIT_ID)
+    ts: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="When the unit reached the camera (Unix s)."
+    )
+
+
+class Feedback(_Message):
+    """``…/feedback``: the confirmed outcome of a unit, counted so the plant sees real rates."""
+
+    schema_: Literal["lineguard.feedback/1"] = Field(default=FEEDBACK_SCHEMA, alias="schema")
+    unit_id: str = Field(min_length=1, max_length=128, pattern=_UNIT_ID)
+    outcome: Literal["escape", "overkill", "confirmed"]
+
+
+def card_url_for(url: str, name: str, version: str) -> str:
+    """The card beside an artifact URL: ``…/<kind>/<sha256>`` -> ``…/cards/<name>/<version>.json``.
+
+    The registry lays out ``<root>/blobs/<sha>`` + ``<root>/cards/<name>/<version>.json`` and serves
+    ``/v1/artifacts/<sha>`` + ``/v1/cards/<name>/<version>.json``; one rule covers both.
+    """
+    parts = urlsplit(url)
+    head = parts.path.rstrip("/").rsplit("/", 2)[0]
+    return urlunsplit((parts.scheme, parts.netloc, f"{head}/cards/{name}/{version}.json", "", ""))
+
+
+class DesiredModel(_Message):
+    """``…/model`` (retained): the model the registry wants this station to run."""
+
+    schema_: Literal["lineguard.model/1"] = Field(default=MODEL_MESSAGE_SCHEMA, alias="schema")
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    url: str = Field(min_length=1, max_length=2048, description="Where to fetch the model bundle.")
+
+    @property
+    def card_url(self) -> str:
+        """Where the model card of this version sits (``card_url_for``)."""
+        return card_url_for(self.url, self.name, self.version)
