@@ -209,15 +209,15 @@ def map50_all_point(
         conf.append(det.confidence.astype(np.float64))
         pred_cls.append(det.class_id)
         true_cls.append(labels)
-    labels = np.concatenate(true_cls) if true_cls else np.zeros(0, dtype=np.int64)
-    if len(labels) == 0:
+    all_labels = np.concatenate(true_cls) if true_cls else np.zeros(0, dtype=np.int64)
+    if len(all_labels) == 0:
         return None
     tp, scores, classes = np.concatenate(correct), np.concatenate(conf), np.concatenate(pred_cls)
     aps = []
-    for c in np.unique(labels):
+    for c in np.unique(all_labels):
         mine = np.flatnonzero(classes == c)
         ranked = mine[np.argsort(-scores[mine], kind="stable")]
-        aps.append(_ap_all_point(tp[ranked].astype(np.float64), int((labels == c).sum())))
+        aps.append(_ap_all_point(tp[ranked].astype(np.float64), int((all_labels == c).sum())))
     return float(np.mean(aps))
 
 
