@@ -3,7 +3,9 @@
 Each reader turns its format into ``Sample`` rows (image path, boxes in pixels, class names, an
 optional split) and counts what it had to leave out by reason, so the importer can write any of
 them the same way and nothing is dropped silently. Checks shared by all formats (box inside the
-image, known class) live in ``check_sample``.
+image, known class) live in ``check_sample``. Parsing a YOLO label file or a Label Studio
+annotation is ``lineguard.datasets``' job (the same parser as the QA pull and the gate); this
+module only turns its normalised boxes into pixels and a malformed one into a counted skip.
 """
 
 from __future__ import annotations
