@@ -5,7 +5,9 @@ that will judge units on the line: so this module runs the edge's own ``Detector
 letterbox, decode, NMS) and ``VerdictPolicy`` (the card's thresholds), never torch or the
 training code (the registry must not import them). It measures box quality (mAP50, all-point
 interpolated AP per class at IoU 0.5), unit-level outcomes (escape, overkill, NO_DECISION rates,
-accuracy) and the median detect + decide latency.
+accuracy) and the median detect + decide latency. Reading the set (``lineguard.datasets``) and
+the arithmetic (``lineguard.inference``'s IoU, matching, AP and unit rates) are shared with
+training, so a figure here means what it means in a training report.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class EvalUnit:
     @classmethod
     def from_labeled(cls, item: LabeledImage) -> EvalUnit:
         rows = zip(item.class_id.tolist(), item.xyxy.tolist(), strict=True)
-        return cls(item.path, tuple((int(c), *(float(v) for v in xyxy)) for c, xyxy in rows))  # type: ignore[misc]
+        return cls(
+            item.path, tuple((int(c), float(a), float(b), float(x), float(y)) for c, (a, b, x, y) in rows)
+        )
 
 
 @dataclass(frozen=True)
