@@ -25,12 +25,12 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import CameraConfig
+from lineguard.datasets import IMAGE_SUFFIXES, image_files
 from lineguard.errors import ConfigError, InputError
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import condition_named, render_unit
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "CaptureSource",
     "FolderSource",
     "Frame",
@@ -44,7 +44,6 @@ __all__ = [
 log = logging.getLogger("lineguard.edge.sources")
 
 Image = npt.NDArray[np.uint8]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _RING = 3  # one published, one held by the reader, one being written
 
 
@@ -341,7 +340,7 @@ class FolderSource(FrameSource):
         folder = Path(cfg.uri)
         if not folder.is_dir():
             raise ConfigError(f"camera.uri must be an image folder for kind 'folder'; got '{cfg.uri}'")
-        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._files = image_files(folder)
         if not self._files:
             raise ConfigError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
         self.finite = not cfg.loop

@@ -16,7 +16,6 @@ labeling extra can run it.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from typing import Any, Final
 
 import yaml
 
+from lineguard.datasets import labelstudio_boxes, read_yolo_labels
 from lineguard.errors import DatasetError, InputError
 from lineguard.labeling.label_studio import LabelStudioClient
 from lineguard.messages import DatasetManifest
@@ -72,38 +72,18 @@ class PullReport:
         return text
 
 
-def _ls_box(value: dict[str, Any]) -> tuple[float, float, float, float]:
-    """Label Studio percent rectangle (rotated about its top-left corner) -> normalised cx, cy, w, h."""
-    x, y = float(value["x"]) / 100, float(value["y"]) / 100
-    w, h = float(value["width"]) / 100, float(value["height"]) / 100
-    angle = math.radians(float(value.get("rotation") or 0.0))
-    if angle:
-        c, s = math.cos(angle), math.sin(angle)
-        xs = [x + dx * c - dy * s for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
-        ys = [y + dx * s + dy * c for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
-    else:
-        xs, ys = [x, x + w], [y, y + h]
-    x1, x2 = max(0.0, min(xs)), min(1.0, max(xs))
-    y1, y2 = max(0.0, min(ys)), min(1.0, max(ys))
-    return (x1 + x2) / 2, (y1 + y2) / 2, max(0.0, x2 - x1), max(0.0, y2 - y1)
-
-
-def annotation_boxes(result: list[dict[str, Any]], classes: list[str]) -> tuple[list[Box], list[str]]:
+def annotation_boxes(
+    result: object, classes: list[str], where: str = "annotation"
+) -> tuple[list[Box], list[str]]:
     """YOLO boxes of an annotation's rectangles, and the label names not in ``classes``."""
     index = {name: i for i, name in enumerate(classes)}
     boxes: list[Box] = []
     unknown: list[str] = []
-    for region in result:
-        if region.get("type") != "rectanglelabels":
+    for box in labelstudio_boxes(result, where):
+        if box.name not in index:
+            unknown.append(box.name)
             continue
-        value = region.get("value", {})
-        for name in value.get("rectanglelabels", []):
-            if name not in index:
-                unknown.append(str(name))
-                continue
-            cx, cy, w, h = _ls_box(value)
-            if w > 0 and h > 0:
-                boxes.append((index[name], cx, cy, w, h))
+        boxes.append((index[box.name], *box.cxcywh()))
     return boxes, unknown
 
 
@@ -152,11 +132,11 @@ def _counts(root: Path, classes: list[str]) -> dict[str, dict[str, int]]:
         tally = counts.setdefault(
             label.parent.name, {"images": 0, "defect_free": 0} | dict.fromkeys(classes, 0)
         )
-        lines = [ln for ln in label.read_text().splitlines() if ln.strip()]
+        rows = read_yolo_labels(label, len(classes))
         tally["images"] += 1
-        tally["defect_free"] += 0 if lines else 1
-        for line in lines:
-            tally[classes[int(line.split()[0])]] += 1
+        tally["defect_free"] += 0 if rows else 1
+        for cls, *_ in rows:
+            tally[classes[cls]] += 1
     return counts
 
 
@@ -176,7 +156,7 @@ def _collect(
         if isinstance(annotation, str):
             report.cancelled += 1
             continue
-        boxes, unknown = annotation_boxes(annotation.get("result") or [], classes)
+        boxes, unknown = annotation_boxes(annotation.get("result") or [], classes, f"task {task_id}")
         if unknown:
             for name in unknown:
                 report.unknown_classes.setdefault(name, []).append(task_id)

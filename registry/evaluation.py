@@ -5,7 +5,9 @@ that will judge units on the line: so this module runs the edge's own ``Detector
 letterbox, decode, NMS) and ``VerdictPolicy`` (the card's thresholds), never torch or the
 training code (the registry must not import them). It measures box quality (mAP50, all-point
 interpolated AP per class at IoU 0.5), unit-level outcomes (escape, overkill, NO_DECISION rates,
-accuracy) and the median detect + decide latency.
+accuracy) and the median detect + decide latency. Reading the set (``lineguard.datasets``) and
+the arithmetic (``lineguard.inference``'s IoU, matching, AP and unit rates) are shared with
+training, so a figure here means what it means in a training report.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from lineguard.config import ModelConfig, PolicyConfig
+from lineguard.datasets import LabeledImage, labeled_images
 from lineguard.errors import DatasetError, ModelError
-from lineguard.inference import Detections
+from lineguard.inference import Detections, map50_all_point, unit_rates
 from lineguard.messages import ModelCard, VerdictKind, sha256_file
 
 __all__ = [
@@ -36,7 +38,7 @@ __all__ = [
     "golden_problems",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+Box = tuple[int, float, float, float, float]  # class id, x1, y1, x2, y2 (normalised)
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,18 @@ class EvalUnit:
     """One evaluation image and its ground truth: (class id, x1, y1, x2, y2) normalised boxes."""
 
     image: Path
-    boxes: tuple[tuple[int, float, float, float, float], ...]
+    boxes: tuple[Box, ...]
 
     @property
     def defective(self) -> bool:
         return bool(self.boxes)
+
+    @classmethod
+    def from_labeled(cls, item: LabeledImage) -> EvalUnit:
+        rows = zip(item.class_id.tolist(), item.xyxy.tolist(), strict=True)
+        return cls(
+            item.path, tuple((int(c), float(a), float(b), float(x), float(y)) for c, (a, b, x, y) in rows)
+        )
 
 
 @dataclass(frozen=True)
@@ -72,32 +81,15 @@ class EvalSet:
                 f"evaluation set {root} has no images/{split} or images folder; "
                 "point registry.eval_set at a YOLO dataset version"
             )
-        files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        items = list(labeled_images(images, labels))
+        if not items:
             raise DatasetError(f"evaluation set {images} holds no images")
         digest = hashlib.sha256()
-        units = []
-        for image in files:
-            label = labels / f"{image.stem}.txt"
-            text = label.read_text() if label.is_file() else ""
-            digest.update(
-                f"{image.name}:{sha256_file(image)}:{hashlib.sha256(text.encode()).hexdigest()}\n".encode()
-            )
-            units.append(EvalUnit(image, _parse_labels(text, label)))
-        return cls(root=root, units=tuple(units), digest=digest.hexdigest())
-
-
-def _parse_labels(text: str, where: Path) -> tuple[tuple[int, float, float, float, float], ...]:
-    boxes = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise DatasetError(f"{where}:{n}: expected 'class cx cy w h', got {line!r}")
-        c, cx, cy, w, h = int(parts[0]), *(float(p) for p in parts[1:])
-        boxes.append((c, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
-    return tuple(boxes)
+        for item in items:
+            text_hash = hashlib.sha256(item.label_text.encode()).hexdigest()
+            digest.update(f"{item.path.name}:{sha256_file(item.path)}:{text_hash}\n".encode())
+        units = tuple(EvalUnit.from_labeled(item) for item in items)
+        return cls(root=root, units=units, digest=digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -125,58 +117,13 @@ class EvalResult:
 Evaluator = Callable[[Path, ModelCard, EvalSet], EvalResult]
 
 
-def _iou(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    out: npt.NDArray[np.float32] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(
-        np.float32
-    )
-    return out
-
-
-def average_precision_50(
-    predictions: Sequence[Detections], truths: Sequence[Sequence[tuple[int, float, float, float, float]]]
-) -> float | None:
-    """mAP at IoU 0.5 over the classes that have ground truth; None when no image has a box."""
-    classes = sorted({b[0] for t in truths for b in t})
-    if not classes:
-        return None
-    aps = []
-    for c in classes:
-        gts = [np.asarray([b[1:] for b in t if b[0] == c], np.float32).reshape(-1, 4) for t in truths]
-        n_gt = sum(len(g) for g in gts)
-        scored: list[tuple[float, int, npt.NDArray[np.float32]]] = []
-        for i, det in enumerate(predictions):
-            keep = det.class_id == c
-            scored += [(float(s), i, b) for s, b in zip(det.confidence[keep], det.xyxy[keep], strict=True)]
-        scored.sort(key=lambda item: -item[0])
-        used = [np.zeros(len(g), bool) for g in gts]
-        tp = np.zeros(len(scored))
-        for k, (_, i, box) in enumerate(scored):
-            if len(gts[i]) == 0:
-                continue
-            ious = _iou(box, gts[i])
-            ious[used[i]] = -1.0
-            j = int(ious.argmax())
-            if ious[j] >= 0.5:
-                used[i][j] = True
-                tp[k] = 1.0
-        if not scored:
-            aps.append(0.0)
-            continue
-        ctp = np.cumsum(tp)
-        recall = np.concatenate([[0.0], ctp / n_gt, [1.0]])
-        precision = np.concatenate([[1.0], ctp / np.arange(1, len(scored) + 1), [0.0]])
-        precision = np.maximum.accumulate(precision[::-1])[::-1]
-        steps = np.flatnonzero(recall[1:] != recall[:-1])
-        aps.append(float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1])))
-    return float(np.mean(aps))
+def average_precision_50(predictions: Sequence[Detections], truths: Sequence[Sequence[Box]]) -> float | None:
+    """mAP at IoU 0.5 (all-point) over the classes that have ground truth; None when no image has a box."""
+    arrays = [
+        (np.asarray([b[1:] for b in t], np.float64).reshape(-1, 4), np.asarray([b[0] for b in t], np.int64))
+        for t in truths
+    ]
+    return map50_all_point(predictions, arrays)
 
 
 def evaluate_model(
@@ -203,7 +150,8 @@ def evaluate_model(
     policy = VerdictPolicy(card, policy_cfg)
     preds: list[Detections] = []
     latencies: list[float] = []
-    counts = {"escape": 0, "overkill": 0, "no_decision": 0, "correct": 0, "errors": 0}
+    verdicts: list[VerdictKind] = []  # NO_DECISION for an image the model crashed on
+    errors = 0
     try:
         for unit in eval_set.units:
             frame = cv2.imread(str(unit.image), cv2.IMREAD_COLOR)
@@ -213,40 +161,51 @@ def evaluate_model(
             try:
                 detections, _ = detector.detect(np.asarray(frame, dtype=np.uint8))
             except Exception:  # a model that crashes on an image scores as an error, not a PASS
-                counts["errors"] += 1
-                counts["no_decision"] += 1
+                errors += 1
+                verdicts.append(VerdictKind.NO_DECISION)
                 preds.append(Detections.empty())
                 continue
             decision = policy.decide(detections)
             latencies.append((time.perf_counter() - t0) * 1000.0)
             preds.append(detections)
-            if decision.verdict is VerdictKind.NO_DECISION:
-                counts["no_decision"] += 1
-            elif unit.defective and decision.verdict is VerdictKind.PASS:
-                counts["escape"] += 1
-            elif not unit.defective and decision.verdict is VerdictKind.FAIL:
-                counts["overkill"] += 1
-            else:
-                counts["correct"] += 1
+            verdicts.append(decision.verdict)
     finally:
         detector.close()
     if not latencies:
-        raise ModelError(f"{card.ref} failed on every evaluation image ({counts['errors']} errors)")
+        raise ModelError(f"{card.ref} failed on every evaluation image ({errors} errors)")
+    return _result(card, eval_set, preds, verdicts, latencies, errors)
+
+
+def _result(
+    card: ModelCard,
+    eval_set: EvalSet,
+    preds: list[Detections],
+    verdicts: list[VerdictKind],
+    latencies: list[float],
+    errors: int,
+) -> EvalResult:
+    """Score the verdicts and detections of every unit; a unit is correct unless it escaped, was
+    overkilled or got no decision."""
     n = len(eval_set.units)
-    n_bad = sum(u.defective for u in eval_set.units)
+    defective = np.array([u.defective for u in eval_set.units], dtype=bool)
+    passed = np.array([v is VerdictKind.PASS for v in verdicts], dtype=bool)
+    failed = np.array([v is VerdictKind.FAIL for v in verdicts], dtype=bool)
+    undecided = ~(passed | failed)
+    rates = unit_rates(defective, passed, failed)
+    correct = (defective & failed) | (~defective & passed)
     return EvalResult(
         model=card.ref,
         sha256=card.sha256,
         eval_digest=eval_set.digest,
         units=n,
-        defective_units=n_bad,
+        defective_units=rates.defective,
         map50=average_precision_50(preds, [u.boxes for u in eval_set.units]),
-        unit_accuracy=counts["correct"] / n,
-        escape_rate=counts["escape"] / n_bad if n_bad else 0.0,
-        overkill_rate=counts["overkill"] / (n - n_bad) if n > n_bad else 0.0,
-        no_decision_rate=counts["no_decision"] / n,
+        unit_accuracy=int(correct.sum()) / n,
+        escape_rate=rates.escape_rate or 0.0,
+        overkill_rate=rates.overkill_rate or 0.0,
+        no_decision_rate=int(undecided.sum()) / n,
         latency_median_ms=float(statistics.median(latencies)),
-        errors=counts["errors"],
+        errors=errors,
     )
 
 

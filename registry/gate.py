@@ -139,6 +139,65 @@ def _check_max(metric: str, cand: float, prod: float, limit: float) -> GateCheck
     return GateCheck(metric, cand, prod, limit, "max", cand <= limit + 1e-12)
 
 
+def _quality_check(candidate: EvalResult, production: EvalResult, margins: GateConfig) -> GateCheck:
+    """mAP50 may drop by at most the margin; on a set without boxes, unit accuracy stands in for it."""
+    if candidate.map50 is not None and production.map50 is not None:
+        limit = production.map50 - margins.max_map50_drop
+        return GateCheck("map50", candidate.map50, production.map50, limit, "min", candidate.map50 >= limit)
+    limit = production.unit_accuracy - margins.max_map50_drop
+    return GateCheck(
+        "unit_accuracy",
+        candidate.unit_accuracy,
+        production.unit_accuracy,
+        limit,
+        "min",
+        candidate.unit_accuracy >= limit,
+        "no boxes in the set",
+    )
+
+
+def _rate_checks(candidate: EvalResult, production: EvalResult, margins: GateConfig) -> list[GateCheck]:
+    """Escape, overkill and NO_DECISION rates may each rise by at most their margin."""
+    return [
+        _check_max(metric, cand, prod, prod + margin)
+        for metric, cand, prod, margin in (
+            ("escape_rate", candidate.escape_rate, production.escape_rate, margins.max_escape_increase),
+            (
+                "overkill_rate",
+                candidate.overkill_rate,
+                production.overkill_rate,
+                margins.max_overkill_increase,
+            ),
+            (
+                "no_decision_rate",
+                candidate.no_decision_rate,
+                production.no_decision_rate,
+                margins.max_no_decision_increase,
+            ),
+        )
+    ]
+
+
+def _latency_check(candidate: EvalResult, production: EvalResult, margins: GateConfig) -> GateCheck:
+    """Median latency may grow by a share plus a fixed slack (timing is noisy at small values)."""
+    base = production.latency_median_ms
+    limit = base * (1 + margins.max_latency_increase) + margins.latency_slack_ms
+    return _check_max("latency_median_ms", candidate.latency_median_ms, base, limit)
+
+
+def _errors_check(candidate: EvalResult) -> GateCheck:
+    """A candidate that raised on any evaluation image fails, whatever production did."""
+    ok = candidate.errors == 0
+    note = "" if ok else f"{candidate.errors} images raised"
+    return GateCheck("errors", float(candidate.errors), None, 0.0, "max", ok, note)
+
+
+def _golden_check(problems: list[str]) -> GateCheck:
+    return GateCheck(
+        "golden_images", float(len(problems)), None, 0.0, "max", not problems, "; ".join(problems[:3])
+    )
+
+
 def compare(
     candidate: EvalResult,
     production: EvalResult | None,
@@ -152,73 +211,12 @@ def compare(
             raise InputError(
                 "candidate and production were evaluated on different sets; the gate needs one frozen set"
             )
-        if candidate.map50 is not None and production.map50 is not None:
-            limit = production.map50 - margins.max_map50_drop
-            checks.append(
-                GateCheck("map50", candidate.map50, production.map50, limit, "min", candidate.map50 >= limit)
-            )
-        else:
-            limit = production.unit_accuracy - margins.max_map50_drop
-            checks.append(
-                GateCheck(
-                    "unit_accuracy",
-                    candidate.unit_accuracy,
-                    production.unit_accuracy,
-                    limit,
-                    "min",
-                    candidate.unit_accuracy >= limit,
-                    "no boxes in the set",
-                )
-            )
-        checks += [
-            _check_max(
-                "escape_rate",
-                candidate.escape_rate,
-                production.escape_rate,
-                production.escape_rate + margins.max_escape_increase,
-            ),
-            _check_max(
-                "overkill_rate",
-                candidate.overkill_rate,
-                production.overkill_rate,
-                production.overkill_rate + margins.max_overkill_increase,
-            ),
-            _check_max(
-                "no_decision_rate",
-                candidate.no_decision_rate,
-                production.no_decision_rate,
-                production.no_decision_rate + margins.max_no_decision_increase,
-            ),
-            _check_max(
-                "latency_median_ms",
-                candidate.latency_median_ms,
-                production.latency_median_ms,
-                production.latency_median_ms * (1 + margins.max_latency_increase) + margins.latency_slack_ms,
-            ),
-        ]
-    checks.append(
-        GateCheck(
-            "errors",
-            float(candidate.errors),
-            None,
-            0.0,
-            "max",
-            candidate.errors == 0,
-            "" if candidate.errors == 0 else f"{candidate.errors} images raised",
-        )
-    )
+        checks.append(_quality_check(candidate, production, margins))
+        checks += _rate_checks(candidate, production, margins)
+        checks.append(_latency_check(candidate, production, margins))
+    checks.append(_errors_check(candidate))
     if golden_problems is not None:
-        checks.append(
-            GateCheck(
-                "golden_images",
-                float(len(golden_problems)),
-                None,
-                0.0,
-                "max",
-                not golden_problems,
-                "; ".join(golden_problems[:3]),
-            )
-        )
+        checks.append(_golden_check(golden_problems))
     return checks
 
 

@@ -5,10 +5,11 @@ Public names are re-exported here; other parts and benchmarks import them from
 inside the functions that train, predict or export (through ``offline.load_ultralytics``).
 """
 
+from lineguard.inference import UnitRates
 from lineguard.training.augment import build_transforms, write_preview
 from lineguard.training.calibrate import Calibration, calibrate, calibrate_run, write_curve_png
 from lineguard.training.config import AugmentConfig, TrainConfig, load_train_config
-from lineguard.training.evaluate import Evaluation, UnitRates, evaluate
+from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.export import OPSET, PARITY_TOLERANCE, export_run
 from lineguard.training.importers import FORMATS, ImportReport, import_dataset
 from lineguard.training.train import TrainResult, load_run, train

@@ -3,7 +3,9 @@
 Each reader turns its format into ``Sample`` rows (image path, boxes in pixels, class names, an
 optional split) and counts what it had to leave out by reason, so the importer can write any of
 them the same way and nothing is dropped silently. Checks shared by all formats (box inside the
-image, known class) live in ``check_sample``.
+image, known class) live in ``check_sample``. Parsing a YOLO label file or a Label Studio
+annotation is ``lineguard.datasets``' job (the same parser as the QA pull and the gate); this
+module only turns its normalised boxes into pixels and a malformed one into a counted skip.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import cv2
-import yaml
 
+from lineguard.datasets import (
+    IMAGE_SUFFIXES,
+    image_files,
+    labelstudio_boxes,
+    read_class_names,
+    read_yolo_labels,
+)
 from lineguard.errors import DatasetError
 
-__all__ = ["IMAGE_SUFFIXES", "Box", "Sample", "check_sample", "read_labelstudio", "read_voc", "read_yolo"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+__all__ = ["Box", "Sample", "check_sample", "read_labelstudio", "read_voc", "read_yolo"]
 # A box may overhang the image by this many pixels (rounding in annotation tools); it is clipped.
 _OVERHANG_PX = 1.0
 
@@ -106,16 +112,9 @@ def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
 
 def read_yolo(src: Path, skipped: Counter[str]) -> tuple[list[Sample], list[str]]:
     """``src/data.yaml`` + ``images/<split>/`` and ``labels/<split>/`` (or flat images/, labels/)."""
-    data_yaml = src / "data.yaml"
-    if not data_yaml.is_file():
+    if not (src / "data.yaml").is_file():
         raise DatasetError(f"{src} has no data.yaml; a YOLO source needs one with a 'names' list")
-    names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
-    if isinstance(names, dict):
-        classes = [str(names[k]) for k in sorted(names)]
-    elif isinstance(names, list) and names:
-        classes = [str(n) for n in names]
-    else:
-        raise DatasetError(f"{data_yaml} has no 'names' list of classes")
+    classes = read_class_names(src)
     images_root = src / "images"
     if not images_root.is_dir():
         raise DatasetError(f"{src} has no images/ folder; expected images/<split>/ and labels/<split>/")
@@ -124,7 +123,7 @@ def read_yolo(src: Path, skipped: Counter[str]) -> tuple[list[Sample], list[str]
     groups = groups or [(None, images_root, src / "labels")]
     samples: list[Sample] = []
     for split, image_dir, label_dir in groups:
-        images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        images = {p.stem: p for p in image_files(image_dir)}
         labels = {p.stem: p for p in label_dir.glob("*.txt")} if label_dir.is_dir() else {}
         skipped["missing_image"] += len(set(labels) - set(images))
         for stem, image in sorted(images.items()):
@@ -137,30 +136,26 @@ def read_yolo(src: Path, skipped: Counter[str]) -> tuple[list[Sample], list[str]
 def _yolo_boxes(
     label: Path | None, image: Path, classes: list[str], skipped: Counter[str]
 ) -> list[Box] | None:
+    """Pixel boxes of one image's label file; None (and a counted reason) if it is unusable."""
     if label is None:
         return []  # no label file = a defect-free image, as in ultralytics
     size = _image_size(image)
     if size is None:
         skipped["unreadable_image"] += 1
         return None
+    try:
+        rows = read_yolo_labels(label)
+    except DatasetError:  # the importer counts what it leaves out rather than stopping
+        skipped["malformed_label"] += 1
+        return None
+    if any(cls >= len(classes) for cls, *_ in rows):
+        skipped["unknown_class"] += 1
+        return None
     w, h = size
-    boxes = []
-    for line in label.read_text().splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            cls, cx, cy, bw, bh = int(parts[0]), *(float(v) for v in parts[1:5])
-        except ValueError:  # a non-number or fewer than five fields
-            skipped["malformed_label"] += 1
-            return None
-        if not 0 <= cls < len(classes):
-            skipped["unknown_class"] += 1
-            return None
-        boxes.append(
-            Box(classes[cls], (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
-        )
-    return boxes
+    return [
+        Box(classes[cls], (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+        for cls, cx, cy, bw, bh in rows
+    ]
 
 
 # --- Pascal VOC -------------------------------------------------------------------------------
@@ -242,22 +237,13 @@ def read_labelstudio(
         if image is None:
             skipped["missing_image"] += 1
             continue
-        boxes = []
-        for result in annotation.get("result") or []:
-            if result.get("type") != "rectanglelabels":
-                continue
-            value = result.get("value") or {}
-            labels = value.get("rectanglelabels") or []
-            if not labels or float(value.get("rotation", 0) or 0) != 0:
-                skipped["rotated_or_unlabeled_box"] += 1
-                continue
-            w, h = float(result.get("original_width") or 0), float(result.get("original_height") or 0)
-            if w <= 0 or h <= 0:
-                size = _image_size(image)
-                w, h = (float(size[0]), float(size[1])) if size else (0.0, 0.0)
-            x, y = float(value["x"]) / 100 * w, float(value["y"]) / 100 * h
-            bw, bh = float(value["width"]) / 100 * w, float(value["height"]) / 100 * h
-            boxes.append(Box(str(labels[0]), x, y, x + bw, y + bh))
+        try:
+            found = labelstudio_boxes(annotation.get("result") or [], f"{src} task {task.get('id')}")
+        except DatasetError:
+            skipped["malformed_label"] += 1
+            continue
+        w, h = _ls_image_size(annotation.get("result") or [], image)
+        boxes = [Box(b.name, b.x1 * w, b.y1 * h, b.x2 * w, b.y2 * h) for b in found]
         names.update(b.name for b in boxes)
         stem = _UPLOAD_PREFIX.sub("", image.stem)
         seen[stem] += 1
@@ -266,6 +252,20 @@ def read_labelstudio(
         provenance = [f"task:{task.get('id')}", f"annotation:{annotation.get('id')}"]
         samples.append(Sample(stem, image, boxes, provenance=provenance))
     return samples, sorted(names)
+
+
+def _ls_image_size(result: list[Any], image: Path) -> tuple[float, float]:
+    """The pixel size the regions were drawn on (``original_width/height``), else the image's own."""
+    for region in result:
+        if isinstance(region, dict):
+            try:
+                w, h = float(region.get("original_width") or 0), float(region.get("original_height") or 0)
+            except (TypeError, ValueError):
+                continue
+            if w > 0 and h > 0:
+                return w, h
+    size = _image_size(image)
+    return (float(size[0]), float(size[1])) if size else (0.0, 0.0)
 
 
 def _final_annotation(task: dict[str, Any]) -> dict[str, Any] | None:

@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.datasets import image_files, read_class_names, read_yolo_labels
 from lineguard.errors import DatasetError
 from lineguard.training.config import AugmentConfig
-from lineguard.training.dataset_stats import read_class_names, read_yolo_labels, write_tile_grid
+from lineguard.training.dataset_stats import write_tile_grid
 from lineguard.training.offline import set_offline_environment
 
 __all__ = ["build_transforms", "write_preview"]
@@ -65,7 +66,8 @@ def write_preview(
     """Draw ``samples`` augmented training images with their moved boxes into a PNG grid."""
     A = _albumentations()  # noqa: N806
     classes = read_class_names(root)
-    images = sorted(p for p in (root / "images" / "train").glob("*") if p.is_file())
+    train = root / "images" / "train"
+    images = image_files(train) if train.is_dir() else []
     if not images:
         raise DatasetError(f"{root} has no images/train to preview; is it a dataset version?")
     pipeline = A.Compose(

@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from lineguard.config import PolicyConfig
 from lineguard.errors import InputError
-from lineguard.training.evaluate import Evaluation, evaluate, unit_rates
+from lineguard.inference import unit_rates_at
+from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.train import load_run
 
 __all__ = ["CALIBRATION_FILE", "Calibration", "calibrate", "calibrate_run", "write_curve_png"]
@@ -77,7 +78,7 @@ def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
     curve = []
     feasible = []
     for i, g in enumerate(GRID):
-        rates = unit_rates(scores, defective, np.full(n_cls, g))
+        rates = unit_rates_at(scores, defective, np.full(n_cls, g))
         curve.append({"threshold": float(g), "escape": rates.escape_rate, "overkill": rates.overkill_rate})
         if (rates.escape_rate or 0.0) <= max_escape:
             feasible.append(i)
@@ -86,14 +87,14 @@ def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
     else:
         index = np.full(n_cls, max(feasible))
         while True:
-            current = _cost(unit_rates(scores, defective, GRID[index]))
+            current = _cost(unit_rates_at(scores, defective, GRID[index]))
             best: tuple[tuple[float, float], int] | None = None
             for c in range(n_cls):
                 if index[c] + 1 >= len(GRID):
                     continue
                 trial = index.copy()
                 trial[c] += 1
-                rates = unit_rates(scores, defective, GRID[trial])
+                rates = unit_rates_at(scores, defective, GRID[trial])
                 if (rates.escape_rate or 0.0) > max_escape:
                     continue
                 if best is None or _cost(rates) < best[0]:
@@ -101,7 +102,7 @@ def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
             if best is None or best[0][0] >= current[0]:
                 break
             index[best[1]] += 1
-    final = unit_rates(scores, defective, GRID[index])
+    final = unit_rates_at(scores, defective, GRID[index])
     return Calibration(
         max_escape=max_escape,
         thresholds={name: float(GRID[i]) for name, i in zip(evaluation.classes, index, strict=True)},

@@ -135,8 +135,8 @@ def evaluate(
     """Evaluate a .pt or .onnx model: mAP, per class, confusion matrix, escape and overkill."""
     from dataclasses import asdict
 
+    from lineguard.datasets import read_class_names
     from lineguard.training.calibrate import calibrate, write_curve_png
-    from lineguard.training.dataset_stats import read_class_names
     from lineguard.training.evaluate import evaluate as run_evaluation
 
     if model.suffix not in {".pt", ".onnx"}:

@@ -14,20 +14,18 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-import yaml
 
+from lineguard.datasets import image_files, read_class_names, read_yolo_labels
 from lineguard.errors import DatasetError
 
 __all__ = [
     "DatasetStats",
     "dataset_stats",
-    "read_class_names",
+    "read_class_names",  # defined in lineguard.datasets; kept here for existing callers
     "read_yolo_labels",
     "write_sample_grid",
     "write_tile_grid",
 ]
-
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 @dataclass
@@ -48,33 +46,10 @@ class DatasetStats:
         return "\n".join(fmt.format(*r) for r in [head, *rows])
 
 
-def read_class_names(root: Path) -> list[str]:
-    data_yaml = root / "data.yaml"
-    if not data_yaml.is_file():
-        raise DatasetError(f"{root} has no data.yaml; is it a YOLO dataset version?")
-    names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    if isinstance(names, list) and names:
-        return [str(n) for n in names]
-    raise DatasetError(f"{data_yaml} has no 'names' list of classes")
-
-
 def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    images = sorted(p for p in (root / "images" / split).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    folder = root / "images" / split
+    images = image_files(folder) if folder.is_dir() else []
     return [(p, root / "labels" / split / f"{p.stem}.txt") for p in images]
-
-
-def read_yolo_labels(path: Path) -> list[tuple[int, float, float, float, float]]:
-    """YOLO rows ``(class, cx, cy, w, h)`` of a label file; a missing file is a defect-free image."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            c, x, y, w, h = line.split()[:5]
-            rows.append((int(c), float(x), float(y), float(w), float(h)))
-    return rows
 
 
 def dataset_stats(root: Path) -> DatasetStats:
@@ -93,12 +68,10 @@ def dataset_stats(root: Path) -> DatasetStats:
         stats.defect_free[split] = 0
         per_class = dict.fromkeys(classes, 0)
         for _, label in pairs:
-            rows = read_yolo_labels(label)
+            rows = read_yolo_labels(label, len(classes))
             if not rows:
                 stats.defect_free[split] += 1
             for c, *_ in rows:
-                if not 0 <= c < len(classes):
-                    raise DatasetError(f"{label} uses class id {c}; data.yaml has {len(classes)} classes")
                 per_class[classes[c]] += 1
         stats.boxes[split] = per_class
     return stats

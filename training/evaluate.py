@@ -13,7 +13,7 @@ several classes, so its mAP of a weakly trained model reads a little higher.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,52 +22,32 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.datasets import LabeledImage, iter_split, read_class_names
 from lineguard.errors import DatasetError, InputError, ModelError
-from lineguard.inference import Detections, ap_per_class, box_iou, confusion_matrix, match_predictions
-from lineguard.training.dataset_stats import read_class_names
+from lineguard.inference import (
+    Detections,
+    UnitRates,
+    ap_per_class,
+    box_iou,
+    confusion_matrix,
+    match_predictions,
+    unit_rates_at,
+)
 
 __all__ = [
     "EVAL_CONF",
     "EVAL_IOU",
     "Evaluation",
-    "LabeledImage",
-    "UnitRates",
+    "LabeledImage",  # defined in lineguard.datasets; kept here for existing callers
     "evaluate",
-    "iter_split",
+    "iter_split",  # defined in lineguard.datasets
     "predictor_for",
+    "read_image",
 ]
 
 EVAL_CONF = 0.001  # ultralytics' validation settings, so mAPs are comparable
 EVAL_IOU = 0.7
-_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 Predictor = Callable[[npt.NDArray[np.uint8]], Detections]
-
-
-@dataclass(frozen=True)
-class LabeledImage:
-    path: Path
-    xyxy: npt.NDArray[np.float64]  # normalised
-    class_id: npt.NDArray[np.int64]
-
-
-def iter_split(data: Path, split: str = "val") -> Iterator[LabeledImage]:
-    """Images of one split with their labels as normalised xyxy boxes."""
-    folder = data / "images" / split
-    if not folder.is_dir():
-        raise DatasetError(f"{data} has no images/{split}; pick --split from the dataset's splits")
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in _SUFFIXES):
-        rows = []
-        label = data / "labels" / split / f"{path.stem}.txt"
-        if label.is_file():
-            rows = [
-                [float(v) for v in line.split()[:5]]
-                for line in label.read_text().splitlines()
-                if line.strip()
-            ]
-        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-        cx, cy, w, h = arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4]
-        xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-        yield LabeledImage(path, xyxy, arr[:, 0].astype(np.int64))
 
 
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
@@ -75,28 +55,6 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     if image is None:
         raise DatasetError(f"cannot read image {path}")
     return np.asarray(image, dtype=np.uint8)
-
-
-@dataclass(frozen=True)
-class UnitRates:
-    escape_rate: float | None  # defective units judged PASS / defective units
-    overkill_rate: float | None  # good units judged FAIL / good units
-    defective: int
-    good: int
-
-
-def unit_rates(
-    scores: npt.NDArray[np.float64], defective: npt.NDArray[np.bool_], thresholds: npt.NDArray[np.float64]
-) -> UnitRates:
-    """A unit FAILs when any class's top confidence reaches that class's threshold."""
-    fail: npt.NDArray[np.bool_] = np.asarray((scores >= thresholds[None, :]).any(axis=1), dtype=bool)
-    n_bad, n_good = int(defective.sum()), int((~defective).sum())
-    return UnitRates(
-        escape_rate=float((~fail[defective]).mean()) if n_bad else None,
-        overkill_rate=float(fail[~defective].mean()) if n_good else None,
-        defective=n_bad,
-        good=n_good,
-    )
 
 
 @dataclass
@@ -124,7 +82,7 @@ class Evaluation:
         return np.array([thresholds.get(c, 0.5) for c in self.classes], dtype=np.float64)
 
     def at_thresholds(self, thresholds: dict[str, float]) -> UnitRates:
-        return unit_rates(self.unit_scores, self.unit_defective, self.threshold_array(thresholds))
+        return unit_rates_at(self.unit_scores, self.unit_defective, self.threshold_array(thresholds))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -308,7 +266,7 @@ def evaluate(
             keep = conf >= 0.25
             rows.append((item.xyxy, item.class_id, boxes[keep], cls[keep]))
             np.maximum.at(scores[n], cls, conf)
-            defective[n] = len(item.class_id) > 0
+            defective[n] = item.defective
             top.append(float(conf.max()) if len(conf) else 0.0)
             if progress is not None:
                 progress(n + 1, len(images))

@@ -13,10 +13,14 @@ from lineguard.inference.golden import check_golden
 from lineguard.inference.metrics import (
     IOU_THRESHOLDS,
     ApResult,
+    UnitRates,
     ap_per_class,
     box_iou,
     confusion_matrix,
+    map50_all_point,
     match_predictions,
+    unit_rates,
+    unit_rates_at,
 )
 from lineguard.inference.policy import DEFAULT_THRESHOLD, Decision, VerdictPolicy
 from lineguard.inference.postprocess import MAX_DET, RawBoxes, decode_yolo, nms, postprocess
@@ -46,6 +50,7 @@ __all__ = [
     "QualityReport",
     "RawBoxes",
     "StageTimes",
+    "UnitRates",
     "VerdictPolicy",
     "ap_per_class",
     "as_image",
@@ -56,7 +61,10 @@ __all__ = [
     "decode_yolo",
     "letterbox",
     "letterbox_geometry",
+    "map50_all_point",
     "match_predictions",
     "nms",
     "postprocess",
+    "unit_rates",
+    "unit_rates_at",
 ]

@@ -1,26 +1,37 @@
-"""Detection metrics in numpy: box IoU, prediction matching, AP per class, confusion matrix.
+"""Detection and unit metrics in numpy: box IoU, matching, AP, confusion matrix, escape/overkill.
 
 The ``.pt`` and ``.onnx`` paths of one model must be scored by the same arithmetic, and that
 arithmetic must agree with the figures ultralytics prints during training, or nobody can compare
 a model card with a training log. So this module reproduces ultralytics 8.4's definitions:
 confidence-ordered greedy matching at IoU 0.50:0.95, 101-point interpolated AP averaged over the
 classes that have labels, and precision/recall at the confidence of the best smoothed mean F1.
+The promotion gate's ``map50_all_point`` uses the same IoU and matching but all-point (VOC 2010)
+interpolation at IoU 0.5, the figure its reports have always carried. The line's own outcome,
+escape and overkill per unit, is ``unit_rates``: one definition for training, calibration and
+the gate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.inference.detections import Detections
+
 __all__ = [
     "IOU_THRESHOLDS",
     "ApResult",
+    "UnitRates",
     "ap_per_class",
     "box_iou",
     "confusion_matrix",
+    "map50_all_point",
     "match_predictions",
+    "unit_rates",
+    "unit_rates_at",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -165,3 +176,85 @@ def confusion_matrix(
         for p in set(range(len(pred_cls))) - used_pred:
             m[bg, pred_cls[p]] += 1
     return m
+
+
+def _ap_all_point(tp: FloatArray, n_labels: int) -> float:
+    """All-point interpolated AP of confidence-ordered correct flags against ``n_labels`` labels."""
+    if len(tp) == 0:
+        return 0.0
+    ctp = np.cumsum(tp)
+    recall = np.concatenate([[0.0], ctp / n_labels, [1.0]])
+    precision = np.concatenate([[1.0], ctp / np.arange(1, len(tp) + 1), [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+
+
+def map50_all_point(
+    predictions: Sequence[Detections], truths: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]]
+) -> float | None:
+    """mAP at IoU 0.5, all-point interpolation, over the classes that have labels; None if none has.
+
+    ``truths`` holds per image (label boxes xyxy (n, 4), label classes (n,)), in the same
+    normalisation as the predictions. Matching is ``match_predictions`` per image; predictions of
+    all images are then ranked by confidence (ties keep image, then detection order).
+    """
+    correct, conf, pred_cls, true_cls = [], [], [], []
+    for det, (gt_xyxy, gt_cls) in zip(predictions, truths, strict=True):
+        labels = np.asarray(gt_cls, dtype=np.int64).reshape(-1)
+        order = np.argsort(-det.confidence, kind="stable")
+        flags = np.zeros(len(det), dtype=bool)
+        flags[order] = match_predictions(det.class_id[order], labels, box_iou(gt_xyxy, det.xyxy[order]))[:, 0]
+        correct.append(flags)
+        conf.append(det.confidence.astype(np.float64))
+        pred_cls.append(det.class_id)
+        true_cls.append(labels)
+    all_labels = np.concatenate(true_cls) if true_cls else np.zeros(0, dtype=np.int64)
+    if len(all_labels) == 0:
+        return None
+    tp, scores, classes = np.concatenate(correct), np.concatenate(conf), np.concatenate(pred_cls)
+    aps = []
+    for c in np.unique(all_labels):
+        mine = np.flatnonzero(classes == c)
+        ranked = mine[np.argsort(-scores[mine], kind="stable")]
+        aps.append(_ap_all_point(tp[ranked].astype(np.float64), int((all_labels == c).sum())))
+    return float(np.mean(aps))
+
+
+@dataclass(frozen=True)
+class UnitRates:
+    """Unit-level outcomes; a rate is None when there is no unit of its kind to divide by."""
+
+    escape_rate: float | None  # defective units judged PASS / defective units
+    overkill_rate: float | None  # good units judged FAIL / good units
+    defective: int
+    good: int
+
+
+def unit_rates(defective: npt.ArrayLike, passed: npt.ArrayLike, failed: npt.ArrayLike) -> UnitRates:
+    """Escape and overkill rates of units judged ``passed`` / ``failed`` (flags per unit).
+
+    A unit neither passed nor failed (NO_DECISION, or an error) is neither an escape nor an
+    overkill, but still counts in the denominator: it is a unit the line had to handle.
+    """
+    bad = np.asarray(defective, dtype=bool).reshape(-1)
+    ok = np.asarray(passed, dtype=bool).reshape(-1)
+    ng = np.asarray(failed, dtype=bool).reshape(-1)
+    n_bad, n_good = int(bad.sum()), int((~bad).sum())
+    return UnitRates(
+        escape_rate=int((bad & ok).sum()) / n_bad if n_bad else None,
+        overkill_rate=int((~bad & ng).sum()) / n_good if n_good else None,
+        defective=n_bad,
+        good=n_good,
+    )
+
+
+def unit_rates_at(
+    scores: npt.NDArray[np.float64], defective: npt.NDArray[np.bool_], thresholds: npt.NDArray[np.float64]
+) -> UnitRates:
+    """Rates when a unit FAILs as soon as any class's top confidence reaches that class's threshold.
+
+    ``scores`` is (units, classes) top confidence per class; every unit gets PASS or FAIL.
+    """
+    fail = np.asarray((scores >= thresholds[None, :]).any(axis=1), dtype=bool)
+    return unit_rates(defective, ~fail, fail)

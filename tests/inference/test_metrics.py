@@ -8,7 +8,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lineguard.inference import ap_per_class, box_iou, confusion_matrix, match_predictions
+from lineguard.inference import (
+    ap_per_class,
+    box_iou,
+    confusion_matrix,
+    match_predictions,
+    unit_rates,
+    unit_rates_at,
+)
 
 
 @pytest.mark.parametrize(
@@ -106,3 +113,18 @@ def test_confusion_matrix_counts_misses_and_spurious_boxes() -> None:
     m = confusion_matrix([(gt, np.array([0, 1]), pred, np.array([1, 0]))], 2)
     # gt 0 predicted as class 1; gt 1 missed; one spurious class-0 box.
     assert m.tolist() == [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
+
+
+def test_unit_rates_count_undecided_units_in_the_denominator_only() -> None:
+    defective = [True, True, True, False, False]
+    passed = [True, False, False, True, False]
+    failed = [False, True, False, False, False]  # unit 2 and unit 4: NO_DECISION
+    rates = unit_rates(defective, passed, failed)
+    assert (rates.escape_rate, rates.overkill_rate, rates.defective, rates.good) == (1 / 3, 0.0, 3, 2)
+    assert unit_rates([False], [True], [False]).escape_rate is None
+
+
+def test_unit_rates_at_thresholds_fail_a_unit_when_any_class_reaches_its_threshold() -> None:
+    scores = np.array([[0.6, 0.0], [0.0, 0.3], [0.2, 0.2]])
+    rates = unit_rates_at(scores, np.array([True, True, False]), np.array([0.5, 0.4]))
+    assert (rates.escape_rate, rates.overkill_rate) == (0.5, 0.0)
