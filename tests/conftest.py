@@ -24,7 +24,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under ``make test`` (LINEGUARD_REQUIRE_ALL=1) a skipped test fails the run: whole or red."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
-    if reporter is not None and os.environ.get("LINEGUARD_REQUIRE_ALL") == "1" and skipped and exitstatus == 0:
+    if (
+        reporter is not None
+        and os.environ.get("LINEGUARD_REQUIRE_ALL") == "1"
+        and skipped
+        and exitstatus == 0
+    ):
         reporter.write_line(f"{skipped} test(s) skipped; make test runs them all (-ra lists them)", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
