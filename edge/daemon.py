@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from lineguard.config import LineguardConfig
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
-from lineguard.edge.delivery import make_delivery
+from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary, event
 from lineguard.edge.outbox import Outbox, OutboxFullError

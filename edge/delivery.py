@@ -1,12 +1,13 @@
-"""Where committed verdicts go: the ``Delivery`` protocol, a JSON-lines sink and the factory.
+"""Where committed verdicts go: the ``Delivery`` protocol, the JSON-lines sink and shared helpers.
 
 The inspection loop commits each verdict to the ``Outbox`` and calls ``wake()``; a delivery
 drains the outbox on its own thread, in ``seq`` order, fsyncs it (``Outbox.sync``) once the new
 rows are handed on, and acks a row only once its destination has it (the broker's PUBACK, or an
 fsync of the file), so a slow or absent destination never slows inspection and a crash never
-loses a verdict. ``JsonlDelivery`` is the sink for stations without a broker; ``make_delivery``
-picks MQTT or JSONL from the config. ``OutboxWatch`` keeps the outbox gauges and raises the
-"outbox nearly full" alert once per crossing, for both sinks.
+loses a verdict. ``JsonlDelivery`` is the sink for stations without a broker; ``MqttDelivery``
+(``mqtt_delivery``) builds on the helpers here, and ``delivery_factory.make_delivery`` picks one
+of the two from the config, so this module never imports the MQTT one. ``OutboxWatch`` keeps the
+outbox gauges and raises the "outbox nearly full" alert once per crossing, for both sinks.
 """
 
 from __future__ import annotations
@@ -20,17 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from lineguard.edge.outbox import Outbox, PendingVerdict
-from lineguard.errors import MissingDependencyError
 from lineguard.monitoring import Metrics
 
-if TYPE_CHECKING:
-    from lineguard.config import LineguardConfig
-    from lineguard.edge.control import DesiredModel, Feedback, Trigger
-
-__all__ = ["Delivery", "JsonlDelivery", "OutboxWatch", "captured_ts", "make_delivery"]
+__all__ = ["Delivery", "JsonlDelivery", "OutboxWatch", "captured_ts", "record_acks"]
 
 log = logging.getLogger(__name__)
 
@@ -254,27 +250,3 @@ def _recover(path: Path) -> tuple[int, int]:
         if isinstance(seq, int):
             return seq, good
     return 0, good
-
-
-def make_delivery(
-    cfg: LineguardConfig,
-    outbox: Outbox,
-    metrics: Metrics,
-    *,
-    on_trigger: Callable[[Trigger], object] | None = None,
-    on_feedback: Callable[[Feedback], object] | None = None,
-    on_model: Callable[[DesiredModel], object] | None = None,
-) -> Delivery:
-    """MQTT when ``mqtt.enabled``, else a JSON-lines file (``jsonl_path`` or ``data_dir/verdicts.jsonl``)."""
-    if not cfg.mqtt.enabled:
-        path = cfg.jsonl_path or cfg.station.data_dir / "verdicts.jsonl"
-        return JsonlDelivery(path, outbox, metrics, warn_ratio=cfg.outbox.warn_ratio)
-    try:
-        from lineguard.edge.mqtt_delivery import MqttDelivery
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("paho"):
-            raise MissingDependencyError("paho-mqtt", "edge") from exc
-        raise
-    return MqttDelivery(
-        cfg, outbox, metrics, on_trigger=on_trigger, on_feedback=on_feedback, on_model=on_model
-    )
