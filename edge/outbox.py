@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lineguard.errors import ConfigError, DeliveryError
+from lineguard.durable import open_durable
+from lineguard.errors import DeliveryError
 from lineguard.verdict import Verdict
 
 __all__ = ["Outbox", "OutboxFullError", "PendingVerdict"]
@@ -83,23 +83,14 @@ class Outbox:
         durable: bool = True,
         boot: int | None = None,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_pending = max_pending
         self.durable = durable
         self._boot = boot_id() if boot is None else boot
         self._wal = path.with_name(path.name + "-wal")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            self._db.close()
-            raise ConfigError(
-                f"verdict outbox {path}: SQLite cannot use its WAL journal there (got {mode!r}); "
-                "put station.data_dir on a local disk, not a network share"
-            )
         # Commits are not fsynced by SQLite: ``sync`` does it, off the inspection path.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_durable(path, what="verdict outbox", synchronous="NORMAL")
         self._db.executescript(_SCHEMA)
         self._depth = self._count()
         self._skip_seqs_a_power_cut_may_have_used()

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from lineguard.durable import corrupt_error, open_durable
 from lineguard.errors import DeliveryError, InputError
 
 if TYPE_CHECKING:
@@ -147,9 +148,11 @@ class ReviewQueue:
         self._on_alert = on_alert
         self._quality = jpeg_quality
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "review.sqlite", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._db = open_durable(root / "review.sqlite", what="review queue", synchronous="FULL")
+        except BaseException:
+            self._lockfile.close()
+            raise
         self._db.executescript(_SCHEMA)
         self._remove_orphans()
         self._rows = self._count()
@@ -434,6 +437,8 @@ def read_stats(root: Path) -> QueueStats | None:
         last = db.execute(
             "SELECT last_error FROM items WHERE last_error != '' ORDER BY id DESC LIMIT 1"
         ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise corrupt_error("review queue", db_path, exc) from exc
     finally:
         db.close()
     return QueueStats(
