@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Protocol
 
 from lineguard.edge.outbox import Outbox, PendingVerdict
+from lineguard.logs import Events
 from lineguard.monitoring import Metrics
 
 __all__ = ["Delivery", "JsonlDelivery", "OutboxWatch", "captured_ts", "record_acks"]
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 AlertSink = Callable[[str, dict[str, object]], None]
 
@@ -95,12 +96,13 @@ class OutboxWatch:
             self._next_age = now + 1.0
         if depth >= self.threshold and not self._alerted:
             self._alerted = True
-            log.warning(
-                "verdict outbox %s holds %d of %d verdicts: check the broker; at %d new units are refused",
-                self._outbox.path,
-                depth,
-                self._outbox.max_pending,
-                self._outbox.max_pending,
+            event(
+                logging.WARNING,
+                "outbox_near_full",
+                path=self._outbox.path,
+                depth=depth,
+                max_pending=self._outbox.max_pending,
+                fix="check the broker; at max_pending new units are refused",
             )
             self._alert(
                 "outbox_near_full",
@@ -162,7 +164,7 @@ class JsonlDelivery:
 
     def publish_alert(self, kind: str, detail: dict[str, object]) -> None:
         self._metrics.alerts.labels(kind=kind).inc()
-        log.warning("alert %s: %s", kind, json.dumps(detail, default=str))
+        event(logging.WARNING, "alert", kind=kind, detail=detail)
 
     def publish_status(self, status: dict[str, object]) -> None:
         self._status = dict(status)
@@ -177,7 +179,9 @@ class JsonlDelivery:
                     pass
                 self._outbox.sync()
             except Exception:  # the sink must outlive any one bad write
-                log.exception("JSON-lines delivery to %s failed; retrying", self.path)
+                event(
+                    logging.ERROR, "jsonl_delivery_failed", exc_info=True, path=self.path, action="retrying"
+                )
             if self._stopping.is_set():
                 return
 
@@ -209,7 +213,7 @@ class JsonlDelivery:
             self._written_seq = fresh[-1].seq
             self._metrics.published.inc(len(fresh))
             if self._error is not None:
-                log.info("writing verdicts to %s again", self.path)
+                event(logging.INFO, "jsonl_delivery_resumed", path=self.path)
                 self._error = None
         self._outbox.ack_many(r.seq for r in rows)
         record_acks(self._metrics, fresh, time.time())
@@ -219,7 +223,7 @@ class JsonlDelivery:
     def _fail(self, exc: OSError) -> None:
         reason = f"cannot write verdicts to {self.path}: {exc.strerror or exc}; they stay in the outbox"
         if reason != self._error:
-            log.error(reason)
+            event(logging.ERROR, "jsonl_write_failed", why=reason)
         self._error = reason
         if self._recovered:
             with contextlib.suppress(OSError):  # never leave a torn line for the next write to extend
@@ -239,7 +243,7 @@ def _recover(path: Path) -> tuple[int, int]:
         end = tail.rfind(b"\n")
         good = tail_start + end + 1 if end >= 0 else 0
         if good != size:
-            log.warning("cutting a torn last line (%d bytes) off %s", size - good, path)
+            event(logging.WARNING, "jsonl_torn_line_cut", path=path, bytes=size - good)
             fh.truncate(good)
         lines = tail[: end + 1].splitlines() if end >= 0 else []
     for line in reversed(lines):

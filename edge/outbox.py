@@ -28,11 +28,12 @@ from pathlib import Path
 
 from lineguard.durable import open_durable
 from lineguard.errors import DeliveryError
+from lineguard.logs import Events
 from lineguard.verdict import Verdict
 
 __all__ = ["Outbox", "OutboxFullError", "PendingVerdict"]
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 SEQ_BLOCK = 1000  # seq numbers reserved per fsync; the most a power cut can skip
 
@@ -109,14 +110,14 @@ class Outbox:
         same_boot = self._boot != 0 and meta["boot"] == self._boot
         if reserved <= last or same_boot:
             return  # closed cleanly, or only the process died: the WAL holds every commit
-        log.warning(
-            "verdict outbox %s was not closed before the host restarted: numbering goes on from "
-            "seq %d, not %d, because a verdict numbered up to %d may have been published before the "
-            "power cut",
-            self.path,
-            reserved + 1,
-            last + 1,
-            reserved,
+        event(
+            logging.WARNING,
+            "outbox_seq_skipped",
+            path=self.path,
+            why="not closed before the host restarted: a verdict numbered up to the reserved seq "
+            "may have been published before the power cut",
+            next_seq=reserved + 1,
+            instead_of=last + 1,
         )
         self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (reserved,))
         self._fsync_wal()
@@ -150,7 +151,7 @@ class Outbox:
         try:
             self._fsync_wal()  # outside the lock: inspection goes on committing meanwhile
         except OSError as exc:  # the rows stay committed; the next call tries again
-            log.error("cannot fsync the verdict outbox %s: %s", self._wal, exc)
+            event(logging.ERROR, "outbox_fsync_failed", path=self._wal, error=exc)
             return False
         with self._lock:
             self._synced = max(self._synced, target)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from lineguard.config import CameraConfig
 from lineguard.errors import ConfigError, InputError
+from lineguard.logs import Events
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import condition_named, render_unit
 
@@ -41,7 +42,7 @@ __all__ = [
     "open_source",
 ]
 
-log = logging.getLogger("lineguard.edge.sources")
+event = Events("lineguard.edge.sources")
 
 Image = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -228,7 +229,7 @@ class FrameSource:
                 self._close()
                 opened = False
                 self._set_detail(f"stream dropped; reconnecting in {backoff:g} s")
-                log.warning("camera dropped: %s; reconnecting in %g s", self.name, backoff)
+                event(logging.WARNING, "camera_dropped", camera=self.name, reconnect_in_s=backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
@@ -243,13 +244,13 @@ class FrameSource:
         except (OSError, InputError) as exc:
             self._set_detail(f"cannot open {self.name}: {exc}")
             if not self.reconnects_on_drop:
-                log.error("camera open failed: %s", exc)
+                event(logging.ERROR, "camera_open_failed", camera=self.name, error=exc)
                 self._finish("open failed")
                 return None
             return False
         if self._was_up:
             self._reconnects += 1
-            log.info("camera reconnected: %s (reconnect %d)", self.name, self._reconnects)
+            event(logging.INFO, "camera_reconnected", camera=self.name, reconnects=self._reconnects)
         self._set_detail("capturing")
         return True
 
@@ -258,7 +259,7 @@ class FrameSource:
         try:
             return self._grab(self._ring[buf_index])
         except (OSError, cv2.error) as exc:
-            log.warning("camera read failed: %s", exc)
+            event(logging.WARNING, "camera_read_failed", camera=self.name, error=exc)
             return None
 
     def _ended_now(self) -> bool:
@@ -374,7 +375,7 @@ class FolderSource(FrameSource):
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
                 break
-            log.warning("skipping unreadable image %s", path)
+            event(logging.WARNING, "image_unreadable", path=path, action="skipped")
         if buf is not None and buf.shape == image.shape:
             np.copyto(buf, image)
             return buf

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lineguard.durable import corrupt_error, open_durable
 from lineguard.errors import DeliveryError, InputError
+from lineguard.logs import Events
 
 if TYPE_CHECKING:
     from lineguard.monitoring import Metrics
@@ -48,7 +49,7 @@ __all__ = [
     "review_dir",
 ]
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -179,7 +180,7 @@ class ReviewQueue:
             self._inbox.put_nowait((frame_bgr, item))
         except queue.Full:
             self._busy_dropped += 1
-            log.warning("review writer busy: dropped frame of unit %s", item.unit_id)
+            event(logging.WARNING, "review_frame_dropped", why="review writer busy", unit_id=item.unit_id)
             return False
         return True
 
@@ -191,7 +192,7 @@ class ReviewQueue:
                 f"review queue {self.root} is full ({self.max_items} frames): new samples are "
                 "dropped until Label Studio takes some; check the uploader"
             )
-            log.error(message)
+            event(logging.ERROR, "review_queue_full", why=message)
             if self._metrics is not None:
                 self._metrics.alerts.labels(kind="review_queue_full").inc()
             if self._on_alert is not None:
@@ -207,7 +208,7 @@ class ReviewQueue:
                     return
                 self._store(*entry)
             except Exception:  # one bad frame must not kill the writer
-                log.exception("could not store a review frame")
+                event(logging.ERROR, "review_store_failed", exc_info=True)
             finally:
                 self._inbox.task_done()
 
@@ -263,9 +264,9 @@ class ReviewQueue:
                     self._wake.clear()
                 except Exception as exc:  # down, timed out, or a bug: never kill the thread
                     if isinstance(exc, DeliveryError):
-                        log.warning("review upload failed (%s); retrying in %.1f s", exc, backoff)
+                        event(logging.WARNING, "review_upload_failed", error=exc, retry_in_s=backoff)
                     else:
-                        log.exception("review uploader error; retrying in %.1f s", backoff)
+                        event(logging.ERROR, "review_uploader_error", exc_info=True, retry_in_s=backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, backoff_max_s)
 
@@ -321,7 +322,7 @@ class ReviewQueue:
             self._db.execute("UPDATE items SET last_error = ? WHERE id = ?", (error[:500], row.id))
 
     def _park(self, row: _Row, error: str) -> None:
-        log.error("review item %s refused, kept as failed: %s", row.review_id, error)
+        event(logging.ERROR, "review_item_refused", review_id=row.review_id, error=error, kept="as failed")
         self._last_error = error
         with self._lock:
             self._db.execute(
@@ -329,7 +330,7 @@ class ReviewQueue:
             )
 
     def _confirm(self, row: _Row, task_id: int) -> None:
-        log.debug("review item %s is Label Studio task %d", row.review_id, task_id)
+        event(logging.DEBUG, "review_item_sent", review_id=row.review_id, task_id=task_id)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM items WHERE id = ?", (row.id,))
