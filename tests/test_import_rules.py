@@ -62,7 +62,7 @@ def _part_files() -> list[tuple[str, Path]]:
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     """(line, module, imported names) of every absolute import in the file, nested ones included."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    found = []
+    found: list[tuple[int, str, list[str]]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name, []) for alias in node.names]
