@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lineguard.errors import InputError
+
+if TYPE_CHECKING:
+    from lineguard.benchmarks.latency import Variant
 
 __all__ = ["bench"]
 
@@ -147,10 +152,8 @@ def latency(
     # the onnxruntime call that follows (12.2 vs 8.0 ms seen on 2 cores): unless told otherwise,
     # compare with ultralytics without that handicap. libgomp reads this when torch loads, below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from lineguard.benchmarks.latency import Variant, run_latency_benchmark
-    from lineguard.benchmarks.latency_mqtt import broker_answers
+    from lineguard.benchmarks.latency import run_latency_benchmark
     from lineguard.benchmarks.latency_report import write_report
-    from lineguard.messages import ModelCard
 
     size = _frame_size(frame_size)
     if "bf16" in precisions and "openvino" not in backends:
@@ -159,14 +162,7 @@ def latency(
     def say(line: str) -> None:
         click.echo(line, err=True)
 
-    mqtt = None
-    skipped = "skipped (--no-mqtt)"
-    if not no_mqtt:
-        if broker_answers(mqtt_host, mqtt_port):
-            mqtt = (mqtt_host, mqtt_port)
-        else:
-            skipped = f"skipped: no MQTT broker answered at {mqtt_host}:{mqtt_port}"
-            say(f"end to end via MQTT {skipped} (start one or pass --mqtt-host/--mqtt-port)")
+    mqtt, skipped = _pick_broker(no_mqtt, mqtt_host, mqtt_port, say)
     modes = {"both": (True, False), "fsync": (True,), "no-fsync": (False,)}[outbox]
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
         built = model_path is None
@@ -175,14 +171,7 @@ def latency(
 
             say(f"building a random-weight YOLOv8n at {imgsz or 320} px ...")
             model_path = build_random_yolo_onnx(Path(tmp), imgsz=imgsz or 320, name="bench-yolov8n")
-        for path in (model_path, int8_model):
-            if path is not None and imgsz is not None:
-                card = ModelCard.load(path.parent / "model_card.json")
-                if card.input_size != imgsz:
-                    raise InputError(
-                        f"--imgsz {imgsz} does not match {path.name}'s input size {card.input_size}; "
-                        "omit --imgsz or export the model at that size"
-                    )
+        _check_imgsz((model_path, int8_model), imgsz)
         if weights is None:
             weights = _weights_of(model_path)
         if weights is None and "openvino" in backends and not no_ultralytics:
@@ -190,12 +179,7 @@ def latency(
                 "ultralytics' own OpenVINO export skipped: no .pt beside the model or in its card's "
                 "training run (pass --weights)"
             )
-        variants = []
-        for backend in dict.fromkeys(backends):
-            for precision in dict.fromkeys(precisions) if backend == "openvino" else ("fp32",):
-                variants.append(Variant(backend, precision, model_path))
-            if int8_model is not None:
-                variants.append(Variant(backend, "int8", int8_model))
+        variants = _variants(backends, precisions, model_path, int8_model)
         report = run_latency_benchmark(
             model_path,
             variants=variants,
@@ -220,3 +204,47 @@ def latency(
         paths = write_report(report, out_dir, name)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _pick_broker(
+    no_mqtt: bool, host: str, port: int, say: Callable[[str], None]
+) -> tuple[tuple[str, int] | None, str]:
+    """``(host, port)`` of the broker for the end-to-end leg, or None and why it is skipped."""
+    from lineguard.benchmarks.latency_mqtt import broker_answers
+
+    if no_mqtt:
+        return None, "skipped (--no-mqtt)"
+    if broker_answers(host, port):
+        return (host, port), "skipped (--no-mqtt)"
+    skipped = f"skipped: no MQTT broker answered at {host}:{port}"
+    say(f"end to end via MQTT {skipped} (start one or pass --mqtt-host/--mqtt-port)")
+    return None, skipped
+
+
+def _check_imgsz(paths: Iterable[Path | None], imgsz: int | None) -> None:
+    """An explicit ``--imgsz`` must match every given model's input size."""
+    from lineguard.messages import ModelCard
+
+    for path in paths:
+        if path is not None and imgsz is not None:
+            card = ModelCard.load(path.parent / "model_card.json")
+            if card.input_size != imgsz:
+                raise InputError(
+                    f"--imgsz {imgsz} does not match {path.name}'s input size {card.input_size}; "
+                    "omit --imgsz or export the model at that size"
+                )
+
+
+def _variants(
+    backends: Sequence[str], precisions: Sequence[str], model_path: Path, int8_model: Path | None
+) -> list[Variant]:
+    """Each backend once; OpenVINO at every precision asked for, the others in fp32; plus int8."""
+    from lineguard.benchmarks.latency import Variant
+
+    variants = []
+    for backend in dict.fromkeys(backends):
+        for precision in dict.fromkeys(precisions) if backend == "openvino" else ("fp32",):
+            variants.append(Variant(backend, precision, model_path))
+        if int8_model is not None:
+            variants.append(Variant(backend, "int8", int8_model))
+    return variants

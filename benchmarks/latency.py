@@ -33,7 +33,7 @@ from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
-from lineguard.messages import utc_now
+from lineguard.messages import ModelCard, utc_now
 from lineguard.synthetic import render_unit
 from lineguard.training.evaluate import EVAL_CONF, EVAL_IOU
 
@@ -393,82 +393,22 @@ def run_latency_benchmark(
     jpegs = encode_frames(frames, width=frame_size[0], height=frame_size[1])
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lineguard-bench-mqtt-")))
-        detectors = []
-        for v in chosen:
-            say(f"loading {v.label} ({v.model_path.name}) ...")
-            cfg = v.config(threads)
-            detectors.append(
-                stack.enter_context(Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou))
-            )
+        detectors = _open_detectors(stack, chosen, threads, conf, iou, say)
         card = detectors[0].card
-        probes: list[MqttProbe] = []
-        if mqtt is not None:
-            for durable in outbox_modes:
-                probe = MqttProbe(mqtt[0], mqtt[1], tmp, durable=durable, card=card).start()
-                stack.callback(probe.close)
-                probes.append(probe)
-        gate_cfg = QualityConfig()
-        pipelines = [
-            EdgePipeline(
-                d,
-                VerdictPolicy(d.card, PolicyConfig(min_confidence=conf, nms_iou=iou)),
-                QualityGate(gate_cfg, frozen_frames=1_000_000),  # frames cycle: not a frozen camera
-                probes,
-            )
-            for d in detectors
-        ]
+        probes = _open_probes(stack, mqtt, outbox_modes, tmp, card)
+        pipelines = _pipelines(detectors, probes, conf, iou)
         imgsz = card.input_size
-        references = []
+        references: list[UltralyticsPredict] = []
         if compare_ultralytics:
-            references.append(UltralyticsPredict(model_path, imgsz=imgsz, conf=conf, iou=iou))
-            if ultralytics_weights is not None and any(v.backend == "openvino" for v in chosen):
-                say(f"exporting {ultralytics_weights.name} with ultralytics' own OpenVINO exporter ...")
-                ov_dir = export_ultralytics_openvino(ultralytics_weights, imgsz, tmp / "ultralytics-openvino")
-                references.append(UltralyticsPredict(ov_dir, imgsz=imgsz, conf=conf, iou=iou))
+            references = _references(model_path, chosen, ultralytics_weights, imgsz, conf, iou, tmp, say)
         say(f"timing {len(chosen)} variant(s) on {frames} frames ...")
         _interleaved(pipelines, references, jpegs, warmup=warmup, block=10)
         lost = {p.label: p.lost for p in probes}
         runtimes = [f"{d.backend} in {d.inference_precision}" for d in detectors]
-    results = []
-    samples_ms: dict[str, list[float]] = {}
-    for v, pipeline, runtime in zip(chosen, pipelines, runtimes, strict=True):
-        rec = pipeline.recorder
-        results.append(
-            VariantResult(
-                v.backend,
-                v.precision,
-                str(v.model_path),
-                runtime,
-                rec.stats(),
-                _fps(rec, "frame_to_verdict"),
-                dict(lost),
-            )
-        )
-        main_stage = "e2e_fsync" if "e2e_fsync" in rec.samples else "frame_to_verdict"
-        samples_ms[f"{v.label} {main_stage}"] = [s * 1e3 for s in rec.samples[main_stage]]
-    report = LatencyReport(settings={}, variants=results, samples_ms=samples_ms)
-    if references:
-        ul = references[0].recorder
-        report.ultralytics, report.ultralytics_fps = ul.stats(), _fps(ul, "predict")
-        report.samples_ms["ultralytics predict"] = [s * 1e3 for s in ul.samples["predict"]]
-    if len(references) > 1:
-        report.ultralytics_openvino = references[1].recorder.stats()
-        report.samples_ms["ultralytics predict (OpenVINO export)"] = [
-            s * 1e3 for s in references[1].recorder.samples["predict"]
-        ]
-    for r in results:
-        r.ratios = _ratios(r, report.ultralytics, report.ultralytics_openvino)
+    report = _variant_report(chosen, pipelines, runtimes, lost)
+    _add_ultralytics(report, references)
     if val is not None:
-        for v, r in zip(chosen, results, strict=True):
-            acc = _accuracy(v, val, threads, say)
-            r.map50, r.map50_95 = acc.map50, acc.map50_95
-        for i, reference in enumerate(references):
-            say(f"scoring ultralytics predict{' (OpenVINO export)' if i else ''} ...")
-            acc = score(reference.detect_for_eval, val)
-            if i == 0:
-                report.ultralytics_map50, report.ultralytics_map50_95 = acc.map50, acc.map50_95
-            else:
-                report.ultralytics_openvino_map50 = acc.map50
+        _add_accuracy(report, chosen, references, val, threads, say)
     report.mqtt = {
         "broker": f"{mqtt[0]}:{mqtt[1]}" if mqtt else None,
         "outbox_modes": [p.label for p in probes] if mqtt else [],
@@ -491,3 +431,133 @@ def run_latency_benchmark(
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
     }
     return report
+
+
+def _open_detectors(
+    stack: contextlib.ExitStack,
+    chosen: Sequence[Variant],
+    threads: int,
+    conf: float,
+    iou: float,
+    say: Callable[[str], None],
+) -> list[Detector]:
+    detectors = []
+    for v in chosen:
+        say(f"loading {v.label} ({v.model_path.name}) ...")
+        cfg = v.config(threads)
+        detectors.append(
+            stack.enter_context(Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou))
+        )
+    return detectors
+
+
+def _open_probes(
+    stack: contextlib.ExitStack,
+    mqtt: tuple[str, int] | None,
+    outbox_modes: Sequence[bool],
+    tmp: Path,
+    card: ModelCard,
+) -> list[MqttProbe]:
+    """One end-to-end probe per outbox mode, closed with ``stack``; none without a broker."""
+    probes: list[MqttProbe] = []
+    if mqtt is not None:
+        for durable in outbox_modes:
+            probe = MqttProbe(mqtt[0], mqtt[1], tmp, durable=durable, card=card).start()
+            stack.callback(probe.close)
+            probes.append(probe)
+    return probes
+
+
+def _pipelines(
+    detectors: Sequence[Detector], probes: list[MqttProbe], conf: float, iou: float
+) -> list[EdgePipeline]:
+    gate_cfg = QualityConfig()
+    return [
+        EdgePipeline(
+            d,
+            VerdictPolicy(d.card, PolicyConfig(min_confidence=conf, nms_iou=iou)),
+            QualityGate(gate_cfg, frozen_frames=1_000_000),  # frames cycle: not a frozen camera
+            probes,
+        )
+        for d in detectors
+    ]
+
+
+def _references(
+    model_path: Path,
+    chosen: Sequence[Variant],
+    ultralytics_weights: Path | None,
+    imgsz: int,
+    conf: float,
+    iou: float,
+    tmp: Path,
+    say: Callable[[str], None],
+) -> list[UltralyticsPredict]:
+    """ultralytics' predict on the ONNX, plus on its own OpenVINO export when OpenVINO is measured."""
+    references = [UltralyticsPredict(model_path, imgsz=imgsz, conf=conf, iou=iou)]
+    if ultralytics_weights is not None and any(v.backend == "openvino" for v in chosen):
+        say(f"exporting {ultralytics_weights.name} with ultralytics' own OpenVINO exporter ...")
+        ov_dir = export_ultralytics_openvino(ultralytics_weights, imgsz, tmp / "ultralytics-openvino")
+        references.append(UltralyticsPredict(ov_dir, imgsz=imgsz, conf=conf, iou=iou))
+    return references
+
+
+def _variant_report(
+    chosen: Sequence[Variant],
+    pipelines: Sequence[EdgePipeline],
+    runtimes: Sequence[str],
+    lost: dict[str, int],
+) -> LatencyReport:
+    results = []
+    samples_ms: dict[str, list[float]] = {}
+    for v, pipeline, runtime in zip(chosen, pipelines, runtimes, strict=True):
+        rec = pipeline.recorder
+        results.append(
+            VariantResult(
+                v.backend,
+                v.precision,
+                str(v.model_path),
+                runtime,
+                rec.stats(),
+                _fps(rec, "frame_to_verdict"),
+                dict(lost),
+            )
+        )
+        main_stage = "e2e_fsync" if "e2e_fsync" in rec.samples else "frame_to_verdict"
+        samples_ms[f"{v.label} {main_stage}"] = [s * 1e3 for s in rec.samples[main_stage]]
+    return LatencyReport(settings={}, variants=results, samples_ms=samples_ms)
+
+
+def _add_ultralytics(report: LatencyReport, references: Sequence[UltralyticsPredict]) -> None:
+    """ultralytics' timings and each variant's ratios to them (none without references)."""
+    if references:
+        ul = references[0].recorder
+        report.ultralytics, report.ultralytics_fps = ul.stats(), _fps(ul, "predict")
+        report.samples_ms["ultralytics predict"] = [s * 1e3 for s in ul.samples["predict"]]
+    if len(references) > 1:
+        report.ultralytics_openvino = references[1].recorder.stats()
+        report.samples_ms["ultralytics predict (OpenVINO export)"] = [
+            s * 1e3 for s in references[1].recorder.samples["predict"]
+        ]
+    for r in report.variants:
+        r.ratios = _ratios(r, report.ultralytics, report.ultralytics_openvino)
+
+
+def _add_accuracy(
+    report: LatencyReport,
+    chosen: Sequence[Variant],
+    references: Sequence[UltralyticsPredict],
+    val: ValidationSet,
+    threads: int,
+    say: Callable[[str], None],
+) -> None:
+    for v, r in zip(chosen, report.variants, strict=True):
+        acc = _accuracy(v, val, threads, say)
+        r.map50, r.map50_95 = acc.map50, acc.map50_95
+    for i, reference in enumerate(references):
+        say(f"scoring ultralytics predict{' (OpenVINO export)' if i else ''} ...")
+        acc = score(reference.detect_for_eval, val)
+        if i == 0:
+            report.ultralytics_map50, report.ultralytics_map50_95 = acc.map50, acc.map50_95
+        else:
+            report.ultralytics_openvino_map50 = acc.map50

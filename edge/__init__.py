@@ -12,7 +12,8 @@ from lineguard.edge.control import (
     parse_control,
 )
 from lineguard.edge.daemon import EdgeDaemon
-from lineguard.edge.delivery import Delivery, JsonlDelivery, OutboxWatch, make_delivery
+from lineguard.edge.delivery import Delivery, JsonlDelivery, OutboxWatch
+from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.hot_swap import (
     ModelFollower,
     SwapCheck,

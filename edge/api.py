@@ -6,8 +6,8 @@ delivery ready; 503 with the reasons otherwise); Prometheus scrapes ``/metrics``
 no image, the next camera frame; its verdict is committed and published like any other. Uploads
 are bounded (413), typed (415) and decoded (422) before the model sees them. Mutating endpoints
 need ``Authorization: Bearer <token>`` when ``http.token_file`` is set; probes never do.
-``create_app`` builds the app over a daemon, so tests drive it without a port; ``ApiServer`` runs
-it with uvicorn on a thread of the daemon.
+``create_app`` builds the app over a ``Station`` (the daemon), so tests drive it without a port;
+``ApiServer`` runs it with uvicorn on a thread of the daemon.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from lineguard import __version__
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
 from lineguard.errors import ConfigError
+from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
-    from lineguard.edge.daemon import EdgeDaemon
+    from lineguard.edge.station import Station
 
 __all__ = ["ApiServer", "create_app"]
 
@@ -65,9 +66,7 @@ _INSPECT_BODY: dict[str, Any] = {
 }
 
 
-def _read_token(daemon: EdgeDaemon) -> str | None:
-    from lineguard.secrets import read_secret
-
+def _read_token(daemon: Station) -> str | None:
     path = daemon.cfg.http.token_file
     return None if path is None else read_secret(path, "http.token_file")
 
@@ -134,15 +133,22 @@ async def _image_from_request(request: Request, limit: int) -> tuple[bytes | Non
     return data, unit_id if isinstance(unit_id, str) else None
 
 
-def create_app(daemon: EdgeDaemon) -> FastAPI:
-    """The API over one daemon; reads the token file now, so a bad one fails at start-up."""
+def create_app(daemon: Station) -> FastAPI:
+    """The API over one station; reads the token file now, so a bad one fails at start-up."""
     app = FastAPI(
         title="lineguard edge",
         version=__version__,
         description="Inspection station API: probes, metrics, model in use, inspect an image.",
     )
     auth = Depends(_bearer_guard(_read_token(daemon)))
-    limit = daemon.cfg.http.max_upload_bytes
+    _add_probe_routes(app, daemon)
+    _add_station_routes(app, daemon)
+    _add_inspect_route(app, daemon, auth)
+    return app
+
+
+def _add_probe_routes(app: FastAPI, station: Station) -> None:
+    """What orchestrators and Prometheus poll; never behind the token."""
 
     @app.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
@@ -152,39 +158,52 @@ def create_app(daemon: EdgeDaemon) -> FastAPI:
     @app.get("/readyz", tags=["probes"], responses={503: {"description": "Not ready; `reasons` say why."}})
     def readyz() -> JSONResponse:
         """Ready to inspect: model loaded, camera up, delivery ready, outbox not full."""
-        ready, reasons = daemon.readiness()
+        ready, reasons = station.readiness()
         return JSONResponse({"ready": ready, "reasons": reasons}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["probes"], response_class=Response)
     def metrics() -> Response:
         """Prometheus text exposition of every lineguard metric."""
-        return Response(daemon.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(station.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_station_routes(app: FastAPI, station: Station) -> None:
+    """Read-only views of the station: its status and the model deciding units."""
 
     @app.get("/v1/status", tags=["station"])
     def status() -> dict[str, Any]:
         """What the station publishes on ``…/status``: model, backend, camera health, fps."""
-        return daemon.status()
+        return station.status()
 
     @app.get("/v1/model", tags=["station"])
     def model() -> dict[str, Any]:
         """The model card summary of the model deciding units (``loaded: false`` when none)."""
-        slot = daemon.slot
-        if slot is None:
-            return {"loaded": False, "error": daemon.model_error}
-        card = slot.detector.card
-        return {
-            "loaded": True,
-            "name": card.name,
-            "version": card.version,
-            "sha256": card.sha256,
-            "classes": card.classes,
-            "input_size": card.input_size,
-            "thresholds": card.thresholds,
-            "thresholds_id": slot.policy.thresholds_id,
-            "backend": slot.detector.backend,
-            "created_at": card.created_at.isoformat() if card.created_at else None,
-            "parent": card.parent,
-        }
+        return _model_summary(station)
+
+
+def _model_summary(station: Station) -> dict[str, Any]:
+    slot = station.slot
+    if slot is None:
+        return {"loaded": False, "error": station.model_error}
+    card = slot.detector.card
+    return {
+        "loaded": True,
+        "name": card.name,
+        "version": card.version,
+        "sha256": card.sha256,
+        "classes": card.classes,
+        "input_size": card.input_size,
+        "thresholds": card.thresholds,
+        "thresholds_id": slot.policy.thresholds_id,
+        "backend": slot.detector.backend,
+        "created_at": card.created_at.isoformat() if card.created_at else None,
+        "parent": card.parent,
+    }
+
+
+def _add_inspect_route(app: FastAPI, station: Station, auth: Any) -> None:
+    """``POST /v1/inspect``: an uploaded image, or the next camera frame, judged as one unit."""
+    limit = station.cfg.http.max_upload_bytes
 
     @app.post(
         "/v1/inspect",
@@ -208,28 +227,30 @@ def create_app(daemon: EdgeDaemon) -> FastAPI:
         if unit is not None and not _UNIT_ID.match(unit):
             raise HTTPException(422, "unit_id must be 1-128 printable characters")
         if data is None:
-            return await _inspect_camera(daemon, unit)
-        if not data:
-            raise HTTPException(422, "the uploaded image is empty (0 bytes)")
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if decoded is None:
-            raise HTTPException(422, f"cannot decode the {len(data)}-byte upload as an image")
-        image: npt.NDArray[np.uint8] = np.asarray(decoded, dtype=np.uint8)
-        try:
-            verdict = await run_in_threadpool(daemon.inspect_image, image, unit)
-        except OutboxFullError as exc:
-            raise HTTPException(503, str(exc)) from exc
-        return Response(verdict.to_json(), media_type="application/json")
-
-    return app
+            return await _inspect_camera(station, unit)
+        return await _inspect_upload(station, data, unit)
 
 
-async def _inspect_camera(daemon: EdgeDaemon, unit_id: str | None) -> Response:
-    if not daemon.running:
-        raise HTTPException(503, "the inspection loop is not running; send an image instead")
-    future = daemon.trigger(Trigger(unit_id=unit_id or f"http-{time.time_ns()}"))
+async def _inspect_upload(station: Station, data: bytes, unit: str | None) -> Response:
+    if not data:
+        raise HTTPException(422, "the uploaded image is empty (0 bytes)")
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise HTTPException(422, f"cannot decode the {len(data)}-byte upload as an image")
+    image: npt.NDArray[np.uint8] = np.asarray(decoded, dtype=np.uint8)
     try:
-        verdict = await asyncio.wait_for(asyncio.wrap_future(future), daemon.cfg.camera.watchdog_s + 5.0)
+        verdict = await run_in_threadpool(station.inspect_image, image, unit)
+    except OutboxFullError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return Response(verdict.to_json(), media_type="application/json")
+
+
+async def _inspect_camera(station: Station, unit_id: str | None) -> Response:
+    if not station.running:
+        raise HTTPException(503, "the inspection loop is not running; send an image instead")
+    future = station.trigger(Trigger(unit_id=unit_id or f"http-{time.time_ns()}"))
+    try:
+        verdict = await asyncio.wait_for(asyncio.wrap_future(future), station.cfg.camera.watchdog_s + 5.0)
     except TimeoutError as exc:
         raise HTTPException(504, "no verdict for the camera unit in time") from exc
     except OutboxFullError as exc:

@@ -1,7 +1,8 @@
 """``lineguard edge``: run the inspection daemon, or self-check a station's config and model.
 
 ``edge run --config station.yaml`` starts the daemon in the foreground with one JSON log object per
-line on stderr (``ts``, ``level``, ``logger``, ``event`` or ``msg``, plus the event's fields), and
+line on stderr (``lineguard.logs``: ``ts``, ``level``, ``logger``, ``event`` or ``msg``, plus the
+event's fields), and
 prints one summary line on stdout when it stops (SIGTERM/SIGINT finish the unit in flight, exit 0).
 ``edge check --config station.yaml`` loads the config (an error there is one ``error:`` line, exit
 2) and the model, runs one synthetic frame through preprocess, inference and the verdict policy, and
@@ -11,11 +12,7 @@ install works without a camera or broker.
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +21,7 @@ import click
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
 
-__all__ = ["JsonLogFormatter", "edge"]
+__all__ = ["edge"]
 
 _CONFIG = click.option(
     "--config",
@@ -33,35 +30,6 @@ _CONFIG = click.option(
     required=True,
     help="Station YAML (see configs/station.example.yaml).",
 )
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log record; structured events add their fields at the top level."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
-        name = getattr(record, "event", None)
-        fields = getattr(record, "fields", None)
-        if isinstance(name, str) and isinstance(fields, dict):
-            out["event"] = name
-            out.update({k: v for k, v in fields.items() if k not in out})
-        else:
-            out["msg"] = record.getMessage()
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 @click.group()
@@ -82,9 +50,10 @@ def run(config_path: Path, max_units: int | None, log_level: str) -> None:
     """Inspect units until stopped (SIGTERM/SIGINT) or a finite source ends."""
     from lineguard.config import load_config
     from lineguard.edge.daemon import EdgeDaemon
+    from lineguard.logs import setup_json_logging
 
     cfg = load_config(config_path)
-    _setup_logging(log_level)
+    setup_json_logging(log_level)
     daemon = EdgeDaemon(cfg)
     summary = daemon.run(max_units=max_units)
     click.echo(summary.line())

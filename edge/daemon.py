@@ -29,19 +29,22 @@ import numpy.typing as npt
 
 from lineguard.config import LineguardConfig
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
-from lineguard.edge.delivery import make_delivery
+from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.hot_swap import ModelFollower
-from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary, event
+from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
 from lineguard.edge.outbox import Outbox, OutboxFullError
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
+from lineguard.logs import Events
 from lineguard.messages import Reason, Verdict, VerdictKind
 from lineguard.monitoring import Metrics
 
 __all__ = ["EdgeDaemon"]
+
+event = Events("lineguard.edge")
 
 _POLL_S = 0.2  # longest the loop waits for a frame or trigger before checking stop and status
 _HEALTH_EVERY_S = 0.5

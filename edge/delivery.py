@@ -1,12 +1,13 @@
-"""Where committed verdicts go: the ``Delivery`` protocol, a JSON-lines sink and the factory.
+"""Where committed verdicts go: the ``Delivery`` protocol, the JSON-lines sink and shared helpers.
 
 The inspection loop commits each verdict to the ``Outbox`` and calls ``wake()``; a delivery
 drains the outbox on its own thread, in ``seq`` order, fsyncs it (``Outbox.sync``) once the new
 rows are handed on, and acks a row only once its destination has it (the broker's PUBACK, or an
 fsync of the file), so a slow or absent destination never slows inspection and a crash never
-loses a verdict. ``JsonlDelivery`` is the sink for stations without a broker; ``make_delivery``
-picks MQTT or JSONL from the config. ``OutboxWatch`` keeps the outbox gauges and raises the
-"outbox nearly full" alert once per crossing, for both sinks.
+loses a verdict. ``JsonlDelivery`` is the sink for stations without a broker; ``MqttDelivery``
+(``mqtt_delivery``) builds on the helpers here, and ``delivery_factory.make_delivery`` picks one
+of the two from the config, so this module never imports the MQTT one. ``OutboxWatch`` keeps the
+outbox gauges and raises the "outbox nearly full" alert once per crossing, for both sinks.
 """
 
 from __future__ import annotations
@@ -20,19 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from lineguard.edge.outbox import Outbox, PendingVerdict
-from lineguard.errors import MissingDependencyError
+from lineguard.logs import Events
 from lineguard.monitoring import Metrics
 
-if TYPE_CHECKING:
-    from lineguard.config import LineguardConfig
-    from lineguard.edge.control import DesiredModel, Feedback, Trigger
+__all__ = ["Delivery", "JsonlDelivery", "OutboxWatch", "captured_ts", "record_acks"]
 
-__all__ = ["Delivery", "JsonlDelivery", "OutboxWatch", "captured_ts", "make_delivery"]
-
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 AlertSink = Callable[[str, dict[str, object]], None]
 
@@ -99,12 +96,13 @@ class OutboxWatch:
             self._next_age = now + 1.0
         if depth >= self.threshold and not self._alerted:
             self._alerted = True
-            log.warning(
-                "verdict outbox %s holds %d of %d verdicts: check the broker; at %d new units are refused",
-                self._outbox.path,
-                depth,
-                self._outbox.max_pending,
-                self._outbox.max_pending,
+            event(
+                logging.WARNING,
+                "outbox_near_full",
+                path=self._outbox.path,
+                depth=depth,
+                max_pending=self._outbox.max_pending,
+                fix="check the broker; at max_pending new units are refused",
             )
             self._alert(
                 "outbox_near_full",
@@ -166,7 +164,7 @@ class JsonlDelivery:
 
     def publish_alert(self, kind: str, detail: dict[str, object]) -> None:
         self._metrics.alerts.labels(kind=kind).inc()
-        log.warning("alert %s: %s", kind, json.dumps(detail, default=str))
+        event(logging.WARNING, "alert", kind=kind, detail=detail)
 
     def publish_status(self, status: dict[str, object]) -> None:
         self._status = dict(status)
@@ -181,7 +179,9 @@ class JsonlDelivery:
                     pass
                 self._outbox.sync()
             except Exception:  # the sink must outlive any one bad write
-                log.exception("JSON-lines delivery to %s failed; retrying", self.path)
+                event(
+                    logging.ERROR, "jsonl_delivery_failed", exc_info=True, path=self.path, action="retrying"
+                )
             if self._stopping.is_set():
                 return
 
@@ -213,7 +213,7 @@ class JsonlDelivery:
             self._written_seq = fresh[-1].seq
             self._metrics.published.inc(len(fresh))
             if self._error is not None:
-                log.info("writing verdicts to %s again", self.path)
+                event(logging.INFO, "jsonl_delivery_resumed", path=self.path)
                 self._error = None
         self._outbox.ack_many(r.seq for r in rows)
         record_acks(self._metrics, fresh, time.time())
@@ -223,7 +223,7 @@ class JsonlDelivery:
     def _fail(self, exc: OSError) -> None:
         reason = f"cannot write verdicts to {self.path}: {exc.strerror or exc}; they stay in the outbox"
         if reason != self._error:
-            log.error(reason)
+            event(logging.ERROR, "jsonl_write_failed", why=reason)
         self._error = reason
         if self._recovered:
             with contextlib.suppress(OSError):  # never leave a torn line for the next write to extend
@@ -243,7 +243,7 @@ def _recover(path: Path) -> tuple[int, int]:
         end = tail.rfind(b"\n")
         good = tail_start + end + 1 if end >= 0 else 0
         if good != size:
-            log.warning("cutting a torn last line (%d bytes) off %s", size - good, path)
+            event(logging.WARNING, "jsonl_torn_line_cut", path=path, bytes=size - good)
             fh.truncate(good)
         lines = tail[: end + 1].splitlines() if end >= 0 else []
     for line in reversed(lines):
@@ -254,27 +254,3 @@ def _recover(path: Path) -> tuple[int, int]:
         if isinstance(seq, int):
             return seq, good
     return 0, good
-
-
-def make_delivery(
-    cfg: LineguardConfig,
-    outbox: Outbox,
-    metrics: Metrics,
-    *,
-    on_trigger: Callable[[Trigger], object] | None = None,
-    on_feedback: Callable[[Feedback], object] | None = None,
-    on_model: Callable[[DesiredModel], object] | None = None,
-) -> Delivery:
-    """MQTT when ``mqtt.enabled``, else a JSON-lines file (``jsonl_path`` or ``data_dir/verdicts.jsonl``)."""
-    if not cfg.mqtt.enabled:
-        path = cfg.jsonl_path or cfg.station.data_dir / "verdicts.jsonl"
-        return JsonlDelivery(path, outbox, metrics, warn_ratio=cfg.outbox.warn_ratio)
-    try:
-        from lineguard.edge.mqtt_delivery import MqttDelivery
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("paho"):
-            raise MissingDependencyError("paho-mqtt", "edge") from exc
-        raise
-    return MqttDelivery(
-        cfg, outbox, metrics, on_trigger=on_trigger, on_feedback=on_feedback, on_model=on_model
-    )

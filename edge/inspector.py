@@ -27,18 +27,13 @@ from lineguard.edge.sources import Frame
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detections, Detector, QualityGate, QualityReport, VerdictPolicy
 from lineguard.labeling import ReviewQueue, ReviewSampler
+from lineguard.logs import Events
 from lineguard.messages import ModelRef, Reason, Verdict, VerdictKind
 from lineguard.monitoring import DriftMonitor, Metrics
 
-__all__ = ["Inspector", "ModelSlot", "RunSummary", "event"]
+__all__ = ["Inspector", "ModelSlot", "RunSummary"]
 
-log = logging.getLogger("lineguard.edge")
-
-
-def event(level: int, name: str, **fields: Any) -> None:
-    """Log one structured event: ``name k=v ...``; the JSON formatter also gets ``fields``."""
-    text = " ".join(f"{k}={v}" for k, v in fields.items())
-    log.log(level, f"{name} {text}".strip(), extra={"event": name, "fields": fields})
+event = Events("lineguard.edge")
 
 
 @dataclass(frozen=True)

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lineguard.errors import ConfigError, DeliveryError
+from lineguard.durable import open_durable
+from lineguard.errors import DeliveryError
+from lineguard.logs import Events
 from lineguard.messages import Verdict
 
 __all__ = ["Outbox", "OutboxFullError", "PendingVerdict"]
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 SEQ_BLOCK = 1000  # seq numbers reserved per fsync; the most a power cut can skip
 
@@ -83,23 +84,14 @@ class Outbox:
         durable: bool = True,
         boot: int | None = None,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_pending = max_pending
         self.durable = durable
         self._boot = boot_id() if boot is None else boot
         self._wal = path.with_name(path.name + "-wal")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            self._db.close()
-            raise ConfigError(
-                f"verdict outbox {path}: SQLite cannot use its WAL journal there (got {mode!r}); "
-                "put station.data_dir on a local disk, not a network share"
-            )
         # Commits are not fsynced by SQLite: ``sync`` does it, off the inspection path.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_durable(path, what="verdict outbox", synchronous="NORMAL")
         self._db.executescript(_SCHEMA)
         self._depth = self._count()
         self._skip_seqs_a_power_cut_may_have_used()
@@ -118,14 +110,14 @@ class Outbox:
         same_boot = self._boot != 0 and meta["boot"] == self._boot
         if reserved <= last or same_boot:
             return  # closed cleanly, or only the process died: the WAL holds every commit
-        log.warning(
-            "verdict outbox %s was not closed before the host restarted: numbering goes on from "
-            "seq %d, not %d, because a verdict numbered up to %d may have been published before the "
-            "power cut",
-            self.path,
-            reserved + 1,
-            last + 1,
-            reserved,
+        event(
+            logging.WARNING,
+            "outbox_seq_skipped",
+            path=self.path,
+            why="not closed before the host restarted: a verdict numbered up to the reserved seq "
+            "may have been published before the power cut",
+            next_seq=reserved + 1,
+            instead_of=last + 1,
         )
         self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (reserved,))
         self._fsync_wal()
@@ -159,7 +151,7 @@ class Outbox:
         try:
             self._fsync_wal()  # outside the lock: inspection goes on committing meanwhile
         except OSError as exc:  # the rows stay committed; the next call tries again
-            log.error("cannot fsync the verdict outbox %s: %s", self._wal, exc)
+            event(logging.ERROR, "outbox_fsync_failed", path=self._wal, error=exc)
             return False
         with self._lock:
             self._synced = max(self._synced, target)

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from lineguard.config import CameraConfig
 from lineguard.datasets import IMAGE_SUFFIXES, image_files
 from lineguard.errors import ConfigError, InputError
+from lineguard.logs import Events
 from lineguard.monitoring import Metrics
 from lineguard.synthetic import condition_named, render_unit
 
@@ -41,7 +42,7 @@ __all__ = [
     "open_source",
 ]
 
-log = logging.getLogger("lineguard.edge.sources")
+event = Events("lineguard.edge.sources")
 
 Image = npt.NDArray[np.uint8]
 _RING = 3  # one published, one held by the reader, one being written
@@ -197,22 +198,14 @@ class FrameSource:
         next_due = time.monotonic()
         while not self._stop.is_set():
             if not opened:
-                try:
-                    self._open()
-                except (OSError, InputError) as exc:
-                    self._set_detail(f"cannot open {self.name}: {exc}")
-                    if not self.reconnects_on_drop:
-                        log.error("camera open failed: %s", exc)
-                        self._finish("open failed")
-                        return
+                connected = self._connect()
+                if connected is None:
+                    return
+                if not connected:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                     continue
-                if self._was_up:
-                    self._reconnects += 1
-                    log.info("camera reconnected: %s (reconnect %d)", self.name, self._reconnects)
                 opened = True
-                self._set_detail("capturing")
                 next_due = time.monotonic()
             if self.paced:
                 wait = next_due - time.monotonic()
@@ -222,11 +215,7 @@ class FrameSource:
                 next_due = max(next_due + period, time.monotonic() - period)
             buf_index = self._free_buffer()
             t0 = time.monotonic()
-            try:
-                image = self._grab(self._ring[buf_index])
-            except (OSError, cv2.error) as exc:
-                log.warning("camera read failed: %s", exc)
-                image = None
+            image = self._grab_logged(buf_index)
             if image is None:
                 if self._stop.is_set():
                     break
@@ -239,13 +228,38 @@ class FrameSource:
                 self._close()
                 opened = False
                 self._set_detail(f"stream dropped; reconnecting in {backoff:g} s")
-                log.warning("camera dropped: %s; reconnecting in %g s", self.name, backoff)
+                event(logging.WARNING, "camera_dropped", camera=self.name, reconnect_in_s=backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
             backoff = 0.25
             self._publish(buf_index, image, t0)
         self._close()
+
+    def _connect(self) -> bool | None:
+        """Open the camera: True when open, False to retry after the backoff, None to give up."""
+        try:
+            self._open()
+        except (OSError, InputError) as exc:
+            self._set_detail(f"cannot open {self.name}: {exc}")
+            if not self.reconnects_on_drop:
+                event(logging.ERROR, "camera_open_failed", camera=self.name, error=exc)
+                self._finish("open failed")
+                return None
+            return False
+        if self._was_up:
+            self._reconnects += 1
+            event(logging.INFO, "camera_reconnected", camera=self.name, reconnects=self._reconnects)
+        self._set_detail("capturing")
+        return True
+
+    def _grab_logged(self, buf_index: int) -> Image | None:
+        """The next frame into ring buffer ``buf_index``; a failed read is logged and gives None."""
+        try:
+            return self._grab(self._ring[buf_index])
+        except (OSError, cv2.error) as exc:
+            event(logging.WARNING, "camera_read_failed", camera=self.name, error=exc)
+            return None
 
     def _ended_now(self) -> bool:
         """Finite sources override: True when the last ``None`` meant end of input."""
@@ -360,7 +374,7 @@ class FolderSource(FrameSource):
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
                 break
-            log.warning("skipping unreadable image %s", path)
+            event(logging.WARNING, "image_unreadable", path=path, action="skipped")
         if buf is not None and buf.shape == image.shape:
             np.copyto(buf, image)
             return buf

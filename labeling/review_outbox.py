@@ -31,7 +31,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from lineguard.durable import corrupt_error, open_durable
 from lineguard.errors import DeliveryError, InputError
+from lineguard.logs import Events
 
 if TYPE_CHECKING:
     from lineguard.monitoring import Metrics
@@ -47,7 +49,7 @@ __all__ = [
     "review_dir",
 ]
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -147,9 +149,11 @@ class ReviewQueue:
         self._on_alert = on_alert
         self._quality = jpeg_quality
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "review.sqlite", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._db = open_durable(root / "review.sqlite", what="review queue", synchronous="FULL")
+        except BaseException:
+            self._lockfile.close()
+            raise
         self._db.executescript(_SCHEMA)
         self._remove_orphans()
         self._rows = self._count()
@@ -176,7 +180,7 @@ class ReviewQueue:
             self._inbox.put_nowait((frame_bgr, item))
         except queue.Full:
             self._busy_dropped += 1
-            log.warning("review writer busy: dropped frame of unit %s", item.unit_id)
+            event(logging.WARNING, "review_frame_dropped", why="review writer busy", unit_id=item.unit_id)
             return False
         return True
 
@@ -188,7 +192,7 @@ class ReviewQueue:
                 f"review queue {self.root} is full ({self.max_items} frames): new samples are "
                 "dropped until Label Studio takes some; check the uploader"
             )
-            log.error(message)
+            event(logging.ERROR, "review_queue_full", why=message)
             if self._metrics is not None:
                 self._metrics.alerts.labels(kind="review_queue_full").inc()
             if self._on_alert is not None:
@@ -204,7 +208,7 @@ class ReviewQueue:
                     return
                 self._store(*entry)
             except Exception:  # one bad frame must not kill the writer
-                log.exception("could not store a review frame")
+                event(logging.ERROR, "review_store_failed", exc_info=True)
             finally:
                 self._inbox.task_done()
 
@@ -260,9 +264,9 @@ class ReviewQueue:
                     self._wake.clear()
                 except Exception as exc:  # down, timed out, or a bug: never kill the thread
                     if isinstance(exc, DeliveryError):
-                        log.warning("review upload failed (%s); retrying in %.1f s", exc, backoff)
+                        event(logging.WARNING, "review_upload_failed", error=exc, retry_in_s=backoff)
                     else:
-                        log.exception("review uploader error; retrying in %.1f s", backoff)
+                        event(logging.ERROR, "review_uploader_error", exc_info=True, retry_in_s=backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, backoff_max_s)
 
@@ -318,7 +322,7 @@ class ReviewQueue:
             self._db.execute("UPDATE items SET last_error = ? WHERE id = ?", (error[:500], row.id))
 
     def _park(self, row: _Row, error: str) -> None:
-        log.error("review item %s refused, kept as failed: %s", row.review_id, error)
+        event(logging.ERROR, "review_item_refused", review_id=row.review_id, error=error, kept="as failed")
         self._last_error = error
         with self._lock:
             self._db.execute(
@@ -326,7 +330,7 @@ class ReviewQueue:
             )
 
     def _confirm(self, row: _Row, task_id: int) -> None:
-        log.debug("review item %s is Label Studio task %d", row.review_id, task_id)
+        event(logging.DEBUG, "review_item_sent", review_id=row.review_id, task_id=task_id)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM items WHERE id = ?", (row.id,))
@@ -434,6 +438,8 @@ def read_stats(root: Path) -> QueueStats | None:
         last = db.execute(
             "SELECT last_error FROM items WHERE last_error != '' ORDER BY id DESC LIMIT 1"
         ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise corrupt_error("review queue", db_path, exc) from exc
     finally:
         db.close()
     return QueueStats(

@@ -19,13 +19,16 @@ import threading
 import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
 from lineguard import __version__
 from lineguard.synthetic import render_unit
+
+if TYPE_CHECKING:
+    from lineguard.registry import ModelVersion
 
 __all__ = ["DemoSummary", "demo", "score_verdicts"]
 
@@ -314,6 +317,20 @@ def _label_studio_settings(run_dir: Path, classes: list[str]) -> dict[str, str]:
     }
 
 
+def _register(root: Path, model_dir: Path) -> ModelVersion:
+    """The demo model in a registry at ``root``, production and followed by the demo station."""
+    from lineguard.registry import Registry, Stage
+
+    registry = Registry(root)
+    version = registry.add(model_dir, why="demo model")
+    current = registry.production(version.name)
+    if current is None or current.version != version.version:  # a rerun finds it promoted already
+        registry.promote(version.name, version.version, Stage.PRODUCTION, force=True, why="demo bootstrap")
+    registry.follow("demo", "station1", version.name)
+    click.echo(f"  {version.name}:{version.version} is production in {root}")
+    return version
+
+
 @click.command()
 @click.option(
     "--units",
@@ -336,7 +353,6 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     from lineguard.config import load_config
     from lineguard.edge import EdgeDaemon
     from lineguard.messages import ModelCard
-    from lineguard.registry import Registry, Stage
 
     started = time.monotonic()
     settings = DemoSettings()
@@ -347,13 +363,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     model_dir = _demo_model(settings)
 
     _step(2, "registry")
-    registry = Registry(out / "registry")
-    version = registry.add(model_dir, why="demo model")
-    current = registry.production(version.name)
-    if current is None or current.version != version.version:  # a rerun finds it promoted already
-        registry.promote(version.name, version.version, Stage.PRODUCTION, force=True, why="demo bootstrap")
-    registry.follow("demo", "station1", version.name)
-    click.echo(f"  {version.name}:{version.version} is production in {out / 'registry'}")
+    version = _register(out / "registry", model_dir)
 
     _step(3, "edge station on the synthetic camera")
     use_mqtt = _broker_reachable(mqtt_host, mqtt_port)

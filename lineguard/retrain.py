@@ -25,6 +25,7 @@ from lineguard.errors import InputError
 
 if TYPE_CHECKING:
     from lineguard.labeling import LabelStudioClient
+    from lineguard.registry import ModelVersion, Registry
     from lineguard.training.config import TrainConfig
 
 __all__ = ["RetrainReport", "next_version", "retrain", "retrain_command"]
@@ -67,11 +68,8 @@ def retrain(
     epochs and image size are replaced by production's weights, ``epochs`` and production's input
     size.
     """
-    from lineguard.labeling import pull_dataset
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
-    from lineguard.training.config import TrainConfig
     from lineguard.training.export import export_run
-    from lineguard.training.train import train
 
     registry = Registry(cfg.registry.root)
     production = registry.production(name)
@@ -80,38 +78,8 @@ def retrain(
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; pick a new --out for this retraining")
 
-    say(f"1/5 pull: finished annotations of Label Studio project {project!r}")
-    pulled = pull_dataset(client, project, out / "data", parent=parent_data)
-    say(f"    {pulled.summary()}")
-    if pulled.out is None or pulled.added == 0:
-        raise InputError(
-            f"Label Studio project {project!r} has no newly finished tasks: nothing to retrain on"
-        )
-    new_tasks = pulled.added
-    registry.record(
-        name,
-        production.version,
-        "retrain_data",
-        why=f"{new_tasks} labeled tasks",
-        detail={"dataset": str(out / "data"), "parent": str(parent_data)},
-    )
-
-    weights = Path(production.card.training_run) / "weights" / "best.pt"
-    start_from = str(weights) if production.card.training_run and weights.is_file() else "yolov8n.yaml"
-    say(f"2/5 train: {epochs} epochs from {start_from}")
-    started = time.monotonic()
-    settings = (train_cfg or TrainConfig(plots=False)).model_copy(
-        update={"model": start_from, "epochs": epochs, "imgsz": production.card.input_size}
-    )
-    result = train(out / "data", out / "run", settings, progress=lambda line: say(f"    {line}"))
-    calibrated = _calibrate_like_production(production.card.training_run, out / "run", say)
-    registry.record(
-        name,
-        production.version,
-        "retrain_train",
-        why=f"mAP50 {result.map50:.3f} in {time.monotonic() - started:.0f} s",
-        detail={"run": str(out / "run"), "start_from": start_from, "thresholds": calibrated},
-    )
+    new_tasks = _pull(registry, production, client, project, parent_data, out, say)
+    _train(registry, production, out, epochs, train_cfg, say)
 
     version = next_version(production.version)
     say(f"3/5 export + register: {name}:{version}")
@@ -145,6 +113,66 @@ def retrain(
     else:
         say("5/5 promote: skipped (" + ("gate failed" if not report.passed else "no --auto-promote") + ")")
     return RetrainReport(out / "data", new_tasks, candidate.ref, report.passed, report.summary, promoted)
+
+
+def _pull(
+    registry: Registry,
+    production: ModelVersion,
+    client: LabelStudioClient,
+    project: str,
+    parent_data: Path,
+    out: Path,
+    say: Callable[[str], None],
+) -> int:
+    """Step 1: QA's finished annotations as a new dataset version; the number of new tasks."""
+    from lineguard.labeling import pull_dataset
+
+    say(f"1/5 pull: finished annotations of Label Studio project {project!r}")
+    pulled = pull_dataset(client, project, out / "data", parent=parent_data)
+    say(f"    {pulled.summary()}")
+    if pulled.out is None or pulled.added == 0:
+        raise InputError(
+            f"Label Studio project {project!r} has no newly finished tasks: nothing to retrain on"
+        )
+    new_tasks = pulled.added
+    registry.record(
+        production.name,
+        production.version,
+        "retrain_data",
+        why=f"{new_tasks} labeled tasks",
+        detail={"dataset": str(out / "data"), "parent": str(parent_data)},
+    )
+    return new_tasks
+
+
+def _train(
+    registry: Registry,
+    production: ModelVersion,
+    out: Path,
+    epochs: int,
+    train_cfg: TrainConfig | None,
+    say: Callable[[str], None],
+) -> None:
+    """Step 2: fine-tune from production's weights at its input size, then calibrate like it."""
+    from lineguard.training.config import TrainConfig
+    from lineguard.training.train import train
+
+    weights = Path(production.card.training_run) / "weights" / "best.pt"
+    start_from = str(weights) if production.card.training_run and weights.is_file() else "yolov8n.yaml"
+    say(f"2/5 train: {epochs} epochs from {start_from}")
+    started = time.monotonic()
+    settings = (train_cfg or TrainConfig(plots=False)).model_copy(
+        update={"model": start_from, "epochs": epochs, "imgsz": production.card.input_size}
+    )
+    result = train(out / "data", out / "run", settings, progress=lambda line: say(f"    {line}"))
+    calibrated = _calibrate_like_production(production.card.training_run, out / "run", say)
+    registry.record(
+        production.name,
+        production.version,
+        "retrain_train",
+        why=f"mAP50 {result.map50:.3f} in {time.monotonic() - started:.0f} s",
+        detail={"run": str(out / "run"), "start_from": start_from, "thresholds": calibrated},
+    )
 
 
 def _calibrate_like_production(

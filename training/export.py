@@ -25,6 +25,7 @@ import numpy as np
 from lineguard.errors import InputError, ModelError
 from lineguard.messages import (
     ClassMetrics,
+    ExportParity,
     ModelCard,
     ModelMetrics,
     ReferenceStats,
@@ -130,37 +131,10 @@ def export_run(
     chosen, source = _thresholds(run, classes, thresholds)
 
     say(f"exporting {weights} to ONNX (opset {OPSET}, static {imgsz}x{imgsz})")
-    load_ultralytics()
-    import torch
-    from ultralytics import YOLO
-
-    with warnings.catch_warnings():
-        # torch announces its new exporter and warns about traced shape checks: neither applies here
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        exported = Path(
-            YOLO(str(weights)).export(
-                format="onnx",
-                imgsz=imgsz,
-                opset=OPSET,
-                dynamic=False,
-                simplify=True,
-                half=False,
-                verbose=False,
-            )
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "model.onnx"
-    shutil.move(str(exported), onnx_path)
-
+    onnx_path = _export_onnx(weights, imgsz, out)
     say(f"parity check: PyTorch vs ONNX on {parity_images} validation images")
-    images = [item.path for item in list(iter_split(data))[:parity_images]]
-    parity, boxes = check_parity(weights, onnx_path, classes, imgsz, images, tolerance=PARITY_TOLERANCE)
-    report: dict[str, Any] = {
-        "opset": OPSET,
-        "thresholds_from": source,
-        "parity": parity.model_dump() | {"pytorch_boxes": boxes, "confidence_at_least": PARITY_CONF},
-    }
+    parity, report = _check_export_parity(weights, onnx_path, data, classes, imgsz, parity_images)
+    report["thresholds_from"] = source
     if not parity.passed:
         (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         onnx_path.rename(out / "model.onnx.failed")
@@ -197,6 +171,47 @@ def export_run(
         report["int8"] = _export_int8(out, card, data, evaluation, say)
     (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return out
+
+
+def _export_onnx(weights: Path, imgsz: int, out: Path) -> Path:
+    """ultralytics' ONNX export of ``weights`` (static shape, fp32), moved to ``out/model.onnx``."""
+    load_ultralytics()
+    import torch
+    from ultralytics import YOLO
+
+    with warnings.catch_warnings():
+        # torch announces its new exporter and warns about traced shape checks: neither applies here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        exported = Path(
+            YOLO(str(weights)).export(
+                format="onnx",
+                imgsz=imgsz,
+                opset=OPSET,
+                dynamic=False,
+                simplify=True,
+                half=False,
+                verbose=False,
+            )
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    shutil.move(str(exported), onnx_path)
+    return onnx_path
+
+
+def _check_export_parity(
+    weights: Path, onnx_path: Path, data: Path, classes: list[str], imgsz: int, parity_images: int
+) -> tuple[ExportParity, dict[str, Any]]:
+    """PyTorch vs ONNX on the first validation images, and the export report that records it."""
+    images = [item.path for item in list(iter_split(data))[:parity_images]]
+    parity, boxes = check_parity(weights, onnx_path, classes, imgsz, images, tolerance=PARITY_TOLERANCE)
+    report: dict[str, Any] = {
+        "opset": OPSET,
+        "thresholds_from": None,
+        "parity": parity.model_dump() | {"pytorch_boxes": boxes, "confidence_at_least": PARITY_CONF},
+    }
+    return parity, report
 
 
 def _export_int8(

@@ -188,21 +188,7 @@ def train(
 
     device = _resolve_device(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "schema": RUN_SCHEMA,
-        "config": cfg.model_dump(mode="json"),
-        "model_source": source,
-        "seed": cfg.seed,
-        "device": device,
-        "data": str(data.resolve()),
-        "dataset_hash": manifest.content_hash,
-        "classes": manifest.classes,
-        "git_revision": git_revision(),
-        "versions": _versions(),
-        "hardware": hardware_summary(device),
-        "started_at": datetime.now(UTC).isoformat(),
-        "status": "running",
-    }
+    record = _start_record(cfg, data, source, device, manifest.content_hash, manifest.classes)
     (out / "train_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     _write_record(out, record)
 
@@ -212,43 +198,73 @@ def train(
             f"training {cfg.model} for {cfg.epochs} epochs at {cfg.imgsz} px on {device}: {data} -> {out}"
         )
         model.add_callback("on_fit_epoch_end", _epoch_reporter(progress))
-    extra: dict[str, Any] = {"lr0": cfg.lr0} if cfg.lr0 is not None else {}
-    if cfg.time_h is not None:
-        extra["time"] = cfg.time_h
     start = time.monotonic()
     try:
-        model.train(
-            data=str((data / "data.yaml").resolve()),
-            epochs=cfg.epochs,
-            imgsz=cfg.imgsz,
-            batch=cfg.batch,
-            seed=cfg.seed,
-            deterministic=True,
-            device=device,
-            workers=cfg.workers,
-            save_dir=str(out.resolve()),
-            exist_ok=True,
-            amp=False,  # the AMP check downloads weights
-            plots=cfg.plots,
-            patience=cfg.patience,
-            optimizer=cfg.optimizer,
-            nbs=cfg.nbs,
-            warmup_epochs=cfg.warmup_epochs,
-            mosaic=cfg.mosaic,
-            close_mosaic=cfg.close_mosaic,
-            cache="ram" if cfg.cache else False,
-            augmentations=build_transforms(cfg.augment) or None,
-            # flips are albumentations' job here (configured probabilities), not ultralytics'
-            fliplr=0.0,
-            flipud=0.0,
-            verbose=False,
-            **extra,
-        )
+        model.train(**_train_arguments(cfg, data, out, device))
     except BaseException:
         record |= {"status": "failed", "duration_s": round(time.monotonic() - start, 1)}
         _write_record(out, record)
         raise
-    duration = time.monotonic() - start
+    return _finish(model, cfg, out, record, time.monotonic() - start)
+
+
+def _start_record(
+    cfg: TrainConfig, data: Path, source: str, device: str, dataset_hash: str, classes: list[str]
+) -> dict[str, Any]:
+    """The run record as training starts: what, from where, on what, by which versions."""
+    return {
+        "schema": RUN_SCHEMA,
+        "config": cfg.model_dump(mode="json"),
+        "model_source": source,
+        "seed": cfg.seed,
+        "device": device,
+        "data": str(data.resolve()),
+        "dataset_hash": dataset_hash,
+        "classes": classes,
+        "git_revision": git_revision(),
+        "versions": _versions(),
+        "hardware": hardware_summary(device),
+        "started_at": datetime.now(UTC).isoformat(),
+        "status": "running",
+    }
+
+
+def _train_arguments(cfg: TrainConfig, data: Path, out: Path, device: str) -> dict[str, Any]:
+    """ultralytics' ``train`` keywords for ``cfg``."""
+    extra: dict[str, Any] = {"lr0": cfg.lr0} if cfg.lr0 is not None else {}
+    if cfg.time_h is not None:
+        extra["time"] = cfg.time_h
+    return {
+        "data": str((data / "data.yaml").resolve()),
+        "epochs": cfg.epochs,
+        "imgsz": cfg.imgsz,
+        "batch": cfg.batch,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "device": device,
+        "workers": cfg.workers,
+        "save_dir": str(out.resolve()),
+        "exist_ok": True,
+        "amp": False,  # the AMP check downloads weights
+        "plots": cfg.plots,
+        "patience": cfg.patience,
+        "optimizer": cfg.optimizer,
+        "nbs": cfg.nbs,
+        "warmup_epochs": cfg.warmup_epochs,
+        "mosaic": cfg.mosaic,
+        "close_mosaic": cfg.close_mosaic,
+        "cache": "ram" if cfg.cache else False,
+        "augmentations": build_transforms(cfg.augment) or None,
+        # flips are albumentations' job here (configured probabilities), not ultralytics'
+        "fliplr": 0.0,
+        "flipud": 0.0,
+        "verbose": False,
+        **extra,
+    }
+
+
+def _finish(model: Any, cfg: TrainConfig, out: Path, record: dict[str, Any], duration: float) -> TrainResult:
+    """The result of a finished run, recorded as done; a run without ``best.pt`` is an error."""
     weights = out / "weights" / "best.pt"
     if not weights.is_file():
         raise ModelError(f"training finished without {weights}; see the log in {out}")

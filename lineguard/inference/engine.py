@@ -28,6 +28,7 @@ from lineguard.errors import ConfigError, MissingDependencyError, ModelError
 from lineguard.inference.detections import Detections
 from lineguard.inference.postprocess import MAX_DET, postprocess
 from lineguard.inference.preprocess import PAD_VALUE, Preprocessor
+from lineguard.logs import Events
 from lineguard.messages import ModelCard
 
 __all__ = ["CARD_NAME", "Detector", "StageTimes", "available_backends"]
@@ -37,7 +38,7 @@ _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 # An int8 model is a QDQ-quantized file: its int8 layers stay int8, the rest runs at f32.
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 Tensor = npt.NDArray[np.float32]
 
@@ -149,7 +150,7 @@ class _OpenVinoRunner:
         ran = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
         self.inference_precision = "int8 QDQ" if cfg.precision == "int8" else ran
         if cfg.precision == "bf16" and ran != "bf16":
-            log.warning("model.precision bf16: this CPU has no bf16 support, OpenVINO runs %s instead", ran)
+            event(logging.WARNING, "bf16_unsupported", why="this CPU has no bf16 support", runs=ran)
 
     def run(self, tensor: Tensor) -> npt.NDArray[np.float32]:
         self._request.infer({0: tensor}, share_inputs=True)
@@ -297,14 +298,15 @@ class Detector:
         except BaseException:
             runner.close()
             raise
-        log.info(
-            "model %s loaded on %s (%s computed in %s, %d threads, input %d px)",
-            card.ref,
-            detector.backend,
-            cfg.precision,
-            detector.inference_precision,
-            cfg.threads,
-            card.input_size,
+        event(
+            logging.INFO,
+            "model_loaded",
+            model=card.ref,
+            backend=detector.backend,
+            precision=cfg.precision,
+            computed_in=detector.inference_precision,
+            threads=cfg.threads,
+            input_px=card.input_size,
         )
         return detector
 

@@ -22,13 +22,14 @@ from lineguard.config import PolicyConfig
 from lineguard.errors import ConfigError, InputError
 from lineguard.inference.detections import Detections
 from lineguard.inference.quality import QualityReport
+from lineguard.logs import Events
 from lineguard.messages import Defect, ModelCard, Reason, VerdictKind
 
 __all__ = ["DEFAULT_THRESHOLD", "Decision", "VerdictPolicy"]
 
 DEFAULT_THRESHOLD = 0.5  # for a class the card lists without a threshold
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class VerdictPolicy:
         try:
             return self._decide(detections, quality, elapsed_ms)
         except Exception:
-            log.exception("verdict policy failed; unit gets NO_DECISION/error")
+            event(logging.ERROR, "policy_failed", exc_info=True, verdict="NO_DECISION/error")
             return Decision(VerdictKind.NO_DECISION, Reason.ERROR)
 
     def _decide(

@@ -192,3 +192,16 @@ def test_tampered_card_is_refused_at_run_and_units_get_no_model(tmp_path: Path, 
         for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()
     }
     assert reasons == {"no_model"}
+
+
+def test_run_on_a_damaged_outbox_is_one_error_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, None)
+    outbox = tmp_path / "var" / "outbox.sqlite"
+    outbox.parent.mkdir(parents=True)
+    outbox.write_bytes(b"garbage where the verdicts were " * 200)
+    assert main(["edge", "run", "--config", str(config), "--max-units", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: verdict outbox {outbox} is damaged") and "aside" in err[0]

@@ -8,7 +8,8 @@ from pathlib import Path
 from support.mqtt import add_verdicts, wait_until
 
 from lineguard.config import LineguardConfig
-from lineguard.edge.delivery import JsonlDelivery, make_delivery
+from lineguard.edge.delivery import JsonlDelivery
+from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.outbox import Outbox
 from lineguard.monitoring.metrics import Metrics
 

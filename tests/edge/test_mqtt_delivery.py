@@ -14,7 +14,7 @@ from support.mosquitto import Broker
 from support.mqtt import Subscriber, add_verdicts, edge_config, subscribed, wait_until
 
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
-from lineguard.edge.delivery import make_delivery
+from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.mqtt_delivery import MqttDelivery
 from lineguard.edge.outbox import Outbox
 from lineguard.monitoring.metrics import Metrics

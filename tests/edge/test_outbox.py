@@ -11,6 +11,7 @@ import pytest
 from support.mqtt import add_verdicts, make_verdict
 
 from lineguard.edge.outbox import SEQ_BLOCK, Outbox, OutboxFullError
+from lineguard.errors import InputError
 
 
 def test_seq_continues_after_reopening(tmp_path: Path) -> None:
@@ -138,3 +139,22 @@ def test_sync_puts_what_was_committed_on_the_disk(tmp_path: Path) -> None:
     assert box.sync()
     assert box.synced_seq == 5
     box.close()
+
+
+def _overwrite_with_garbage(path: Path) -> None:
+    size = path.stat().st_size
+    path.write_bytes(b"not an outbox, a torn copy " * (size // 27 + 1))
+
+
+def test_a_damaged_outbox_is_one_line_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    box = Outbox(path)
+    add_verdicts(box, 3)
+    box.close()
+    _overwrite_with_garbage(path)
+    with pytest.raises(InputError) as caught:
+        Outbox(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"verdict outbox {path} is damaged" in message
+    assert "move it" in message and "aside" in message

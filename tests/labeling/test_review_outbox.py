@@ -160,3 +160,18 @@ def test_a_second_owner_is_refused_while_status_can_still_read(tmp_path: Path) -
         q.close()
     stats = read_stats(tmp_path)
     assert stats is not None and stats.depth == 2
+
+
+def test_a_damaged_review_queue_is_one_line_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    q = ReviewQueue(tmp_path, max_items=10)
+    fill(q, "u1", "u2")
+    q.close()
+    db = tmp_path / "review.sqlite"
+    db.write_bytes(b"scribbled over by a bad disk " * (db.stat().st_size // 29 + 1))
+    reopen = lambda: ReviewQueue(tmp_path, max_items=10)  # noqa: E731
+    for attempt in (reopen, reopen, lambda: read_stats(tmp_path)):  # twice: the first let go of the lock
+        with pytest.raises(InputError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert "\n" not in message
+        assert f"review queue {db} is damaged" in message and "aside" in message

@@ -1,0 +1,65 @@
+"""One way to open the SQLite files that queue work durably (verdict outbox, review queue).
+
+Both queues are the one copy of what they hold until it is handed on, so they open alike: WAL
+journal (readers never block the writer), a busy timeout instead of an instant "database is
+locked", and a ``quick_check`` at open. A torn or overwritten file then stops the station with
+one line naming the file and the fix, not a traceback at the first write. ``synchronous`` is the
+one setting that differs: the review queue lets SQLite fsync each commit (``FULL``); the verdict
+outbox fsyncs on the delivery thread itself (``NORMAL`` plus ``Outbox.sync``), off the inspection
+path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+from lineguard.errors import ConfigError, InputError
+
+__all__ = ["BUSY_TIMEOUT_S", "corrupt_error", "open_durable"]
+
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's lock before failing
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+
+def corrupt_error(what: str, path: Path, exc: sqlite3.DatabaseError) -> InputError:
+    """The one-line error for a queue file SQLite cannot read, naming the fix."""
+    return InputError(
+        f"{what} {path} is damaged ({exc}); stop the station, move it and any {path.name}-wal and "
+        f"{path.name}-shm beside it aside (keep them to inspect), and start again with an empty one"
+    )
+
+
+def open_durable(path: Path, *, what: str, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+    """``path`` opened for sharing between threads in autocommit mode, checked and set up.
+
+    ``what`` names the queue in errors ("verdict outbox"). Raises ``InputError`` for a damaged file
+    and ``ConfigError`` where SQLite cannot keep a WAL journal (a network share).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    try:
+        _set_up(db, path, what, synchronous)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise corrupt_error(what, path, exc) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _set_up(db: sqlite3.Connection, path: Path, what: str, synchronous: Synchronous) -> None:
+    db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise ConfigError(
+            f"{what} {path}: SQLite cannot use its WAL journal there (got {mode!r}); "
+            "put station.data_dir on a local disk, not a network share"
+        )
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("quick_check: " + "; ".join(problems))
