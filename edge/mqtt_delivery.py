@@ -34,13 +34,14 @@ from lineguard.config import LineguardConfig
 from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
+from lineguard.logs import Events
 from lineguard.messages import StationStatus, utc_now
 from lineguard.monitoring import Metrics, build_alert
 from lineguard.mqtt_link import LinkSettings, diagnose, link_settings, make_client
 
 __all__ = ["MqttDelivery"]
 
-log = logging.getLogger(__name__)
+event = Events(__name__)
 
 _Event = tuple[Any, ...]
 # Unacked publishes paho puts on the wire at once; Mosquitto accepts 20 (its default receive maximum).
@@ -120,8 +121,12 @@ class MqttDelivery:
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="lineguard-mqtt-drain", daemon=True)
         self._thread.start()
-        log.info(
-            "publishing verdicts to %s on %s (client id %s)", self._addr, self.topics["verdict"], s.client_id
+        event(
+            logging.INFO,
+            "mqtt_started",
+            broker=self._addr,
+            topic=self.topics["verdict"],
+            client_id=s.client_id,
         )
 
     def wake(self) -> None:
@@ -145,7 +150,7 @@ class MqttDelivery:
         self._metrics.broker_up.set(0)
         left = self._outbox.depth()
         if left:
-            log.warning("stopped with %d verdicts in the outbox; they are sent on the next start", left)
+            event(logging.WARNING, "mqtt_stopped_with_backlog", pending=left, sent="on the next start")
 
     def readiness(self) -> tuple[bool, str]:
         if self._connected and self._retry_at is None:
@@ -157,14 +162,14 @@ class MqttDelivery:
             self._metrics.alerts.labels(kind=kind).inc()
             alert = build_alert(kind, detail, line=self._line, station=self._station)
             payload = alert.to_json().encode()
-            log.warning("alert %s: %s", kind, json.dumps(detail, default=str))
+            event(logging.WARNING, "alert", kind=kind, detail=json.dumps(detail, default=str))
             with self._alerts_lock:
                 if not self._connected:
                     self._alerts_unsent.append(payload)  # sent on (re)connect
                     return
             self._client.publish(self.topics["alert"], payload, qos=1)
         except Exception:  # an alert must never take the caller down
-            log.exception("could not send alert %s", kind)
+            event(logging.ERROR, "alert_not_sent", kind=kind, exc_info=True)
 
     def publish_status(self, status: dict[str, object]) -> None:
         try:
@@ -172,7 +177,7 @@ class MqttDelivery:
             if self._connected:
                 self._client.publish(self.topics["status"], self._status_payload("online"), 1, True)
         except Exception:
-            log.exception("could not publish status")
+            event(logging.ERROR, "status_not_published", exc_info=True)
 
     # -- paho callbacks (network thread): queue and wake, never block ---------------------------
     def _make_client(self) -> mqtt.Client:
@@ -243,7 +248,7 @@ class MqttDelivery:
         try:
             self._inbox.handle(msg.topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception:  # a handler's bug must not stop the network loop
-            log.exception("handling a message on %s failed", msg.topic)
+            event(logging.ERROR, "message_handler_failed", topic=msg.topic, exc_info=True)
 
     # -- the drain thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -257,7 +262,7 @@ class MqttDelivery:
                 self._fill_window()
                 self._outbox.sync()  # after the publish, so the fsync never delays it
             except Exception:  # the drain thread must outlive any one failure
-                log.exception("verdict delivery loop failed; continuing")
+                event(logging.ERROR, "delivery_loop_failed", then="continuing", exc_info=True)
                 self._stop.wait(0.5)
             if self._stop.is_set() and self._flushed_or_late():
                 return
@@ -304,11 +309,8 @@ class MqttDelivery:
         self._drain_epoch = epoch
         self._metrics.broker_up.set(1)
         depth = self._outbox.depth()
-        log.info(
-            "connected to broker %s (session present: %s); %d verdicts to send",
-            self._addr,
-            session_present,
-            depth,
+        event(
+            logging.INFO, "mqtt_connected", broker=self._addr, session_present=session_present, pending=depth
         )
         self._reason = ""
 
@@ -322,13 +324,20 @@ class MqttDelivery:
     def _down(self, reason: str) -> None:
         self._metrics.broker_up.set(0)
         if reason != self._reason:
-            log.error("%s; %d verdicts wait in the outbox", reason, self._outbox.depth())
+            event(logging.ERROR, "mqtt_down", reason=reason, pending=self._outbox.depth())
             self._reason = reason
 
     def _refused(self, row: PendingVerdict, rc: str) -> None:
         """A PUBACK with a failure code (e.g. an ACL): keep the row, pause, retry from it later."""
         if self._retry_at is None:  # one log line and alert per retry round, not per verdict
-            log.error("broker %s refused verdict seq %d: %s; it stays in the outbox", self._addr, row.seq, rc)
+            event(
+                logging.ERROR,
+                "verdict_refused",
+                broker=self._addr,
+                seq=row.seq,
+                reason=rc,
+                kept="in the outbox",
+            )
             self.publish_alert("verdict_refused", {"seq": row.seq, "reason": rc})
             self._reason = f"broker {self._addr} refuses verdicts on {self.topics['verdict']}: {rc}"
         self._cursor = min(self._cursor, row.seq - 1)
@@ -352,7 +361,7 @@ class MqttDelivery:
                 continue
             info = self._client.publish(self.topics["verdict"], row.payload, qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                log.error("paho refused verdict seq %d: %s", row.seq, mqtt.error_string(info.rc))
+                event(logging.ERROR, "verdict_not_queued", seq=row.seq, reason=mqtt.error_string(info.rc))
                 break
             self._inflight[info.mid] = row
             self._inflight_seqs.add(row.seq)
