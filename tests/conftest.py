@@ -6,6 +6,7 @@ pays for one dataset and one model export.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ):
         reporter.write_line(f"{skipped} test(s) skipped; make test runs them all (-ra lists them)", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """``edge run`` in-process puts its JSON handler on the root logger; later tests must not log into it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session", autouse=True)
