@@ -101,11 +101,9 @@ def train(
         f"mAP50-95 {100 * result.map50_95:.1f}; weights {result.weights}"
     )
     calibration = calibrate_run(out, max_escape=max_escape)
-    state = "met" if calibration.met else "NOT met"
     click.echo(
-        f"thresholds for max escape {100 * max_escape:.2f}% ({state}): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in calibration.thresholds.items())
-        + f"; see {out / 'calibration.md'}"
+        f"thresholds {', '.join(f'{k} {v:.2f}' for k, v in calibration.thresholds.items())}: "
+        f"{calibration.verdict()}; see {out / 'calibration.md'}"
     )
 
 
@@ -119,6 +117,12 @@ def train(
     "--max-escape", type=click.FloatRange(0, 1, max_open=True), default=None, help="Also calibrate."
 )
 @click.option(
+    "--max-overkill",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="With --max-escape: also hold calibration to this overkill rate.",
+)
+@click.option(
     "--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report here."
 )
 @click.option("--curve", type=click.Path(path_type=Path), default=None, help="Calibration trade-off PNG.")
@@ -129,6 +133,7 @@ def evaluate(
     imgsz: int | None,
     thresholds: str | None,
     max_escape: float | None,
+    max_overkill: float | None,
     json_out: Path | None,
     curve: Path | None,
 ) -> None:
@@ -152,8 +157,9 @@ def evaluate(
     click.echo(result.report())
     body = result.summary()
     if max_escape is not None:
-        calibration = calibrate(result, max_escape)
+        calibration = calibrate(result, max_escape, max_overkill=max_overkill)
         click.echo(f"calibration for max escape {100 * max_escape:.2f}%:\n{calibration.table()}")
+        click.echo(calibration.verdict())
         body["calibration"] = asdict(calibration)
         if curve is not None:
             click.echo(f"trade-off curve: {write_curve_png(calibration, curve)}")

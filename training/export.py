@@ -24,11 +24,13 @@ import numpy as np
 
 from lineguard.errors import InputError, ModelError
 from lineguard.messages import (
+    CalibrationTargets,
     ClassMetrics,
     ExportParity,
     ModelCard,
     ModelMetrics,
     ReferenceStats,
+    TargetsAchieved,
     sha256_file,
 )
 from lineguard.training._parity import PARITY_CONF, check_parity, quantize_int8
@@ -90,14 +92,17 @@ def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats
 
 def _thresholds(
     run: Path, classes: list[str], given: dict[str, float] | None
-) -> tuple[dict[str, float], str]:
+) -> tuple[dict[str, float], str, CalibrationTargets | None]:
+    """The thresholds to ship, where they came from, and the targets they were calibrated for."""
     if given is not None:
-        return {c: float(given.get(c, 0.5)) for c in classes}, "given"
+        return {c: float(given.get(c, 0.5)) for c in classes}, "given", None
     path = run / CALIBRATION_FILE
     if path.is_file():
-        found = json.loads(path.read_text())["thresholds"]
-        return {c: float(found.get(c, 0.5)) for c in classes}, str(path)
-    return dict.fromkeys(classes, 0.5), "default 0.5 (run not calibrated)"
+        body = json.loads(path.read_text())
+        found = body["thresholds"]
+        targets = CalibrationTargets(max_escape=body["max_escape"], max_overkill=body.get("max_overkill"))
+        return {c: float(found.get(c, 0.5)) for c in classes}, str(path), targets
+    return dict.fromkeys(classes, 0.5), "default 0.5 (run not calibrated)", None
 
 
 def _safe(text: str) -> str:
@@ -128,7 +133,7 @@ def export_run(
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; exported models are immutable, pick another --out")
     data, classes, imgsz = Path(record["data"]), list(record["classes"]), int(record["imgsz"])
-    chosen, source = _thresholds(run, classes, thresholds)
+    chosen, source, targets = _thresholds(run, classes, thresholds)
 
     say(f"exporting {weights} to ONNX (opset {OPSET}, static {imgsz}x{imgsz})")
     onnx_path = _export_onnx(weights, imgsz, out)
@@ -160,12 +165,22 @@ def export_run(
         reference=_reference(evaluation, data, "val"),
         parent=parent,
         parity=parity,
+        targets=targets,
+        achieved=TargetsAchieved(
+            escape_rate=evaluation.escape_rate, overkill_rate=evaluation.overkill_rate, split=evaluation.split
+        ),
         created_at=created,
         training_run=str(run.resolve()),
     )
     card.save(out / "model_card.json")
     ModelCard.load(out / "model_card.json")  # the file we wrote must validate
-    report |= {"map50": evaluation.map50, "map50_95": evaluation.map50_95}
+    report |= {
+        "map50": evaluation.map50,
+        "map50_95": evaluation.map50_95,
+        "missed_target": card.missed_target(),
+    }
+    if card.missed_target():
+        say(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
 
     if int8:
         report["int8"] = _export_int8(out, card, data, evaluation, say)
@@ -233,6 +248,9 @@ def _export_int8(
             "version": f"{card.version}-int8",
             "sha256": sha256_file(q_path),
             "metrics": _metrics(q_eval, card.dataset_hash),
+            "achieved": TargetsAchieved(
+                escape_rate=q_eval.escape_rate, overkill_rate=q_eval.overkill_rate, split=q_eval.split
+            ),
             "parent": card.version,
             "parity": None,
         }
