@@ -167,9 +167,9 @@ def calibrate(
         for i, g in enumerate(grid)
         if (unit_rates_at(scores, defective, np.full(n_cls, g)).escape_rate or 0.0) <= max_escape
     ]
-    if not feasible:
-        index = np.zeros(n_cls, dtype=int)  # the lowest allowed thresholds: fewest escapes we can get
-    else:
+    # Without a feasible point: the lowest allowed thresholds, the fewest escapes we can get.
+    index: npt.NDArray[np.int_] = np.zeros(n_cls, dtype=np.int_)
+    if feasible:
         index = _raise_while_sparing(scores, defective, grid, np.full(n_cls, max(feasible)), max_escape)
     final = unit_rates_at(scores, defective, grid[index])
     escape_met = (final.escape_rate or 0.0) <= max_escape

@@ -109,7 +109,9 @@ def test_an_overkill_target_counts_in_the_verdict() -> None:
     scores = np.zeros((20, 2))
     scores[:10, 1] = 0.5  # defective units: pits at 0.5
     scores[10:, 1] = 0.6  # good units look more pitted than the defective ones
-    result = calibrate(_evaluation(scores, np.r_[np.ones(10, bool), np.zeros(10, bool)]), 0.0, max_overkill=0.0)
+    result = calibrate(
+        _evaluation(scores, np.r_[np.ones(10, bool), np.zeros(10, bool)]), 0.0, max_overkill=0.0
+    )
 
     assert not result.met and result.escape_rate == 0.0 and result.overkill_rate == 1.0
     assert result.verdict().startswith("escape target 0.0%, overkill target 0.0%: NOT met")
