@@ -49,7 +49,7 @@ def lowest_threshold(policy: PolicyConfig) -> float:
     A threshold closer to the floor than the band hides the band's lower part (those boxes are
     dropped before the policy), so a doubtful unit would PASS instead of NO_DECISION/uncertain.
     """
-    lowest = round(policy.min_confidence + policy.review_band, 6)
+    lowest = policy.lowest_threshold
     if lowest >= 1.0:
         raise InputError(
             f"policy.min_confidence {policy.min_confidence} + policy.review_band {policy.review_band} "
