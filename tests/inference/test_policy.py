@@ -205,7 +205,7 @@ def _unit(depth: int) -> npt.NDArray[np.uint8]:
 def test_each_reason_occurs_with_a_real_onnx_model_through_the_policy(
     tmp_path_factory: pytest.TempPathFactory, depth: int, verdict: VerdictKind, reason: Reason
 ) -> None:
-    """The edge's detector (ONNX Runtime, floor 0.05) and default policy, on a model that really sees marks."""
+    """The edge's detector (ONNX Runtime, floor 0.05) and default policy, on a model that sees marks."""
     from support.signal_model import build_signal_onnx
 
     from lineguard.config import ModelConfig
