@@ -95,10 +95,14 @@ class TargetsAchieved(_Card):
 class ExportParity(_Card):
     passed: bool
     images: int = Field(ge=0)
-    boxes: int | None = Field(
-        default=None, ge=0, description="Boxes compared (at or above the floor, on both paths)."
+    boxes: int | None = Field(default=None, ge=0, description="Boxes matched on both paths at the floor.")
+    boxes_at_threshold: int | None = Field(
+        default=None, ge=0, description="Of the PyTorch boxes, those at or above the card's thresholds."
     )
-    min_boxes: int | None = Field(default=None, ge=0, description="Fewest boxes that make a verdict.")
+    min_boxes: int | None = Field(default=None, ge=0, description="Fewest matched boxes for a pass.")
+    confidence_floor: float | None = Field(
+        default=None, ge=0, le=1, description="Confidence both paths ran at (policy.min_confidence)."
+    )
     max_box_diff: float = Field(ge=0, description="Largest matched-box corner difference (0..1).")
     max_conf_diff: float = Field(ge=0)
     tolerance: float = Field(ge=0)
