@@ -59,7 +59,30 @@ def _check_model(cfg: LineguardConfig) -> Check:
             f"{path} does not match its model card's sha256 (modified or corrupt)",
             "fetch the model again from the registry",
         )
+    conflict = _threshold_conflict(cfg, card)
+    if conflict:
+        return conflict
     return Check("model", True, f"{card.ref}, {len(card.classes)} classes, input {card.input_size} px")
+
+
+def _threshold_conflict(cfg: LineguardConfig, card: ModelCard) -> Check | None:
+    """Thresholds in force (card, then station overrides) too close to the floor for a review band."""
+    policy = cfg.policy
+    in_force = {c: policy.class_thresholds.get(c, card.threshold_for(c)) for c in card.classes}
+    hidden = policy.hidden_band(in_force)
+    if not hidden:
+        return None
+    listed = ", ".join(f"{k} {v:g}" for k, v in sorted(hidden.items()))
+    return Check(
+        "model",
+        False,
+        f"{card.ref} thresholds {listed} sit below policy.min_confidence {policy.min_confidence:g} + "
+        f"policy.review_band {policy.review_band:g} = {policy.lowest_threshold:g}: boxes in their "
+        "review band are dropped at the floor, so a doubtful unit PASSes instead of NO_DECISION/uncertain",
+        f"recalibrate the model ('lineguard export RUN --max-escape ...' keeps thresholds at "
+        f">= {policy.lowest_threshold:g}), set policy.class_thresholds to at least that, or lower "
+        "policy.min_confidence / policy.review_band",
+    )
 
 
 def _check_broker(cfg: LineguardConfig, timeout_s: float) -> Check:

@@ -138,6 +138,30 @@ class PolicyConfig(Section):
     )
     quality: QualityConfig = QualityConfig()
 
+    @property
+    def lowest_threshold(self) -> float:
+        """Floor + review band: a threshold below it hides part of its band under the floor."""
+        return round(self.min_confidence + self.review_band, 6)
+
+    def hidden_band(self, thresholds: dict[str, float]) -> dict[str, float]:
+        """The thresholds whose review band reaches below ``min_confidence`` (doubtful boxes dropped).
+
+        Values outside (0, 1] are left to the verdict policy, which names them as such.
+        """
+        return {k: v for k, v in thresholds.items() if 0.0 < v < self.lowest_threshold - 1e-9}
+
+    @model_validator(mode="after")
+    def _review_band_is_reachable(self) -> PolicyConfig:
+        hidden = self.hidden_band(self.class_thresholds)
+        if hidden:
+            key, value = next(iter(sorted(hidden.items())))
+            raise ValueError(
+                f"policy.class_thresholds.{key} {value:g} is below policy.min_confidence "
+                f"{self.min_confidence:g} + policy.review_band {self.review_band:g}, so its uncertain "
+                f"band can never fire; raise it to at least {self.lowest_threshold:g} or lower the other two"
+            )
+        return self
+
 
 class MqttTlsConfig(Section):
     ca_file: Path | None = None

@@ -59,6 +59,7 @@ def retrain(
     client: LabelStudioClient,
     epochs: int = 10,
     auto_promote: bool = False,
+    accept_missed_target: str = "",
     train_cfg: TrainConfig | None = None,
     say: Callable[[str], None] = print,
 ) -> RetrainReport:
@@ -94,7 +95,9 @@ def retrain(
     candidate = registry.add(model_dir, why=f"retrained on {new_tasks} QA-labeled frames")
 
     say(f"4/5 gate: {candidate.ref} against production {production.ref}")
-    report = gate_from_config(cfg, registry, name, version, report_dir=out / "gate")
+    report = gate_from_config(
+        cfg, registry, name, version, report_dir=out / "gate", accept_missed_target=accept_missed_target
+    )
     say(f"    {report.summary}")
 
     promoted = False
@@ -106,6 +109,7 @@ def retrain(
             Stage.PRODUCTION,
             why="retrain --auto-promote, gate passed",
             gate=report.audit(out / "gate"),
+            accept_missed_target=accept_missed_target,
         )
         if registry.stations(name):
             publish_model(registry, name, cfg.mqtt, public_url=cfg.registry.public_url)
@@ -217,6 +221,12 @@ def _calibrate_like_production(
 @click.option("--token", default="", help="Label Studio token [default: sampling.label_studio_token_file].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--auto-promote", is_flag=True, help="Promote and roll out when the gate passes.")
+@click.option(
+    "--accept-missed-target",
+    default="",
+    metavar="REASON",
+    help="Let the gate pass a candidate that misses its calibration target (reason audited).",
+)
 def retrain_command(
     config_path: Path | None,
     name: str,
@@ -227,6 +237,7 @@ def retrain_command(
     token: str,
     epochs: int,
     auto_promote: bool,
+    accept_missed_target: str,
 ) -> None:
     """Pull QA labels, fine-tune, export, register, gate and (optionally) promote."""
     from lineguard.labeling import LabelStudioClient, read_token
@@ -246,6 +257,7 @@ def retrain_command(
         client=LabelStudioClient(url, token),
         epochs=epochs,
         auto_promote=auto_promote,
+        accept_missed_target=accept_missed_target,
         say=click.echo,
     )
     click.echo(

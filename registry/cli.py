@@ -167,6 +167,12 @@ def show(obj: _Ctx, ref: str) -> None:
 @click.option("--reason", default="", help="Why (required with --force).")
 @click.option("--by", default=None, help="Who promotes [default: $USER].")
 @click.option(
+    "--accept-missed-target",
+    default="",
+    metavar="REASON",
+    help="Promote although the card misses its calibration target (reason audited).",
+)
+@click.option(
     "--eval-set",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -195,6 +201,7 @@ def promote(
     force: bool,
     reason: str,
     by: str | None,
+    accept_missed_target: str,
     eval_set: Path | None,
     golden: Path | None,
     report_dir: Path | None,
@@ -213,12 +220,35 @@ def promote(
         raise InputError("--force needs --reason saying why the gate is skipped (it is audited)")
     if stage is Stage.PRODUCTION and not force and reg.production(name) is not None:
         out = report_dir or cfg.registry.root / "reports" / f"{name}-{version}"
-        report = gate_from_config(cfg, reg, name, version, eval_set=eval_set, golden=golden, report_dir=out)
+        report = gate_from_config(
+            cfg,
+            reg,
+            name,
+            version,
+            eval_set=eval_set,
+            golden=golden,
+            report_dir=out,
+            accept_missed_target=accept_missed_target,
+        )
         click.echo(report.markdown())
         click.echo(f"gate report: {out / 'gate_report.md'}")
         gate_audit = report.audit(out)
-    mv = reg.promote(name, version, stage, by=by, why=reason, force=force, gate=gate_audit)
-    click.echo(f"{mv.ref} is now {mv.stage.value}" + (" (forced, gate skipped)" if force else ""))
+    mv = reg.promote(
+        name,
+        version,
+        stage,
+        by=by,
+        why=reason,
+        force=force,
+        gate=gate_audit,
+        accept_missed_target=accept_missed_target,
+    )
+    missed = mv.card.missed_target() if stage is Stage.PRODUCTION else None
+    click.echo(
+        f"{mv.ref} is now {mv.stage.value}"
+        + (" (forced, gate skipped)" if force else "")
+        + (f" (missed target accepted: {accept_missed_target.strip()})" if missed else "")
+    )
     if stage is Stage.PRODUCTION and publish:
         _publish(cfg, reg, name)
 
@@ -279,7 +309,13 @@ def history(obj: _Ctx, name: str) -> None:
             e.version or "-",
             f"{e.from_stage or '-'} -> {e.to_stage or '-'}" if e.to_stage else "-",
             e.who,
-            ("[forced] " if e.detail.get("forced") else "") + e.why,
+            ("[forced] " if e.detail.get("forced") else "")
+            + (
+                f"[missed target accepted: {e.detail['missed_target'].get('accepted', '')}] "
+                if isinstance(e.detail.get("missed_target"), dict)
+                else ""
+            )
+            + e.why,
         ]
         for e in events
     ]

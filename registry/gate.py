@@ -32,6 +32,7 @@ __all__ = [
     "compare",
     "gate_from_config",
     "run_gate",
+    "target_check",
 ]
 
 GATE_REPORT_SCHEMA: Final = "lineguard.gate_report/1"
@@ -198,6 +199,21 @@ def _golden_check(problems: list[str]) -> GateCheck:
     )
 
 
+def target_check(card: ModelCard, accepted: str = "") -> GateCheck | None:
+    """The card's achieved escape against its own calibration target; an accepted miss passes, noted."""
+    if card.targets is None or card.achieved is None:
+        return None
+    missed = card.missed_target()
+    note = missed or ""
+    if missed and accepted.strip():
+        note += f"; accepted: {accepted.strip()}"
+    achieved = card.achieved.escape_rate
+    limit = card.targets.max_escape
+    return GateCheck(
+        "escape_target", achieved, None, limit, "max", not missed or bool(accepted.strip()), note
+    )
+
+
 def compare(
     candidate: EvalResult,
     production: EvalResult | None,
@@ -231,8 +247,13 @@ def run_gate(
     golden_dir: Path | None = None,
     golden_runner: GoldenRunner | None = None,
     report_dir: Path | None = None,
+    accept_missed_target: str = "",
 ) -> GateReport:
-    """Evaluate ``name:version`` and the current production of ``name``; compare; write the report."""
+    """Evaluate ``name:version`` and the current production of ``name``; compare; write the report.
+
+    Besides the comparison, the candidate must meet its own calibration target (card ``targets``
+    vs ``achieved``) unless ``accept_missed_target`` gives a reason.
+    """
     candidate = registry.get(name, version)
     production = registry.production(name)
     if production is not None and production.version == candidate.version:
@@ -245,6 +266,9 @@ def run_gate(
     if golden_dir is not None and golden_runner is not None:
         golden = golden_runner(registry.blob_path(candidate.sha256), candidate.card, golden_dir)
     checks = compare(cand_result, prod_result, margins, golden)
+    own_target = target_check(candidate.card, accept_missed_target)
+    if own_target is not None:
+        checks.append(own_target)
     results = {"candidate": cand_result.to_dict()}
     if prod_result is not None:
         results["production"] = prod_result.to_dict()
@@ -272,6 +296,7 @@ def gate_from_config(
     report_dir: Path,
     eval_set: Path | None = None,
     golden: Path | None = None,
+    accept_missed_target: str = "",
 ) -> GateReport:
     """The gate as a station's config sets it up: eval set, margins, golden images, policy."""
     source = eval_set or cfg.registry.eval_set
@@ -287,4 +312,5 @@ def gate_from_config(
         golden_dir=golden or cfg.registry.golden_dir,
         golden_runner=partial(golden_problems, model_cfg=cfg.model),
         report_dir=report_dir,
+        accept_missed_target=accept_missed_target,
     )

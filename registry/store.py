@@ -345,11 +345,14 @@ class Registry:
         why: str = "",
         force: bool = False,
         gate: dict[str, Any] | None = None,
+        accept_missed_target: str = "",
     ) -> ModelVersion:
         """Move ``name:version`` to staging or production (the old production is archived).
 
         Promotion to production over an existing production version needs a passed gate
-        (``gate["passed"]``) or ``force`` with a reason; both are recorded in the event.
+        (``gate["passed"]``) or ``force`` with a reason; both are recorded in the event. A model
+        whose card misses its calibration target reaches production only with
+        ``accept_missed_target`` (the reason, recorded); ``force`` does not skip that.
         """
         mv = self.get(name, version)
         if to not in (Stage.STAGING, Stage.PRODUCTION):
@@ -360,6 +363,9 @@ class Registry:
             raise InputError(f"{mv.ref} is archived; promote it again only with --force --reason")
         if force and not why.strip():
             raise InputError("--force needs a --reason saying why the gate is skipped (it is audited)")
+        missed = mv.card.missed_target() if to is Stage.PRODUCTION else None
+        if missed and not accept_missed_target.strip():
+            raise ModelError(f"{missed}; promote it only with --accept-missed-target REASON")
         current = self.production(name)
         if to is Stage.PRODUCTION and current is not None and not force:
             if gate is None:
@@ -371,6 +377,8 @@ class Registry:
                 raise ModelError(f"promotion gate refused {mv.ref} against {current.ref}: {summary}")
         who = current_user(by)
         detail: dict[str, Any] = {"forced": force}
+        if missed:
+            detail["missed_target"] = {"why": missed, "accepted": accept_missed_target.strip()}
         if gate is not None:
             detail["gate"] = gate
         with self._db() as db:

@@ -2,7 +2,8 @@
 
 An export can go wrong silently (an op exported with another rounding, a letterbox that differs
 between training and the edge); the parity check runs both paths on the same validation images
-at the edge's decision settings and compares the boxes one by one. INT8 quantization uses
+with defects, at the edge's confidence floor, compares the boxes one by one, counts those at the
+card's thresholds, and fails when too few boxes were compared to vouch for anything. INT8 quantization uses
 ONNX Runtime's static QDQ quantizer, calibrated on training images prepared by the edge's own
 preprocessor, so the calibration sees what the edge will feed the model.
 """
@@ -15,70 +16,112 @@ from typing import Any
 
 import numpy as np
 
+from lineguard.errors import InputError
 from lineguard.inference import Detections, box_iou
 from lineguard.messages import ExportParity
+from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import predictor_for, read_image
 
-__all__ = ["PARITY_CONF", "check_parity", "quantize_int8"]
+__all__ = ["check_parity", "compare_detections", "quantize_int8"]
 
-PARITY_CONF = 0.25  # compare boxes a verdict could act on, not the 0.001 tail
 _PARITY_IOU = 0.45
-_MARGIN = 0.05  # a box this close to PARITY_CONF may fall on either side in one path: not a mismatch
+_MARGIN = 0.05  # a box this close to the floor may fall on either side in one path: not a mismatch
 
 
-def _compare(a: Detections, b: Detections) -> tuple[float, float]:
-    """Largest corner and confidence differences over matched boxes; 1.0 for a clear unmatched box."""
+def _compare(a: Detections, b: Detections, floor: float) -> tuple[float, float, int]:
+    """Largest corner and confidence differences over matched boxes (1.0 for a clear unmatched box)
+    and how many boxes of ``a`` were matched."""
     box_diff, conf_diff = 0.0, 0.0
     iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
     matched_b: set[int] = set()
     for i in np.argsort(-a.confidence):
         j = int(iou[i].argmax()) if iou.shape[1] else -1
         if j < 0 or iou[i, j] < 0.5 or j in matched_b:
-            if a.confidence[i] >= PARITY_CONF + _MARGIN:
+            if a.confidence[i] >= floor + _MARGIN:
                 box_diff = 1.0
             continue
         matched_b.add(j)
         box_diff = max(box_diff, float(np.abs(a.xyxy[i] - b.xyxy[j]).max()))
         conf_diff = max(conf_diff, float(abs(a.confidence[i] - b.confidence[j])))
     for j in set(range(len(b))) - matched_b:
-        if b.confidence[j] >= PARITY_CONF + _MARGIN:
+        if b.confidence[j] >= floor + _MARGIN:
             box_diff = 1.0
-    return box_diff, conf_diff
+    return box_diff, conf_diff, len(matched_b)
+
+
+def compare_detections(
+    torch_dets: list[Detections],
+    onnx_dets: list[Detections],
+    thresholds: list[float],
+    *,
+    floor: float,
+    tolerance: float,
+    min_boxes: int = PARITY_MIN_BOXES,
+) -> ExportParity:
+    """Box-by-box agreement of two paths' detections at the edge's floor, one entry per image.
+
+    ``thresholds`` (per class id, the card's) count the boxes a verdict acts on; the check fails
+    when boxes disagree beyond ``tolerance`` or fewer than ``min_boxes`` were matched, since an
+    agreement over nothing proves nothing.
+    """
+    if len(torch_dets) != len(onnx_dets):
+        raise InputError(
+            f"parity needs one result per image on both paths; got {len(torch_dets)} and {len(onnx_dets)}"
+        )
+    box_diff, conf_diff, boxes, decisive = 0.0, 0.0, 0, 0
+    limits = np.asarray(thresholds, dtype=np.float64)
+    for t, o in zip(torch_dets, onnx_dets, strict=True):
+        bd, cd, matched = _compare(t, o, floor)
+        bd2, cd2, _ = _compare(o, t, floor)
+        box_diff, conf_diff = max(box_diff, bd, bd2), max(conf_diff, cd, cd2)
+        boxes += matched
+        if len(t):
+            decisive += int((t.confidence >= limits[t.class_id]).sum())
+    agree = box_diff <= tolerance and conf_diff <= tolerance
+    return ExportParity(
+        passed=agree and boxes >= min_boxes,
+        images=len(torch_dets),
+        boxes=boxes,
+        boxes_at_threshold=decisive,
+        min_boxes=min_boxes,
+        confidence_floor=floor,
+        max_box_diff=round(box_diff, 6),
+        max_conf_diff=round(conf_diff, 6),
+        tolerance=tolerance,
+    )
 
 
 def check_parity(
-    weights: Path, onnx_path: Path, classes: list[str], imgsz: int, images: list[Path], *, tolerance: float
-) -> tuple[ExportParity, int]:
-    """Compare ``weights`` (PyTorch) and ``onnx_path`` (edge detector) on ``images``; + boxes seen."""
+    weights: Path,
+    onnx_path: Path,
+    classes: list[str],
+    imgsz: int,
+    thresholds: dict[str, float],
+    images: list[Path],
+    *,
+    floor: float,
+    tolerance: float,
+    min_boxes: int = PARITY_MIN_BOXES,
+) -> ExportParity:
+    """Compare ``weights`` (PyTorch) and ``onnx_path`` (edge detector) on ``images`` at ``floor``."""
     frames = [read_image(p) for p in images]
-    torch_predict, close_torch = predictor_for(
-        weights, classes, imgsz=imgsz, conf=PARITY_CONF, iou=_PARITY_IOU
-    )
+    torch_predict, close_torch = predictor_for(weights, classes, imgsz=imgsz, conf=floor, iou=_PARITY_IOU)
     try:
         torch_dets = [torch_predict(f) for f in frames]
     finally:
         close_torch()
     # One ONNX Runtime thread: torch's pool in this process still spins after its last call.
     onnx_predict, close_onnx = predictor_for(
-        onnx_path, classes, imgsz=imgsz, threads=1, conf=PARITY_CONF, iou=_PARITY_IOU
+        onnx_path, classes, imgsz=imgsz, threads=1, conf=floor, iou=_PARITY_IOU
     )
     try:
         onnx_dets = [onnx_predict(f) for f in frames]
     finally:
         close_onnx()
-    box_diff, conf_diff = 0.0, 0.0
-    for t, o in zip(torch_dets, onnx_dets, strict=True):
-        for a, b in ((t, o), (o, t)):
-            bd, cd = _compare(a, b)
-            box_diff, conf_diff = max(box_diff, bd), max(conf_diff, cd)
-    parity = ExportParity(
-        passed=box_diff <= tolerance and conf_diff <= tolerance,
-        images=len(frames),
-        max_box_diff=round(box_diff, 6),
-        max_conf_diff=round(conf_diff, 6),
-        tolerance=tolerance,
+    limits = [thresholds.get(c, 0.5) for c in classes]
+    return compare_detections(
+        torch_dets, onnx_dets, limits, floor=floor, tolerance=tolerance, min_boxes=min_boxes
     )
-    return parity, sum(len(d) for d in torch_dets)
 
 
 class _Reader:

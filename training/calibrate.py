@@ -27,12 +27,39 @@ from lineguard.inference import unit_rates_at
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.train import load_run
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "calibrate", "calibrate_run", "write_curve_png"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "Calibration",
+    "calibrate",
+    "calibrate_run",
+    "lowest_threshold",
+    "write_curve_png",
+]
 
 CALIBRATION_FILE = "calibration.json"
 # Starts at the edge's confidence floor: boxes below policy.min_confidence never reach the verdict
-# policy, so a lower threshold would look safe here and let defects escape on the line.
+# policy, so a lower threshold would look safe here and let defects escape on the line. The curve
+# covers the whole grid; the search starts at floor + review band (see ``lowest_threshold``).
 GRID: npt.NDArray[np.float64] = np.round(np.arange(PolicyConfig().min_confidence, 1.0, 0.01), 2)
+
+
+def lowest_threshold(policy: PolicyConfig) -> float:
+    """The lowest threshold whose review band the edge can still see (floor + band).
+
+    A threshold closer to the floor than the band hides the band's lower part (those boxes are
+    dropped before the policy), so a doubtful unit would PASS instead of NO_DECISION/uncertain.
+    """
+    lowest = policy.lowest_threshold
+    if lowest >= 1.0:
+        raise InputError(
+            f"policy.min_confidence {policy.min_confidence} + policy.review_band {policy.review_band} "
+            "leaves no threshold below 1; lower one of them"
+        )
+    return lowest
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 @dataclass
@@ -45,6 +72,26 @@ class Calibration:
     defective_units: int
     good_units: int
     curve: list[dict[str, float | None]]  # uniform threshold sweep: threshold, escape, overkill
+    max_overkill: float | None = None
+    lowest: float = 0.0  # floor + review band: no threshold below it
+    clipped: bool = False  # the target needed thresholds below ``lowest``
+    below_clip_escape: float | None = None  # escape at the floor, had the band not been kept
+
+    def verdict(self) -> str:
+        """One line: the target met or missed, with the escape and overkill actually achieved."""
+        target = f"escape target {_pct(self.max_escape)}"
+        if self.max_overkill is not None:
+            target += f", overkill target {_pct(self.max_overkill)}"
+        got = f"escape {_pct(self.escape_rate)}, overkill {_pct(self.overkill_rate)}"
+        if self.met:
+            return f"{target}: met ({got})"
+        line = f"{target}: NOT met; best achievable {got}"
+        if self.clipped:
+            line += (
+                f" (thresholds clipped at {self.lowest:.2f} = confidence floor + review band; "
+                f"at the floor escape would be {_pct(self.below_clip_escape)})"
+            )
+        return line
 
     def table(self) -> str:
         def pct(v: float | None) -> str:
@@ -65,53 +112,82 @@ def _cost(rates: Any) -> tuple[float, float]:
     return (rates.overkill_rate or 0.0, rates.escape_rate or 0.0)
 
 
-def calibrate(evaluation: Evaluation, max_escape: float) -> Calibration:
-    """Per-class thresholds on ``GRID`` meeting ``max_escape`` with the least overkill."""
+def _raise_while_sparing(
+    scores: npt.NDArray[np.float64],
+    defective: npt.NDArray[np.bool_],
+    grid: npt.NDArray[np.float64],
+    index: npt.NDArray[np.int_],
+    max_escape: float,
+) -> npt.NDArray[np.int_]:
+    """Raise one class a grid step at a time while a step spares good units under the ceiling."""
+    while True:
+        current = _cost(unit_rates_at(scores, defective, grid[index]))
+        best: tuple[tuple[float, float], int] | None = None
+        for c in range(len(index)):
+            if index[c] + 1 >= len(grid):
+                continue
+            trial = index.copy()
+            trial[c] += 1
+            rates = unit_rates_at(scores, defective, grid[trial])
+            if (rates.escape_rate or 0.0) > max_escape:
+                continue
+            if best is None or _cost(rates) < best[0]:
+                best = (_cost(rates), c)
+        if best is None or best[0][0] >= current[0]:
+            return index
+        index[best[1]] += 1
+
+
+def calibrate(
+    evaluation: Evaluation,
+    max_escape: float,
+    *,
+    max_overkill: float | None = None,
+    policy: PolicyConfig | None = None,
+) -> Calibration:
+    """Per-class thresholds on ``GRID`` (from floor + review band) meeting ``max_escape``, least overkill."""
     if not 0.0 <= max_escape < 1.0:
         raise InputError(f"--max-escape must be in [0, 1); got {max_escape}")
+    if max_overkill is not None and not 0.0 <= max_overkill <= 1.0:
+        raise InputError(f"--max-overkill must be in [0, 1]; got {max_overkill}")
     scores, defective = evaluation.unit_scores, evaluation.unit_defective
     if not defective.any():
         raise InputError(
             f"{evaluation.data} ({evaluation.split}) has no defective units; escapes cannot be measured"
         )
+    lowest = lowest_threshold(policy or PolicyConfig())
+    grid = GRID[lowest - 1e-9 <= GRID]
     n_cls = len(evaluation.classes)
     curve = []
-    feasible = []
-    for i, g in enumerate(GRID):
+    for g in GRID:
         rates = unit_rates_at(scores, defective, np.full(n_cls, g))
         curve.append({"threshold": float(g), "escape": rates.escape_rate, "overkill": rates.overkill_rate})
-        if (rates.escape_rate or 0.0) <= max_escape:
-            feasible.append(i)
-    if not feasible:
-        index = np.zeros(n_cls, dtype=int)  # the lowest thresholds: fewest escapes we can get
-    else:
-        index = np.full(n_cls, max(feasible))
-        while True:
-            current = _cost(unit_rates_at(scores, defective, GRID[index]))
-            best: tuple[tuple[float, float], int] | None = None
-            for c in range(n_cls):
-                if index[c] + 1 >= len(GRID):
-                    continue
-                trial = index.copy()
-                trial[c] += 1
-                rates = unit_rates_at(scores, defective, GRID[trial])
-                if (rates.escape_rate or 0.0) > max_escape:
-                    continue
-                if best is None or _cost(rates) < best[0]:
-                    best = (_cost(rates), c)
-            if best is None or best[0][0] >= current[0]:
-                break
-            index[best[1]] += 1
-    final = unit_rates_at(scores, defective, GRID[index])
+    feasible = [
+        i
+        for i, g in enumerate(grid)
+        if (unit_rates_at(scores, defective, np.full(n_cls, g)).escape_rate or 0.0) <= max_escape
+    ]
+    # Without a feasible point: the lowest allowed thresholds, the fewest escapes we can get.
+    index: npt.NDArray[np.int_] = np.zeros(n_cls, dtype=np.int_)
+    if feasible:
+        index = _raise_while_sparing(scores, defective, grid, np.full(n_cls, max(feasible)), max_escape)
+    final = unit_rates_at(scores, defective, grid[index])
+    escape_met = (final.escape_rate or 0.0) <= max_escape
+    overkill_met = max_overkill is None or (final.overkill_rate or 0.0) <= max_overkill
+    at_floor = unit_rates_at(scores, defective, np.full(n_cls, GRID[0])).escape_rate
     return Calibration(
         max_escape=max_escape,
-        thresholds={name: float(GRID[i]) for name, i in zip(evaluation.classes, index, strict=True)},
+        thresholds={name: float(grid[i]) for name, i in zip(evaluation.classes, index, strict=True)},
         escape_rate=final.escape_rate,
         overkill_rate=final.overkill_rate,
-        met=(final.escape_rate or 0.0) <= max_escape,
+        met=escape_met and overkill_met,
         defective_units=final.defective,
         good_units=final.good,
         curve=curve,
+        max_overkill=max_overkill,
+        lowest=lowest,
+        clipped=not escape_met and (at_floor or 0.0) < (final.escape_rate or 0.0),
+        below_clip_escape=at_floor,
     )
 
 
@@ -166,18 +242,20 @@ def calibrate_run(
     data: Path | None = None,
     split: str = "val",
     evaluation: Evaluation | None = None,
+    max_overkill: float | None = None,
+    policy: PolicyConfig | None = None,
 ) -> Calibration:
     """Calibrate a run's best.pt on its dataset's ``split``; write calibration.{json,md,png} in ``run``."""
     record = load_run(run)
     dataset = data or Path(record["data"])
     if evaluation is None:
         evaluation = evaluate(run / "weights" / "best.pt", dataset, split=split, imgsz=record.get("imgsz"))
-    calibration = calibrate(evaluation, max_escape)
+    calibration = calibrate(evaluation, max_escape, max_overkill=max_overkill, policy=policy)
     body = asdict(calibration) | {"split": split, "data": str(dataset), "model": evaluation.model}
     (run / CALIBRATION_FILE).write_text(json.dumps(body, indent=2) + "\n")
     (run / "calibration.md").write_text(
         f"# Threshold calibration (max escape {100 * max_escape:.2f}%, {split} split)\n\n"
-        f"Target {'met' if calibration.met else 'NOT met'}.\n\n{calibration.table()}\n"
+        f"{calibration.verdict()}.\n\n{calibration.table()}\n"
     )
     write_curve_png(calibration, run / "calibration.png")
     return calibration

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from lineguard.errors import InputError
+from lineguard.training.config import PARITY_MIN_BOXES
 
 __all__ = ["evaluate", "export", "train"]
 
@@ -101,11 +102,9 @@ def train(
         f"mAP50-95 {100 * result.map50_95:.1f}; weights {result.weights}"
     )
     calibration = calibrate_run(out, max_escape=max_escape)
-    state = "met" if calibration.met else "NOT met"
     click.echo(
-        f"thresholds for max escape {100 * max_escape:.2f}% ({state}): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in calibration.thresholds.items())
-        + f"; see {out / 'calibration.md'}"
+        f"thresholds {', '.join(f'{k} {v:.2f}' for k, v in calibration.thresholds.items())}: "
+        f"{calibration.verdict()}; see {out / 'calibration.md'}"
     )
 
 
@@ -119,6 +118,12 @@ def train(
     "--max-escape", type=click.FloatRange(0, 1, max_open=True), default=None, help="Also calibrate."
 )
 @click.option(
+    "--max-overkill",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="With --max-escape: also hold calibration to this overkill rate.",
+)
+@click.option(
     "--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report here."
 )
 @click.option("--curve", type=click.Path(path_type=Path), default=None, help="Calibration trade-off PNG.")
@@ -129,6 +134,7 @@ def evaluate(
     imgsz: int | None,
     thresholds: str | None,
     max_escape: float | None,
+    max_overkill: float | None,
     json_out: Path | None,
     curve: Path | None,
 ) -> None:
@@ -152,8 +158,9 @@ def evaluate(
     click.echo(result.report())
     body = result.summary()
     if max_escape is not None:
-        calibration = calibrate(result, max_escape)
+        calibration = calibrate(result, max_escape, max_overkill=max_overkill)
         click.echo(f"calibration for max escape {100 * max_escape:.2f}%:\n{calibration.table()}")
+        click.echo(calibration.verdict())
         body["calibration"] = asdict(calibration)
         if curve is not None:
             click.echo(f"trade-off curve: {write_curve_png(calibration, curve)}")
@@ -174,6 +181,20 @@ def evaluate(
     "--max-escape", type=click.FloatRange(0, 1, max_open=True), default=None, help="Re-calibrate first."
 )
 @click.option("--int8", is_flag=True, help="Also write a static INT8 (QDQ) model and its mAP change.")
+@click.option(
+    "--parity-images",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Validation images with defects the PyTorch-vs-ONNX check runs on.",
+)
+@click.option(
+    "--parity-min-boxes",
+    type=click.IntRange(min=0),
+    default=PARITY_MIN_BOXES,
+    show_default=True,
+    help="Fewest boxes the parity check must compare to pass.",
+)
 @click.option("--register", is_flag=True, help="Add the model to the registry as a candidate.")
 @click.option(
     "--registry-root", type=click.Path(path_type=Path), default=None, help="[default: registry.root]"
@@ -187,6 +208,8 @@ def export(
     thresholds: str | None,
     max_escape: float | None,
     int8: bool,
+    parity_images: int,
+    parity_min_boxes: int,
     register: bool,
     registry_root: Path | None,
 ) -> None:
@@ -206,13 +229,16 @@ def export(
         parent=parent,
         thresholds=_expand(_parse_thresholds(thresholds), classes),
         int8=int8,
+        parity_images=parity_images,
+        parity_min_boxes=parity_min_boxes,
         progress=_err,
     )
     report = json.loads((folder / "export_report.json").read_text())
     parity = report["parity"]
     click.echo(
         f"exported {folder / 'model.onnx'} (opset {report['opset']}): mAP50 {100 * report['map50']:.1f}, "
-        f"parity {'passed' if parity['passed'] else 'FAILED'} (max box diff {parity['max_box_diff']:.4f}, "
+        f"parity {'passed' if parity['passed'] else 'FAILED'} ({parity['boxes']} boxes compared, "
+        f"max box diff {parity['max_box_diff']:.4f}, "
         f"conf diff {parity['max_conf_diff']:.4f}, tolerance {parity['tolerance']})"
     )
     if "int8" in report:

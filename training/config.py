@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lineguard.config import read_yaml_mapping
 from lineguard.errors import ConfigError, validation_message
 
-__all__ = ["AugmentConfig", "TrainConfig", "load_train_config"]
+# Export parity: fewer matched PyTorch/ONNX boxes than this vouch for nothing, and the check fails.
+PARITY_MIN_BOXES = 20
+
+__all__ = ["PARITY_MIN_BOXES", "AugmentConfig", "TrainConfig", "load_train_config"]
 
 
 class _Section(BaseModel):

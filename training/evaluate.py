@@ -118,6 +118,17 @@ class Evaluation:
         ]
         return "\n".join([head, *rows])
 
+    def confusion_lines(self) -> list[str]:
+        """The confusion matrix with class names on both axes, so nobody counts columns."""
+        labels = [*self.classes, "background"]
+        width = max(5, *(len(n) for n in labels))
+        head = " " * width + " " + " ".join(f"{n:>{width}}" for n in labels)
+        rows = [
+            f"{name:>{width}} " + " ".join(f"{v:>{width}d}" for v in row)
+            for name, row in zip(labels, self.confusion, strict=False)
+        ]
+        return ["  " + line for line in [head, *rows]]
+
     def report(self) -> str:
         def pct(v: float | None) -> str:
             return "n/a" if v is None else f"{100 * v:.2f}%"
@@ -126,8 +137,8 @@ class Evaluation:
             f"{self.model} on {self.data} ({self.split}, {self.units} units)",
             f"mAP50 {100 * self.map50:.1f}  mAP50-95 {100 * self.map50_95:.1f}",
             self.per_class_table(),
-            "confusion (rows true, columns predicted; last = background):",
-            *("  " + " ".join(f"{v:5d}" for v in row) for row in self.confusion),
+            "confusion (rows true, columns predicted):",
+            *self.confusion_lines(),
             f"at thresholds {self.thresholds}: "
             f"escape {pct(self.escape_rate)}, overkill {pct(self.overkill_rate)}",
         ]

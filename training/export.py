@@ -24,15 +24,18 @@ import numpy as np
 
 from lineguard.errors import InputError, ModelError
 from lineguard.messages import (
+    CalibrationTargets,
     ClassMetrics,
     ExportParity,
     ModelCard,
     ModelMetrics,
     ReferenceStats,
+    TargetsAchieved,
     sha256_file,
 )
-from lineguard.training._parity import PARITY_CONF, check_parity, quantize_int8
+from lineguard.training._parity import check_parity, quantize_int8
 from lineguard.training.calibrate import CALIBRATION_FILE
+from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import Evaluation, evaluate, iter_split, read_image
 from lineguard.training.offline import load_ultralytics
 from lineguard.training.train import load_run
@@ -90,14 +93,17 @@ def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats
 
 def _thresholds(
     run: Path, classes: list[str], given: dict[str, float] | None
-) -> tuple[dict[str, float], str]:
+) -> tuple[dict[str, float], str, CalibrationTargets | None]:
+    """The thresholds to ship, where they came from, and the targets they were calibrated for."""
     if given is not None:
-        return {c: float(given.get(c, 0.5)) for c in classes}, "given"
+        return {c: float(given.get(c, 0.5)) for c in classes}, "given", None
     path = run / CALIBRATION_FILE
     if path.is_file():
-        found = json.loads(path.read_text())["thresholds"]
-        return {c: float(found.get(c, 0.5)) for c in classes}, str(path)
-    return dict.fromkeys(classes, 0.5), "default 0.5 (run not calibrated)"
+        body = json.loads(path.read_text())
+        found = body["thresholds"]
+        targets = CalibrationTargets(max_escape=body["max_escape"], max_overkill=body.get("max_overkill"))
+        return {c: float(found.get(c, 0.5)) for c in classes}, str(path), targets
+    return dict.fromkeys(classes, 0.5), "default 0.5 (run not calibrated)", None
 
 
 def _safe(text: str) -> str:
@@ -113,7 +119,8 @@ def export_run(
     parent: str | None = None,
     thresholds: dict[str, float] | None = None,
     int8: bool = False,
-    parity_images: int = 16,
+    parity_images: int = 32,
+    parity_min_boxes: int = PARITY_MIN_BOXES,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write ``model.onnx`` + ``model_card.json`` for ``run`` into ``out`` (default RUN/model)."""
@@ -128,21 +135,23 @@ def export_run(
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; exported models are immutable, pick another --out")
     data, classes, imgsz = Path(record["data"]), list(record["classes"]), int(record["imgsz"])
-    chosen, source = _thresholds(run, classes, thresholds)
+    chosen, source, targets = _thresholds(run, classes, thresholds)
 
     say(f"exporting {weights} to ONNX (opset {OPSET}, static {imgsz}x{imgsz})")
     onnx_path = _export_onnx(weights, imgsz, out)
-    say(f"parity check: PyTorch vs ONNX on {parity_images} validation images")
-    parity, report = _check_export_parity(weights, onnx_path, data, classes, imgsz, parity_images)
+    say(f"parity check: PyTorch vs ONNX on up to {parity_images} validation images with defects")
+    parity, report = _check_export_parity(
+        weights, onnx_path, data, (classes, imgsz, chosen), parity_images, parity_min_boxes
+    )
     report["thresholds_from"] = source
+    say(
+        f"parity: {parity.boxes} boxes compared ({parity.boxes_at_threshold} at the thresholds) "
+        f"on {parity.images} images, {'passed' if parity.passed else 'FAILED'}"
+    )
     if not parity.passed:
         (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         onnx_path.rename(out / "model.onnx.failed")
-        raise ModelError(
-            f"export parity failed: PyTorch and ONNX differ by {parity.max_box_diff:.4f} (boxes) / "
-            f"{parity.max_conf_diff:.4f} (confidence), tolerance {PARITY_TOLERANCE}; "
-            f"see {out / 'export_report.json'}"
-        )
+        raise ModelError(f"export parity failed: {_parity_problem(parity)}; see {out / 'export_report.json'}")
 
     say("evaluating the ONNX model through the edge detector")
     evaluation = evaluate(onnx_path, data, thresholds=chosen)
@@ -160,12 +169,22 @@ def export_run(
         reference=_reference(evaluation, data, "val"),
         parent=parent,
         parity=parity,
+        targets=targets,
+        achieved=TargetsAchieved(
+            escape_rate=evaluation.escape_rate, overkill_rate=evaluation.overkill_rate, split=evaluation.split
+        ),
         created_at=created,
         training_run=str(run.resolve()),
     )
     card.save(out / "model_card.json")
     ModelCard.load(out / "model_card.json")  # the file we wrote must validate
-    report |= {"map50": evaluation.map50, "map50_95": evaluation.map50_95}
+    report |= {
+        "map50": evaluation.map50,
+        "map50_95": evaluation.map50_95,
+        "missed_target": card.missed_target(),
+    }
+    if card.missed_target():
+        say(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
 
     if int8:
         report["int8"] = _export_int8(out, card, data, evaluation, say)
@@ -200,17 +219,45 @@ def _export_onnx(weights: Path, imgsz: int, out: Path) -> Path:
     return onnx_path
 
 
+def _parity_problem(parity: ExportParity) -> str:
+    """Why a parity check failed, in words: too little compared, or boxes that disagree."""
+    if parity.boxes is not None and parity.min_boxes is not None and parity.boxes < parity.min_boxes:
+        return (
+            f"only {parity.boxes} boxes compared on {parity.images} validation images with defects, "
+            f"fewer than the {parity.min_boxes} needed to vouch for the export (more --parity-images, "
+            "or a model that detects the defects)"
+        )
+    return (
+        f"PyTorch and ONNX differ by {parity.max_box_diff:.4f} (boxes) / {parity.max_conf_diff:.4f} "
+        f"(confidence), tolerance {parity.tolerance}"
+    )
+
+
 def _check_export_parity(
-    weights: Path, onnx_path: Path, data: Path, classes: list[str], imgsz: int, parity_images: int
+    weights: Path,
+    onnx_path: Path,
+    data: Path,
+    model: tuple[list[str], int, dict[str, float]],
+    parity_images: int,
+    min_boxes: int,
 ) -> tuple[ExportParity, dict[str, Any]]:
-    """PyTorch vs ONNX on the first validation images, and the export report that records it."""
-    images = [item.path for item in list(iter_split(data))[:parity_images]]
-    parity, boxes = check_parity(weights, onnx_path, classes, imgsz, images, tolerance=PARITY_TOLERANCE)
-    report: dict[str, Any] = {
-        "opset": OPSET,
-        "thresholds_from": None,
-        "parity": parity.model_dump() | {"pytorch_boxes": boxes, "confidence_at_least": PARITY_CONF},
-    }
+    """PyTorch vs ONNX on validation images with defects, at the edge's floor and the card's thresholds."""
+    from lineguard.config import PolicyConfig
+
+    classes, imgsz, thresholds = model
+    images = [item.path for item in iter_split(data) if item.defective][:parity_images]
+    parity = check_parity(
+        weights,
+        onnx_path,
+        classes,
+        imgsz,
+        thresholds,
+        images,
+        floor=PolicyConfig().min_confidence,
+        tolerance=PARITY_TOLERANCE,
+        min_boxes=min_boxes,
+    )
+    report: dict[str, Any] = {"opset": OPSET, "thresholds_from": None, "parity": parity.model_dump()}
     return parity, report
 
 
@@ -233,6 +280,9 @@ def _export_int8(
             "version": f"{card.version}-int8",
             "sha256": sha256_file(q_path),
             "metrics": _metrics(q_eval, card.dataset_hash),
+            "achieved": TargetsAchieved(
+                escape_rate=q_eval.escape_rate, overkill_rate=q_eval.overkill_rate, split=q_eval.split
+            ),
             "parent": card.version,
             "parity": None,
         }

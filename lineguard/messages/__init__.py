@@ -19,11 +19,13 @@ from lineguard.messages.control import (
 from lineguard.messages.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, DatasetManifest, ManifestFile
 from lineguard.messages.model_card import (
     MODEL_CARD_SCHEMA,
+    CalibrationTargets,
     ClassMetrics,
     ExportParity,
     ModelCard,
     ModelMetrics,
     ReferenceStats,
+    TargetsAchieved,
     sha256_file,
 )
 from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
@@ -50,6 +52,7 @@ __all__ = [
     "Alert",
     "AlertKind",
     "AlertLevel",
+    "CalibrationTargets",
     "CameraStatus",
     "ClassMetrics",
     "DatasetManifest",
@@ -64,6 +67,7 @@ __all__ = [
     "Reason",
     "ReferenceStats",
     "StationStatus",
+    "TargetsAchieved",
     "Trigger",
     "Verdict",
     "VerdictKind",

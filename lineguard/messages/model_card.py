@@ -18,11 +18,13 @@ from lineguard.errors import ModelError, validation_message
 
 __all__ = [
     "MODEL_CARD_SCHEMA",
+    "CalibrationTargets",
     "ClassMetrics",
     "ExportParity",
     "ModelCard",
     "ModelMetrics",
     "ReferenceStats",
+    "TargetsAchieved",
     "sha256_file",
 ]
 
@@ -73,9 +75,34 @@ class ReferenceStats(_Card):
     no_decision_rate: float | None = None
 
 
+class CalibrationTargets(_Card):
+    """What the quality engineer asked calibration for; the gate holds a model to it."""
+
+    max_escape: float = Field(ge=0, lt=1, description="Most defective units judged PASS.")
+    max_overkill: float | None = Field(
+        default=None, ge=0, le=1, description="Most good units judged FAIL, if one was set."
+    )
+
+
+class TargetsAchieved(_Card):
+    """What the shipped thresholds did on a labeled split: the figure the targets are checked against."""
+
+    escape_rate: float | None = Field(default=None, ge=0, le=1)
+    overkill_rate: float | None = Field(default=None, ge=0, le=1)
+    split: str = Field(min_length=1, description="Dataset split the rates were measured on.")
+
+
 class ExportParity(_Card):
     passed: bool
     images: int = Field(ge=0)
+    boxes: int | None = Field(default=None, ge=0, description="Boxes matched on both paths at the floor.")
+    boxes_at_threshold: int | None = Field(
+        default=None, ge=0, description="Of the PyTorch boxes, those at or above the card's thresholds."
+    )
+    min_boxes: int | None = Field(default=None, ge=0, description="Fewest matched boxes for a pass.")
+    confidence_floor: float | None = Field(
+        default=None, ge=0, le=1, description="Confidence both paths ran at (policy.min_confidence)."
+    )
     max_box_diff: float = Field(ge=0, description="Largest matched-box corner difference (0..1).")
     max_conf_diff: float = Field(ge=0)
     tolerance: float = Field(ge=0)
@@ -95,6 +122,8 @@ class ModelCard(_Card):
     reference: ReferenceStats = ReferenceStats()
     parent: str | None = Field(default=None, description="Version this one was trained from.")
     parity: ExportParity | None = None
+    targets: CalibrationTargets | None = None
+    achieved: TargetsAchieved | None = None
     created_at: datetime | None = None
     training_run: str = ""
 
@@ -113,6 +142,21 @@ class ModelCard(_Card):
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+    def missed_target(self) -> str | None:
+        """One line saying how the achieved rates miss the targets, or None (met, or no target)."""
+        if self.targets is None or self.achieved is None:
+            return None
+        misses = []
+        escape, overkill = self.achieved.escape_rate, self.achieved.overkill_rate
+        if escape is not None and escape > self.targets.max_escape + 1e-9:
+            misses.append(f"escape {escape:.1%} > target {self.targets.max_escape:.1%}")
+        limit = self.targets.max_overkill
+        if limit is not None and overkill is not None and overkill > limit + 1e-9:
+            misses.append(f"overkill {overkill:.1%} > target {limit:.1%}")
+        if not misses:
+            return None
+        return f"{self.ref} misses its calibration target on {self.achieved.split}: " + ", ".join(misses)
 
     def threshold_for(self, class_name: str, default: float = 0.5) -> float:
         return self.thresholds.get(class_name, default)

@@ -43,6 +43,11 @@ def test_environment_overrides_file_and_parses_types(tmp_path: Path) -> None:
         ("camera:\n  kind: webcam\n", "camera.kind"),
         ("- just\n- a list\n", "must hold a mapping"),
         ("mqtt: [unclosed\n", "not valid YAML at line"),
+        (
+            "policy:\n  class_thresholds: {scratch: 0.1}\n",
+            "policy.class_thresholds.scratch 0.1 is below policy.min_confidence 0.05 + "
+            "policy.review_band 0.1, so its uncertain band can never fire; raise it to at least 0.15",
+        ),
     ],
 )
 def test_bad_config_names_the_key_in_one_line(tmp_path: Path, yaml_text: str, expected: str) -> None:

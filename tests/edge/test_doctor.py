@@ -9,6 +9,7 @@ import yaml
 from support.mosquitto import Broker
 
 from lineguard.edge.doctor import run_checks
+from lineguard.messages import ModelCard
 
 
 def _config(tmp_path: Path, **sections: object) -> Path:
@@ -60,3 +61,24 @@ def test_misspelled_key_is_the_one_finding(tmp_path: Path) -> None:
     checks = run_checks(config)
     assert [(c.name, c.ok) for c in checks] == [("config", False)]
     assert "mqtt.hots: unknown key" in checks[0].detail
+
+
+def test_card_thresholds_that_hide_the_review_band_are_explained(tmp_path: Path, tiny_model: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    card = ModelCard.load(copy / "model_card.json")
+    card.thresholds = dict.fromkeys(card.classes, 0.5) | {card.classes[0]: 0.05}
+    card.save(copy / "model_card.json")
+    config = _config(tmp_path, mqtt={"enabled": False}, model={"path": str(copy / "model.onnx")})
+    ok, detail, fix = _by_name(config)["model"]
+    assert not ok
+    assert f"thresholds {card.classes[0]} 0.05 sit below policy.min_confidence 0.05 + " in detail
+    assert "a doubtful unit PASSes instead of NO_DECISION/uncertain" in detail
+    assert "set policy.class_thresholds to at least" in fix
+    fixed = _config(
+        tmp_path,
+        mqtt={"enabled": False},
+        model={"path": str(copy / "model.onnx")},
+        policy={"class_thresholds": {card.classes[0]: 0.2}},
+    )
+    assert _by_name(fixed)["model"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.config import PolicyConfig
@@ -184,3 +185,43 @@ def test_threshold_in_force_per_class() -> None:
     policy = VerdictPolicy(CARD, PolicyConfig(class_thresholds={"crack": 0.8}))
     assert [policy.threshold(c) for c in CARD.classes] == pytest.approx([0.5, 0.7, 0.8])
     assert np.isclose(policy.threshold("pit"), 0.7)
+
+
+def _unit(depth: int) -> npt.NDArray[np.uint8]:
+    """Bright metal with one thin dark mark ``depth`` grey levels deep (0: a flawless unit)."""
+    image = np.full((160, 160, 3), 200, np.uint8)
+    image[70:90, 79:82] = 200 - depth
+    return image
+
+
+@pytest.mark.parametrize(
+    ("depth", "verdict", "reason"),
+    [
+        (100, F, Reason.DEFECT),  # top-hat 0.39: far above the 0.5 confidence threshold
+        (46, N, Reason.UNCERTAIN),  # top-hat 0.18: confidence ~0.45, in the band [0.4, 0.5)
+        (0, P, Reason.NO_DEFECT),  # flat: every score ~0.02, below the 0.05 floor
+    ],
+)
+def test_each_reason_occurs_with_a_real_onnx_model_through_the_policy(
+    tmp_path_factory: pytest.TempPathFactory, depth: int, verdict: VerdictKind, reason: Reason
+) -> None:
+    """The edge's detector (ONNX Runtime, floor 0.05) and default policy, on a model that sees marks."""
+    from support.signal_model import build_signal_onnx
+
+    from lineguard.config import ModelConfig
+    from lineguard.inference import Detector
+
+    folder = tmp_path_factory.mktemp("signal")
+    onnx_path = build_signal_onnx(folder, gain=20.0)
+    card = ModelCard.load(folder / "model_card.json")
+    policy_cfg = PolicyConfig()
+    assert min(card.thresholds.values()) - policy_cfg.review_band >= policy_cfg.min_confidence
+    detector = Detector.load(
+        onnx_path, ModelConfig(threads=1), min_confidence=policy_cfg.min_confidence, card=card
+    )
+    try:
+        found, _ = detector.detect(_unit(depth))
+    finally:
+        detector.close()
+    decision = VerdictPolicy(card, policy_cfg).decide(found, quality=OK, elapsed_ms=1.0)
+    assert (decision.verdict, decision.reason) == (verdict, reason), found.confidence

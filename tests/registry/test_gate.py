@@ -14,6 +14,7 @@ from lineguard.cli import main
 from lineguard.config import GateConfig
 from lineguard.errors import ModelError
 from lineguard.inference import Detections
+from lineguard.messages import CalibrationTargets, ModelCard, TargetsAchieved
 from lineguard.registry import (
     EvalResult,
     EvalSet,
@@ -184,3 +185,55 @@ def test_gate_refuses_a_candidate_that_fails_on_golden_images(
     )
     assert [c.metric for c in report.failed] == ["golden_images"]
     assert "broken.png: unreadable image" in report.summary
+
+
+def _missing_its_target(models: dict[str, Path], tmp_path: Path) -> Path:
+    """The ``good`` model with a card saying calibration aimed at 5% escape and achieved 12%."""
+    folder = tmp_path / "missed"
+    shutil.copytree(models["good"], folder)
+    card = ModelCard.load(folder / "model_card.json")
+    card.targets = CalibrationTargets(max_escape=0.05)
+    card.achieved = TargetsAchieved(escape_rate=0.12, overkill_rate=0.03, split="val")
+    card.save(folder / "model_card.json")
+    return folder
+
+
+def test_a_model_missing_its_own_target_is_refused_unless_accepted_and_audited(
+    registry: Registry, models: dict[str, Path], eval_dir: Path, tmp_path: Path
+) -> None:
+    registry.add(models["weak"])
+    registry.add(_missing_its_target(models, tmp_path))
+    registry.promote("signal", "1.0.0", Stage.PRODUCTION)
+    refused = run_gate(registry, "signal", "2.0.0", EvalSet.load(eval_dir), MARGINS)
+    accepted = run_gate(
+        registry, "signal", "2.0.0", EvalSet.load(eval_dir), MARGINS, accept_missed_target="trial run"
+    )
+
+    assert [c.metric for c in refused.failed] == ["escape_target"]
+    assert refused.summary == (
+        "escape_target: signal:2.0.0 misses its calibration target on val: escape 12.0% > target 5.0%"
+    )
+    assert accepted.passed and accepted.checks[-1].note.endswith("; accepted: trial run")
+    with pytest.raises(ModelError, match=r"escape 12.0% > target 5.0%; promote it only with --accept"):
+        registry.promote("signal", "2.0.0", Stage.PRODUCTION, force=True, why="force is not enough")
+    registry.promote(
+        "signal", "2.0.0", Stage.PRODUCTION, gate=accepted.audit(), accept_missed_target="trial run"
+    )
+    event = registry.history("signal")[-1]
+    assert event.detail["missed_target"]["accepted"] == "trial run"
+
+
+def test_cli_first_promotion_of_a_model_missing_its_target_needs_the_override(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = ["registry", "--root", str(tmp_path / "reg")]
+    assert main([*root, "add", str(_missing_its_target(models, tmp_path))]) == 0
+    assert main([*root, "promote", "signal:2.0.0", "--to", "production"]) == 2
+    err = capsys.readouterr().err
+    assert "error: signal:2.0.0 misses its calibration target on val: escape 12.0% > target 5.0%" in err
+    assert len(err.strip().splitlines()) == 1
+    accept = ["--accept-missed-target", "pilot line, QA double-checks"]
+    assert main([*root, "promote", "signal:2.0.0", "--to", "production", *accept]) == 0
+    assert "(missed target accepted: pilot line, QA double-checks)" in capsys.readouterr().out
+    assert main([*root, "history", "signal"]) == 0
+    assert "[missed target accepted: pilot line, QA double-checks]" in capsys.readouterr().out

@@ -77,8 +77,44 @@ def test_unreachable_target_is_reported_not_hidden() -> None:
 
     assert not result.met
     assert result.escape_rate == 1.0
-    # the lowest thresholds the edge can apply: below its confidence floor no box reaches the policy
-    assert set(result.thresholds.values()) == {PolicyConfig().min_confidence}
+    # the lowest thresholds whose review band the edge still sees: floor + band
+    policy = PolicyConfig()
+    assert set(result.thresholds.values()) == {round(policy.min_confidence + policy.review_band, 2)}
+    assert result.verdict() == "escape target 1.0%: NOT met; best achievable escape 100.0%, overkill n/a"
+
+
+def test_thresholds_are_clipped_above_the_floor_plus_review_band_and_the_clip_is_said() -> None:
+    """Defects the model sees only at 0.08: the floor would catch them, but the band must stay visible."""
+    scores = np.zeros((40, 2))
+    scores[:20, 0] = 0.08  # defective units, weakly seen
+    scores[20:, 1] = 0.02  # good units
+    defective = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    result = calibrate(_evaluation(scores, defective), max_escape=0.05)
+
+    assert min(result.thresholds.values()) >= 0.15
+    assert not result.met and result.clipped and result.below_clip_escape == 0.0
+    assert "clipped at 0.15 = confidence floor + review band" in result.verdict()
+    assert "at the floor escape would be 0.0%" in result.verdict()
+
+
+def test_a_met_target_says_what_it_costs_in_overkill() -> None:
+    result = calibrate(_line(), max_escape=0.02)
+
+    assert result.met
+    assert result.verdict().startswith("escape target 2.0%: met (escape ")
+    assert "overkill" in result.verdict()
+
+
+def test_an_overkill_target_counts_in_the_verdict() -> None:
+    scores = np.zeros((20, 2))
+    scores[:10, 1] = 0.5  # defective units: pits at 0.5
+    scores[10:, 1] = 0.6  # good units look more pitted than the defective ones
+    result = calibrate(
+        _evaluation(scores, np.r_[np.ones(10, bool), np.zeros(10, bool)]), 0.0, max_overkill=0.0
+    )
+
+    assert not result.met and result.escape_rate == 0.0 and result.overkill_rate == 1.0
+    assert result.verdict().startswith("escape target 0.0%, overkill target 0.0%: NOT met")
 
 
 def test_without_defective_units_escape_cannot_be_measured() -> None:
