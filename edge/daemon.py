@@ -76,7 +76,11 @@ class EdgeDaemon:
         self.cfg = cfg
         self.metrics = Metrics()
         cfg.station.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(cfg.station.data_dir / "outbox.sqlite", max_pending=cfg.outbox.max_pending)
+        self.outbox = Outbox(
+            cfg.station.data_dir / "outbox.sqlite",
+            max_pending=cfg.outbox.max_pending,
+            retry_s=cfg.outbox.retry_s,
+        )
         self.source = source if source is not None else open_source(cfg.camera, self.metrics)
         self.quality = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
@@ -411,6 +415,7 @@ class EdgeDaemon:
             },
             "fps": round(self.inspection_fps(), 2),
             "outbox_pending": self.outbox.depth(),
+            "outbox_durable": self.outbox.degraded is None,
         }
 
     def _tick(self) -> None:
@@ -430,7 +435,7 @@ class EdgeDaemon:
         elif not bad and self._camera_alerted:
             event(logging.INFO, "camera_ok", source=camera["source"])
         self._camera_alerted = bad
-        sig = (status["model"], status["backend"], camera["up"], camera["frozen"])
+        sig = (status["model"], status["backend"], camera["up"], camera["frozen"], status["outbox_durable"])
         if sig != self._status_sig or now - self._last_status >= self.cfg.mqtt.status_interval_s:
             self._status_sig = sig
             self._last_status = now
