@@ -32,7 +32,7 @@ from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
-from lineguard.edge.outbox import Outbox, OutboxFullError
+from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
@@ -77,7 +77,7 @@ class EdgeDaemon:
         self.metrics = Metrics()
         cfg.station.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
-            cfg.station.data_dir / "outbox.sqlite",
+            cfg.station.data_dir / OUTBOX_FILE,
             max_pending=cfg.outbox.max_pending,
             retry_s=cfg.outbox.retry_s,
         )

@@ -44,10 +44,19 @@ from lineguard.errors import DeliveryError, InputError
 from lineguard.logs import Events
 from lineguard.messages import Verdict
 
-__all__ = ["Outbox", "OutboxFullError", "PendingVerdict", "SeqMarker", "check_outbox", "storage_fault"]
+__all__ = [
+    "OUTBOX_FILE",
+    "Outbox",
+    "OutboxFullError",
+    "PendingVerdict",
+    "SeqMarker",
+    "check_outbox",
+    "storage_fault",
+]
 
 event = Events(__name__)
 
+OUTBOX_FILE = "outbox.sqlite"  # in station.data_dir
 SEQ_BLOCK = 1000  # seq numbers reserved per fsync; the most a power cut can skip
 QUARANTINE_FIX = (
     "stop the station and move it aside with 'lineguard outbox quarantine --config <station.yaml>' "
@@ -448,6 +457,15 @@ class Outbox:
                     risk="if the station stops before the outbox recovers, these seqs may be reused",
                 )
 
+    def _release_degraded_block(self) -> None:
+        """The database holds the numbering again: the unused rest of the marker's block is free."""
+        if self._marker is None or self._marker.degraded <= self._handed:
+            return
+        try:
+            self._marker.write(degraded=self._handed)
+        except OSError as exc:  # the next start skips the rest of the block: a gap, never a repeat
+            event(logging.WARNING, "outbox_seq_marker_not_written", path=self._marker.path, error=str(exc))
+
     def _try_recover(self) -> bool:
         """Store the verdicts kept in memory and the numbering, if the disk takes them again now."""
         if time.monotonic() < self._retry_at:
@@ -467,6 +485,7 @@ class Outbox:
             self._rollback()
             self._degraded = f"cannot store verdicts in {self.path}: {exc}"
             return False
+        self._release_degraded_block()
         self._depth = self._count()
         stored = len(self._volatile)
         self._volatile.clear()
