@@ -98,6 +98,8 @@ def storage_fault(exc: BaseException) -> bool:
 
 def _check_schema(db: sqlite3.Connection) -> None:
     """Raise ``sqlite3.DatabaseError`` when the file is another program's database, not an outbox."""
+    if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'").fetchone()[0] == 0:
+        return  # a new, empty file
     columns = tuple(str(row[1]) for row in db.execute("PRAGMA table_info(pending)").fetchall())
     if columns != _COLUMNS:
         raise sqlite3.DatabaseError(f"not a verdict outbox: table 'pending' has columns {columns}")
@@ -108,7 +110,9 @@ def _check_schema(db: sqlite3.Connection) -> None:
 
 def check_outbox(path: Path) -> str:
     """One line on a healthy outbox file; ``InputError`` (one line, with the fix) on a damaged one."""
-    db = open_durable(path, what="verdict outbox", synchronous="NORMAL", fix=QUARANTINE_FIX)
+    db = open_durable(
+        path, what="verdict outbox", synchronous="NORMAL", fix=QUARANTINE_FIX, check=_check_schema
+    )
     try:
         try:
             _check_schema(db)
@@ -213,7 +217,9 @@ class Outbox:
         self._acked_unsaved: set[int] = set()  # acked while the disk refused to delete them
         self._unprotected_logged = False
         # Commits are not fsynced by SQLite: ``sync`` does it, off the inspection path.
-        self._db = open_durable(path, what="verdict outbox", synchronous="NORMAL", fix=QUARANTINE_FIX)
+        self._db = open_durable(
+            path, what="verdict outbox", synchronous="NORMAL", fix=QUARANTINE_FIX, check=_check_schema
+        )
         try:
             self._set_up()
         except BaseException:

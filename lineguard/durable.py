@@ -12,6 +12,7 @@ path.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -57,25 +58,75 @@ def quarantine(path: Path, *, now: datetime | None = None) -> list[tuple[Path, P
 
 
 def open_durable(
-    path: Path, *, what: str, synchronous: Synchronous = "FULL", fix: str | None = None
+    path: Path,
+    *,
+    what: str,
+    synchronous: Synchronous = "FULL",
+    fix: str | None = None,
+    check: Callable[[sqlite3.Connection], None] | None = None,
 ) -> sqlite3.Connection:
     """``path`` opened for sharing between threads in autocommit mode, checked and set up.
 
     ``what`` names the queue in errors ("verdict outbox"), ``fix`` what to do about a damaged
-    file. Raises ``InputError`` for a damaged file and ``ConfigError`` where SQLite cannot keep a
-    WAL journal (a network share).
+    file; ``check`` (raising ``sqlite3.DatabaseError``) tells an existing file of another
+    program, before anything is written to it. Raises ``InputError`` for a damaged file and
+    ``ConfigError`` where SQLite cannot keep a WAL journal (a network share).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _check_read_only(path, what, fix, check)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
         _set_up(db, path, what, synchronous)
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise corrupt_error(what, path, exc, fix) from exc
+        if _damaged(exc):
+            raise corrupt_error(what, path, exc, fix) from exc
+        raise InputError(
+            f"cannot open {what} {path}: {exc}; check the disk under it (free space, permissions)"
+        ) from exc
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """The file's content is wrong (not the disk's space or a lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or str(exc).startswith("quick_check")
+
+
+def _check_read_only(
+    path: Path, what: str, fix: str | None, check: Callable[[sqlite3.Connection], None] | None
+) -> None:
+    """Check an existing file through a read-only connection first.
+
+    A read-write connection to a damaged file may checkpoint and delete its ``-wal`` on close,
+    and with it what could still be recovered; a read-only one never writes.
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return  # the read-write open below reports it
+    try:
+        _quick_check(db)
+        if check is not None:
+            try:
+                check(db)
+            except sqlite3.DatabaseError as exc:
+                raise sqlite3.DatabaseError(f"quick_check: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if _damaged(exc):
+            raise corrupt_error(what, path, exc, fix) from exc
+    finally:
+        db.close()
+
+
+def _quick_check(db: sqlite3.Connection) -> None:
+    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("quick_check: " + "; ".join(problems))
 
 
 def _set_up(db: sqlite3.Connection, path: Path, what: str, synchronous: Synchronous) -> None:
@@ -87,6 +138,4 @@ def _set_up(db: sqlite3.Connection, path: Path, what: str, synchronous: Synchron
             "put station.data_dir on a local disk, not a network share"
         )
     db.execute(f"PRAGMA synchronous={synchronous}")
-    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)").fetchall()]
-    if problems != ["ok"]:
-        raise sqlite3.DatabaseError("quick_check: " + "; ".join(problems))
+    _quick_check(db)
