@@ -32,7 +32,7 @@ from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
-from lineguard.edge.outbox import Outbox, OutboxFullError
+from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
@@ -76,7 +76,11 @@ class EdgeDaemon:
         self.cfg = cfg
         self.metrics = Metrics()
         cfg.station.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(cfg.station.data_dir / "outbox.sqlite", max_pending=cfg.outbox.max_pending)
+        self.outbox = Outbox(
+            cfg.station.data_dir / OUTBOX_FILE,
+            max_pending=cfg.outbox.max_pending,
+            retry_s=cfg.outbox.retry_s,
+        )
         self.source = source if source is not None else open_source(cfg.camera, self.metrics)
         self.quality = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
@@ -411,6 +415,7 @@ class EdgeDaemon:
             },
             "fps": round(self.inspection_fps(), 2),
             "outbox_pending": self.outbox.depth(),
+            "outbox_durable": self.outbox.degraded is None,
         }
 
     def _tick(self) -> None:
@@ -430,7 +435,7 @@ class EdgeDaemon:
         elif not bad and self._camera_alerted:
             event(logging.INFO, "camera_ok", source=camera["source"])
         self._camera_alerted = bad
-        sig = (status["model"], status["backend"], camera["up"], camera["frozen"])
+        sig = (status["model"], status["backend"], camera["up"], camera["frozen"], status["outbox_durable"])
         if sig != self._status_sig or now - self._last_status >= self.cfg.mqtt.status_interval_s:
             self._status_sig = sig
             self._last_status = now

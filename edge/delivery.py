@@ -76,7 +76,12 @@ def record_acks(metrics: Metrics, rows: Sequence[PendingVerdict], now: float) ->
 
 
 class OutboxWatch:
-    """Outbox gauges plus one alert each time the depth crosses ``warn_ratio * max_pending``."""
+    """Outbox gauges plus one alert each time the depth crosses ``warn_ratio * max_pending``.
+
+    It also turns the outbox's degraded state into the ``lineguard_outbox_degraded`` gauge and a
+    pair of alerts: ``outbox_degraded`` (an alarm) when verdicts stop being stored and
+    ``outbox_recovered`` (``ok``) when they are stored again.
+    """
 
     def __init__(self, outbox: Outbox, metrics: Metrics, warn_ratio: float, alert: AlertSink) -> None:
         self._outbox = outbox
@@ -85,9 +90,11 @@ class OutboxWatch:
         self.threshold = max(1, int(warn_ratio * outbox.max_pending))
         self._rearm_below = max(0, int(self.threshold * 0.9))  # hysteresis: no alert storm at the edge
         self._alerted = False
+        self._degraded_alerted = False
         self._next_age = 0.0
 
     def check(self) -> int:
+        self._check_degraded()
         depth = self._outbox.depth()
         self._metrics.outbox_depth.set(depth)
         now = time.monotonic()
@@ -116,6 +123,35 @@ class OutboxWatch:
         elif depth < self._rearm_below:
             self._alerted = False
         return depth
+
+    def _check_degraded(self) -> None:
+        why = self._outbox.degraded
+        self._metrics.outbox_degraded.set(0 if why is None else 1)
+        if why is not None and not self._degraded_alerted:
+            self._degraded_alerted = True
+            message = f"verdicts are published but not stored (durable=false): {why}"
+            self._alert(
+                "outbox_degraded",
+                {
+                    "level": "alarm",
+                    "signal": "outbox",
+                    "message": message[:500],
+                    "path": str(self._outbox.path),
+                },
+            )
+        elif why is None and self._degraded_alerted:
+            self._degraded_alerted = False
+            since = self._outbox.degraded_since
+            self._alert(
+                "outbox_recovered",
+                {
+                    "level": "ok",
+                    "signal": "outbox",
+                    "message": "verdicts are stored again",
+                    "path": str(self._outbox.path),
+                    "degraded_s": round(time.time() - since, 1) if since else 0.0,
+                },
+            )
 
 
 class JsonlDelivery:

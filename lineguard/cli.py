@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("lineguard.training.cli", "evaluate", "Evaluate a .pt or .onnx model."),
     "export": ("lineguard.training.cli", "export", "Export a run to ONNX + model card."),
     "edge": ("lineguard.edge.cli", "edge", "Run and check the edge inspection daemon."),
+    "outbox": ("lineguard.edge.outbox_cli", "outbox", "Check the verdict outbox; move a damaged one aside."),
     "verdicts": ("lineguard.edge.verdicts_cli", "verdicts", "Watch verdicts on MQTT."),
     "bench": ("lineguard.benchmarks.cli", "bench", "Latency and accuracy benchmarks."),
     "registry": ("lineguard.registry.cli", "registry", "Model versions, stages and rollout."),

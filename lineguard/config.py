@@ -193,6 +193,12 @@ class OutboxConfig(Section):
         default=100_000, ge=10, description="Unacknowledged verdicts kept before refusing units."
     )
     warn_ratio: float = Field(default=0.8, gt=0, lt=1, description="Alert when this full.")
+    retry_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds between tries to store verdicts again while the disk refuses.",
+    )
 
 
 class HttpConfig(Section):

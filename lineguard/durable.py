@@ -12,43 +12,121 @@ path.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from lineguard.errors import ConfigError, InputError
 
-__all__ = ["BUSY_TIMEOUT_S", "corrupt_error", "open_durable"]
+__all__ = ["BUSY_TIMEOUT_S", "corrupt_error", "open_durable", "quarantine"]
 
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's lock before failing
 
 Synchronous = Literal["NORMAL", "FULL"]
 
 
-def corrupt_error(what: str, path: Path, exc: sqlite3.DatabaseError) -> InputError:
-    """The one-line error for a queue file SQLite cannot read, naming the fix."""
-    return InputError(
-        f"{what} {path} is damaged ({exc}); stop the station, move it and any {path.name}-wal and "
-        f"{path.name}-shm beside it aside (keep them to inspect), and start again with an empty one"
+def corrupt_error(what: str, path: Path, exc: sqlite3.DatabaseError, fix: str | None = None) -> InputError:
+    """The one-line error for a queue file SQLite cannot read, naming the fix (``fix`` if given)."""
+    fix = fix or (
+        f"stop the station, move it and any {path.name}-wal and {path.name}-shm beside it aside "
+        "(keep them to inspect), and start again with an empty one"
     )
+    return InputError(f"{what} {path} is damaged ({exc}); {fix}")
 
 
-def open_durable(path: Path, *, what: str, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+def quarantine(path: Path, *, now: datetime | None = None) -> list[tuple[Path, Path]]:
+    """Move ``path`` and its ``-wal`` and ``-shm`` aside under one timestamped name; return the moves.
+
+    The three keep their pairing (``X.damaged-<UTC time>``, ``…-wal``, ``…-shm``), so SQLite can
+    still open the set together to recover what it held. Never overwrites: an existing target
+    name is an error.
+    """
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    moves = [
+        (path.with_name(path.name + suffix), target.with_name(target.name + suffix))
+        for suffix in ("", "-wal", "-shm")
+        if path.with_name(path.name + suffix).exists()
+    ]
+    for _, dst in moves:
+        if dst.exists():
+            raise InputError(f"{dst} exists already; wait a second and try again")
+    for src, dst in moves:
+        src.rename(dst)
+    return moves
+
+
+def open_durable(
+    path: Path,
+    *,
+    what: str,
+    synchronous: Synchronous = "FULL",
+    fix: str | None = None,
+    check: Callable[[sqlite3.Connection], None] | None = None,
+) -> sqlite3.Connection:
     """``path`` opened for sharing between threads in autocommit mode, checked and set up.
 
-    ``what`` names the queue in errors ("verdict outbox"). Raises ``InputError`` for a damaged file
-    and ``ConfigError`` where SQLite cannot keep a WAL journal (a network share).
+    ``what`` names the queue in errors ("verdict outbox"), ``fix`` what to do about a damaged
+    file; ``check`` (raising ``sqlite3.DatabaseError``) tells an existing file of another
+    program, before anything is written to it. Raises ``InputError`` for a damaged file and
+    ``ConfigError`` where SQLite cannot keep a WAL journal (a network share).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _check_read_only(path, what, fix, check)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
         _set_up(db, path, what, synchronous)
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise corrupt_error(what, path, exc) from exc
+        if _damaged(exc):
+            raise corrupt_error(what, path, exc, fix) from exc
+        raise InputError(
+            f"cannot open {what} {path}: {exc}; check the disk under it (free space, permissions)"
+        ) from exc
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """The file's content is wrong (not the disk's space or a lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or str(exc).startswith("quick_check")
+
+
+def _check_read_only(
+    path: Path, what: str, fix: str | None, check: Callable[[sqlite3.Connection], None] | None
+) -> None:
+    """Check an existing file through a read-only connection first.
+
+    A read-write connection to a damaged file may checkpoint and delete its ``-wal`` on close,
+    and with it what could still be recovered; a read-only one never writes.
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return  # the read-write open below reports it
+    try:
+        _quick_check(db)
+        if check is not None:
+            try:
+                check(db)
+            except sqlite3.DatabaseError as exc:
+                raise sqlite3.DatabaseError(f"quick_check: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if _damaged(exc):
+            raise corrupt_error(what, path, exc, fix) from exc
+    finally:
+        db.close()
+
+
+def _quick_check(db: sqlite3.Connection) -> None:
+    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("quick_check: " + "; ".join(problems))
 
 
 def _set_up(db: sqlite3.Connection, path: Path, what: str, synchronous: Synchronous) -> None:
@@ -60,6 +138,4 @@ def _set_up(db: sqlite3.Connection, path: Path, what: str, synchronous: Synchron
             "put station.data_dir on a local disk, not a network share"
         )
     db.execute(f"PRAGMA synchronous={synchronous}")
-    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)").fetchall()]
-    if problems != ["ok"]:
-        raise sqlite3.DatabaseError("quick_check: " + "; ".join(problems))
+    _quick_check(db)

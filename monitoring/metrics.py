@@ -73,6 +73,11 @@ class Metrics:
         self.outbox_oldest_age = Gauge(
             p + "outbox_oldest_age_seconds", "Age of the oldest unacknowledged verdict.", registry=r
         )
+        self.outbox_degraded = Gauge(
+            p + "outbox_degraded",
+            "1 while verdicts cannot be stored (disk full or failing) and go out marked durable=false.",
+            registry=r,
+        )
         self.published = Counter(p + "verdicts_published_total", "Verdict publishes sent.", registry=r)
         self.acknowledged = Counter(
             p + "verdicts_acknowledged_total", "Verdicts acknowledged by the broker.", registry=r

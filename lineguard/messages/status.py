@@ -54,6 +54,9 @@ class StationStatus(BaseModel):
     camera: CameraStatus | None = None
     fps: float | None = Field(default=None, ge=0, description="Units inspected per second lately.")
     outbox_pending: int | None = Field(default=None, ge=0, description="Verdicts not yet acknowledged.")
+    outbox_durable: bool | None = Field(
+        default=None, description="False while verdicts cannot be stored (disk full or failing)."
+    )
 
     @classmethod
     def offline(cls, line: str, station: str) -> StationStatus:

@@ -87,6 +87,11 @@ class Verdict(_Contract):
     captured_at: datetime
     decided_at: datetime
     latency_ms: float = Field(ge=0.0, description="decided_at - captured_at, in milliseconds.")
+    durable: bool = Field(
+        default=True,
+        description="False when the station could not store the verdict (disk full or failing): it is "
+        "published once and is not replayed if the station restarts before it is acknowledged.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
