@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -32,7 +30,9 @@ from starlette.datastructures import UploadFile
 from lineguard import __version__
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
-from lineguard.errors import ConfigError
+from lineguard.errors import ConfigError, InputError
+from lineguard.images import ImageTooLargeError, UnknownImageFormatError, decode_image
+from lineguard.messages import is_unit_id
 from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ __all__ = ["ApiServer", "create_app"]
 
 _IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
-_UNIT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 _INSPECT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -213,8 +212,8 @@ def _add_inspect_route(app: FastAPI, station: Station, auth: Any) -> None:
         responses={
             200: {"description": "The verdict (lineguard.verdict/1)."},
             401: {"description": "Missing or wrong bearer token."},
-            413: {"description": "Upload larger than http.max_upload_bytes."},
-            415: {"description": "Not JPEG, PNG or multipart."},
+            413: {"description": "Over http.max_upload_bytes, or header over camera.max_image_pixels."},
+            415: {"description": "Not JPEG, PNG or multipart, or an unknown image header."},
             422: {"description": "Undecodable image or bad unit_id."},
             503: {"description": "Outbox full, or (camera unit) inspection not running."},
             504: {"description": "(camera unit) no verdict in time."},
@@ -224,20 +223,30 @@ def _add_inspect_route(app: FastAPI, station: Station, auth: Any) -> None:
         """Judge an uploaded image (or, with no body, the next camera frame) as one unit."""
         data, form_unit = await _image_from_request(request, limit)
         unit = form_unit or unit_id
-        if unit is not None and not _UNIT_ID.match(unit):
+        if unit is not None and not is_unit_id(unit):
             raise HTTPException(422, "unit_id must be 1-128 printable characters")
         if data is None:
             return await _inspect_camera(station, unit)
         return await _inspect_upload(station, data, unit)
 
 
+def _decode_upload(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
+    """The upload decoded, its header size checked first: 413 too many pixels, 415 unknown, 422 corrupt."""
+    try:
+        return decode_image(data, max_pixels)
+    except ImageTooLargeError as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except UnknownImageFormatError as exc:
+        raise HTTPException(415, f"{exc}; send a JPEG or PNG") from exc
+    except InputError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
 async def _inspect_upload(station: Station, data: bytes, unit: str | None) -> Response:
     if not data:
         raise HTTPException(422, "the uploaded image is empty (0 bytes)")
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise HTTPException(422, f"cannot decode the {len(data)}-byte upload as an image")
-    image: npt.NDArray[np.uint8] = np.asarray(decoded, dtype=np.uint8)
+    # Decoding a large image takes a while: off the event loop, so the probes keep answering.
+    image = await run_in_threadpool(_decode_upload, data, station.cfg.camera.max_image_pixels)
     try:
         verdict = await run_in_threadpool(station.inspect_image, image, unit)
     except OutboxFullError as exc:
