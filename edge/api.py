@@ -4,8 +4,10 @@ Orchestrators probe ``/healthz`` (the process answers) and ``/readyz`` (model lo
 delivery ready; 503 with the reasons otherwise); Prometheus scrapes ``/metrics``. ``POST
 /v1/inspect`` judges an uploaded JPEG/PNG (raw body or multipart ``file``) as one unit, or, with
 no image, the next camera frame; its verdict is committed and published like any other. Uploads
-are bounded (413), typed (415) and decoded (422) before the model sees them. Mutating endpoints
-need ``Authorization: Bearer <token>`` when ``http.token_file`` is set; probes never do.
+are bounded (413), typed (415), their header's pixel count checked (413) and decoded off the
+event loop (422) before the model sees them. ``POST /v1/inspect`` needs ``Authorization: Bearer
+<token>`` when ``http.token_file`` is set; in the production profile so does everything but the
+probes, and the docs pages are off. Probes never need it.
 ``create_app`` builds the app over a ``Station`` (the daemon), so tests drive it without a port;
 ``ApiServer`` runs it with uvicorn on a thread of the daemon.
 """
@@ -28,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from lineguard import __version__
+from lineguard.config import Profile
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
 from lineguard.errors import ConfigError, InputError
@@ -133,15 +136,24 @@ async def _image_from_request(request: Request, limit: int) -> tuple[bytes | Non
 
 
 def create_app(daemon: Station) -> FastAPI:
-    """The API over one station; reads the token file now, so a bad one fails at start-up."""
+    """The API over one station; reads the token file now, so a bad one fails at start-up.
+
+    In the production profile every route but the probes needs the token, and the docs pages
+    are off: Swagger UI and ReDoc load their scripts from a CDN, and a station downloads nothing
+    at run time (the schema is in ``schemas/`` and the README).
+    """
+    production = daemon.cfg.station.profile is Profile.PRODUCTION
     app = FastAPI(
         title="lineguard edge",
         version=__version__,
         description="Inspection station API: probes, metrics, model in use, inspect an image.",
+        docs_url=None if production else "/docs",
+        redoc_url=None if production else "/redoc",
+        openapi_url=None if production else "/openapi.json",
     )
     auth = Depends(_bearer_guard(_read_token(daemon)))
     _add_probe_routes(app, daemon)
-    _add_station_routes(app, daemon)
+    _add_station_routes(app, daemon, [auth] if production else [])
     _add_inspect_route(app, daemon, auth)
     return app
 
@@ -166,15 +178,15 @@ def _add_probe_routes(app: FastAPI, station: Station) -> None:
         return Response(station.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_station_routes(app: FastAPI, station: Station) -> None:
-    """Read-only views of the station: its status and the model deciding units."""
+def _add_station_routes(app: FastAPI, station: Station, auth: list[Any]) -> None:
+    """Read-only views of the station: its status and the model deciding units (token in production)."""
 
-    @app.get("/v1/status", tags=["station"])
+    @app.get("/v1/status", tags=["station"], dependencies=auth)
     def status() -> dict[str, Any]:
         """What the station publishes on ``…/status``: model, backend, camera health, fps."""
         return station.status()
 
-    @app.get("/v1/model", tags=["station"])
+    @app.get("/v1/model", tags=["station"], dependencies=auth)
     def model() -> dict[str, Any]:
         """The model card summary of the model deciding units (``loaded: false`` when none)."""
         return _model_summary(station)
