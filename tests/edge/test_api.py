@@ -222,7 +222,12 @@ def test_image_bomb_is_refused_from_its_header_while_probes_answer(
 ) -> None:
     decodes: list[int] = []
     real_imdecode = cv2.imdecode
-    monkeypatch.setattr(cv2, "imdecode", lambda *a: decodes.append(1) or real_imdecode(*a))
+
+    def spy(*args: Any) -> Any:
+        decodes.append(1)
+        return real_imdecode(*args)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
     server = ApiServer(create_app(daemon), "127.0.0.1", 0)
     server.start()
     bombs: list[httpx.Response] = []
