@@ -4,8 +4,10 @@ Orchestrators probe ``/healthz`` (the process answers) and ``/readyz`` (model lo
 delivery ready; 503 with the reasons otherwise); Prometheus scrapes ``/metrics``. ``POST
 /v1/inspect`` judges an uploaded JPEG/PNG (raw body or multipart ``file``) as one unit, or, with
 no image, the next camera frame; its verdict is committed and published like any other. Uploads
-are bounded (413), typed (415) and decoded (422) before the model sees them. Mutating endpoints
-need ``Authorization: Bearer <token>`` when ``http.token_file`` is set; probes never do.
+are bounded (413), typed (415), their header's pixel count checked (413) and decoded off the
+event loop (422) before the model sees them. ``POST /v1/inspect`` needs ``Authorization: Bearer
+<token>`` when ``http.token_file`` is set; in the production profile so does everything but the
+probes, and the docs pages are off. Probes never need it.
 ``create_app`` builds the app over a ``Station`` (the daemon), so tests drive it without a port;
 ``ApiServer`` runs it with uvicorn on a thread of the daemon.
 """
@@ -14,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -30,9 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from lineguard import __version__
+from lineguard.config import Profile
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
-from lineguard.errors import ConfigError
+from lineguard.errors import ConfigError, InputError
+from lineguard.images import ImageTooLargeError, UnknownImageFormatError, decode_image
+from lineguard.messages import is_unit_id
 from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
@@ -42,7 +45,6 @@ __all__ = ["ApiServer", "create_app"]
 
 _IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
-_UNIT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 _INSPECT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -134,15 +136,24 @@ async def _image_from_request(request: Request, limit: int) -> tuple[bytes | Non
 
 
 def create_app(daemon: Station) -> FastAPI:
-    """The API over one station; reads the token file now, so a bad one fails at start-up."""
+    """The API over one station; reads the token file now, so a bad one fails at start-up.
+
+    In the production profile every route but the probes needs the token, and the docs pages
+    are off: Swagger UI and ReDoc load their scripts from a CDN, and a station downloads nothing
+    at run time (the schema is in ``schemas/`` and the README).
+    """
+    production = daemon.cfg.station.profile is Profile.PRODUCTION
     app = FastAPI(
         title="lineguard edge",
         version=__version__,
         description="Inspection station API: probes, metrics, model in use, inspect an image.",
+        docs_url=None if production else "/docs",
+        redoc_url=None if production else "/redoc",
+        openapi_url=None if production else "/openapi.json",
     )
     auth = Depends(_bearer_guard(_read_token(daemon)))
     _add_probe_routes(app, daemon)
-    _add_station_routes(app, daemon)
+    _add_station_routes(app, daemon, [auth] if production else [])
     _add_inspect_route(app, daemon, auth)
     return app
 
@@ -167,15 +178,15 @@ def _add_probe_routes(app: FastAPI, station: Station) -> None:
         return Response(station.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_station_routes(app: FastAPI, station: Station) -> None:
-    """Read-only views of the station: its status and the model deciding units."""
+def _add_station_routes(app: FastAPI, station: Station, auth: list[Any]) -> None:
+    """Read-only views of the station: its status and the model deciding units (token in production)."""
 
-    @app.get("/v1/status", tags=["station"])
+    @app.get("/v1/status", tags=["station"], dependencies=auth)
     def status() -> dict[str, Any]:
         """What the station publishes on ``…/status``: model, backend, camera health, fps."""
         return station.status()
 
-    @app.get("/v1/model", tags=["station"])
+    @app.get("/v1/model", tags=["station"], dependencies=auth)
     def model() -> dict[str, Any]:
         """The model card summary of the model deciding units (``loaded: false`` when none)."""
         return _model_summary(station)
@@ -213,8 +224,8 @@ def _add_inspect_route(app: FastAPI, station: Station, auth: Any) -> None:
         responses={
             200: {"description": "The verdict (lineguard.verdict/1)."},
             401: {"description": "Missing or wrong bearer token."},
-            413: {"description": "Upload larger than http.max_upload_bytes."},
-            415: {"description": "Not JPEG, PNG or multipart."},
+            413: {"description": "Over http.max_upload_bytes, or header over camera.max_image_pixels."},
+            415: {"description": "Not JPEG, PNG or multipart, or an unknown image header."},
             422: {"description": "Undecodable image or bad unit_id."},
             503: {"description": "Outbox full, or (camera unit) inspection not running."},
             504: {"description": "(camera unit) no verdict in time."},
@@ -224,20 +235,30 @@ def _add_inspect_route(app: FastAPI, station: Station, auth: Any) -> None:
         """Judge an uploaded image (or, with no body, the next camera frame) as one unit."""
         data, form_unit = await _image_from_request(request, limit)
         unit = form_unit or unit_id
-        if unit is not None and not _UNIT_ID.match(unit):
+        if unit is not None and not is_unit_id(unit):
             raise HTTPException(422, "unit_id must be 1-128 printable characters")
         if data is None:
             return await _inspect_camera(station, unit)
         return await _inspect_upload(station, data, unit)
 
 
+def _decode_upload(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
+    """The upload decoded, its header size checked first: 413 too many pixels, 415 unknown, 422 corrupt."""
+    try:
+        return decode_image(data, max_pixels)
+    except ImageTooLargeError as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except UnknownImageFormatError as exc:
+        raise HTTPException(415, f"{exc}; send a JPEG or PNG") from exc
+    except InputError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
 async def _inspect_upload(station: Station, data: bytes, unit: str | None) -> Response:
     if not data:
         raise HTTPException(422, "the uploaded image is empty (0 bytes)")
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise HTTPException(422, f"cannot decode the {len(data)}-byte upload as an image")
-    image: npt.NDArray[np.uint8] = np.asarray(decoded, dtype=np.uint8)
+    # Decoding a large image takes a while: off the event loop, so the probes keep answering.
+    image = await run_in_threadpool(_decode_upload, data, station.cfg.camera.max_image_pixels)
     try:
         verdict = await run_in_threadpool(station.inspect_image, image, unit)
     except OutboxFullError as exc:

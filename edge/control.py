@@ -22,6 +22,7 @@ from lineguard.monitoring import Metrics
 
 __all__ = [
     "CONTROL_MESSAGES",
+    "MAX_CONTROL_BYTES",
     "ControlInbox",
     "DesiredModel",
     "Feedback",
@@ -40,10 +41,27 @@ CONTROL_MESSAGES: Final[dict[str, type[BaseModel]]] = {
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_CONTROL_BYTES: Final = 16 * 1024  # a trigger is ~100 bytes, a model message under 3 kB
+_MAX_REASON_CHARS: Final = 1000  # an alert says what was wrong in a line, not a page
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1] + "…"
+
 
 def parse_control(kind: type[M], payload: bytes | str) -> M:
-    """Validate one payload; ``InputError`` names the message kind, the problem and the value."""
+    """Validate one payload; ``InputError`` names the message kind and the problem.
+
+    A payload over ``MAX_CONTROL_BYTES`` is refused unparsed: no trigger, feedback or model
+    message comes near it, and parsing a megabyte of JSON per message is a cheap way to stall a
+    station.
+    """
     name = kind.__name__.lower()
+    if len(payload) > MAX_CONTROL_BYTES:
+        raise InputError(
+            f"invalid {name} message: {len(payload)} bytes, over the {MAX_CONTROL_BYTES}-byte limit "
+            "for control messages; send one small JSON object"
+        )
     try:
         return kind.model_validate_json(payload)
     except ValidationError as exc:
@@ -110,7 +128,8 @@ class ControlInbox:
             route(payload, retained)
 
     def _invalid(self, kind: str, reason: str, payload: bytes) -> None:
-        self._alert(kind, {"reason": reason, "payload": payload[:200].decode(errors="replace")})
+        """Alert on a refused message: what was wrong and its size, never what was sent."""
+        self._alert(kind, {"reason": _clip(reason), "payload_bytes": len(payload)})
 
     def _trigger(self, payload: bytes, retained: bool) -> None:
         try:

@@ -41,6 +41,7 @@ from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_fr
 from lineguard.logs import Events
 from lineguard.messages import Reason, Verdict, VerdictKind
 from lineguard.monitoring import Metrics
+from lineguard.redact import mask_url
 
 __all__ = ["EdgeDaemon"]
 
@@ -120,7 +121,7 @@ class EdgeDaemon:
             swap=self.swap_model,
             current_classes=lambda: self.slot.detector.card.classes if self.slot else None,
             on_refused=lambda desired, why: self.delivery.publish_alert(
-                "model_refused", {"model": f"{desired.name}:{desired.version}", "reason": why}
+                "model_refused", {"model": f"{desired.name}:{desired.version}", "reason": mask_url(why)}
             ),
             on_rollback=lambda why: self.delivery.publish_alert(
                 "model_rollback", {"level": "alarm", "reason": why}
@@ -450,7 +451,8 @@ class EdgeDaemon:
 
     def _on_model(self, desired: DesiredModel) -> None:
         self.desired_model = desired
-        event(logging.INFO, "desired_model", model=f"{desired.name}:{desired.version}", url=desired.url)
+        model = f"{desired.name}:{desired.version}"
+        event(logging.INFO, "desired_model", model=model, url=mask_url(desired.url))
         running = self.slot
         if running is None or running.ref.sha256 != desired.sha256:
             self.follower.submit(desired)

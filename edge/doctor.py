@@ -20,6 +20,7 @@ import click
 from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import LineguardError
 from lineguard.messages import ModelCard, sha256_file
+from lineguard.redact import mask_url
 
 __all__ = ["Check", "doctor", "run_checks"]
 
@@ -137,13 +138,15 @@ def _check_broker(cfg: LineguardConfig, timeout_s: float) -> Check:
 
 
 def _check_http(name: str, url: str, timeout_s: float, fix: str) -> Check:
+    shown = mask_url(url)
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return Check(name, True, f"{url} answered {response.status}")
+            return Check(name, True, f"{shown} answered {response.status}")
     except urllib.error.HTTPError as exc:
-        return Check(name, exc.code < 500, f"{url} answered {exc.code}", "" if exc.code < 500 else fix)
+        return Check(name, exc.code < 500, f"{shown} answered {exc.code}", "" if exc.code < 500 else fix)
     except (urllib.error.URLError, OSError) as exc:
-        return Check(name, False, f"cannot reach {url}: {getattr(exc, 'reason', exc)}", fix)
+        reason = mask_url(str(getattr(exc, "reason", exc)))
+        return Check(name, False, f"cannot reach {shown}: {reason}", fix)
 
 
 def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
@@ -155,7 +158,7 @@ def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
         return Check(
             "camera",
             ok,
-            f"{cam.kind} {cam.uri!r} {'found' if ok else 'does not exist'}",
+            f"{cam.kind} {mask_url(cam.uri)!r} {'found' if ok else 'does not exist'}",
             "" if ok else "fix camera.uri",
         )
     import cv2
@@ -167,11 +170,11 @@ def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
     finally:
         capture.release()
     if got:
-        return Check("camera", True, f"{cam.kind} {cam.uri!r} delivers frames")
+        return Check("camera", True, f"{cam.kind} {mask_url(cam.uri)!r} delivers frames")
     return Check(
         "camera",
         False,
-        f"{cam.kind} {cam.uri!r} opened no frame within {timeout_s:.0f} s",
+        f"{cam.kind} {mask_url(cam.uri)!r} opened no frame within {timeout_s:.0f} s",
         "check the cable/URL, and that no other process holds the camera",
     )
 

@@ -27,8 +27,10 @@ import numpy.typing as npt
 from lineguard.config import CameraConfig
 from lineguard.datasets import IMAGE_SUFFIXES, image_files
 from lineguard.errors import ConfigError, InputError
+from lineguard.images import read_image_file
 from lineguard.logs import Events
 from lineguard.monitoring import Metrics
+from lineguard.redact import mask_url
 from lineguard.synthetic import condition_named, render_unit
 
 __all__ = [
@@ -116,7 +118,8 @@ class FrameSource:
 
     @property
     def name(self) -> str:
-        return f"{self.cfg.kind}:{self.cfg.uri}"
+        """What status, alerts and logs call the camera: its URI with any credentials masked."""
+        return mask_url(f"{self.cfg.kind}:{self.cfg.uri}")
 
     # -- public interface -----------------------------------------------------------------
     def start(self) -> None:
@@ -241,9 +244,9 @@ class FrameSource:
         try:
             self._open()
         except (OSError, InputError) as exc:
-            self._set_detail(f"cannot open {self.name}: {exc}")
+            self._set_detail(f"cannot open {self.name}: {mask_url(str(exc))}")
             if not self.reconnects_on_drop:
-                event(logging.ERROR, "camera_open_failed", camera=self.name, error=exc)
+                event(logging.ERROR, "camera_open_failed", camera=self.name, error=mask_url(str(exc)))
                 self._finish("open failed")
                 return None
             return False
@@ -258,7 +261,7 @@ class FrameSource:
         try:
             return self._grab(self._ring[buf_index])
         except (OSError, cv2.error) as exc:
-            event(logging.WARNING, "camera_read_failed", camera=self.name, error=exc)
+            event(logging.WARNING, "camera_read_failed", camera=self.name, error=mask_url(str(exc)))
             return None
 
     def _ended_now(self) -> bool:
@@ -371,10 +374,11 @@ class FolderSource(FrameSource):
                 self._pos = 0
             path = self._files[self._pos]
             self._pos += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is not None:
+            try:  # the header's size is checked before decoding: a folder may hold an image bomb
+                image = read_image_file(path, self.cfg.max_image_pixels)
                 break
-            event(logging.WARNING, "image_unreadable", path=path, action="skipped")
+            except InputError as exc:
+                event(logging.WARNING, "image_unreadable", error=exc, action="skipped")
         if buf is not None and buf.shape == image.shape:
             np.copyto(buf, image)
             return buf
@@ -419,7 +423,7 @@ class CaptureSource(FrameSource):
             cap = cv2.VideoCapture(self._target, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise OSError(f"OpenCV cannot open '{self._target}'")
+            raise OSError(f"OpenCV cannot open '{mask_url(str(self._target))}'")
         if isinstance(self._target, int):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # a USB camera must not queue stale frames
         self._cap = cap

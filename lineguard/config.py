@@ -83,6 +83,11 @@ class CameraConfig(Section):
         default=10, ge=2, description="This many identical frames in a row = camera frozen."
     )
     reconnect_max_s: float = Field(default=10.0, gt=0, description="Backoff cap for streams.")
+    max_image_pixels: int = Field(
+        default=40_000_000,  # above any line camera, far below an image bomb
+        ge=1,
+        description="Largest image (width x height, from its header) an upload or image folder may hold.",
+    )
     synthetic_seed: int = Field(default=0, description="Seed of the synthetic line.")
     synthetic_imgsz: int = Field(default=320, ge=64, le=4096)
     synthetic_defect_rate: float = Field(default=0.3, ge=0, le=1)

@@ -73,7 +73,13 @@ def validation_message(exc: ValidationError, limit: int = 3) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key (misspelled?)"
         elif "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {_excerpt(err['input'])})"
         parts.append(f"{where}: {msg}")
     more = len(exc.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _excerpt(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error names the bad value, never echoes a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} chars)"

@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = ["ArtifactServer", "create_app", "read_token"]
 
-_SHA = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_SHA = re.compile(r"[0-9a-f]{64}")
+# A name or version starts with a letter or digit, so '.', '..' and hidden files never match.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def _inside(path: Path, root: Path) -> Path | None:
+    """``path`` resolved, or None when it is not a file under ``root`` (a '..' or a link out)."""
+    resolved = path.resolve()
+    return resolved if resolved.is_relative_to(root.resolve()) and resolved.is_file() else None
 
 
 def read_token(path: Path | None) -> str:
@@ -61,17 +68,18 @@ def create_app(registry: Registry, token: str) -> FastAPI:
 
     @app.get("/v1/artifacts/{sha256}", dependencies=[Depends(authorised)], response_model=None)
     def artifact(sha256: str) -> FileResponse:
-        path = registry.blob_path(sha256)
-        if not _SHA.match(sha256) or not path.is_file():
-            raise HTTPException(status_code=404, detail=f"no artifact {sha256}")
+        path = _inside(registry.blob_path(sha256), registry.blobs) if _SHA.fullmatch(sha256) else None
+        if path is None:
+            raise HTTPException(status_code=404, detail="no such artifact (a sha256 is 64 hex digits)")
         return FileResponse(path, media_type="application/octet-stream", headers={"X-Sha256": sha256})
 
     @app.get("/v1/cards/{name}/{version_file}", dependencies=[Depends(authorised)], response_model=None)
     def card(name: str, version_file: str) -> FileResponse:
         version = version_file.removesuffix(".json")
-        path = registry.card_path(name, version)
-        if not (_NAME.match(name) and _NAME.match(version)) or not path.is_file():
-            raise HTTPException(status_code=404, detail=f"no model card {name}:{version}")
+        valid = _NAME.fullmatch(name) and _NAME.fullmatch(version)
+        path = _inside(registry.card_path(name, version), registry.cards) if valid else None
+        if path is None:  # the name is not echoed: it is whatever the client sent
+            raise HTTPException(status_code=404, detail="no such model card")
         return FileResponse(path, media_type="application/json")
 
     @app.get("/v1/models", dependencies=[Depends(authorised)], response_model=None)

@@ -14,7 +14,9 @@ from lineguard.messages.control import (
     DesiredModel,
     Feedback,
     Trigger,
+    UnitId,
     card_url_for,
+    is_unit_id,
 )
 from lineguard.messages.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, DatasetManifest, ManifestFile
 from lineguard.messages.model_card import (
@@ -69,10 +71,12 @@ __all__ = [
     "StationStatus",
     "TargetsAchieved",
     "Trigger",
+    "UnitId",
     "Verdict",
     "VerdictKind",
     "build_alert",
     "card_url_for",
+    "is_unit_id",
     "sha256_file",
     "utc_now",
 ]

@@ -9,7 +9,8 @@ rule that places a model card beside its artifact, for the registry's layout and
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import re
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,14 +22,27 @@ __all__ = [
     "DesiredModel",
     "Feedback",
     "Trigger",
+    "UnitId",
     "card_url_for",
+    "is_unit_id",
 ]
 
 TRIGGER_SCHEMA: Final = "lineguard.trigger/1"
 FEEDBACK_SCHEMA: Final = "lineguard.feedback/1"
 MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
 
-_UNIT_ID = r"^[^\x00-\x1f\x7f]+$"  # printable: a unit id ends up in logs, file names and alerts
+# Printable, 1-128 characters: a unit id ends up in logs, file names and alerts. pydantic checks
+# the pattern with Rust regex (like JSON Schema), where ``$`` is the end of the text; Python's
+# ``re`` lets ``$`` match before a final newline, so Python code checks with ``is_unit_id``.
+_UNIT_ID_CHAR = r"[^\x00-\x1f\x7f]"
+_UNIT_ID_MAX = 128
+_UNIT_ID_RE = re.compile(f"{_UNIT_ID_CHAR}{{1,{_UNIT_ID_MAX}}}")
+UnitId = Annotated[str, Field(min_length=1, max_length=_UNIT_ID_MAX, pattern=f"^{_UNIT_ID_CHAR}+$")]
+
+
+def is_unit_id(value: str) -> bool:
+    """True when ``value`` is a valid unit id as a whole (full match: no trailing newline)."""
+    return _UNIT_ID_RE.fullmatch(value) is not None
 
 
 class _Message(BaseModel):
@@ -42,7 +56,7 @@ class Trigger(_Message):
     """``…/trigger``: inspect the next frame as this unit."""
 
     schema_: Literal["lineguard.trigger/1"] = Field(default=TRIGGER_SCHEMA, alias="schema")
-    unit_id: str = Field(min_length=1, max_length=128, pattern=_UNIT_ID)
+    unit_id: UnitId
     ts: float | None = Field(
         default=None, ge=0, allow_inf_nan=False, description="When the unit reached the camera (Unix s)."
     )
@@ -52,7 +66,7 @@ class Feedback(_Message):
     """``…/feedback``: the confirmed outcome of a unit, counted so the plant sees real rates."""
 
     schema_: Literal["lineguard.feedback/1"] = Field(default=FEEDBACK_SCHEMA, alias="schema")
-    unit_id: str = Field(min_length=1, max_length=128, pattern=_UNIT_ID)
+    unit_id: UnitId
     outcome: Literal["escape", "overkill", "confirmed"]
 
 

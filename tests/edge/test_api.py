@@ -13,9 +13,10 @@ import cv2
 import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
+from support.bombs import png_bomb
 
 from lineguard.config import load_config
-from lineguard.edge.api import create_app
+from lineguard.edge.api import ApiServer, create_app
 from lineguard.edge.daemon import EdgeDaemon
 from lineguard.errors import ConfigError
 from lineguard.messages import Verdict
@@ -29,13 +30,20 @@ with warnings.catch_warnings():
 TOKEN = "s3cret-token"
 
 
-def make_daemon(tmp_path: Path, model: Path | None, **http: Any) -> EdgeDaemon:
+def make_daemon(
+    tmp_path: Path,
+    model: Path | None,
+    *,
+    profile: str = "development",
+    camera: dict[str, Any] | None = None,
+    **http: Any,
+) -> EdgeDaemon:
     cfg = load_config(
         None,
         environ={},
         overrides={
-            "station": {"station": "s1", "data_dir": str(tmp_path / "var")},
-            "camera": {"kind": "synthetic", "fps": 20, "synthetic_imgsz": 160},
+            "station": {"station": "s1", "data_dir": str(tmp_path / "var"), "profile": profile},
+            "camera": camera or {"kind": "synthetic", "fps": 20, "synthetic_imgsz": 160},
             "model": {
                 "path": None if model is None else str(model / "model.onnx"),
                 "threads": 1,
@@ -135,11 +143,22 @@ def test_wrong_content_type_is_415(client: TestClient, kwargs: dict[str, Any]) -
     assert client.post("/v1/inspect", headers=headers, **kwargs).status_code == 415
 
 
-@pytest.mark.parametrize("body", [b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, b"not an image at all"])
-def test_undecodable_image_is_422(client: TestClient, body: bytes) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (PNG[:40] + b"garbage" * 10, 422, "cannot decode"),
+        (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, 415, "IHDR"),
+        (b"not an image at all", 415, "unknown header"),
+    ],
+    ids=["corrupt-data", "corrupt-header", "unknown-format"],
+)
+def test_undecodable_or_unknown_image_is_refused_in_one_line(
+    client: TestClient, body: bytes, status: int, words: str
+) -> None:
     response = client.post("/v1/inspect", content=body, headers={"Content-Type": "image/png", **AUTH})
-    assert response.status_code == 422
-    assert "decode" in response.json()["detail"]
+    assert response.status_code == status
+    detail = response.json()["detail"]
+    assert words in detail and "\n" not in detail
 
 
 def test_model_endpoint_summarises_the_card(client: TestClient) -> None:
@@ -195,3 +214,88 @@ def test_unreadable_token_file_fails_at_start(tmp_path: Path, tiny_model: Path) 
             create_app(station)
     finally:
         station.shutdown()
+
+
+@pytest.mark.parametrize("side", [20_000, 60_000])
+def test_image_bomb_is_refused_from_its_header_while_probes_answer(
+    daemon: EdgeDaemon, monkeypatch: pytest.MonkeyPatch, side: int
+) -> None:
+    decodes: list[int] = []
+    real_imdecode = cv2.imdecode
+
+    def spy(*args: Any) -> Any:
+        decodes.append(1)
+        return real_imdecode(*args)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    server = ApiServer(create_app(daemon), "127.0.0.1", 0)
+    server.start()
+    bombs: list[httpx.Response] = []
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        headers = {"Content-Type": "image/png", **AUTH}
+
+        def send() -> None:
+            bombs.append(httpx.post(f"{base}/v1/inspect", content=BOMBS[side], headers=headers, timeout=30))
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        health = httpx.get(f"{base}/healthz")
+        sender.join(30)
+        after = httpx.get(f"{base}/healthz")
+    finally:
+        server.stop()
+    assert len(BOMBS[side]) < 64 * 1024  # fits the 64 kB upload limit: the header check must refuse it
+    assert [r.status_code for r in bombs] == [413]
+    assert f"{side}x{side}" in bombs[0].json()["detail"]
+    assert decodes == []  # refused before any decoder ran
+    assert (health.status_code, after.status_code) == (200, 200)
+    assert list(daemon.outbox.pending()) == []
+
+
+BOMBS = {side: png_bomb(side, side) for side in (20_000, 60_000)}
+
+
+def test_unit_id_with_a_trailing_newline_is_422(client: TestClient) -> None:
+    headers = {"Content-Type": "image/jpeg", **AUTH}
+    response = client.post("/v1/inspect", content=JPEG, params={"unit_id": "U-7\n"}, headers=headers)
+    assert response.status_code == 422
+    assert "unit_id" in response.json()["detail"]
+
+
+@pytest.fixture
+def production(tmp_path: Path, tiny_model: Path) -> Iterator[TestClient]:
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    station = make_daemon(tmp_path, tiny_model, profile="production", token_file=str(token))
+    try:
+        with TestClient(create_app(station)) as test_client:
+            yield test_client
+    finally:
+        station.shutdown()
+
+
+def test_production_api_needs_the_token_on_all_but_the_probes(production: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert production.get(path).status_code in (200, 503), path
+    for path in ("/v1/status", "/v1/model"):
+        denied = production.get(path)
+        assert (denied.status_code, denied.headers["www-authenticate"]) == (401, "Bearer"), path
+        assert production.get(path, headers=AUTH).status_code == 200, path
+    upload = production.post("/v1/inspect", content=JPEG, headers={"Content-Type": "image/jpeg"})
+    assert upload.status_code == 401
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        assert production.get(path, headers=AUTH).status_code == 404, path
+
+
+def test_camera_credentials_are_masked_in_status(tmp_path: Path, tiny_model: Path) -> None:
+    camera = {"kind": "stream", "uri": "rtsp://operator:hunter2@127.0.0.1:9/live"}
+    station = make_daemon(tmp_path, tiny_model, camera=camera)
+    try:
+        with TestClient(create_app(station)) as client:
+            status = client.get("/v1/status")
+    finally:
+        station.shutdown()
+    assert status.status_code == 200
+    assert "hunter2" not in status.text and "operator" not in status.text
+    assert status.json()["camera"]["source"] == "stream:rtsp://***@127.0.0.1:9/live"

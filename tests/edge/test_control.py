@@ -7,8 +7,17 @@ from typing import Any
 
 import pytest
 
-from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, RecentIds, Trigger, parse_control
+from lineguard.edge.control import (
+    MAX_CONTROL_BYTES,
+    ControlInbox,
+    DesiredModel,
+    Feedback,
+    RecentIds,
+    Trigger,
+    parse_control,
+)
 from lineguard.errors import InputError
+from lineguard.messages import is_unit_id
 from lineguard.monitoring.metrics import Metrics
 
 
@@ -22,6 +31,7 @@ from lineguard.monitoring.metrics import Metrics
         (b'{"unit_id": ""}', None, "unit_id"),
         (b'{"unit_id": "' + b"x" * 129 + b'"}', None, "unit_id"),
         (b'{"unit_id": "A\\n1"}', None, "unit_id"),
+        (b'{"unit_id": "A-1\\n"}', None, "unit_id"),
         (b'{"unit_id": "A-1", "ts": -1}', None, "ts"),
         (b'{"unit_id": "A-1", "speed": 2}', None, "speed: unknown key"),
         (b'{"ts": 1.0}', None, "unit_id: Field required"),
@@ -44,6 +54,7 @@ def test_parse_trigger(payload: bytes, expected: Trigger | None, error: str | No
         ('{"unit_id": "u1", "outcome": "confirmed"}', "confirmed", None),
         ('{"unit_id": "u1", "outcome": "ESCAPE"}', None, "outcome"),
         ('{"outcome": "escape"}', None, "unit_id"),
+        ('{"unit_id": "u1\\n", "outcome": "escape"}', None, "unit_id"),
     ],
 )
 def test_parse_feedback(payload: str, outcome: str | None, error: str | None) -> None:
@@ -97,3 +108,31 @@ def test_inbox_ignores_retained_triggers_and_cleared_models() -> None:
     assert models == []
     assert [k for k, _ in alerts] == ["invalid_trigger"]
     assert "retained trigger ignored" in str(alerts[0][1]["reason"])
+
+
+@pytest.mark.parametrize("value", ["A-1\n", "A-1\r", "\nA-1", "", "x" * 129, "A\x001"])
+def test_unit_ids_must_match_as_a_whole(value: str) -> None:
+    assert not is_unit_id(value)
+    assert is_unit_id("LOT4-0009 (left)")
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (json.dumps({"unit_id": "x" * 1_000_000}).encode(), f"over the {MAX_CONTROL_BYTES}-byte limit"),
+        (json.dumps({"unit_id": "x" * 12_000}).encode(), "at most 128 characters"),
+        (b"{" + b"x" * 12_000, "Invalid JSON"),
+    ],
+    ids=["megabyte", "long-unit-id", "broken-json"],
+)
+def test_invalid_message_alert_says_what_was_wrong_not_what_was_sent(payload: bytes, words: str) -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    inbox = ControlInbox("p/", lambda k, d: alerts.append((k, d)), Metrics())
+    inbox.handle("p/trigger", payload)
+    inbox.handle("p/feedback", payload)
+    assert [k for k, _ in alerts] == ["invalid_trigger", "invalid_feedback"]
+    for _, detail in alerts:
+        assert words in str(detail["reason"])
+        assert detail["payload_bytes"] == len(payload)
+        assert len(json.dumps(detail)) < 1024
+        assert "x" * 100 not in json.dumps(detail)

@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from support.bombs import png_bomb
 from support.mosquitto import free_port
 
 from lineguard.config import CameraConfig
@@ -134,6 +136,44 @@ def test_folder_is_read_in_name_order(tmp_path: Path) -> None:
     finally:
         source.stop()
     assert [int(f.image[0, 0, 0]) for f in frames] == [40, 100, 160]
+
+
+def test_folder_skips_an_image_bomb_without_decoding_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((32, 32, 3), 40, np.uint8))
+    (tmp_path / "b.png").write_bytes(png_bomb(20_000, 20_000))
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((32, 32, 3), 160, np.uint8))
+    decoded: list[int] = []
+    real_imdecode = cv2.imdecode
+
+    def spy(buf: Any, flags: int) -> Any:
+        decoded.append(buf.size)
+        return real_imdecode(buf, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    source = open_source(CameraConfig(kind="folder", uri=str(tmp_path), fps=20))
+    source.start()
+    try:
+        frames = _drain(source)
+    finally:
+        source.stop()
+    assert [int(f.image[0, 0, 0]) for f in frames] == [40, 160]
+    assert len(decoded) == 2  # the bomb never reached the decoder
+    assert any("b.png" in r.getMessage() and "20000x20000" in r.getMessage() for r in caplog.records)
+
+
+def test_stream_credentials_never_reach_status_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    source = open_source(CameraConfig(kind="stream", uri="rtsp://op:hunter2@127.0.0.1:9/x", watchdog_s=0.5))
+    source.start()
+    try:
+        time.sleep(1.0)
+        health = source.health()
+    finally:
+        source.stop()
+    assert source.name == "stream:rtsp://***@127.0.0.1:9/x"
+    assert "hunter2" not in health.detail
+    assert all("hunter2" not in r.getMessage() for r in caplog.records)
 
 
 def test_slow_reader_gets_the_newest_frame_and_skips_are_counted() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 from pathlib import Path
 
 import httpx
@@ -53,3 +55,40 @@ def test_token_file_must_exist_and_be_long(tmp_path: Path, content: str | None, 
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         read_token(path)
+
+
+def _raw_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET ``path`` exactly as written: http.client sends '..' as is, where httpx would normalise it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/cards/../secret.json",
+        "/v1/cards/%2e%2e/secret.json",
+        "/v1/cards/signal/..%2f..%2fsecret.json",
+        "/v1/cards/signal/escape.json",
+    ],
+    ids=["dotdot", "encoded-dotdot", "encoded-slash", "symlink-out"],
+)
+def test_card_names_cannot_leave_the_registry(
+    registry: Registry, models: dict[str, Path], tmp_path: Path, path: str
+) -> None:
+    registry.add(models["weak"])
+    secret = b'{"password": "hunter2"}'
+    (registry.root / "secret.json").write_bytes(secret)
+    (tmp_path / "outside.json").write_bytes(secret)
+    (registry.cards / "signal" / "escape.json").symlink_to(tmp_path / "outside.json")
+    with ArtifactServer(registry, TOKEN) as server:
+        status, body = _raw_get(server.port, path)
+        good, card = _raw_get(server.port, "/v1/cards/signal/1.0.0.json")
+    assert status == 404
+    assert b"hunter2" not in body
+    assert (good, json.loads(card)["version"]) == (200, "1.0.0")
