@@ -6,10 +6,11 @@ registry (``registry.public_url``, or ``file://`` inside ``registry.root``), its
 verifies with a pinned registry key (``registry.public_keys``; none pinned = development, accepted
 with a warning), it is downloaded within size and time limits (the registry token sent only to
 the registry) into ``<data_dir>/models/<sha256>/``, hashes to the signed sha256, carries the exact
-card bytes that were signed, naming the same model, keeps the running model's class list, loads as
-ONNX with the right input and output shapes, warms up and runs the golden images. Any failure raises ``ModelError`` with the reason, so the
-daemon keeps the old model and raises an alert. ``SwapGuard`` then watches the first units after
-a swap and says when the NO_DECISION, error or deadline-miss rate calls for going back.
+card bytes that were signed, naming the same model, keeps the running model's class list, loads
+as ONNX with the right input and output shapes, warms up and runs the golden images. Any failure
+raises ``ModelError`` with a bounded reason (never file contents), so the daemon keeps the old
+model and raises a ``model_refused`` alert. ``SwapGuard`` then watches the first units after a
+swap and says when the NO_DECISION, error or deadline-miss rate calls for going back.
 """
 
 from __future__ import annotations
