@@ -79,7 +79,7 @@ class _Recorder(BaseHTTPRequestHandler):
     seen: list[dict[str, str]]
 
     def do_GET(self) -> None:
-        type(self).seen.append(dict(self.headers.items()))
+        self.seen.append(dict(self.headers.items()))
         if self.path.startswith("/v1/artifacts/"):
             self.send_response(200)
             self.end_headers()
