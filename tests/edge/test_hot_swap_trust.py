@@ -98,7 +98,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
     """A tiny HTTP server on a free port: its base URL and the headers of every request it got."""
-    handler = type("Recorder", (_Recorder,), {"seen": []})
+    handler: type[_Recorder] = type("Recorder", (_Recorder,), {"seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
