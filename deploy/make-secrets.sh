@@ -17,6 +17,12 @@ for name in mqtt_password registry_mqtt_password controller_mqtt_password monito
   api_token registry_token ls_password; do
   [ -f "$name" ] || openssl rand -hex 24 >"$name"
 done
+# The registry's release signing key (Ed25519, what 'lineguard registry keygen' writes); stations
+# pin registry-signing.pub (registry.public_keys).
+[ -f registry-signing.key ] || {
+  (umask 077 && openssl genpkey -algorithm ed25519 -out registry-signing.key)
+  openssl pkey -in registry-signing.key -pubout -out registry-signing.pub
+}
 touch mosquitto/passwords
 # One identity each (mosquitto/acl): the station (its username is its station id), the registry,
 # the line controllers and read-only monitors.
@@ -24,5 +30,5 @@ mosquitto_passwd -b mosquitto/passwords station1 "$(cat mqtt_password)"
 mosquitto_passwd -b mosquitto/passwords registry "$(cat registry_mqtt_password)"
 mosquitto_passwd -b mosquitto/passwords controller "$(cat controller_mqtt_password)"
 mosquitto_passwd -b mosquitto/passwords monitor "$(cat monitor_mqtt_password)"
-chmod 600 ./*_password ./*_token mosquitto/*.key
+chmod 600 ./*_password ./*_token ./*.key mosquitto/*.key
 echo "secrets written to $(pwd)"

@@ -1,47 +1,63 @@
 """Hot swap, receiving side: turn a desired-model message into a checked, warm ``Detector`` or a refusal.
 
 The daemon keeps inspecting with the old model while this runs (off the frame path). A new model
-is used only after it is downloaded (``file://`` or ``http(s)://`` with the registry token) into
-``<data_dir>/models/<sha256>/``, hashes to the announced sha256, carries a card naming the same
-model, keeps the running model's class list, loads as ONNX with the right input and output shapes,
-warms up and runs the golden images. Any failure raises ``ModelError`` with the reason, so the
-daemon keeps the old model and raises an alert. ``SwapGuard`` then watches the first units after
-a swap and says when the NO_DECISION, error or deadline-miss rate calls for going back.
+is used only after its name and version pass strict patterns, its URLs lie under the configured
+registry (``registry.public_url``, or ``file://`` inside ``registry.root``), its signed release
+verifies with a pinned registry key (``registry.public_keys``; none pinned = development, accepted
+with a warning), it is downloaded within size and time limits (the registry token sent only to
+the registry) into ``<data_dir>/models/<sha256>/``, hashes to the signed sha256, carries the exact
+card bytes that were signed, naming the same model, keeps the running model's class list, loads
+as ONNX with the right input and output shapes, warms up and runs the golden images. Any failure
+raises ``ModelError`` with a bounded reason (never file contents), so the daemon keeps the old
+model and raises a ``model_refused`` alert. ``SwapGuard`` then watches the first units after a
+swap and says when the NO_DECISION, error or deadline-miss rate calls for going back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import shutil
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
+from pydantic import ValidationError
 
 from lineguard.config import LineguardConfig, SwapGuardConfig
 from lineguard.errors import ConfigError, LineguardError, ModelError
 from lineguard.inference import Detector, VerdictPolicy, check_golden
-from lineguard.messages import ModelCard, Reason, Verdict, VerdictKind
+from lineguard.logs import Events
+from lineguard.messages import MODEL_NAME, MODEL_VERSION, ModelCard, Reason, Release, Verdict, VerdictKind
+from lineguard.releases import load_public_keys, verify_release
 from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
     from lineguard.messages import DesiredModel
 
 __all__ = [
+    "MAX_REASON_CHARS",
     "ModelFollower",
     "SwapCheck",
     "SwapGuard",
+    "check_source",
     "fetch",
     "prepare_model",
     "remove_model",
+    "trust",
 ]
+
+MAX_REASON_CHARS = 1000  # a refusal reason goes into an alert and a log line: bounded, never file contents
+
+event = Events(__name__)
 
 
 def _token(cfg: LineguardConfig) -> str | None:
@@ -54,71 +70,202 @@ def _token(cfg: LineguardConfig) -> str | None:
         raise ModelError(str(exc)) from exc
 
 
-def fetch(url: str, dest: Path, *, token: str | None = None, timeout_s: float = 30.0) -> str:
-    """Copy ``url`` to ``dest`` atomically; return the sha256 of the bytes written."""
+def _origin(url: str) -> str:
+    """Scheme and host of ``url``, bounded: enough to say where, never a path, query or credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}"[:100]
+
+
+def check_source(url: str, cfg: LineguardConfig) -> None:
+    """Refuse a URL outside the configured registry: another host, another scheme, or ``..``.
+
+    With ``registry.public_url`` set only URLs under it (same scheme, host and port, path prefix)
+    are fetched; without it the registry is a local folder and only ``file://`` paths inside
+    ``registry.root`` are. The registry token goes only to URLs that pass this check.
+    """
+    parts = urlsplit(url)
+    segments = unquote(parts.path).split("/")
+    if (
+        ".." in segments
+        or "." in segments
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
+        raise ModelError(
+            f"URL on {_origin(url)} has '..', a query or credentials; the registry never sends one"
+        )
+    base = cfg.registry.public_url
+    if base:
+        want = urlsplit(base.rstrip("/") + "/")
+        same = (parts.scheme, parts.netloc) == (want.scheme, want.netloc)
+        if not same or not (parts.path + "/").startswith(want.path):
+            raise ModelError(
+                f"URL on {_origin(url)} is not under the configured registry {_origin(base)} "
+                "(registry.public_url); the station fetches only from its registry"
+            )
+        return
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise ModelError(
+            f"URL on {_origin(url)} is refused: registry.public_url is empty, so only file:// paths inside "
+            "registry.root are fetched; set registry.public_url to the artifact server"
+        )
+    root = cfg.registry.root.resolve()
+    if not Path(unquote(parts.path)).resolve().is_relative_to(root):
+        raise ModelError(
+            "file:// URL outside registry.root is refused; the station fetches only from its registry"
+        )
+
+
+def _copy(blocks: Iterator[bytes], out: BinaryIO, digest: Any, max_bytes: int, deadline: float) -> None:
+    size = 0
+    for block in blocks:
+        size += len(block)
+        if size > max_bytes:
+            raise ModelError(f"download is over the {max_bytes} byte limit; refused")
+        if time.monotonic() > deadline:
+            raise ModelError("download took longer than registry.fetch_timeout_s; refused")
+        digest.update(block)
+        out.write(block)
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    token: str | None = None,
+    timeout_s: float = 30.0,
+    max_bytes: int = 512 * 1024 * 1024,
+) -> str:
+    """Copy ``url`` to ``dest`` atomically, at most ``max_bytes`` within ``timeout_s``; return its sha256.
+
+    Callers check the URL with ``check_source`` first: this function sends ``token`` to ``url``.
+    """
     parts = urlsplit(url)
     tmp = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
+    deadline = time.monotonic() + timeout_s
     try:
         if parts.scheme == "file":
             source = Path(unquote(parts.path))
             try:
                 with source.open("rb") as src, tmp.open("wb") as out:
-                    while block := src.read(1 << 20):
-                        digest.update(block)
-                        out.write(block)
-            except FileNotFoundError as exc:
-                raise ModelError(f"artifact not found: {source} (from {url})") from exc
+                    _copy(iter(lambda: src.read(1 << 20), b""), out, digest, max_bytes, deadline)
+            except OSError as exc:
+                raise ModelError(
+                    f"artifact {source.name} cannot be read: {exc.strerror or type(exc).__name__}"
+                ) from exc
         elif parts.scheme in ("http", "https"):
-            import httpx
-
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            try:
-                with httpx.stream("GET", url, headers=headers, timeout=timeout_s) as resp:
-                    if resp.status_code == 401:
-                        raise ModelError(
-                            f"registry refused {url} (401): set registry.token_file to the server's token"
-                        )
-                    if resp.status_code != 200:
-                        raise ModelError(f"registry answered {resp.status_code} for {url}")
-                    with tmp.open("wb") as out:
-                        for block in resp.iter_bytes():
-                            digest.update(block)
-                            out.write(block)
-            except httpx.HTTPError as exc:
-                raise ModelError(f"cannot download {url}: {exc}") from exc
+            _http_get(url, tmp, token, digest, max_bytes, deadline)
         else:
-            raise ModelError(
-                f"unsupported model URL scheme {parts.scheme!r} in {url}; use file:// or http(s)://"
-            )
+            raise ModelError(f"unsupported model URL scheme {parts.scheme[:20]!r}; use file:// or http(s)://")
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
     return digest.hexdigest()
 
 
-def _download(desired: DesiredModel, folder: Path, token: str | None) -> tuple[Path, ModelCard]:
+def _http_get(url: str, tmp: Path, token: str | None, digest: Any, max_bytes: int, deadline: float) -> None:
+    import httpx
+
+    where = _origin(url)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = max(0.1, deadline - time.monotonic())
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as resp:
+            if resp.status_code == 401:
+                raise ModelError(
+                    f"registry {where} refused the download (401): "
+                    "set registry.token_file to the server's token"
+                )
+            if resp.status_code != 200:
+                raise ModelError(f"registry {where} answered {resp.status_code}")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise ModelError(
+                    f"download is over the {max_bytes} byte limit ({declared} bytes announced); refused"
+                )
+            with tmp.open("wb") as out:
+                _copy(resp.iter_bytes(), out, digest, max_bytes, deadline)
+    except httpx.HTTPError as exc:
+        raise ModelError(f"cannot download from {where}: {type(exc).__name__}") from exc
+
+
+def _card(data: bytes, ref: str) -> ModelCard:
+    try:
+        return ModelCard.model_validate_json(data)
+    except ValidationError as exc:
+        where = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in exc.errors()[:3])
+        raise ModelError(
+            f"refused model {ref}: its card is not a valid model card (problems at {where})"
+        ) from exc
+
+
+def _download(desired: DesiredModel, cfg: LineguardConfig, release: Release | None) -> tuple[Path, ModelCard]:
+    folder = cfg.station.data_dir / "models" / desired.sha256
     folder.mkdir(parents=True, exist_ok=True)
     onnx = folder / "model.onnx"
     card_path = folder / "model_card.json"
     ref = f"{desired.name}:{desired.version}"
+    limits = cfg.registry
+    token = _token(cfg)
     cached = onnx.is_file() and hashlib.sha256(onnx.read_bytes()).hexdigest() == desired.sha256
     if not cached:
-        got = fetch(desired.url, onnx, token=token)
+        got = fetch(
+            desired.url, onnx, token=token, timeout_s=limits.fetch_timeout_s, max_bytes=limits.max_model_bytes
+        )
         if got != desired.sha256:
             onnx.unlink(missing_ok=True)
             raise ModelError(
                 f"refused model {ref}: downloaded file has sha256 {got[:12]}…, the registry announced "
                 f"{desired.sha256[:12]}…; the artifact is corrupted or was replaced"
             )
-    fetch(desired.card_url, card_path, token=token)
-    card = ModelCard.load(card_path)
+    card_sha = fetch(
+        desired.card_url,
+        card_path,
+        token=token,
+        timeout_s=limits.fetch_timeout_s,
+        max_bytes=limits.max_card_bytes,
+    )
+    if release is not None and card_sha != release.card_sha256:
+        card_path.unlink(missing_ok=True)
+        raise ModelError(
+            f"refused model {ref}: its card (sha256 {card_sha[:12]}…) differs from the signed one "
+            f"({release.card_sha256[:12]}…); the card was changed after the registry signed it"
+        )
+    card = _card(card_path.read_bytes(), ref)
     if (card.name, card.version, card.sha256) != (desired.name, desired.version, desired.sha256):
         raise ModelError(
-            f"refused model {ref}: its card describes {card.ref} with sha256 {card.sha256[:12]}…; "
+            f"refused model {ref}: its card describes {card.ref[:140]} with sha256 {card.sha256[:12]}…; "
             "the registry's card and artifact do not belong together"
         )
     return onnx, card
+
+
+def trust(desired: DesiredModel, cfg: LineguardConfig) -> Release | None:
+    """The verified release of ``desired``; ``None`` when no key is pinned (development); else ``ModelError``.
+
+    Names and versions must full-match ``MODEL_NAME`` / ``MODEL_VERSION`` and both URLs must pass
+    ``check_source`` before anything is fetched or any path is built.
+    """
+    ref = f"{desired.name}:{desired.version}"[:200]
+    if not (MODEL_NAME.fullmatch(desired.name) and MODEL_VERSION.fullmatch(desired.version)):
+        raise ModelError(
+            f"refused model {ref!r}: name and version must be letters, digits, '.', '_', '-' (version also "
+            "'+'), starting with a letter or digit, at most 64 characters"
+        )
+    try:
+        check_source(desired.url, cfg)
+        check_source(desired.card_url, cfg)
+    except ModelError as exc:
+        raise ModelError(f"refused model {ref}: {exc}") from exc
+    if not cfg.registry.public_keys:
+        if desired.release is not None:
+            event(logging.WARNING, "model_signature_unchecked", model=ref, fix="pin registry.public_keys")
+        return None
+    return verify_release(desired, load_public_keys(cfg.registry.public_keys))
 
 
 def prepare_model(
@@ -128,10 +275,24 @@ def prepare_model(
     golden_dir: Path | None = None,
     expected_classes: Sequence[str] | None = None,
 ) -> Detector:
-    """Fetch, verify, load, warm up and golden-check ``desired``; a ready detector or ``ModelError``."""
+    """Check the origin and signature, fetch, verify, load, warm up and golden-check ``desired``.
+
+    A ready detector or ``ModelError``. With no ``registry.public_keys`` pinned (development only)
+    an unsigned model is accepted with a ``model_unverified`` warning in the log.
+    """
     ref = f"{desired.name}:{desired.version}"
-    folder = cfg.station.data_dir / "models" / desired.sha256
-    onnx, card = _download(desired, folder, _token(cfg))
+    try:
+        release = trust(desired, cfg)
+    except ConfigError as exc:  # a pinned key file went missing: refuse, keep the old model
+        raise ModelError(f"refused model {ref}: {exc}") from exc
+    onnx, card = _download(desired, cfg, release)
+    if release is None:
+        event(
+            logging.WARNING,
+            "model_unverified",
+            model=ref,
+            detail="no registry.public_keys pinned: the model's origin is not verified (development profile)",
+        )
     if expected_classes is not None and list(card.classes) != list(expected_classes):
         raise ModelError(
             f"refused model {ref}: classes {card.classes} differ from the running model's "
@@ -258,6 +419,7 @@ class ModelFollower:
         on_rollback: Callable[[str], None] | None = None,
         golden_dir: Path | None = None,
     ) -> None:
+        load_public_keys(cfg.registry.public_keys)  # a missing pinned key fails the start, not the first swap
         self.cfg = cfg
         self.guard = SwapGuard(cfg.registry.swap_guard)
         self._swap = swap
@@ -307,19 +469,25 @@ class ModelFollower:
             self._queue.put(None, timeout=5)
         self._thread.join(timeout=30)
 
+    def _refused(self, desired: DesiredModel, reason: str) -> None:
+        bounded = reason[:MAX_REASON_CHARS]
+        self.refusals.append(bounded)
+        event(
+            logging.WARNING, "model_refused", model=f"{desired.name}:{desired.version}"[:200], reason=bounded
+        )
+        self._on_refused(desired, bounded)
+
     def _run(self) -> None:
         while (desired := self._queue.get()) is not None:
-            ref = f"{desired.name}:{desired.version}"
+            ref = f"{desired.name}:{desired.version}"[:200]
             try:
                 detector = prepare_model(
                     desired, self.cfg, golden_dir=self._golden, expected_classes=self._classes()
                 )
             except ModelError as exc:
-                self.refusals.append(str(exc))
-                self._on_refused(desired, str(exc))
+                self._refused(desired, str(exc))
             except Exception as exc:  # the worker must survive anything and report it
-                self.refusals.append(f"refused model {ref}: {type(exc).__name__}: {exc}")
-                self._on_refused(desired, self.refusals[-1])
+                self._refused(desired, f"refused model {ref}: {type(exc).__name__}: {exc}")
             else:
                 self._swap(detector)
                 self.previous, self.current = self.current, desired

@@ -61,7 +61,8 @@ class StationConfig(Section):
     station: str = Field(default="station1", pattern=r"^[A-Za-z0-9_-]+$", description="Station id (topic).")
     profile: Profile = Field(
         default=Profile.DEVELOPMENT,
-        description="production refuses to start without MQTT TLS + credentials and an API token.",
+        description="production refuses to start without MQTT TLS + credentials, an API token and a "
+        "pinned registry key.",
     )
     data_dir: Path = Field(
         default=Path("var"), description="Outbox, review queue, models and logs live here."
@@ -318,6 +319,26 @@ class RegistryConfig(Section):
     golden_dir: Path | None = Field(
         default=None, description="Golden images every new model must run on before use."
     )
+    signing_key: Path | None = Field(
+        default=None,
+        description="Registry side: Ed25519 private key that signs every rollout "
+        "('lineguard registry keygen'); unset = rollouts go out unsigned.",
+    )
+    public_keys: list[Path] = Field(
+        default=[],
+        max_length=2,
+        description="Station side: pinned registry public keys; a model not signed by one is refused "
+        "(two during a key rotation). Empty = unsigned models accepted, development profile only.",
+    )
+    max_model_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="A model download larger than this is refused."
+    )
+    max_card_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="A model card download larger than this is refused."
+    )
+    fetch_timeout_s: float = Field(
+        default=300.0, gt=0, description="A model or card download taking longer than this is refused."
+    )
     gate: GateConfig = GateConfig()
     swap_guard: SwapGuardConfig = SwapGuardConfig()
 
@@ -353,6 +374,12 @@ class LineguardConfig(Section):
             missing.append("mqtt.username + mqtt.password_file")
         if self.http.enabled and self.http.token_file is None:
             missing.append("http.token_file (API token)")
+        if not self.registry.public_keys:
+            missing.append(
+                "registry.public_keys (the registry's public key, from 'lineguard registry keygen')"
+            )
+        if self.registry.public_url and not self.registry.public_url.startswith("https://"):
+            missing.append("registry.public_url over https://")
         if missing:
             raise ValueError(
                 "the production profile needs "

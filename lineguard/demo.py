@@ -324,6 +324,20 @@ def _label_studio_settings(run_dir: Path, classes: list[str]) -> dict[str, str]:
 _DEMO_ACCEPTS_MISS = "demo: two-minute model shown as trained; the card records what it achieved"
 
 
+def _signing_keys(root: Path) -> Path:
+    """The demo registry's release key pair under ``root/keys`` (made once); the public key's path.
+
+    The demo station pins it, as a production station must, so a stray model message on the
+    demo's topics is refused rather than run.
+    """
+    from lineguard.releases import PUBLIC_KEY_FILE, generate_keypair
+
+    keys = root / "keys"
+    if not (keys / PUBLIC_KEY_FILE).is_file():
+        generate_keypair(keys)
+    return keys / PUBLIC_KEY_FILE
+
+
 def _register(root: Path, model_dir: Path) -> ModelVersion:
     """The demo model in a registry at ``root``, production and followed by the demo station."""
     from lineguard.registry import Registry, Stage
@@ -381,6 +395,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
 
     _step(2, "registry")
     version = _register(out / "registry", model_dir)
+    public_key = _signing_keys(out / "registry")
 
     _step(3, "edge station on the synthetic camera")
     use_mqtt = _broker_reachable(mqtt_host, mqtt_port)
@@ -403,6 +418,7 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
             "http": {"port": 0},
             "jsonl_path": str(jsonl),
             "sampling": review,
+            "registry": {"root": str(out / "registry"), "public_keys": [str(public_key)]},
         },
     )
     topic = cfg.topic_prefix + "verdict"

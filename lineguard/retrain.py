@@ -70,6 +70,7 @@ def retrain(
     size.
     """
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
+    from lineguard.releases import Signer
     from lineguard.training.export import export_run
 
     registry = Registry(cfg.registry.root)
@@ -112,7 +113,9 @@ def retrain(
             accept_missed_target=accept_missed_target,
         )
         if registry.stations(name):
-            publish_model(registry, name, cfg.mqtt, public_url=cfg.registry.public_url)
+            key = cfg.registry.signing_key
+            signer = Signer.from_file(key) if key is not None else None
+            publish_model(registry, name, cfg.mqtt, public_url=cfg.registry.public_url, signer=signer)
         promoted = True
     else:
         say("5/5 promote: skipped (" + ("gate failed" if not report.passed else "no --auto-promote") + ")")

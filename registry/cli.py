@@ -255,12 +255,39 @@ def promote(
 
 def _publish(cfg: LineguardConfig, reg: Registry, name: str) -> None:
     from lineguard.registry.rollout import publish_model
+    from lineguard.releases import Signer
 
     if not reg.stations(name):
         click.echo(f"no station follows {name}; nothing published (see 'lineguard registry follow')")
         return
-    for ann in publish_model(reg, name, cfg.mqtt, public_url=cfg.registry.public_url):
-        click.echo(f"published {ann.topic} (retained)")
+    key = cfg.registry.signing_key
+    signer = Signer.from_file(key) if key is not None else None
+    if signer is None:
+        click.echo(
+            "warning: registry.signing_key is not set; the rollout is unsigned "
+            "(stations that pin a key refuse it)"
+        )
+    for ann in publish_model(reg, name, cfg.mqtt, public_url=cfg.registry.public_url, signer=signer):
+        click.echo(f"published {ann.topic} (retained" + (f", signed by {signer.key_id})" if signer else ")"))
+
+
+@registry.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the new key pair (created; existing key files are never overwritten).",
+)
+def keygen(out: Path) -> None:
+    """Make an Ed25519 signing key pair: the private key signs rollouts, stations pin the public key."""
+    from lineguard.releases import Signer, generate_keypair
+
+    private, public = generate_keypair(out)
+    click.echo(f"private key {private} (mode 0600): set registry.signing_key on the registry to it")
+    click.echo(
+        f"public key  {public} (key id {Signer.from_file(private).key_id}): "
+        "add it to the stations' registry.public_keys"
+    )
 
 
 @registry.command()

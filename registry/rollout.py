@@ -7,6 +7,11 @@ later gets the retained message at once. The URL is either ``file://<root>/blobs
 machine) or ``<public_url>/v1/artifacts/<sha256>`` served by ``lineguard registry serve`` with a
 token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``),
 ``lineguard.messages.card_url_for``, which the station applies to find it.
+
+With a signing key (``registry.signing_key``) every published message carries a signed
+``Release`` covering the ONNX sha256 and the exact bytes of the card file the registry serves;
+stations that pin the registry's public key refuse anything else. Without one the message goes
+out unsigned (development only: a production station refuses it).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from lineguard.config import MqttConfig
 from lineguard.errors import DeliveryError
 from lineguard.messages import MODEL_MESSAGE_SCHEMA, DesiredModel
 from lineguard.registry.store import ModelVersion, Registry, StationFollow
+from lineguard.releases import Signer
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -35,10 +41,29 @@ def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
     return registry.blob_path(sha256).resolve().as_uri()
 
 
-def desired_payload(registry: Registry, mv: ModelVersion, public_url: str = "") -> str:
-    """The retained ``…/model`` JSON for ``mv``: the station parses it with the same ``DesiredModel``."""
+def desired_payload(
+    registry: Registry, mv: ModelVersion, public_url: str = "", signer: Signer | None = None
+) -> str:
+    """The retained ``…/model`` JSON for ``mv``: the station parses it with the same ``DesiredModel``.
+
+    ``signer`` signs a production release of the card file's bytes as they are served.
+    """
+    release, signature = None, None
+    if signer is not None:
+        release, signature = signer.release(
+            name=mv.name,
+            version=mv.version,
+            stage="production",
+            sha256=mv.sha256,
+            card=registry.card_path(mv.name, mv.version).read_bytes(),
+        )
     return DesiredModel(
-        name=mv.name, version=mv.version, sha256=mv.sha256, url=artifact_url(registry, mv.sha256, public_url)
+        name=mv.name,
+        version=mv.version,
+        sha256=mv.sha256,
+        url=artifact_url(registry, mv.sha256, public_url),
+        release=release,
+        signature=signature,
     ).to_json()
 
 
@@ -65,8 +90,11 @@ def publish_model(
     public_url: str = "",
     stations: list[StationFollow] | None = None,
     timeout_s: float = 10.0,
+    signer: Signer | None = None,
 ) -> list[Announcement]:
     """Publish the production version of ``name`` to every following station; wait for the acks.
+
+    ``signer`` (the registry's key) signs the release each station verifies before it swaps.
 
     Raises ``DeliveryError`` when the broker is unreachable or does not acknowledge in time; the
     registry change itself is already committed, so rerunning the publish is safe (retained).
@@ -77,7 +105,7 @@ def publish_model(
     targets = registry.stations(name) if stations is None else stations
     if not targets:
         return []
-    payload = desired_payload(registry, mv, public_url)
+    payload = desired_payload(registry, mv, public_url, signer)
     client = _client(mqtt_cfg)
     connected = threading.Event()
     refused: list[str] = []

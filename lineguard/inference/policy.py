@@ -66,8 +66,10 @@ class VerdictPolicy:
             for name in card.classes
         }
         self._thresholds = np.asarray([effective[name] for name in card.classes], np.float32)
+        # What decides a verdict, whichever file set it: a card with raised thresholds changes the id.
         rules = {
-            "overrides": dict(sorted(cfg.class_thresholds.items())),
+            "thresholds": {name: float(self._thresholds[i]) for i, name in enumerate(card.classes)},
+            "min_confidence": cfg.min_confidence,
             "min_box_area": cfg.min_box_area,
             "review_band": cfg.review_band,
             "uncertain_action": cfg.uncertain_action,

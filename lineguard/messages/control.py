@@ -5,11 +5,17 @@ them. Each is a small pydantic model that forbids unknown keys, so a typo in a P
 answered with a one-line reason instead of being half-understood. The registry builds
 ``DesiredModel`` with the same class the station parses it with, and ``card_url_for`` is the one
 rule that places a model card beside its artifact, for the registry's layout and for the station.
+``Release`` is what the registry signs (``lineguard.releases``): the station refuses a desired
+model whose release does not verify against a pinned key or does not match the bytes it fetched.
+``MODEL_NAME`` and ``MODEL_VERSION`` are the full-match patterns a name and a version must pass
+before a station builds a path or a URL from them.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,9 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "FEEDBACK_SCHEMA",
     "MODEL_MESSAGE_SCHEMA",
+    "MODEL_NAME",
+    "MODEL_VERSION",
+    "RELEASE_SCHEMA",
     "TRIGGER_SCHEMA",
     "DesiredModel",
     "Feedback",
+    "Release",
     "Trigger",
     "UnitId",
     "card_url_for",
@@ -30,6 +40,12 @@ __all__ = [
 TRIGGER_SCHEMA: Final = "lineguard.trigger/1"
 FEEDBACK_SCHEMA: Final = "lineguard.feedback/1"
 MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
+RELEASE_SCHEMA: Final = "lineguard.release/1"
+
+# Full-match (re.fullmatch) patterns: a name or version becomes a folder, a file name and a URL path.
+MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MODEL_VERSION: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_SHA256 = r"^[0-9a-f]{64}$"
 
 # Printable, 1-128 characters: a unit id ends up in logs, file names and alerts. pydantic checks
 # the pattern with Rust regex (like JSON Schema), where ``$`` is the end of the text; Python's
@@ -81,14 +97,36 @@ def card_url_for(url: str, name: str, version: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"{head}/cards/{name}/{version}.json", "", ""))
 
 
+class Release(_Message):
+    """What the registry signs when it rolls a version out: the exact card bytes and ONNX it means."""
+
+    schema_: Literal["lineguard.release/1"] = Field(default=RELEASE_SCHEMA, alias="schema")
+    name: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64)
+    stage: Literal["staging", "production"]
+    sha256: str = Field(pattern=_SHA256, description="sha256 of the ONNX file.")
+    card_sha256: str = Field(pattern=_SHA256, description="sha256 of the model card file's exact bytes.")
+    signed_at: datetime
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="Which registry key signed it.")
+
+    def signed_bytes(self) -> bytes:
+        """The canonical bytes the signature covers (sorted keys, no blanks), the same on both sides."""
+        body = self.model_dump(mode="json", by_alias=True)
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
 class DesiredModel(_Message):
     """``…/model`` (retained): the model the registry wants this station to run."""
 
     schema_: Literal["lineguard.model/1"] = Field(default=MODEL_MESSAGE_SCHEMA, alias="schema")
     name: str = Field(min_length=1, max_length=128)
     version: str = Field(min_length=1, max_length=64)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=_SHA256)
     url: str = Field(min_length=1, max_length=2048, description="Where to fetch the model bundle.")
+    release: Release | None = Field(default=None, description="The signed release record.")
+    signature: str | None = Field(
+        default=None, max_length=128, description="Ed25519 signature of the release (base64)."
+    )
 
     @property
     def card_url(self) -> str:

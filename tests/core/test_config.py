@@ -88,9 +88,27 @@ def test_production_profile_accepts_tls_credentials_and_token(tmp_path: Path) ->
                 "tls": {"ca_file": str(tmp_path / "ca.pem")},
             },
             "http": {"token_file": str(tmp_path / "token")},
+            "registry": {"public_keys": [str(tmp_path / "registry-signing.pub")]},
         }
     )
     assert cfg.station.profile is Profile.PRODUCTION
+
+
+def test_production_profile_refuses_to_start_without_a_pinned_registry_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            environ={},
+            overrides={
+                "station": {"profile": "production"},
+                "mqtt": {"enabled": False},
+                "http": {"enabled": False},
+                "registry": {"public_url": "http://reg:8081"},
+            },
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    assert "registry.public_keys" in message and "lineguard registry keygen" in message
+    assert "registry.public_url over https://" in message
 
 
 def test_example_config_loads() -> None:

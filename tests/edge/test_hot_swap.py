@@ -31,6 +31,7 @@ from lineguard.messages import (
     sha256_file,
 )
 from lineguard.registry import ArtifactServer, Registry, Stage, desired_payload, publish_model
+from lineguard.releases import Signer, generate_keypair
 from lineguard.synthetic import CLASSES, render_unit
 
 TOKEN = "edge-test-token-0123456789"
@@ -56,6 +57,13 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"v1": root / "v1", "v2": root / "v2", "classes": root / "classes", "junk": root / "junk"}
 
 
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, Path]:
+    """The registry's signing key and the public key file its stations pin."""
+    private, public = generate_keypair(tmp_path_factory.mktemp("registry_keys"))
+    return Signer.from_file(private), public
+
+
 @pytest.fixture
 def registry(tmp_path: Path, model_dirs: dict[str, Path]) -> Registry:
     reg = Registry(tmp_path / "registry")
@@ -65,12 +73,17 @@ def registry(tmp_path: Path, model_dirs: dict[str, Path]) -> Registry:
 
 
 @pytest.fixture
-def cfg(tmp_path: Path) -> LineguardConfig:
-    return LineguardConfig.model_validate({"station": {"data_dir": str(tmp_path / "station")}})
+def cfg(tmp_path: Path, registry: Registry) -> LineguardConfig:
+    return LineguardConfig.model_validate(
+        {"station": {"data_dir": str(tmp_path / "station")}, "registry": {"root": str(registry.root)}}
+    )
 
 
-def _desired(registry: Registry, version: str, public_url: str = "") -> DesiredModel:
-    return parse_control(DesiredModel, desired_payload(registry, registry.get("signal", version), public_url))
+def _desired(
+    registry: Registry, version: str, public_url: str = "", signer: Signer | None = None
+) -> DesiredModel:
+    mv = registry.get("signal", version)
+    return parse_control(DesiredModel, desired_payload(registry, mv, public_url, signer))
 
 
 def test_prepared_model_is_downloaded_verified_and_ready(registry: Registry, cfg: LineguardConfig) -> None:
@@ -120,6 +133,7 @@ def test_model_fetched_over_http_needs_the_token(
     registry: Registry, cfg: LineguardConfig, tmp_path: Path
 ) -> None:
     with ArtifactServer(registry, TOKEN) as server:
+        cfg.registry.public_url = server.url
         desired = _desired(registry, "2.0.0", public_url=server.url)
         with pytest.raises(ModelError, match=r"401.*registry.token_file"):
             prepare_model(desired, cfg)
@@ -253,14 +267,17 @@ class _Line:
 
 
 @pytest.fixture
-def line(registry: Registry, broker: Broker, tmp_path: Path) -> Iterator[Callable[[int], _Line]]:
-    """A station on the synthetic line that follows ``signal`` through the registry's rollouts."""
+def line(
+    registry: Registry, broker: Broker, tmp_path: Path, keys: tuple[Signer, Path]
+) -> Iterator[Callable[[int], _Line]]:
+    """A station on the synthetic line that follows ``signal`` through the registry's signed rollouts."""
     started: list[tuple[_Line, Subscriber]] = []
+    signer, public = keys
 
     def start(units: int) -> _Line:
         registry.follow("line1", "st1", "signal")
         registry.promote("signal", "1.0.0", Stage.PRODUCTION)
-        publish_model(registry, "signal", MqttConfig(host=broker.host, port=broker.port))
+        _publish(registry, broker, signer)
         cfg = LineguardConfig.model_validate(
             {
                 "station": {"line": "line1", "station": "st1", "data_dir": str(tmp_path / "station")},
@@ -268,9 +285,10 @@ def line(registry: Registry, broker: Broker, tmp_path: Path) -> Iterator[Callabl
                 "model": {"threads": 1, "warmup_runs": 1},
                 "mqtt": {"host": broker.host, "port": broker.port},
                 "http": {"enabled": False},
+                "registry": {"root": str(registry.root), "public_keys": [str(public)]},
             }
         )
-        first = prepare_model(_desired(registry, "1.0.0"), cfg)  # what the station runs at start
+        first = prepare_model(_desired(registry, "1.0.0", signer=signer), cfg)  # what runs at start
         cfg.model.path = first.model_path
         first.close()
         daemon = EdgeDaemon(cfg)  # follows lineguard/line1/st1/model through its own MQTT link
@@ -288,8 +306,8 @@ def line(registry: Registry, broker: Broker, tmp_path: Path) -> Iterator[Callabl
         sub.stop()
 
 
-def _publish(registry: Registry, broker: Broker) -> None:
-    publish_model(registry, "signal", MqttConfig(host=broker.host, port=broker.port))
+def _publish(registry: Registry, broker: Broker, signer: Signer) -> None:
+    publish_model(registry, "signal", MqttConfig(host=broker.host, port=broker.port), signer=signer)
 
 
 def _versions_by_seq(verdicts: dict[int, Verdict]) -> list[str]:
@@ -299,12 +317,12 @@ def _versions_by_seq(verdicts: dict[int, Verdict]) -> list[str]:
 
 @pytest.mark.slow
 def test_promotion_mid_stream_swaps_between_two_units(
-    registry: Registry, broker: Broker, line: Callable[[int], _Line]
+    registry: Registry, broker: Broker, line: Callable[[int], _Line], keys: tuple[Signer, Path]
 ) -> None:
     station = line(300)
     wait_until(lambda: station.daemon.summary.units >= 150, 60, "150 units")
     registry.promote("signal", "2.0.0", Stage.PRODUCTION, force=True, why="e2e: promotion at unit 150")
-    _publish(registry, broker)
+    _publish(registry, broker, keys[0])
     station.thread.join(90)
     wait_until(lambda: len(station.verdicts) >= 300, 30, "300 verdicts on MQTT")
 
@@ -326,15 +344,15 @@ def test_promotion_mid_stream_swaps_between_two_units(
 
 @pytest.mark.slow
 def test_rollback_restores_the_previous_model_at_the_edge(
-    registry: Registry, broker: Broker, line: Callable[[int], _Line]
+    registry: Registry, broker: Broker, line: Callable[[int], _Line], keys: tuple[Signer, Path]
 ) -> None:
     station = line(400)
     wait_until(lambda: station.daemon.summary.units >= 20, 30, "20 units")
     registry.promote("signal", "2.0.0", Stage.PRODUCTION, force=True, why="e2e")
-    _publish(registry, broker)
+    _publish(registry, broker, keys[0])
     wait_until(lambda: _versions_by_seq(station.verdicts)[-1:] == ["2.0.0"], 30, "the new model in use")
     registry.rollback("signal", why="e2e rollback")
-    _publish(registry, broker)
+    _publish(registry, broker, keys[0])
     wait_until(lambda: _versions_by_seq(station.verdicts)[-1:] == ["1.0.0"], 30, "the old model back")
     station.daemon.stop()
     station.thread.join(30)
@@ -345,12 +363,12 @@ def test_rollback_restores_the_previous_model_at_the_edge(
 
 
 def test_refused_model_keeps_the_running_one_in_the_daemon(
-    registry: Registry, broker: Broker, line: Callable[[int], _Line]
+    registry: Registry, broker: Broker, line: Callable[[int], _Line], keys: tuple[Signer, Path]
 ) -> None:
     station = line(400)
     wait_until(lambda: station.daemon.summary.units >= 10, 30, "10 units")
     with subscribed(broker.host, broker.port, "lineguard/line1/st1/alert") as alerts:
-        station.follower.submit(_desired(registry, "9.0.0"))  # other classes
+        station.follower.submit(_desired(registry, "9.0.0", signer=keys[0]))  # other classes
         assert station.follower.wait_idle(30)
         wait_until(lambda: alerts.payloads(), 10, "the alert")
     assert alerts.payloads()[0]["kind"] == "model_refused"

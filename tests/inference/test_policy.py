@@ -181,6 +181,14 @@ def test_thresholds_id_names_the_card_and_changes_with_overrides() -> None:
     assert VerdictPolicy(None, PolicyConfig()).thresholds_id == "none"
 
 
+def test_thresholds_id_covers_the_cards_thresholds() -> None:
+    raised = CARD.model_copy(update={"thresholds": {"scratch": 0.99, "pit": 0.99, "crack": 0.99}})
+    plain = VerdictPolicy(CARD, PolicyConfig()).thresholds_id
+    assert VerdictPolicy(raised, PolicyConfig()).thresholds_id != plain  # same name:version, other card
+    same = VerdictPolicy(CARD, PolicyConfig(class_thresholds={"pit": 0.7})).thresholds_id
+    assert same == plain  # an override equal to the card's threshold changes nothing that decides
+
+
 def test_threshold_in_force_per_class() -> None:
     policy = VerdictPolicy(CARD, PolicyConfig(class_thresholds={"crack": 0.8}))
     assert [policy.threshold(c) for c in CARD.classes] == pytest.approx([0.5, 0.7, 0.8])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import uuid
@@ -144,3 +145,34 @@ def test_cli_promote_and_rollback_roll_out_to_the_station(
     assert main([*base, "rollback", "signal", "--reason", "alarm"]) == 0
     assert "published lineguard/line1/st1/model (retained)" in capsys.readouterr().out
     assert _latest(broker, "lineguard/line1/st1/model").version == "1.0.0"
+
+
+def test_cli_keygen_and_signed_rollout_verify_at_the_station(
+    models: dict[str, Path], broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lineguard.cli import main
+    from lineguard.errors import ConfigError
+    from lineguard.releases import load_public_keys, verify_release
+
+    keys = tmp_path / "keys"
+    assert main(["registry", "keygen", "--out", str(keys)]) == 0
+    private, public = keys / "registry-signing.key", keys / "registry-signing.pub"
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert main(["registry", "keygen", "--out", str(keys)]) != 0  # never overwrites a key
+    config = tmp_path / "lineguard.yaml"
+    config.write_text(
+        f"registry:\n  root: {tmp_path / 'reg'}\n  signing_key: {private}\n"
+        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n"
+    )
+    base = ["registry", "--config", str(config)]
+    assert main([*base, "add", str(models["weak"])]) == 0
+    assert main([*base, "follow", "line1/st1", "signal"]) == 0
+    assert main([*base, "promote", "signal:1.0.0", "--to", "production"]) == 0
+    assert "signed by" in capsys.readouterr().out
+    desired = _latest(broker, "lineguard/line1/st1/model")
+    release = verify_release(desired, load_public_keys([public]))
+    card = Registry(tmp_path / "reg").card_path("signal", "1.0.0").read_bytes()
+    assert (release.stage, release.sha256) == ("production", desired.sha256)
+    assert release.card_sha256 == hashlib.sha256(card).hexdigest()
+    with pytest.raises(ConfigError, match=r"registry.public_keys: .* cannot be read"):
+        load_public_keys([tmp_path / "missing.pub"])
