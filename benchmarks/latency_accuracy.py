@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.datasets import LabeledImage, iter_split, read_class_names
 from lineguard.errors import DatasetError, InputError
-from lineguard.inference import Detections, ap_per_class, box_iou, match_predictions
-from lineguard.training.dataset_stats import read_class_names
-from lineguard.training.evaluate import LabeledImage, iter_split, read_image
+from lineguard.inference import Detections, ap_per_class, box_iou, match_predictions, read_image_file
 
 __all__ = ["Accuracy", "ValidationSet", "score"]
 
@@ -45,7 +44,7 @@ class ValidationSet:
     @classmethod
     def load(cls, data: Path, split: str = "val") -> ValidationSet:
         classes = read_class_names(data)
-        items = [(read_image(item.path), item) for item in iter_split(data, split)]
+        items = [(read_image_file(item.path), item) for item in iter_split(data, split)]
         if not items:
             raise DatasetError(f"{data} has no images in split {split}; pick a split that has some")
         return cls(data, split, classes, items)

@@ -34,7 +34,7 @@ from lineguard.config import Profile
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
 from lineguard.errors import ConfigError, InputError
-from lineguard.images import ImageTooLargeError, UnknownImageFormatError, decode_image
+from lineguard.inference import ImageTooLargeError, UnknownImageFormatError, decode_image
 from lineguard.messages import is_unit_id
 from lineguard.secrets import read_secret
 

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from lineguard.config import CameraConfig
 from lineguard.datasets import IMAGE_SUFFIXES, image_files
 from lineguard.errors import ConfigError, InputError
-from lineguard.images import read_image_file
+from lineguard.inference import read_image_file
 from lineguard.logs import Events
 from lineguard.monitoring import Metrics
 from lineguard.redact import mask_url

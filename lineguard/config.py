@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -69,6 +69,10 @@ class StationConfig(Section):
     )
 
 
+# Above any line camera (a 25 MP sensor fits), far below an image bomb's claimed size.
+MAX_IMAGE_PIXELS: Final = 40_000_000
+
+
 class CameraConfig(Section):
     kind: Literal["synthetic", "video", "folder", "camera", "stream"] = Field(
         default="synthetic", description="Frame source type."
@@ -85,7 +89,7 @@ class CameraConfig(Section):
     )
     reconnect_max_s: float = Field(default=10.0, gt=0, description="Backoff cap for streams.")
     max_image_pixels: int = Field(
-        default=40_000_000,  # above any line camera, far below an image bomb
+        default=MAX_IMAGE_PIXELS,
         ge=1,
         description="Largest image (width x height, from its header) an upload or image folder may hold.",
     )

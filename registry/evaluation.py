@@ -25,7 +25,7 @@ import numpy as np
 from lineguard.config import ModelConfig, PolicyConfig
 from lineguard.datasets import LabeledImage, labeled_images
 from lineguard.errors import DatasetError, ModelError
-from lineguard.inference import Detections, map50_all_point, unit_rates
+from lineguard.inference import Detections, map50_all_point, read_image_file, unit_rates
 from lineguard.messages import ModelCard, VerdictKind, sha256_file
 
 __all__ = [
@@ -135,7 +135,6 @@ def evaluate_model(
     policy_cfg: PolicyConfig | None = None,
 ) -> EvalResult:
     """Run the edge's detector and verdict policy over every unit; count outcomes and time."""
-    import cv2
 
     from lineguard.inference import Detector, VerdictPolicy
 
@@ -154,9 +153,7 @@ def evaluate_model(
     errors = 0
     try:
         for unit in eval_set.units:
-            frame = cv2.imread(str(unit.image), cv2.IMREAD_COLOR)
-            if frame is None:
-                raise DatasetError(f"cannot read evaluation image {unit.image}")
+            frame = read_image_file(unit.image)
             t0 = time.perf_counter()
             try:
                 detections, _ = detector.detect(np.asarray(frame, dtype=np.uint8))

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from lineguard.errors import InputError
-from lineguard.inference import Detections, box_iou
+from lineguard.inference import Detections, box_iou, read_image_file
 from lineguard.messages import ExportParity
 from lineguard.training.config import PARITY_MIN_BOXES
-from lineguard.training.evaluate import predictor_for, read_image
+from lineguard.training.evaluate import predictor_for
 
 __all__ = ["check_parity", "compare_detections", "quantize_int8"]
 
@@ -104,7 +104,7 @@ def check_parity(
     min_boxes: int = PARITY_MIN_BOXES,
 ) -> ExportParity:
     """Compare ``weights`` (PyTorch) and ``onnx_path`` (edge detector) on ``images`` at ``floor``."""
-    frames = [read_image(p) for p in images]
+    frames = [read_image_file(p) for p in images]
     torch_predict, close_torch = predictor_for(weights, classes, imgsz=imgsz, conf=floor, iou=_PARITY_IOU)
     try:
         torch_dets = [torch_predict(f) for f in frames]
@@ -138,7 +138,7 @@ class _Reader:
         path = next(self._iter, None)
         if path is None:
             return None
-        tensor, _ = self._pre(read_image(path))
+        tensor, _ = self._pre(read_image_file(path))
         return {self._name: tensor.copy()}
 
 

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from lineguard.datasets import image_files, read_class_names, read_yolo_labels
 from lineguard.errors import DatasetError
+from lineguard.inference import read_image_file
 from lineguard.training.config import AugmentConfig
 from lineguard.training.dataset_stats import write_tile_grid
 from lineguard.training.offline import set_offline_environment
@@ -78,9 +79,7 @@ def write_preview(
     rng = random.Random(seed)
     tiles = []
     for path in (rng.choice(images) for _ in range(samples)):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DatasetError(f"cannot read image {path}")
+        image = read_image_file(path)
         rows = read_yolo_labels(root / "labels" / "train" / f"{path.stem}.txt")
         out = pipeline(
             image=image,

@@ -17,12 +17,11 @@ import numpy.typing as npt
 
 from lineguard.datasets import image_files, read_class_names, read_yolo_labels
 from lineguard.errors import DatasetError
+from lineguard.inference import read_image_file
 
 __all__ = [
     "DatasetStats",
     "dataset_stats",
-    "read_class_names",  # defined in lineguard.datasets; kept here for existing callers
-    "read_yolo_labels",
     "write_sample_grid",
     "write_tile_grid",
 ]
@@ -84,10 +83,7 @@ def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int
     pairs.sort(key=lambda pair: not read_yolo_labels(pair[1]))
     tiles = []
     for image_path, label_path in pairs[:samples]:
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DatasetError(f"cannot read image {image_path}")
-        image = cv2.resize(image, (tile, tile))
+        image = cv2.resize(read_image_file(image_path), (tile, tile))
         for c, x, y, w, h in read_yolo_labels(label_path):
             p1 = (int((x - w / 2) * tile), int((y - h / 2) * tile))
             p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.datasets import LabeledImage, iter_split, read_class_names
+from lineguard.datasets import iter_split, read_class_names
 from lineguard.errors import DatasetError, InputError, ModelError
 from lineguard.inference import (
     Detections,
@@ -31,6 +30,7 @@ from lineguard.inference import (
     box_iou,
     confusion_matrix,
     match_predictions,
+    read_image_file,
     unit_rates_at,
 )
 
@@ -38,23 +38,13 @@ __all__ = [
     "EVAL_CONF",
     "EVAL_IOU",
     "Evaluation",
-    "LabeledImage",  # defined in lineguard.datasets; kept here for existing callers
     "evaluate",
-    "iter_split",  # defined in lineguard.datasets
     "predictor_for",
-    "read_image",
 ]
 
 EVAL_CONF = 0.001  # ultralytics' validation settings, so mAPs are comparable
 EVAL_IOU = 0.7
 Predictor = Callable[[npt.NDArray[np.uint8]], Detections]
-
-
-def read_image(path: Path) -> npt.NDArray[np.uint8]:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"cannot read image {path}")
-    return np.asarray(image, dtype=np.uint8)
 
 
 @dataclass
@@ -263,7 +253,7 @@ def evaluate(
     top: list[float] = []
     try:
         for n, item in enumerate(images):
-            det = predict(read_image(item.path))
+            det = predict(read_image_file(item.path))
             order = np.argsort(-det.confidence, kind="stable")
             boxes, conf, cls = det.xyxy[order].astype(np.float64), det.confidence[order], det.class_id[order]
             if len(cls) and int(cls.max()) >= len(classes):

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from lineguard.datasets import iter_split
 from lineguard.errors import InputError, ModelError
+from lineguard.inference import read_image_file
 from lineguard.messages import (
     CalibrationTargets,
     ClassMetrics,
@@ -36,7 +38,7 @@ from lineguard.messages import (
 from lineguard.training._parity import check_parity, quantize_int8
 from lineguard.training.calibrate import CALIBRATION_FILE
 from lineguard.training.config import PARITY_MIN_BOXES
-from lineguard.training.evaluate import Evaluation, evaluate, iter_split, read_image
+from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.offline import load_ultralytics
 from lineguard.training.train import load_run
 
@@ -70,7 +72,7 @@ def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats
     gate = QualityGate(QualityConfig(), frozen_frames=2)
     brightness, contrast, sharpness = [], [], []
     for item in list(iter_split(data, split))[:REFERENCE_IMAGES]:
-        report = gate.check(read_image(item.path))
+        report = gate.check(read_image_file(item.path))
         gate.reset()  # images are independent units, not a stream
         brightness.append(round(report.brightness, 3))
         contrast.append(round(report.contrast, 3))

@@ -10,6 +10,13 @@ line will see. Never imports torch; imports only core.
 from lineguard.inference.detections import Detections
 from lineguard.inference.engine import CARD_NAME, Detector, StageTimes, available_backends
 from lineguard.inference.golden import check_golden
+from lineguard.inference.images import (
+    ImageTooLargeError,
+    UnknownImageFormatError,
+    decode_image,
+    image_size,
+    read_image_file,
+)
 from lineguard.inference.metrics import (
     IOU_THRESHOLDS,
     ApResult,
@@ -44,6 +51,7 @@ __all__ = [
     "Decision",
     "Detections",
     "Detector",
+    "ImageTooLargeError",
     "LetterboxGeometry",
     "Preprocessor",
     "QualityGate",
@@ -51,6 +59,7 @@ __all__ = [
     "RawBoxes",
     "StageTimes",
     "UnitRates",
+    "UnknownImageFormatError",
     "VerdictPolicy",
     "ap_per_class",
     "as_image",
@@ -58,13 +67,16 @@ __all__ = [
     "box_iou",
     "check_golden",
     "confusion_matrix",
+    "decode_image",
     "decode_yolo",
+    "image_size",
     "letterbox",
     "letterbox_geometry",
     "map50_all_point",
     "match_predictions",
     "nms",
     "postprocess",
+    "read_image_file",
     "unit_rates",
     "unit_rates_at",
 ]

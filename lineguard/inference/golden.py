@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from lineguard.datasets import image_files
+from lineguard.errors import InputError
 from lineguard.inference.engine import Detector
+from lineguard.inference.images import read_image_file
 
 __all__ = ["check_golden"]
 
 
 def check_golden(detector: Detector, folder: Path) -> list[str]:
     """Run every golden image; return the problems (empty = each ran and gave sane boxes)."""
-    import cv2
 
     if not folder.is_dir():
         return [f"golden folder not found: {folder}"]
@@ -28,8 +29,9 @@ def check_golden(detector: Detector, folder: Path) -> list[str]:
         return [f"golden folder {folder} holds no images"]
     problems = []
     for path in images:
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is None:
+        try:
+            frame = read_image_file(path)
+        except InputError:
             problems.append(f"{path.name}: unreadable image")
             continue
         try:

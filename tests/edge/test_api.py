@@ -20,6 +20,7 @@ from lineguard.edge.api import ApiServer, create_app
 from lineguard.edge.daemon import EdgeDaemon
 from lineguard.errors import ConfigError
 from lineguard.messages import Verdict
+from lineguard.releases import generate_keypair
 from lineguard.synthetic import render_unit
 
 # Starlette 1.x wants the httpx2 package for its TestClient and warns (an error here) on httpx.
@@ -36,6 +37,7 @@ def make_daemon(
     *,
     profile: str = "development",
     camera: dict[str, Any] | None = None,
+    registry: dict[str, Any] | None = None,
     **http: Any,
 ) -> EdgeDaemon:
     cfg = load_config(
@@ -51,6 +53,7 @@ def make_daemon(
             },
             "mqtt": {"enabled": False},
             "http": {"port": 0, **http},
+            "registry": registry or {},
         },
     )
     return EdgeDaemon(cfg)
@@ -267,7 +270,11 @@ def test_unit_id_with_a_trailing_newline_is_422(client: TestClient) -> None:
 def production(tmp_path: Path, tiny_model: Path) -> Iterator[TestClient]:
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
-    station = make_daemon(tmp_path, tiny_model, profile="production", token_file=str(token))
+    _, public_key = generate_keypair(tmp_path / "keys")  # production pins the registry's key
+    registry = {"public_keys": [str(public_key)]}
+    station = make_daemon(
+        tmp_path, tiny_model, profile="production", registry=registry, token_file=str(token)
+    )
     try:
         with TestClient(create_app(station)) as test_client:
             yield test_client

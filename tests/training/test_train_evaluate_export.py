@@ -175,10 +175,9 @@ def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
 
 def test_edge_detector_runs_the_export(exported: Path, data: Path) -> None:
     from lineguard.config import ModelConfig
-    from lineguard.inference import Detector
-    from lineguard.training.evaluate import read_image
+    from lineguard.inference import Detector, read_image_file
 
-    frame = read_image(next((data / "images" / "val").iterdir()))
+    frame = read_image_file(next((data / "images" / "val").iterdir()))
     with Detector.load(exported / "model.onnx", ModelConfig(threads=1, warmup_runs=1)) as detector:
         detections, _ = detector.detect(frame)
     assert detections.xyxy.shape[1] == 4

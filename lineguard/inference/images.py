@@ -1,4 +1,4 @@
-"""Decoding images that came from outside (uploads, image folders) without trusting their size.
+"""Decoding images from outside (uploads, image folders, datasets) without trusting their size.
 
 A 48 kB PNG can declare 20000x20000 pixels and make the decoder allocate gigabytes for seconds,
 so the width and height are read from the file header (PNG IHDR, JPEG SOF, BMP, TIFF) by a few
@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.config import MAX_IMAGE_PIXELS
 from lineguard.errors import InputError
 
 __all__ = [
@@ -130,7 +131,7 @@ def check_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image:
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image:
     """``data`` decoded to BGR once its header passed ``check_size``; ``InputError`` otherwise."""
     check_size(data, max_pixels)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -139,7 +140,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image:
     return np.asarray(decoded, dtype=np.uint8)
 
 
-def read_image_file(path: Path, max_pixels: int) -> Image:
+def read_image_file(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image:
     """The image file at ``path``, checked like ``decode_image``; the message names the file."""
     try:
         return decode_image(path.read_bytes(), max_pixels)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from support.bombs import png_bomb
 
-from lineguard.images import (
+from lineguard.inference.images import (
     ImageTooLargeError,
     UnknownImageFormatError,
     check_size,
