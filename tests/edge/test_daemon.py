@@ -186,8 +186,11 @@ def test_trigger_inspects_the_next_frame_as_that_unit(
 ) -> None:
     daemon = EdgeDaemon(station(tmp_path, tiny_model, mode="triggered"))
     background(daemon)
-    wait_for(lambda: daemon.source.health().up)
-    time.sleep(0.3)  # frames flow, but no unit without a trigger
+
+    def frames() -> float:
+        return daemon.metrics.registry.get_sample_value("lineguard_frames_total") or 0.0
+
+    wait_for(lambda: frames() >= 5)  # frames flow, but no unit without a trigger
     assert daemon.summary.units == 0
     sent = time.time()
     first = daemon.trigger(Trigger(unit_id="PLC-0001")).result(timeout=20)
@@ -209,8 +212,9 @@ def test_full_outbox_pauses_inspection_and_resumes_without_a_gap(
     out.mkdir()  # the sink cannot write any more: verdicts pile up in the outbox
     wait_for(lambda: any("outbox full" in r for r in daemon.readiness()[1]))
     units_when_full = daemon.summary.units
-    time.sleep(0.3)
-    assert daemon.summary.units == units_when_full  # inspection paused, nothing dropped
+    taken = daemon.metrics.registry.get_sample_value("lineguard_frames_total") or 0.0
+    wait_for(lambda: (daemon.metrics.registry.get_sample_value("lineguard_frames_total") or 0) >= taken + 5)
+    assert daemon.summary.units == units_when_full  # the camera went on; inspection paused, none dropped
     assert daemon.metrics.registry.get_sample_value("lineguard_alerts_total", {"kind": "outbox_full"}) == 1
     out.rmdir()  # the sink recovers
     wait_for(lambda: daemon.summary.units > units_when_full + 3)

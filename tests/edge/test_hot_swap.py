@@ -122,11 +122,15 @@ def test_non_onnx_file_is_refused(registry: Registry, cfg: LineguardConfig) -> N
 
 
 def test_old_model_keeps_working_after_a_refusal(registry: Registry, cfg: LineguardConfig) -> None:
+    frame = render_unit(11, 0, imgsz=160).image
     with prepare_model(_desired(registry, "1.0.0"), cfg) as running:
+        before, _ = running.detect(frame)
         with pytest.raises(ModelError):
             prepare_model(_desired(registry, "7.0.0"), cfg, expected_classes=running.card.classes)
-        dets, _ = running.detect(render_unit(11, 0, imgsz=160).image)
-        assert np.isfinite(dets.confidence).all()
+        after, _ = running.detect(frame)
+        assert running.card.version == "1.0.0"
+        np.testing.assert_array_equal(after.xyxy, before.xyxy)
+        np.testing.assert_array_equal(after.confidence, before.confidence)
 
 
 def test_model_fetched_over_http_needs_the_token(
@@ -152,7 +156,8 @@ def test_golden_images_must_run(registry: Registry, cfg: LineguardConfig, tmp_pa
         prepare_model(_desired(registry, "2.0.0"), cfg, golden_dir=golden)
     for i in range(3):
         cv2.imwrite(str(golden / f"g{i}.png"), render_unit(5, i, imgsz=200).image)
-    prepare_model(_desired(registry, "2.0.0"), cfg, golden_dir=golden).close()
+    with prepare_model(_desired(registry, "2.0.0"), cfg, golden_dir=golden) as passed:
+        assert passed.card.version == "2.0.0"  # clean golden images let the model through
 
 
 @pytest.mark.parametrize(
@@ -243,7 +248,9 @@ def test_cached_download_is_reused(registry: Registry, cfg: LineguardConfig) -> 
         registry.blob_path(desired.sha256), registry.blob_path(desired.sha256).with_suffix(".bak")
     )
     registry.blob_path(desired.sha256).unlink()  # the registry copy is gone; the station's copy serves
-    prepare_model(desired, cfg).close()
+    with prepare_model(desired, cfg) as again:
+        assert (again.card.version, again.card.sha256) == ("2.0.0", desired.sha256)
+    assert not registry.blob_path(desired.sha256).exists()  # nothing was fetched back into place
 
 
 # -- end to end: registry -> retained message -> follower -> daemon ------------------------------

@@ -173,14 +173,21 @@ def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
     assert card.version == "1.0.0-int8" and card.parent == "1.0.0"
 
 
-def test_edge_detector_runs_the_export(exported: Path, data: Path) -> None:
+def test_edge_detector_puts_boxes_on_the_labelled_defects(exported: Path, data: Path) -> None:
+    """The station's detector on the export finds the defects where the labels put them (not just boxes)."""
     from lineguard.config import ModelConfig
-    from lineguard.inference import Detector, read_image_file
+    from lineguard.datasets import iter_split
+    from lineguard.inference import Detector, box_iou, read_image_file
 
-    frame = read_image_file(next((data / "images" / "val").iterdir()))
-    with Detector.load(exported / "model.onnx", ModelConfig(threads=1, warmup_runs=1)) as detector:
-        detections, _ = detector.detect(frame)
-    assert detections.xyxy.shape[1] == 4
+    defective = [item for item in iter_split(data, "val") if item.defective]
+    hits = 0
+    cfg = ModelConfig(threads=1, warmup_runs=1)
+    with Detector.load(exported / "model.onnx", cfg, min_confidence=0.001) as detector:
+        for item in defective:
+            dets, _ = detector.detect(read_image_file(item.path))
+            same_class = dets.class_id[:, None] == item.class_id[None, :]
+            hits += bool(((box_iou(dets.xyxy, item.xyxy) >= 0.5) & same_class).any())
+    assert defective and hits >= len(defective) // 4, f"{hits} of {len(defective)} defective images"
 
 
 def test_export_register_adds_a_candidate(run: Path, exported: Path, tmp_path: Path) -> None:
