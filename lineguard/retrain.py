@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lineguard.config import LineguardConfig, load_config
+from lineguard.config import LineguardConfig, PolicyConfig, load_config
 from lineguard.errors import InputError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def retrain(
         raise InputError(f"{out} exists and is not empty; pick a new --out for this retraining")
 
     new_tasks = _pull(registry, production, client, project, parent_data, out, say)
-    _train(registry, production, out, epochs, train_cfg, say)
+    _train(registry, production, out, epochs, train_cfg, cfg.policy, say)
 
     version = next_version(production.version)
     say(f"3/5 export + register: {name}:{version}")
@@ -158,6 +158,7 @@ def _train(
     out: Path,
     epochs: int,
     train_cfg: TrainConfig | None,
+    policy: PolicyConfig,
     say: Callable[[str], None],
 ) -> None:
     """Step 2: fine-tune from production's weights at its input size, then calibrate like it."""
@@ -172,7 +173,7 @@ def _train(
         update={"model": start_from, "epochs": epochs, "imgsz": production.card.input_size}
     )
     result = train(out / "data", out / "run", settings, progress=lambda line: say(f"    {line}"))
-    calibrated = _calibrate_like_production(production.card.training_run, out / "run", say)
+    calibrated = _calibrate_like_production(production.card.training_run, out / "run", policy, say)
     registry.record(
         production.name,
         production.version,
@@ -183,9 +184,11 @@ def _train(
 
 
 def _calibrate_like_production(
-    production_run: str | None, run: Path, say: Callable[[str], None]
+    production_run: str | None, run: Path, policy: PolicyConfig, say: Callable[[str], None]
 ) -> dict[str, float] | None:
     """Calibrate the new run's thresholds with production's escape target, if production was calibrated.
+
+    ``policy`` is the station's: its floor and review band bound the thresholds from below.
 
     Without this the candidate ships the 0.5 default while production ships calibrated
     thresholds, and the gate compares two policies instead of two models.
@@ -198,7 +201,7 @@ def _calibrate_like_production(
     if not found.is_file():
         return None
     max_escape = float(json.loads(found.read_text())["max_escape"])
-    calibration = calibrate_run(run, max_escape=max_escape)
+    calibration = calibrate_run(run, max_escape=max_escape, policy=policy)
     say(f"    thresholds calibrated like production's (max escape {max_escape:g}): {calibration.thresholds}")
     return calibration.thresholds
 

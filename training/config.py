@@ -72,9 +72,6 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(default=3.0, ge=0, description="Learning-rate warm-up epochs.")
     mosaic: float = Field(default=1.0, ge=0, le=1, description="Mosaic probability.")
     close_mosaic: int = Field(default=10, ge=0, description="Turn mosaic off for the last N epochs.")
-    cls_gain: float = Field(
-        default=0.5, gt=0, le=20, description="Weight of the classification loss (ultralytics 'cls')."
-    )
     cache: bool = Field(default=True, description="Keep decoded training images in RAM.")
     plots: bool = Field(default=True, description="Write PR curve, confusion matrix and sample PNGs.")
     augment: AugmentConfig = AugmentConfig()

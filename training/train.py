@@ -253,7 +253,6 @@ def _train_arguments(cfg: TrainConfig, data: Path, out: Path, device: str) -> di
         "warmup_epochs": cfg.warmup_epochs,
         "mosaic": cfg.mosaic,
         "close_mosaic": cfg.close_mosaic,
-        "cls": cfg.cls_gain,
         "cache": "ram" if cfg.cache else False,
         "augmentations": build_transforms(cfg.augment) or None,
         # flips are albumentations' job here (configured probabilities), not ultralytics'
