@@ -57,12 +57,13 @@ def make_ssl_context(
     """
     if (cert_file is None) != (key_file is None):
         raise ConfigError(f"{key} needs both cert_file and key_file for a client certificate, or neither")
+    for path in (ca_file, cert_file, key_file):
+        if path is not None and not path.is_file():  # ssl's own error does not say which file
+            raise ConfigError(f"{key}: file not found: {path}; fix the path")
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         if cert_file is not None:
             context.load_cert_chain(cert_file, key_file)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{key}: file not found: {exc.filename}; fix the path") from exc
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"{key}: files cannot be used: {exc}; check they are PEM files") from exc
     return context
