@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates deploy/secrets/: a CA and broker certificate, the broker's password file, and random
+# Creates deploy/secrets/: a CA, the broker's and the registry's certificates, the broker's password file, and random
 # tokens. Run once before `docker compose up`; never commit the folder.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +12,17 @@ mkdir -p secrets/mosquitto && cd secrets
   printf 'subjectAltName=DNS:mosquitto,DNS:localhost,IP:127.0.0.1\n' >mosquitto/san.ext
   openssl x509 -req -in mosquitto/server.csr -CA mosquitto/ca.crt -CAkey mosquitto/ca.key \
     -CAcreateserial -days 825 -extfile mosquitto/san.ext -out mosquitto/server.crt
+}
+# The artifact server's https certificate, from the same CA: stations reach it as
+# https://registry:8090 and trust it through registry.ca_file (the CA above).
+mkdir -p registry
+[ -f registry/server.crt ] || {
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=registry" \
+    -keyout registry/server.key -out registry/server.csr
+  printf 'subjectAltName=DNS:registry,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' \
+    >registry/san.ext
+  openssl x509 -req -in registry/server.csr -CA mosquitto/ca.crt -CAkey mosquitto/ca.key \
+    -CAcreateserial -days 825 -extfile registry/san.ext -out registry/server.crt
 }
 for name in mqtt_password registry_mqtt_password controller_mqtt_password monitor_mqtt_password \
   api_token registry_token ls_password; do
@@ -30,5 +41,5 @@ mosquitto_passwd -b mosquitto/passwords station1 "$(cat mqtt_password)"
 mosquitto_passwd -b mosquitto/passwords registry "$(cat registry_mqtt_password)"
 mosquitto_passwd -b mosquitto/passwords controller "$(cat controller_mqtt_password)"
 mosquitto_passwd -b mosquitto/passwords monitor "$(cat monitor_mqtt_password)"
-chmod 600 ./*_password ./*_token ./*.key mosquitto/*.key
+chmod 600 ./*_password ./*_token ./*.key mosquitto/*.key registry/*.key
 echo "secrets written to $(pwd)"

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import queue
 import shutil
+import ssl
 import threading
 import time
 from collections import deque
@@ -138,10 +139,12 @@ def fetch(
     token: str | None = None,
     timeout_s: float = 30.0,
     max_bytes: int = 512 * 1024 * 1024,
+    ca_file: Path | None = None,
 ) -> str:
     """Copy ``url`` to ``dest`` atomically, at most ``max_bytes`` within ``timeout_s``; return its sha256.
 
     Callers check the URL with ``check_source`` first: this function sends ``token`` to ``url``.
+    An https server must present a certificate signed by ``ca_file`` (else by a system CA).
     """
     parts = urlsplit(url)
     tmp = dest.with_name(dest.name + ".part")
@@ -158,7 +161,7 @@ def fetch(
                     f"artifact {source.name} cannot be read: {exc.strerror or type(exc).__name__}"
                 ) from exc
         elif parts.scheme in ("http", "https"):
-            _http_get(url, tmp, token, digest, max_bytes, deadline)
+            _http_get(url, tmp, token, digest, max_bytes, deadline, ca_file)
         else:
             raise ModelError(f"unsupported model URL scheme {parts.scheme[:20]!r}; use file:// or http(s)://")
         tmp.replace(dest)
@@ -167,14 +170,36 @@ def fetch(
     return digest.hexdigest()
 
 
-def _http_get(url: str, tmp: Path, token: str | None, digest: Any, max_bytes: int, deadline: float) -> None:
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error, if the connection failed in the handshake."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _http_get(
+    url: str, tmp: Path, token: str | None, digest: Any, max_bytes: int, deadline: float, ca_file: Path | None
+) -> None:
     import httpx
+
+    from lineguard.mqtt_link import make_ssl_context
 
     where = _origin(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = max(0.1, deadline - time.monotonic())
+    verify: ssl.SSLContext | bool = True
+    if urlsplit(url).scheme == "https":
+        try:
+            verify = make_ssl_context(ca_file, None, None, key="registry.ca_file")
+        except ConfigError as exc:  # a refused swap is reported as one, the old model keeps running
+            raise ModelError(str(exc)) from exc
     try:
-        with httpx.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as resp:
+        with httpx.stream(
+            "GET", url, headers=headers, timeout=timeout, follow_redirects=False, verify=verify
+        ) as resp:
             if resp.status_code == 401:
                 raise ModelError(
                     f"registry {where} refused the download (401): "
@@ -190,6 +215,13 @@ def _http_get(url: str, tmp: Path, token: str | None, digest: Any, max_bytes: in
             with tmp.open("wb") as out:
                 _copy(resp.iter_bytes(), out, digest, max_bytes, deadline)
     except httpx.HTTPError as exc:
+        tls = _tls_failure(exc)
+        if tls is not None:
+            why = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or type(tls).__name__
+            raise ModelError(
+                f"cannot download from {where}: its TLS certificate was refused ({str(why)[:100]}); "
+                "set registry.ca_file to the CA that signed the artifact server's certificate"
+            ) from exc
         raise ModelError(f"cannot download from {where}: {type(exc).__name__}") from exc
 
 
@@ -214,7 +246,12 @@ def _download(desired: DesiredModel, cfg: LineguardConfig, release: Release | No
     cached = onnx.is_file() and hashlib.sha256(onnx.read_bytes()).hexdigest() == desired.sha256
     if not cached:
         got = fetch(
-            desired.url, onnx, token=token, timeout_s=limits.fetch_timeout_s, max_bytes=limits.max_model_bytes
+            desired.url,
+            onnx,
+            token=token,
+            timeout_s=limits.fetch_timeout_s,
+            max_bytes=limits.max_model_bytes,
+            ca_file=limits.ca_file,
         )
         if got != desired.sha256:
             onnx.unlink(missing_ok=True)
@@ -228,6 +265,7 @@ def _download(desired: DesiredModel, cfg: LineguardConfig, release: Release | No
         token=token,
         timeout_s=limits.fetch_timeout_s,
         max_bytes=limits.max_card_bytes,
+        ca_file=limits.ca_file,
     )
     if release is not None and card_sha != release.card_sha256:
         card_path.unlink(missing_ok=True)

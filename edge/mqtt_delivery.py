@@ -162,7 +162,9 @@ class MqttDelivery:
             self._metrics.alerts.labels(kind=kind).inc()
             alert = build_alert(kind, detail, line=self._line, station=self._station)
             payload = alert.to_json().encode()
-            event(logging.WARNING, "alert", kind=kind, detail=json.dumps(detail, default=str))
+            event(
+                logging.WARNING, "alert", kind=kind, message=alert.message, detail=json.dumps(alert.details)
+            )
             with self._alerts_lock:
                 if not self._connected:
                     self._alerts_unsent.append(payload)  # sent on (re)connect

@@ -316,6 +316,11 @@ class RegistryConfig(Section):
         default="",
         description="Base URL of 'lineguard registry serve' put in rollout messages; empty = file:// URLs.",
     )
+    ca_file: Path | None = Field(
+        default=None,
+        description="Station side: CA certificate (PEM) that signed the artifact server's https "
+        "certificate (a private CA); unset = the system CAs.",
+    )
     eval_set: Path | None = Field(
         default=None, description="Frozen evaluation set (YOLO dataset folder) for the promotion gate."
     )

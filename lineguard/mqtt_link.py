@@ -47,18 +47,25 @@ class LinkSettings:
         return f"{self.host}:{self.port}"
 
 
-def make_ssl_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
-    """Verify the broker (against ``ca_file``, else the system CAs); present a client cert if given."""
+def make_ssl_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None, *, key: str = "mqtt.tls"
+) -> ssl.SSLContext:
+    """Verify the server (against ``ca_file``, else the system CAs); present a client cert if given.
+
+    The one TLS client set-up: the broker link and the station's model downloads both use it;
+    ``key`` names the config key the files come from, so an error says what to fix.
+    """
     if (cert_file is None) != (key_file is None):
-        raise ConfigError("mqtt.tls needs both cert_file and key_file for a client certificate, or neither")
+        raise ConfigError(f"{key} needs both cert_file and key_file for a client certificate, or neither")
+    for path in (ca_file, cert_file, key_file):
+        if path is not None and not path.is_file():  # ssl's own error does not say which file
+            raise ConfigError(f"{key}: file not found: {path}; fix the path")
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
         if cert_file is not None:
             context.load_cert_chain(cert_file, key_file)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"mqtt.tls file not found: {exc.filename}; fix the path") from exc
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"mqtt.tls files cannot be used: {exc}; check they are PEM files") from exc
+        raise ConfigError(f"{key}: files cannot be used: {exc}; check they are PEM files") from exc
     return context
 
 

@@ -383,15 +383,31 @@ def publish(obj: _Ctx, name: str) -> None:
     default=None,
     help="Bearer token file [default: registry.token_file].",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Server certificate (PEM) for https; with --tls-key. Production stations fetch only over https.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Private key (PEM) of --tls-cert.",
+)
 @pass_ctx
-def serve(obj: _Ctx, host: str, port: int, token_file: Path | None) -> None:
-    """Serve artifacts and cards over HTTP to holders of the token (Ctrl-C stops)."""
+def serve(
+    obj: _Ctx, host: str, port: int, token_file: Path | None, tls_cert: Path | None, tls_key: Path | None
+) -> None:
+    """Serve artifacts and cards over http(s) to holders of the token (Ctrl-C stops)."""
     import uvicorn
 
-    from lineguard.registry.server import create_app, read_token
+    from lineguard.registry.server import read_token, server_config
     from lineguard.registry.store import Registry
 
     cfg = obj.cfg()
     token = read_token(token_file or cfg.registry.token_file)
-    click.echo(f"serving {cfg.registry.root} on http://{host}:{port}/v1/artifacts/<sha256>")
-    uvicorn.run(create_app(Registry(cfg.registry.root), token), host=host, port=port, log_level="warning")
+    config = server_config(Registry(cfg.registry.root), token, host, port, tls_cert, tls_key)
+    scheme = "http" if tls_cert is None else "https"
+    click.echo(f"serving {cfg.registry.root} on {scheme}://{host}:{port}/v1/artifacts/<sha256>")
+    uvicorn.Server(config).run()

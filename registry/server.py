@@ -1,4 +1,4 @@
-"""The artifact server (``lineguard registry serve``): stations fetch model files over HTTP with a token.
+"""The artifact server (``lineguard registry serve``): stations fetch model files over HTTP(S) with a token.
 
 Read-only and small on purpose: ``GET /v1/artifacts/<sha256>`` returns an ONNX blob,
 ``GET /v1/cards/<name>/<version>.json`` a model card, ``GET /v1/models`` the versions and their
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-__all__ = ["ArtifactServer", "create_app", "read_token"]
+__all__ = ["ArtifactServer", "create_app", "read_token", "server_config"]
 
 _SHA = re.compile(r"[0-9a-f]{64}")
 # A name or version starts with a letter or digit, so '.', '..' and hidden files never match.
@@ -93,23 +93,62 @@ def create_app(registry: Registry, token: str) -> FastAPI:
     return app
 
 
+def server_config(
+    registry: Registry,
+    token: str,
+    host: str,
+    port: int,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> uvicorn.Config:
+    """The one uvicorn set-up of the artifact server: https when ``tls_cert`` and ``tls_key`` are given.
+
+    The files are checked here, so a wrong path is one line naming the option, not a traceback
+    from inside uvicorn's start-up.
+    """
+    import uvicorn
+
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("https needs both --tls-cert and --tls-key (PEM files), or neither for plain http")
+    for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{option} {path} is not a file; give the server's PEM certificate and key")
+    return uvicorn.Config(
+        create_app(registry, token),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=None if tls_cert is None else str(tls_cert),
+        ssl_keyfile=None if tls_key is None else str(tls_key),
+    )
+
+
 class ArtifactServer:
     """uvicorn serving ``create_app`` in a background thread; ``url`` once started."""
 
-    def __init__(self, registry: Registry, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
         import uvicorn
 
-        config = uvicorn.Config(
-            create_app(registry, token), host=host, port=port, log_level="warning", access_log=False
-        )
+        config = server_config(registry, token, host, port, tls_cert, tls_key)
         self._server: uvicorn.Server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="registry-serve", daemon=True)
         self.host = host
         self.port = port
+        self.scheme = "http" if tls_cert is None else "https"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> ArtifactServer:
         self._thread.start()

@@ -6,7 +6,7 @@ controllers, MES and QA tooling depend on the field names: change them only with
 version. ``python -m lineguard.schemas schemas`` writes their JSON Schemas.
 """
 
-from lineguard.messages.alert import ALERT_SCHEMA, Alert, AlertKind, AlertLevel, build_alert
+from lineguard.messages.alert import ALERT_SCHEMA, MAX_ALERT_BYTES, Alert, AlertKind, AlertLevel, build_alert
 from lineguard.messages.control import (
     FEEDBACK_SCHEMA,
     MODEL_MESSAGE_SCHEMA,
@@ -50,6 +50,7 @@ __all__ = [
     "FEEDBACK_SCHEMA",
     "MANIFEST_NAME",
     "MANIFEST_SCHEMA",
+    "MAX_ALERT_BYTES",
     "MODEL_CARD_SCHEMA",
     "MODEL_MESSAGE_SCHEMA",
     "MODEL_NAME",

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lineguard.messages.verdict import utc_now
 
-__all__ = ["ALERT_SCHEMA", "Alert", "AlertKind", "AlertLevel", "build_alert"]
+__all__ = ["ALERT_SCHEMA", "MAX_ALERT_BYTES", "Alert", "AlertKind", "AlertLevel", "build_alert"]
 
 ALERT_SCHEMA: Final = "lineguard.alert/1"
 
@@ -46,17 +46,72 @@ class Alert(BaseModel):
         return self.model_dump_json(by_alias=True)
 
 
+# Alerts travel to people and plant systems and into logs; whatever a raiser passes (a 1 MB
+# trigger, a file read by mistake), one alert stays a few kB.
+MAX_TEXT_CHARS: Final = 1000
+MAX_ALERT_BYTES: Final = 4096
+_MAX_ITEMS: Final = 50
+_MAX_DEPTH: Final = 4
+TRUNCATED: Final = "…[truncated]"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+
+
+def _bounded(value: Any, limit: int, depth: int = 0) -> Any:
+    """``value`` with every string cut to ``limit`` chars and containers to ``_MAX_ITEMS`` entries."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= _MAX_DEPTH:
+        return _clip(str(value), limit)
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {_clip(str(k), 64): _bounded(v, limit, depth + 1) for k, v in items[:_MAX_ITEMS]}
+        if len(items) > _MAX_ITEMS:
+            out[TRUNCATED] = f"{len(items) - _MAX_ITEMS} more keys"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        clipped = [_bounded(v, limit, depth + 1) for v in seq[:_MAX_ITEMS]]
+        return clipped + ([f"{TRUNCATED} {len(seq) - _MAX_ITEMS} more"] if len(seq) > _MAX_ITEMS else [])
+    return _clip(value if isinstance(value, str) else str(value), limit)
+
+
 def build_alert(kind: str, detail: dict[str, Any], *, line: str = "", station: str = "") -> Alert:
     """An ``Alert`` from a raiser's dict: ``level``, ``signal`` and ``message`` keys lift out, the
-    rest become ``details``; a raiser that names none gets a warning about ``kind`` itself."""
+    rest become ``details``; a raiser that names none gets a warning about ``kind`` itself.
+
+    The one place alerts are built from free-form input, so the one place they are bounded: each
+    string to ``MAX_TEXT_CHARS``, the whole JSON to ``MAX_ALERT_BYTES`` (details shortened, then
+    dropped with a ``truncated`` marker), whatever the caller passes.
+    """
     rest = dict(detail)
     level = str(rest.pop("level", "warning"))
-    return Alert(
+    signal = _clip(str(rest.pop("signal", kind)), 200)
+    message = str(rest.pop("message", "") or f"{kind}: {_clip(str(rest), MAX_TEXT_CHARS)}")
+    alert = Alert(
         kind=kind,
         level=level if level in ("ok", "warning", "alarm") else "warning",  # type: ignore[arg-type]
-        signal=str(rest.pop("signal", kind)),
-        message=str(rest.pop("message", "") or f"{kind}: {rest}"),
-        line=line,
-        station=station,
-        details=rest,
+        signal=signal,
+        message=_clip(message, MAX_TEXT_CHARS),
+        line=_clip(line, 200),
+        station=_clip(station, 200),
+        details=_bounded(rest, MAX_TEXT_CHARS),
+    )
+    for limit in (200, 40):
+        if len(alert.to_json().encode()) <= MAX_ALERT_BYTES:
+            return alert
+        alert = alert.model_copy(update={"details": _bounded(rest, limit)})
+    if len(alert.to_json().encode()) <= MAX_ALERT_BYTES:
+        return alert
+    # Still over: the text itself is large once escaped (control characters are 6 bytes in JSON).
+    return alert.model_copy(
+        update={
+            "details": {"truncated": f"details dropped: the alert was over {MAX_ALERT_BYTES} bytes"},
+            "message": _clip(alert.message, 300),
+            "signal": _clip(alert.signal, 64),
+            "line": _clip(alert.line, 64),
+            "station": _clip(alert.station, 64),
+        }
     )
