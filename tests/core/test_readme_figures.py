@@ -18,8 +18,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _variant(data: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
-    (found,) = [v for v in data["variants"] if (v["backend"], v["precision"]) == (backend, precision)]
-    return found
+    found: list[dict[str, Any]] = [
+        v for v in data["variants"] if (v["backend"], v["precision"]) == (backend, precision)
+    ]
+    (only,) = found
+    return only
 
 
 # (results file, what the README says with {} for the figure, the figure read from the file)
