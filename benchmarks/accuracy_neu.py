@@ -2,10 +2,12 @@
 
 Synthetic data proves the plumbing; NEU-DET (1,800 real hot-rolled steel images, 6 classes) shows
 how far the pipeline gets on real defects next to published nano-model figures. The dataset is
-imported as a dataset version outside the repository (``--work``, default ``var/bench``), trained
-from a model YAML (no pretrained weights exist offline), evaluated on the fixed ``splits/val.txt``
-list, calibrated for ``--max-escape``, exported to ONNX and evaluated again through the edge's
-pre/post-processing. Results go to ``benchmarks/results/neu_det_<model>_<imgsz>_<epochs>.{md,json}``.
+read from ``--src`` (default ``../shared/datasets/neu-det`` beside the checkout; results name it
+relative to the repository), imported as a dataset version under ``--work`` (default
+``var/bench``), trained from a model YAML (no pretrained weights exist offline), evaluated on the
+fixed ``splits/val.txt`` list, calibrated for ``--max-escape``, exported to ONNX and evaluated
+again through the edge's pre/post-processing. Results go to
+``benchmarks/results/neu_det_<model>_<imgsz>_<epochs>.{md,json}``.
 
     python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 256 --time-h 0.85
     python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 640 --epochs 100 \
@@ -16,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from lineguard.provenance import ALLOW_DIRTY_HELP, provenance, provenance_markdown
 
 __all__ = ["PUBLISHED", "main"]
 
@@ -30,7 +35,8 @@ PUBLISHED = {
     "yolov8n": {"map50": 0.777, "map50_95": 0.462, "note": "YOLOv8n, one published table"},
     "yolo11n": {"map50": 0.753, "map50_95": None, "note": "YOLO11n, another published table"},
 }
-_DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det"
+_REPO = Path(__file__).resolve().parents[1]
+_DEFAULT_SRC = _REPO.parent / "shared" / "datasets" / "neu-det"
 _RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -50,6 +56,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-escape", type=float, default=0.005)
     p.add_argument("--run", type=Path, default=None, help="Reuse a finished training run (skip training)")
     p.add_argument("--results", type=Path, default=_RESULTS)
+    p.add_argument("--allow-dirty", action="store_true", help=ALLOW_DIRTY_HELP)
     return p.parse_args(argv)
 
 
@@ -68,9 +75,10 @@ def _dataset(src: Path, work: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    command = "python -m lineguard.benchmarks.accuracy_neu " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    command = shlex.join(
+        ["python", "-m", "lineguard.benchmarks.accuracy_neu", *(sys.argv[1:] if argv is None else argv)]
     )
+    origin = provenance(allow_dirty=args.allow_dirty, command=command)  # refused before hours of training
     data = _dataset(args.src, args.work)
     model_tag = Path(args.model).stem
     if args.run is None:
@@ -90,10 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         train(data, run, cfg, progress=lambda line: print(line, flush=True))
     else:
         run = args.run
-    return _report(args, command, data, run, model_tag)
+    return _report(args, origin, data, run, model_tag)
 
 
-def _report(args: argparse.Namespace, command: str, data: Path, run: Path, model_tag: str) -> int:
+def _shown(path: Path) -> str:
+    """A path relative to the repository (``../shared/...`` beside it), never a machine's absolute path."""
+    where = path.resolve()
+    if where.is_relative_to(_REPO.parent):
+        return os.path.relpath(where, _REPO)
+    return path.name
+
+
+def _report(args: argparse.Namespace, origin: dict[str, Any], data: Path, run: Path, model_tag: str) -> int:
     from lineguard.training import calibrate_run, evaluate, export_run, load_run
 
     record = load_run(run)
@@ -109,7 +125,9 @@ def _report(args: argparse.Namespace, command: str, data: Path, run: Path, model
     published = PUBLISHED.get(model_tag.replace(".yaml", ""), {})
     result: dict[str, Any] = {
         "benchmark": "neu_det_accuracy",
-        "command": command,
+        "provenance": origin,
+        "command": origin["command"],
+        "dataset_source": _shown(args.src),
         "model": args.model,
         "imgsz": args.imgsz,
         "epochs": epochs,
@@ -148,23 +166,37 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}"
 
 
+def _origin(r: dict[str, Any]) -> list[str]:
+    """Provenance lines; results made before it was recorded show their command alone."""
+    if "provenance" in r:
+        return provenance_markdown(r["provenance"])
+    return [f"Command: `{r['command']}`", ""]
+
+
 def _markdown(r: dict[str, Any], per_class: str) -> str:
     pub = r["published"]
+    ul = r.get("ultralytics_val") or {}
     cal = r["calibration"]
     lines = [
         f"# NEU-DET accuracy: {r['model']} at {r['imgsz']} px, {r['epochs']} epochs",
         "",
-        f"Command: `{r['command']}`",
-        "",
+        *_origin(r),
         f"Hardware: {r['hardware']} (device {r['device']}); training took {r['train_seconds']} s.",
-        f"Dataset version {str(r['dataset_hash'])[:12]} (NEU-DET, splits/train.txt 1440 / "
+        f"Dataset version {str(r['dataset_hash'])[:12]} (NEU-DET from `{r.get('dataset_source', '?')}`, "
+        "splits/train.txt 1440 / "
         f"splits/val.txt {r['val_images']} images); code {r['git_revision']}.",
         "",
-        "| figure | this run (.pt) | this run (.onnx, edge pre/post) | published |",
-        "|---|---:|---:|---:|",
-        f"| mAP50 | {_pct(r['pt']['map50'])} | {_pct(r['onnx']['map50'])} | {_pct(pub.get('map50'))} |",
+        "| figure | this run (.pt) | this run (.onnx, edge pre/post) | ultralytics' validator (.pt) "
+        "| published |",
+        "|---|---:|---:|---:|---:|",
+        f"| mAP50 | {_pct(r['pt']['map50'])} | {_pct(r['onnx']['map50'])} | {_pct(ul.get('map50'))} "
+        f"| {_pct(pub.get('map50'))} |",
         f"| mAP50-95 | {_pct(r['pt']['map50_95'])} | {_pct(r['onnx']['map50_95'])} "
-        f"| {_pct(pub.get('map50_95'))} |",
+        f"| {_pct(ul.get('map50_95'))} | {_pct(pub.get('map50_95'))} |",
+        "",
+        "Ultralytics' own validator scores the same weights at the end of training with its "
+        "multi-label NMS, so it differs from lineguard's evaluation (one label per box, as the edge "
+        "decides); both are shown so that neither is quoted alone.",
         "",
         f"Published: {pub.get('note', 'none for this model')}, trained from COCO-pretrained weights on "
         "their own random splits (NEU-DET has no official split); ours is trained from scratch "

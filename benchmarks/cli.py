@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lineguard.errors import InputError
+from lineguard.provenance import ALLOW_DIRTY_HELP, provenance
 
 if TYPE_CHECKING:
     from lineguard.benchmarks.latency import Variant
@@ -124,6 +125,7 @@ def bench() -> None:
     show_default=True,
 )
 @click.option("--name", default="latency", show_default=True, help="Report file stem: NAME.{json,md,png}.")
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
 def latency(
     model_path: Path | None,
     imgsz: int | None,
@@ -146,6 +148,7 @@ def latency(
     no_ultralytics: bool,
     out_dir: Path,
     name: str,
+    allow_dirty: bool,
 ) -> None:
     """Per-stage and end-to-end p50/p95/p99 per backend vs ultralytics' predict, with mAP50."""
     # Ultralytics' torch pre-processing leaves OpenMP threads spinning, and on a small CPU they slow
@@ -158,6 +161,7 @@ def latency(
     size = _frame_size(frame_size)
     if "bf16" in precisions and "openvino" not in backends:
         raise InputError("--precision bf16 needs --backend openvino; onnxruntime runs fp32 only")
+    origin = provenance(allow_dirty=allow_dirty)  # before the run: a refusal costs nothing
 
     def say(line: str) -> None:
         click.echo(line, err=True)
@@ -197,6 +201,7 @@ def latency(
             outbox_modes=modes,
             say=say,
         )
+        report.provenance = origin
         if mqtt is None:
             report.mqtt["skipped"] = skipped
         if built:

@@ -29,6 +29,7 @@ from lineguard.config import MonitoringConfig, QualityConfig
 from lineguard.inference import QualityGate
 from lineguard.messages import ReferenceStats
 from lineguard.monitoring import DriftEvent, DriftMonitor, Metrics
+from lineguard.provenance import ALLOW_DIRTY_HELP, provenance, provenance_markdown
 from lineguard.synthetic import CLASSES, CONDITIONS, SyntheticUnit, render_unit
 
 __all__ = [
@@ -184,7 +185,9 @@ def main() -> None:
     parser.add_argument("--reference-units", type=int, default=300)
     parser.add_argument("--nominal-units", type=int, default=5000)
     parser.add_argument("--imgsz", type=int, default=96)
+    parser.add_argument("--allow-dirty", action="store_true", help=ALLOW_DIRTY_HELP)
     args = parser.parse_args()
+    print("\n".join(provenance_markdown(provenance(allow_dirty=args.allow_dirty))))
     cfg = MonitoringConfig()
     print(
         f"window {cfg.drift_window} units, scored every {cfg.drift_every}; PSI {cfg.psi_warning}/"

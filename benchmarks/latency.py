@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
 from lineguard.messages import ModelCard, utc_now
+from lineguard.provenance import cpu_summary
 from lineguard.synthetic import render_unit
 from lineguard.training.evaluate import EVAL_CONF, EVAL_IOU
 
@@ -192,21 +192,6 @@ class EdgePipeline:
         return decision
 
 
-def _cpu_name() -> str:
-    """The CPU's model and the vector extensions that decide which precision is fast on it."""
-    name, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    wanted = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
-
-
 def _fps(recorder: LatencyRecorder, stage: str) -> float:
     samples = recorder.samples.get(stage, [])
     return len(samples) / sum(samples) if samples else float("nan")
@@ -322,6 +307,7 @@ class LatencyReport:
     ultralytics_openvino_map50: float | None = None
     mqtt: dict[str, Any] = field(default_factory=dict)
     samples_ms: dict[str, list[float]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # lineguard.provenance; the command sets it
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -424,7 +410,7 @@ def run_latency_benchmark(
         "ultralytics_weights": str(ultralytics_weights) if ultralytics_weights is not None else None,
         "data": str(data) if data is not None else None,
         "split": split if data is not None else None,
-        "cpu": _cpu_name(),
+        "cpu": cpu_summary(),
         "omp_wait_policy": omp,
         "cpu_count": os.cpu_count(),
         "load_avg_start": [round(x, 2) for x in load_start],

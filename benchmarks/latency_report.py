@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lineguard.benchmarks.latency import LatencyReport, StageStats, VariantResult
+from lineguard.provenance import provenance_markdown
 
 __all__ = ["markdown", "write_report"]
 
@@ -161,6 +162,7 @@ def markdown(report: LatencyReport) -> str:
     lines = [
         f"# Edge latency: {model} at {s['imgsz']} px, {s['threads']} threads",
         "",
+        *(provenance_markdown(report.provenance) if report.provenance else []),
         f"{s['frames']} JPEG frames of {s['frame_size']} (synthetic units; the JPEG decode, "
         "`capture`, stands in for the camera and is shown apart); policy conf "
         f"{s['conf']}, NMS IoU {s['iou']}; CPU {s['cpu']}, {s['cpu_count']} cores. All paths ran "

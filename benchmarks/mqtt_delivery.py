@@ -35,6 +35,7 @@ from lineguard.edge.mqtt_delivery import MqttDelivery
 from lineguard.edge.outbox import Outbox
 from lineguard.messages import Reason, Verdict, VerdictKind, utc_now
 from lineguard.monitoring.metrics import Metrics
+from lineguard.provenance import ALLOW_DIRTY_HELP, provenance, provenance_markdown
 
 __all__ = ["main"]
 
@@ -195,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=2000)
     parser.add_argument("--interval-ms", type=float, default=5.0)
+    parser.add_argument("--allow-dirty", action="store_true", help=ALLOW_DIRTY_HELP)
     args = parser.parse_args(argv)
+    print("\n".join(provenance_markdown(provenance(allow_dirty=args.allow_dirty))))
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
         workdir = Path(tmp)
         _add_cost(workdir, args.units)

@@ -8,6 +8,7 @@ exits 1 when any check fails.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ import click
 
 from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import LineguardError
+from lineguard.labeling import read_token
 from lineguard.messages import ModelCard, sha256_file
 from lineguard.redact import mask_url
 
@@ -149,6 +151,78 @@ def _check_http(name: str, url: str, timeout_s: float, fix: str) -> Check:
         return Check(name, False, f"cannot reach {shown}: {reason}", fix)
 
 
+def _check_label_studio(cfg: LineguardConfig, timeout_s: float) -> Check:
+    """Reachable is not enough: a refused token loses every sample, so ask as the station will."""
+    sampling = cfg.sampling
+    base = sampling.label_studio_url.rstrip("/")
+    reach = _check_http(
+        "label studio", base + "/health", timeout_s, "start Label Studio or fix sampling.label_studio_url"
+    )
+    if not reach.ok:
+        return reach
+    if sampling.label_studio_token_file is None:
+        return Check(
+            "label studio",
+            False,
+            "sampling.label_studio_url is set but sampling.label_studio_token_file is not",
+            "point sampling.label_studio_token_file at a file holding the Label Studio API token",
+        )
+    try:
+        token = read_token(sampling.label_studio_token_file)
+    except LineguardError as exc:
+        return Check("label studio", False, str(exc), "fix sampling.label_studio_token_file")
+    request = urllib.request.Request(
+        base + "/api/current-user/whoami", headers={"Authorization": f"Token {token}"}
+    )
+    shown = mask_url(base)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return Check("label studio", True, f"{shown} accepts the token (answered {response.status})")
+    except urllib.error.HTTPError as exc:
+        if exc.code in {401, 403}:
+            return Check(
+                "label studio",
+                False,
+                f"{shown} refuses the token in {sampling.label_studio_token_file} ({exc.code})",
+                "copy the access token from Label Studio (Account & Settings) into that file",
+            )
+        return Check("label studio", False, f"{shown}/api/current-user/whoami answered {exc.code}", "")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = mask_url(str(getattr(exc, "reason", exc)))
+        return Check("label studio", False, f"cannot reach {shown}: {reason}", "")
+
+
+def _needed_extras(cfg: LineguardConfig) -> list[tuple[str, str, str]]:
+    """(module, extra, what needs it) for each optional package this configuration uses."""
+    needed = [("cv2", "edge", "frame decoding"), ("prometheus_client", "edge", "metrics")]
+    backend = cfg.model.backend
+    if backend == "openvino" or cfg.model.precision == "bf16":
+        needed.append(("openvino", "openvino", "model.backend openvino / model.precision bf16"))
+    elif backend == "onnxruntime" or importlib.util.find_spec("openvino") is None:
+        needed.append(("onnxruntime", "edge", f"model.backend {backend}"))
+    if cfg.mqtt.enabled:
+        needed.append(("paho", "edge", "mqtt.enabled"))
+    if cfg.http.enabled:
+        needed += [("fastapi", "edge", "http.enabled"), ("uvicorn", "edge", "http.enabled")]
+    if cfg.sampling.enabled and cfg.sampling.label_studio_url:
+        needed.append(("label_studio_sdk", "label", "sampling to Label Studio"))
+    return needed
+
+
+def _check_extras(cfg: LineguardConfig) -> Check:
+    """``edge run`` refuses a configuration whose packages are missing; say so before it starts."""
+    missing = [(m, e, why) for m, e, why in _needed_extras(cfg) if importlib.util.find_spec(m) is None]
+    if not missing:
+        return Check("extras", True, "every package the configuration needs is installed")
+    extras = ",".join(dict.fromkeys(e for _, e, _ in missing))
+    return Check(
+        "extras",
+        False,
+        "; ".join(f"{why} needs the Python package '{m}', which is not installed" for m, _, why in missing),
+        f"pip install 'lineguard[{extras}]'",
+    )
+
+
 def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
     cam = cfg.camera
     if cam.kind == "synthetic":
@@ -194,14 +268,10 @@ def run_checks(config_path: Path | None, *, timeout_s: float = 3.0) -> list[Chec
         lambda: _check_model(cfg),
         lambda: _check_broker(cfg, timeout_s),
         lambda: _check_camera(cfg, timeout_s),
+        lambda: _check_extras(cfg),
     ]
     if cfg.sampling.label_studio_url:
-        url = cfg.sampling.label_studio_url.rstrip("/") + "/health"
-        checks.append(
-            lambda: _check_http(
-                "label studio", url, timeout_s, "start Label Studio or fix sampling.label_studio_url"
-            )
-        )
+        checks.append(lambda: _check_label_studio(cfg, timeout_s))
     results = []
     for check in checks:
         try:

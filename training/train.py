@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import yaml
 import lineguard
 from lineguard.errors import ConfigError, DatasetError, InputError, ModelError
 from lineguard.messages import DatasetManifest
+from lineguard.provenance import cpu_model, git_revision
 from lineguard.training.augment import build_transforms
 from lineguard.training.config import TrainConfig
 from lineguard.training.offline import load_ultralytics
@@ -33,7 +32,6 @@ from lineguard.training.offline import load_ultralytics
 __all__ = [
     "RUN_FILE",
     "TrainResult",
-    "git_revision",
     "hardware_summary",
     "load_run",
     "resolve_model_source",
@@ -81,37 +79,9 @@ def resolve_model_source(model: str) -> str:
         ) from exc
 
 
-def git_revision() -> str | None:
-    """``<sha>`` or ``<sha>-dirty`` of the checkout lineguard runs from; None outside git."""
-    where = Path(lineguard.__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def hardware_summary(device: str = "cpu") -> str:
     """One line naming the CPU (and GPU when one is used), for run records and benchmarks."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
+    text = f"{cpu_model()}, {os.cpu_count()} cores"
     if device not in {"cpu", ""}:
         import torch
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,7 +114,7 @@ def test_bench_latency_command_writes_mqtt_and_map50_rows(
     tiny_model: Path, synthetic_dataset: Path, broker: Broker, tmp_path: Path
 ) -> None:
     args = ["latency", "--model", str(tiny_model / "model.onnx"), "--frames", "2", "--warmup", "0"]
-    args += ["--frame-size", "200x100", "--no-ultralytics", "--data", str(synthetic_dataset)]
+    args += ["--frame-size", "200x100", "--no-ultralytics", "--data", str(synthetic_dataset), "--allow-dirty"]
     args += ["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--outbox", "fsync"]
     result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out"), "--name", "run1"])
     assert result.exit_code == 0, result.output
@@ -123,11 +125,16 @@ def test_bench_latency_command_writes_mqtt_and_map50_rows(
     assert variant["stages"]["e2e_fsync"]["n"] == 2
     assert "e2e_no_fsync" not in variant["stages"]
     assert "e2e via MQTT p50 / p99 (fsync)" in result.output
+    # The figures name their code, machine and command (a dirty tree is marked as such).
+    origin = data["provenance"]
+    assert origin["git_revision"] and origin["machine"]["cores"] == os.cpu_count()
+    assert origin["command"] == shlex.join(sys.argv) and origin["versions"]["onnxruntime"]
+    assert f"from revision `{origin['git_revision']}`" in result.output
 
 
 def test_bench_latency_says_when_no_broker_answers(tiny_model: Path, tmp_path: Path) -> None:
     args = ["latency", "--model", str(tiny_model / "model.onnx"), "--frames", "1", "--warmup", "0"]
-    args += ["--frame-size", "64x64", "--no-ultralytics", "--mqtt-port", str(free_port())]
+    args += ["--frame-size", "64x64", "--no-ultralytics", "--mqtt-port", str(free_port()), "--allow-dirty"]
     result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "skipped: no MQTT broker answered at 127.0.0.1:" in result.output
@@ -147,7 +154,7 @@ def test_openvino_is_also_timed_against_ultralytics_own_openvino_export(
 ) -> None:
     """The weights beside the ONNX (or in the card's training run) are exported by ultralytics itself."""
     args = ["latency", "--model", str(tiny_model / "model.onnx"), "--backend", "openvino"]
-    args += ["--frames", "2", "--warmup", "0", "--frame-size", "320x240", "--no-mqtt"]
+    args += ["--frames", "2", "--warmup", "0", "--frame-size", "320x240", "--no-mqtt", "--allow-dirty"]
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     try:
         result = CliRunner().invoke(bench, [*args, "--out", str(tmp_path / "out")])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from support.label_studio import LabelStudioInfo
 from support.mosquitto import Broker
 
 from lineguard.edge.doctor import run_checks
@@ -82,3 +85,32 @@ def test_card_thresholds_that_hide_the_review_band_are_explained(tmp_path: Path,
         policy={"class_thresholds": {card.classes[0]: 0.2}},
     )
     assert _by_name(fixed)["model"][0]
+
+
+def _label_studio_config(tmp_path: Path, url: str, token: str) -> Path:
+    token_file = tmp_path / "ls_token"
+    token_file.write_text(token)
+    sampling = {"label_studio_url": url, "label_studio_token_file": str(token_file)}
+    return _config(tmp_path, mqtt={"enabled": False}, sampling=sampling)
+
+
+def test_label_studio_token_it_refuses_is_reported(tmp_path: Path, label_studio: LabelStudioInfo) -> None:
+    """A reachable Label Studio that refuses the token would lose every sample: not "ok"."""
+    wrong = _label_studio_config(tmp_path, label_studio.url, "0" * 40)
+    ok, detail, fix = _by_name(wrong)["label studio"]
+    assert not ok and "refuses the token" in detail and "(401)" in detail
+    assert "Account & Settings" in fix
+    right = _label_studio_config(tmp_path, label_studio.url, label_studio.token)
+    ok, detail, _ = _by_name(right)["label studio"]
+    assert ok and "accepts the token" in detail
+
+
+def test_missing_extra_for_label_studio_sampling_names_the_pip_install(
+    tmp_path: Path, label_studio: LabelStudioInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _label_studio_config(tmp_path, label_studio.url, label_studio.token)
+    assert _by_name(config)["extras"][0]  # everything installed here
+    monkeypatch.setitem(sys.modules, "label_studio_sdk", None)  # as on an '.[edge]' install
+    ok, detail, fix = _by_name(config)["extras"]
+    assert not ok and "sampling to Label Studio needs the Python package 'label_studio_sdk'" in detail
+    assert fix == "pip install 'lineguard[label]'"

@@ -7,7 +7,8 @@ frame index records the condition it was rendered under, so each unit's ground t
 ``render_unit(seed, index, condition=...)``. ``Tally`` scores verdicts against that truth the way
 the registry's gate does (NO_DECISION is not a correct decision). ``label_from_truth`` plays QA
 staff in Label Studio: it annotates exactly the tasks the station sent, box for box from ground
-truth. ``write_figures`` puts the run's figures into the folder the test names.
+truth. ``write_figures`` puts the run's figures, with their provenance, into the folder the test
+names.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lineguard.config import CameraConfig
 from lineguard.edge.sources import SyntheticSource
 from lineguard.messages import Verdict, VerdictKind
 from lineguard.monitoring import Metrics
+from lineguard.provenance import provenance, provenance_markdown
 from lineguard.synthetic import condition_named, render_unit
 from support.label_studio import GTBox, ls_result
 
@@ -171,6 +173,10 @@ def label_from_truth(
 
 
 def write_figures(folder: Path, figures: dict[str, Any], markdown: str) -> None:
+    """Both files open with the run's provenance; tests run on uncommitted code, marked ``-dirty``."""
+    origin = provenance(allow_dirty=True)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "flywheel.json").write_text(json.dumps(figures, indent=2) + "\n")
-    (folder / "flywheel.md").write_text(markdown)
+    (folder / "flywheel.json").write_text(json.dumps({"provenance": origin} | figures, indent=2) + "\n")
+    title, _, rest = markdown.partition("\n")
+    header = [title, "", *provenance_markdown(origin)]
+    (folder / "flywheel.md").write_text("\n".join([*header, rest.lstrip("\n")]))

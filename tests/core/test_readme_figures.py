@@ -1,0 +1,61 @@
+"""The figures README.md publishes are the ones in the results files it points to.
+
+A figure typed into the README drifts from the run that made it; each quoted figure here is read
+from its file in ``benchmarks/results/``, rounded as printed, and must appear in the README.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _variant(data: dict[str, Any], backend: str, precision: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [
+        v for v in data["variants"] if (v["backend"], v["precision"]) == (backend, precision)
+    ]
+    (only,) = found
+    return only
+
+
+# (results file, what the README says with {} for the figure, the figure read from the file)
+FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    (
+        "latency_160_avx512.json",
+        "in {} ms (p50, OpenVINO bf16)",
+        lambda d: f"{_variant(d, 'openvino', 'bf16')['stages']['frame_to_verdict']['p50_ms']:.1f}",
+    ),
+    (
+        "latency_160_avx512.json",
+        "MQTT hop included, costs {} ms",
+        lambda d: f"{_variant(d, 'openvino', 'bf16')['stages']['overhead_e2e_fsync']['p50_ms']:.1f}",
+    ),
+    (
+        "flywheel.json",
+        "taking a station from {}% back to",
+        lambda d: f"{100 * d['condition_b_before_retrain']['accuracy']:.1f}",
+    ),
+    (
+        "flywheel.json",
+        "back to {}% unit accuracy",
+        lambda d: f"{100 * d['condition_b_after_retrain']['accuracy']:.1f}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "phrase", "figure"), FIGURES, ids=[p for _, p, _ in FIGURES])
+def test_readme_quotes_the_results_file(
+    name: str, phrase: str, figure: Callable[[dict[str, Any]], str]
+) -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())  # line breaks as the reader sees them
+    value = figure(json.loads((RESULTS / name).read_text()))
+    quoted = phrase.format(value)
+    assert quoted in readme, f"README.md should say {quoted!r}, as benchmarks/results/{name} holds"
+    assert "benchmarks/results/" in readme  # the README names where its figures come from
