@@ -22,7 +22,9 @@ from lineguard.config import LineguardConfig, load_config
 from lineguard.errors import LineguardError
 from lineguard.labeling import read_token
 from lineguard.messages import ModelCard, sha256_file
+from lineguard.mqtt_link import make_ssl_context
 from lineguard.redact import mask_url
+from lineguard.secrets import read_secret
 
 __all__ = ["Check", "doctor", "run_checks"]
 
@@ -192,6 +194,54 @@ def _check_label_studio(cfg: LineguardConfig, timeout_s: float) -> Check:
         return Check("label studio", False, f"cannot reach {shown}: {reason}", "")
 
 
+def _check_registry(cfg: LineguardConfig, timeout_s: float) -> Check:
+    """The station fetches its models here: ask as it will (token, CA) and count the pinned keys."""
+    reg = cfg.registry
+    keys = f"{len(reg.public_keys)} pinned key(s)" if reg.public_keys else "no pinned key (development only)"
+    if not reg.public_url:
+        if reg.root.is_dir():
+            return Check("registry", True, f"local registry {reg.root}; {keys}")
+        return Check(
+            "registry",
+            False,
+            f"registry.root {reg.root} does not exist",
+            "set registry.public_url to the artifact server, or registry.root to the registry folder",
+        )
+    base, shown = reg.public_url.rstrip("/"), mask_url(reg.public_url.rstrip("/"))
+    headers = {}
+    try:
+        if reg.token_file is not None:
+            headers["Authorization"] = f"Bearer {read_secret(reg.token_file, 'registry.token_file')}"
+        context = (
+            make_ssl_context(reg.ca_file, None, None, key="registry.ca_file")
+            if base.startswith("https://")
+            else None
+        )
+    except LineguardError as exc:
+        return Check("registry", False, str(exc), "fix the key named above")
+    request = urllib.request.Request(base + "/v1/models", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
+            return Check("registry", True, f"{shown} accepts the token (answered {response.status}); {keys}")
+    except urllib.error.HTTPError as exc:
+        if exc.code in {401, 403}:
+            return Check(
+                "registry",
+                False,
+                f"{shown} refuses the token in registry.token_file ({exc.code})",
+                "put the token of 'lineguard registry serve --token-file' into registry.token_file",
+            )
+        return Check("registry", False, f"{shown}/v1/models answered {exc.code}", "")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = mask_url(str(getattr(exc, "reason", exc)))
+        fix = (
+            "set registry.ca_file to the CA that signed the artifact server's certificate"
+            if "CERTIFICATE" in reason.upper()
+            else "start 'lineguard registry serve' or fix registry.public_url"
+        )
+        return Check("registry", False, f"cannot reach {shown}: {reason}", fix)
+
+
 def _needed_extras(cfg: LineguardConfig) -> list[tuple[str, str, str]]:
     """(module, extra, what needs it) for each optional package this configuration uses."""
     needed = [("cv2", "edge", "frame decoding"), ("prometheus_client", "edge", "metrics")]
@@ -272,6 +322,8 @@ def run_checks(config_path: Path | None, *, timeout_s: float = 3.0) -> list[Chec
     ]
     if cfg.sampling.label_studio_url:
         checks.append(lambda: _check_label_studio(cfg, timeout_s))
+    if cfg.registry.follow or cfg.registry.public_url:
+        checks.append(lambda: _check_registry(cfg, timeout_s))
     results = []
     for check in checks:
         try:

@@ -39,13 +39,13 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ),
     (
         "flywheel.json",
-        "taking a station from {}% back to",
-        lambda d: f"{100 * d['condition_b_before_retrain']['accuracy']:.1f}",
+        "taking a station from a median {}% back to",
+        lambda d: f"{100 * d['spread']['condition_b_before_retrain']['accuracy']['median']:.1f}",
     ),
     (
         "flywheel.json",
         "back to {}% unit accuracy",
-        lambda d: f"{100 * d['condition_b_after_retrain']['accuracy']:.1f}",
+        lambda d: f"{100 * d['spread']['condition_b_after_retrain']['accuracy']['median']:.1f}",
     ),
 ]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from support.mosquitto import free_port
 from support.signal_model import build_signal_onnx
 from support.tls import Pki, make_pki
@@ -23,6 +24,7 @@ from support.tls import Pki, make_pki
 from lineguard.config import LineguardConfig
 from lineguard.edge import prepare_model
 from lineguard.edge.control import parse_control
+from lineguard.edge.doctor import run_checks
 from lineguard.errors import ConfigError, ModelError
 from lineguard.messages import DesiredModel
 from lineguard.registry import Registry, desired_payload
@@ -147,3 +149,24 @@ def test_https_needs_both_certificate_and_key(registry: Registry, pki: Pki, tmp_
         server_config(registry, TOKEN, "127.0.0.1", 0, tls_cert=pki.server_cert)
     with pytest.raises(ConfigError, match=r"--tls-key .* is not a file"):
         server_config(registry, TOKEN, "127.0.0.1", 0, pki.server_cert, tmp_path / "missing.key")
+
+
+def test_doctor_checks_the_registry_as_the_station_will(tmp_path: Path, served: str, pki: Pki) -> None:
+    """Token and CA are what a fetch needs; doctor says which one is wrong before a rollout does."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+
+    def check(**registry: object) -> tuple[bool, str, str]:
+        config = tmp_path / "station.yaml"
+        settings = {"public_url": served, "token_file": str(token_file), **registry}
+        config.write_text(yaml.safe_dump({"mqtt": {"enabled": False}, "registry": settings}))
+        found = {c.name: (c.ok, c.detail, c.fix) for c in run_checks(config, timeout_s=5.0)}
+        return found["registry"]
+
+    ok, detail, _ = check(ca_file=str(pki.ca_cert))
+    assert ok and "accepts the token" in detail
+    ok, _, fix = check()  # the system CAs do not know the test CA
+    assert not ok and "registry.ca_file" in fix
+    token_file.write_text("wrong-token-0123456789")
+    ok, detail, fix = check(ca_file=str(pki.ca_cert))
+    assert not ok and "(401)" in detail and "registry.token_file" in detail

@@ -172,11 +172,93 @@ def label_from_truth(
     return drawn
 
 
-def write_figures(folder: Path, figures: dict[str, Any], markdown: str) -> None:
-    """Both files open with the run's provenance; tests run on uncommitted code, marked ``-dirty``."""
+PHASES = {
+    "condition_a_before": "condition A (nominal)",
+    "condition_b_before_retrain": "condition B (shifted), before retraining",
+    "condition_b_after_retrain": "condition B, after retrain + hot swap",
+    "condition_a_after_retrain": "condition A, after retrain",
+}
+RATES = ("accuracy", "escape_rate", "overkill_rate", "no_decision_rate")
+
+
+def write_figures(folder: Path, seed: int, figures: dict[str, Any], markdown: str) -> None:
+    """This seed's run as ``flywheel-seed<N>.{json,md}``, then the spread over every seed run so far.
+
+    Both open with the run's provenance; tests run on uncommitted code, marked ``-dirty``.
+    """
     origin = provenance(allow_dirty=True)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "flywheel.json").write_text(json.dumps({"provenance": origin} | figures, indent=2) + "\n")
+    run = {"provenance": origin, "seed": seed} | figures
+    (folder / f"flywheel-seed{seed}.json").write_text(json.dumps(run, indent=2) + "\n")
     title, _, rest = markdown.partition("\n")
-    header = [title, "", *provenance_markdown(origin)]
-    (folder / "flywheel.md").write_text("\n".join([*header, rest.lstrip("\n")]))
+    header = [f"{title} (seed {seed})", "", *provenance_markdown(origin)]
+    (folder / f"flywheel-seed{seed}.md").write_text("\n".join([*header, rest.lstrip("\n")]))
+    write_spread(folder)
+
+
+def write_spread(folder: Path) -> dict[str, Any]:
+    """``flywheel.{json,md}``: min / median / max of each phase's rates over the seed runs in ``folder``.
+
+    One run of a loop with a real-time camera is one sample: unit counts and labeled frames shift
+    with timing, so the published figure is the spread, with every run's own row beside it.
+    """
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("flywheel-seed*.json"))]
+    spread = {
+        phase: {
+            rate: _min_median_max([r[phase][rate] for r in runs if r[phase][rate] is not None])
+            for rate in RATES
+        }
+        for phase in PHASES
+    }
+    summary = {"seeds": [r["seed"] for r in runs], "spread": spread, "runs": runs}
+    (folder / "flywheel.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "flywheel.md").write_text(_spread_markdown(runs, spread))
+    return summary
+
+
+def _min_median_max(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"min": None, "median": None, "max": None}
+    return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
+
+
+def _spread_markdown(runs: list[dict[str, Any]], spread: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f} %"
+
+    def mmm(s: dict[str, float | None]) -> str:
+        return f"{pct(s['median'])} ({pct(s['min'])} – {pct(s['max'])})"
+
+    lines = [
+        "# Flywheel: line shift -> drift alarm -> QA labels -> retrain -> hot swap -> recovery",
+        "",
+        f"Written by `tests/test_flywheel.py` over {len(runs)} seed(s) "
+        f"({', '.join(str(r['seed']) for r in runs)}; `LINEGUARD_FLYWHEEL_SEED=N`), real Mosquitto, real "
+        "Label Studio, YOLOv8n at 160 px on the CPU. Unit accuracy = correct PASS/FAIL over all units; "
+        "NO_DECISION counts as not correct. Median (min – max) over the seeds:",
+        "",
+        "| phase | accuracy | escape | overkill | NO_DECISION |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {label} | " + " | ".join(mmm(spread[phase][rate]) for rate in RATES) + " |"
+            for phase, label in PHASES.items()
+        ),
+        "",
+        "Each run (accuracy / escape / overkill per phase, in the order above):",
+        "",
+        "| seed | revision | date | " + " | ".join(PHASES.values()) + " |",
+        "|---|---|---|" + "---|" * len(PHASES),
+    ]
+    for r in runs:
+        cells = [
+            f"{pct(r[p]['accuracy'])} / {pct(r[p]['escape_rate'])} / {pct(r[p]['overkill_rate'])}"
+            for p in PHASES
+        ]
+        origin = r["provenance"]
+        lines.append(
+            f"| {r['seed']} | {origin['git_revision']} | {origin['date'][:10]} | " + " | ".join(cells) + " |"
+        )
+    m = runs[-1]["provenance"]["machine"]
+    machine = f"{m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cores']} cores"
+    lines += ["", f"Each run's details and command: `flywheel-seed<N>.md`. Machine: {machine}.", ""]
+    return "\n".join(lines)
