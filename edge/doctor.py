@@ -9,11 +9,12 @@ exits 1 when any check fails.
 from __future__ import annotations
 
 import importlib.util
+import ssl
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -173,25 +174,43 @@ def _check_label_studio(cfg: LineguardConfig, timeout_s: float) -> Check:
         token = read_token(sampling.label_studio_token_file)
     except LineguardError as exc:
         return Check("label studio", False, str(exc), "fix sampling.label_studio_token_file")
-    request = urllib.request.Request(
-        base + "/api/current-user/whoami", headers={"Authorization": f"Token {token}"}
+    return _ask_with_credentials(
+        "label studio",
+        base,
+        "/api/current-user/whoami",
+        {"Authorization": f"Token {token}"},
+        timeout_s,
+        refused=f"the token in {sampling.label_studio_token_file}",
+        refused_fix="copy the access token from Label Studio (Account & Settings) into that file",
     )
-    shown = mask_url(base)
+
+
+def _ask_with_credentials(
+    name: str,
+    base: str,
+    path: str,
+    headers: dict[str, str],
+    timeout_s: float,
+    *,
+    refused: str,
+    refused_fix: str,
+    context: ssl.SSLContext | None = None,
+    unreachable_fix: str = "",
+) -> Check:
+    """GET ``base + path`` as the station will; a refusal of ``refused`` (401/403) is its own finding."""
+    url, shown = base + path, mask_url(base)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return Check("label studio", True, f"{shown} accepts the token (answered {response.status})")
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout_s, context=context
+        ) as response:
+            return Check(name, True, f"{shown} accepts the token (answered {response.status})")
     except urllib.error.HTTPError as exc:
         if exc.code in {401, 403}:
-            return Check(
-                "label studio",
-                False,
-                f"{shown} refuses the token in {sampling.label_studio_token_file} ({exc.code})",
-                "copy the access token from Label Studio (Account & Settings) into that file",
-            )
-        return Check("label studio", False, f"{shown}/api/current-user/whoami answered {exc.code}", "")
+            return Check(name, False, f"{shown} refuses {refused} ({exc.code})", refused_fix)
+        return Check(name, False, f"{mask_url(url)} answered {exc.code}", "")
     except (urllib.error.URLError, OSError) as exc:
         reason = mask_url(str(getattr(exc, "reason", exc)))
-        return Check("label studio", False, f"cannot reach {shown}: {reason}", "")
+        return Check(name, False, f"cannot reach {shown}: {reason}", unreachable_fix)
 
 
 def _check_registry(cfg: LineguardConfig, timeout_s: float) -> Check:
@@ -207,7 +226,7 @@ def _check_registry(cfg: LineguardConfig, timeout_s: float) -> Check:
             f"registry.root {reg.root} does not exist",
             "set registry.public_url to the artifact server, or registry.root to the registry folder",
         )
-    base, shown = reg.public_url.rstrip("/"), mask_url(reg.public_url.rstrip("/"))
+    base = reg.public_url.rstrip("/")
     headers = {}
     try:
         if reg.token_file is not None:
@@ -219,27 +238,21 @@ def _check_registry(cfg: LineguardConfig, timeout_s: float) -> Check:
         )
     except LineguardError as exc:
         return Check("registry", False, str(exc), "fix the key named above")
-    request = urllib.request.Request(base + "/v1/models", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
-            return Check("registry", True, f"{shown} accepts the token (answered {response.status}); {keys}")
-    except urllib.error.HTTPError as exc:
-        if exc.code in {401, 403}:
-            return Check(
-                "registry",
-                False,
-                f"{shown} refuses the token in registry.token_file ({exc.code})",
-                "put the token of 'lineguard registry serve --token-file' into registry.token_file",
-            )
-        return Check("registry", False, f"{shown}/v1/models answered {exc.code}", "")
-    except (urllib.error.URLError, OSError) as exc:
-        reason = mask_url(str(getattr(exc, "reason", exc)))
-        fix = (
-            "set registry.ca_file to the CA that signed the artifact server's certificate"
-            if "CERTIFICATE" in reason.upper()
-            else "start 'lineguard registry serve' or fix registry.public_url"
-        )
-        return Check("registry", False, f"cannot reach {shown}: {reason}", fix)
+    unreachable_fix = "start 'lineguard registry serve' or fix registry.public_url"
+    if context is not None:
+        unreachable_fix += "; a certificate error: set registry.ca_file to the CA that signed its certificate"
+    found = _ask_with_credentials(
+        "registry",
+        base,
+        "/v1/models",
+        headers,
+        timeout_s,
+        refused="the token in registry.token_file",
+        refused_fix="put the token of 'lineguard registry serve --token-file' into registry.token_file",
+        context=context,
+        unreachable_fix=unreachable_fix,
+    )
+    return replace(found, detail=f"{found.detail}; {keys}") if found.ok else found
 
 
 def _needed_extras(cfg: LineguardConfig) -> list[tuple[str, str, str]]:

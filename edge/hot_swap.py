@@ -243,30 +243,27 @@ def _download(desired: DesiredModel, cfg: LineguardConfig, release: Release | No
     ref = f"{desired.name}:{desired.version}"
     limits = cfg.registry
     token = _token(cfg)
-    cached = onnx.is_file() and hashlib.sha256(onnx.read_bytes()).hexdigest() == desired.sha256
-    if not cached:
-        got = fetch(
-            desired.url,
-            onnx,
+
+    def get(url: str, dest: Path, max_bytes: int) -> str:
+        return fetch(
+            url,
+            dest,
             token=token,
             timeout_s=limits.fetch_timeout_s,
-            max_bytes=limits.max_model_bytes,
+            max_bytes=max_bytes,
             ca_file=limits.ca_file,
         )
+
+    cached = onnx.is_file() and hashlib.sha256(onnx.read_bytes()).hexdigest() == desired.sha256
+    if not cached:
+        got = get(desired.url, onnx, limits.max_model_bytes)
         if got != desired.sha256:
             onnx.unlink(missing_ok=True)
             raise ModelError(
                 f"refused model {ref}: downloaded file has sha256 {got[:12]}…, the registry announced "
                 f"{desired.sha256[:12]}…; the artifact is corrupted or was replaced"
             )
-    card_sha = fetch(
-        desired.card_url,
-        card_path,
-        token=token,
-        timeout_s=limits.fetch_timeout_s,
-        max_bytes=limits.max_card_bytes,
-        ca_file=limits.ca_file,
-    )
+    card_sha = get(desired.card_url, card_path, limits.max_card_bytes)
     if release is not None and card_sha != release.card_sha256:
         card_path.unlink(missing_ok=True)
         raise ModelError(
