@@ -21,9 +21,9 @@ import click
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
 
-__all__ = ["edge"]
+__all__ = ["CONFIG_OPTION", "edge"]
 
-_CONFIG = click.option(
+CONFIG_OPTION = click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -38,7 +38,7 @@ def edge() -> None:
 
 
 @edge.command()
-@_CONFIG
+@CONFIG_OPTION
 @click.option("--max-units", type=click.IntRange(min=1), default=None, help="Stop after this many units.")
 @click.option(
     "--log-level",
@@ -64,7 +64,7 @@ def _line(status: str, name: str, detail: str) -> None:
 
 
 @edge.command()
-@_CONFIG
+@CONFIG_OPTION
 @click.option("--camera/--no-camera", default=False, show_default=True, help="Also read one camera frame.")
 def check(config_path: Path, camera: bool) -> None:
     """Self-check: config, model, one synthetic frame through the pipeline (exit 1 on failure)."""

@@ -14,15 +14,9 @@ from pathlib import Path
 
 import click
 
-__all__ = ["outbox"]
+from lineguard.edge.cli import CONFIG_OPTION
 
-_CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="Station YAML (see configs/station.example.yaml).",
-)
+__all__ = ["outbox"]
 
 
 def _outbox_path(config_path: Path) -> Path:
@@ -50,7 +44,7 @@ def outbox() -> None:
 
 
 @outbox.command()
-@_CONFIG
+@CONFIG_OPTION
 def check(config_path: Path) -> None:
     """Say whether the outbox file is readable (exit 1 when it is damaged)."""
     from lineguard.edge.outbox import check_outbox
@@ -69,7 +63,7 @@ def check(config_path: Path) -> None:
 
 
 @outbox.command()
-@_CONFIG
+@CONFIG_OPTION
 def quarantine(config_path: Path) -> None:
     """Move a damaged outbox (with its -wal and -shm) aside, keeping it for recovery."""
     from lineguard.durable import quarantine as move_aside
