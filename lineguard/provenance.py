@@ -52,13 +52,19 @@ def _git(where: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+RESULTS_DIR = "benchmarks/results"
+
+
 def git_revision(checkout: Path | None = None) -> str | None:
     """``<sha>`` or ``<sha>-dirty`` of the checkout lineguard runs from; None outside git."""
     where = checkout or _checkout()
     sha = _git(where, "rev-parse", "HEAD")
     if sha is None:
         return None
-    dirty = _git(where, "status", "--porcelain", "--untracked-files=no")
+    # Results being written are not a change to the code that made them.
+    dirty = _git(
+        where, "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_DIR}"
+    )
     return sha + ("-dirty" if dirty else "")
 
 
