@@ -203,16 +203,17 @@ def write_spread(folder: Path) -> dict[str, Any]:
     with timing, so the published figure is the spread, with every run's own row beside it.
     """
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("flywheel-seed*.json"))]
+    refused = [r["seed"] for r in runs if not r["gate"]["passed"]]
     spread = {
         phase: {
-            rate: _min_median_max([r[phase][rate] for r in runs if r[phase][rate] is not None])
+            rate: _min_median_max([r[phase][rate] for r in runs if r[phase] and r[phase][rate] is not None])
             for rate in RATES
         }
         for phase in PHASES
     }
-    summary = {"seeds": [r["seed"] for r in runs], "spread": spread, "runs": runs}
+    summary = {"seeds": [r["seed"] for r in runs], "gate_refused": refused, "spread": spread, "runs": runs}
     (folder / "flywheel.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / "flywheel.md").write_text(_spread_markdown(runs, spread))
+    (folder / "flywheel.md").write_text(_spread_markdown(runs, spread, refused))
     return summary
 
 
@@ -222,7 +223,7 @@ def _min_median_max(values: list[float]) -> dict[str, float | None]:
     return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
 
 
-def _spread_markdown(runs: list[dict[str, Any]], spread: dict[str, Any]) -> str:
+def _spread_markdown(runs: list[dict[str, Any]], spread: dict[str, Any], refused: list[int]) -> str:
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.1f} %"
 
@@ -235,7 +236,13 @@ def _spread_markdown(runs: list[dict[str, Any]], spread: dict[str, Any]) -> str:
         f"Written by `tests/test_flywheel.py` over {len(runs)} seed(s) "
         f"({', '.join(str(r['seed']) for r in runs)}; `LINEGUARD_FLYWHEEL_SEED=N`), real Mosquitto, real "
         "Label Studio, YOLOv8n at 160 px on the CPU. Unit accuracy = correct PASS/FAIL over all units; "
-        "NO_DECISION counts as not correct. Median (min – max) over the seeds:",
+        "NO_DECISION counts as not correct. Median (min – max) over the seeds"
+        + (
+            f"; the after-retraining rows leave out seed(s) {', '.join(map(str, refused))}, whose gate "
+            "refused the retrained model (the station kept 1.0.0):"
+            if refused
+            else ":"
+        ),
         "",
         "| phase | accuracy | escape | overkill | NO_DECISION |",
         "|---|---:|---:|---:|---:|",
@@ -252,6 +259,8 @@ def _spread_markdown(runs: list[dict[str, Any]], spread: dict[str, Any]) -> str:
     for r in runs:
         cells = [
             f"{pct(r[p]['accuracy'])} / {pct(r[p]['escape_rate'])} / {pct(r[p]['overkill_rate'])}"
+            if r[p]
+            else f"gate refused: {r['gate']['summary']}"
             for p in PHASES
         ]
         origin = r["provenance"]
