@@ -14,13 +14,10 @@ from typing import Any
 
 import pytest
 from support.mosquitto import Broker
-from support.mqtt import edge_config, subscribed, wait_until
+from support.mqtt import running_delivery, subscribed, wait_until
 
-from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.mqtt_delivery import MqttDelivery
-from lineguard.edge.outbox import Outbox
 from lineguard.messages import MAX_ALERT_BYTES, build_alert
-from lineguard.monitoring.metrics import Metrics
 
 PREFIX = "lineguard/line1/station1/"
 HUGE = "A" * 1_000_000
@@ -61,21 +58,9 @@ def test_a_long_value_keeps_its_start_and_is_marked() -> None:
 
 @pytest.fixture
 def delivery(broker: Broker, tmp_path: Path) -> Iterator[MqttDelivery]:
-    outbox = Outbox(tmp_path / "outbox.db")
-    made = make_delivery(
-        edge_config(broker.port, tmp_path),
-        outbox,
-        Metrics(),
-        on_trigger=lambda _t: None,
-        on_feedback=lambda _f: None,
-        on_model=lambda _m: None,
-    )
-    assert isinstance(made, MqttDelivery)
-    made.start()
-    wait_until(lambda: made.readiness()[0], 10, "the delivery to connect")
-    yield made
-    made.stop()
-    outbox.close()
+    handlers = {"on_trigger": lambda _t: None, "on_feedback": lambda _f: None, "on_model": lambda _m: None}
+    with running_delivery(broker.port, tmp_path, **handlers) as made:
+        yield made
 
 
 def test_a_huge_alert_is_published_and_logged_bounded(

@@ -10,13 +10,10 @@ from pathlib import Path
 import paho.mqtt.publish as publish
 import pytest
 from support.mosquitto import Broker
-from support.mqtt import edge_config, subscribed, wait_until
+from support.mqtt import running_delivery, subscribed, wait_until
 
 from lineguard.edge.control import Trigger
-from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.mqtt_delivery import MqttDelivery
-from lineguard.edge.outbox import Outbox
-from lineguard.monitoring.metrics import Metrics
 
 PREFIX = "lineguard/line1/station1/"
 
@@ -28,14 +25,8 @@ def triggers() -> list[Trigger]:
 
 @pytest.fixture
 def delivery(broker: Broker, tmp_path: Path, triggers: list[Trigger]) -> Iterator[MqttDelivery]:
-    outbox = Outbox(tmp_path / "outbox.db")
-    made = make_delivery(edge_config(broker.port, tmp_path), outbox, Metrics(), on_trigger=triggers.append)
-    assert isinstance(made, MqttDelivery)
-    made.start()
-    wait_until(lambda: made.readiness()[0], 10, "the delivery to connect")
-    yield made
-    made.stop()
-    outbox.close()
+    with running_delivery(broker.port, tmp_path, on_trigger=triggers.append) as made:
+        yield made
 
 
 def test_megabyte_trigger_gives_a_small_alert_and_log_line(

@@ -23,8 +23,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from lineguard.config import LineguardConfig
+from lineguard.edge.delivery_factory import make_delivery
+from lineguard.edge.mqtt_delivery import MqttDelivery
 from lineguard.edge.outbox import Outbox
 from lineguard.messages import Reason, Verdict, VerdictKind, utc_now
+from lineguard.monitoring.metrics import Metrics
 
 __all__ = [
     "DeliveryCounts",
@@ -32,6 +35,7 @@ __all__ = [
     "add_verdicts",
     "edge_config",
     "make_verdict",
+    "running_delivery",
     "subscribed",
     "wait_until",
 ]
@@ -164,3 +168,18 @@ def subscribed(host: str, port: int, topic: str, **kw: Any) -> Iterator[Subscrib
         yield sub
     finally:
         sub.stop()
+
+
+@contextmanager
+def running_delivery(port: int, data_dir: Path, **handlers: Any) -> Iterator[MqttDelivery]:
+    """The station's MQTT delivery on a test broker, connected; ``handlers`` are its ``on_*`` callbacks."""
+    outbox = Outbox(data_dir / "outbox.db")
+    made = make_delivery(edge_config(port, data_dir), outbox, Metrics(), **handlers)
+    assert isinstance(made, MqttDelivery)
+    made.start()
+    try:
+        wait_until(lambda: made.readiness()[0], 10, "the delivery to connect")
+        yield made
+    finally:
+        made.stop()
+        outbox.close()
