@@ -17,7 +17,7 @@ from typing import Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from lineguard.errors import InputError, validation_message
-from lineguard.messages import DesiredModel, Feedback, Trigger
+from lineguard.messages import DesiredModel, Feedback, Trigger, follow_topic
 from lineguard.monitoring import Metrics
 
 __all__ = [
@@ -89,7 +89,8 @@ class RecentIds:
 
 
 class ControlInbox:
-    """Validates what arrives on ``<prefix>{trigger,feedback,model}`` and hands it on.
+    """Validates what arrives on ``<prefix>{trigger,feedback,model}`` (and the followed model's
+    ``lineguard/models/<name>/production``) and hands it on.
 
     A malformed message is answered with an alert (``invalid_trigger``, ``invalid_feedback``,
     ``invalid_model``) carrying the reason; a trigger for a unit id among the last
@@ -107,6 +108,7 @@ class ControlInbox:
         on_feedback: Callable[[Feedback], object] | None = None,
         on_model: Callable[[DesiredModel], object] | None = None,
         duplicate_window: int = 1000,
+        follow: str = "",
     ) -> None:
         self._alert = alert
         self._metrics = metrics
@@ -116,6 +118,8 @@ class ControlInbox:
             prefix + "feedback": self._feedback,
             prefix + "model": self._model,
         }
+        if follow:  # registry.follow: the model's own retained production topic, read like …/model
+            self._routes[follow_topic(follow)] = self._model
         self._on_trigger, self._on_feedback, self._on_model = on_trigger, on_feedback, on_model
 
     @property

@@ -80,6 +80,7 @@ class MqttDelivery:
             on_feedback=on_feedback,
             on_model=on_model,
             duplicate_window=duplicate_window,
+            follow=cfg.registry.follow,
         )
         # State shared with paho's network thread: plain attributes written by one side only.
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()

@@ -310,7 +310,11 @@ class SwapGuardConfig(Section):
 
 class RegistryConfig(Section):
     root: Path = Field(default=Path("var/registry"), description="Registry folder (SQLite + blobs).")
-    follow: str = Field(default="", description="Model name whose production version to run.")
+    follow: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",
+        description="Model name whose production version this station runs (retained on lineguard/models/<name>/production).",
+    )
     token_file: Path | None = None
     public_url: str = Field(
         default="",

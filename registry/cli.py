@@ -257,9 +257,6 @@ def _publish(cfg: LineguardConfig, reg: Registry, name: str) -> None:
     from lineguard.registry.rollout import publish_model
     from lineguard.releases import Signer
 
-    if not reg.stations(name):
-        click.echo(f"no station follows {name}; nothing published (see 'lineguard registry follow')")
-        return
     key = cfg.registry.signing_key
     signer = Signer.from_file(key) if key is not None else None
     if signer is None:

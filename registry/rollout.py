@@ -2,7 +2,9 @@
 
 On promotion to production (and on rollback) the registry publishes ``lineguard/<line>/<station>/model``
 (QoS 1, retained, schema ``lineguard.model/1``: name, version, sha256, url) for every station that
-follows the model, and waits until the broker acknowledged each one; a station that connects
+follows the model in the registry (``lineguard registry follow``), and the same message on
+``lineguard/models/<name>/production`` for stations that follow it by configuration
+(``registry.follow``), and waits until the broker acknowledged each one; a station that connects
 later gets the retained message at once. The URL is either ``file://<root>/blobs/<sha256>`` (one
 machine) or ``<public_url>/v1/artifacts/<sha256>`` served by ``lineguard registry serve`` with a
 token. The model card sits beside it by the same rule (``…/cards/<name>/<version>.json``),
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from lineguard.config import MqttConfig
 from lineguard.errors import DeliveryError
-from lineguard.messages import MODEL_MESSAGE_SCHEMA, DesiredModel
+from lineguard.messages import MODEL_MESSAGE_SCHEMA, DesiredModel, follow_topic
 from lineguard.registry.store import ModelVersion, Registry, StationFollow
 from lineguard.releases import Signer
 
@@ -103,7 +105,10 @@ def publish_model(
     if mv is None:
         raise DeliveryError(f"{name} has no production version to roll out")
     targets = registry.stations(name) if stations is None else stations
-    if not targets:
+    topics = [f"lineguard/{st.line}/{st.station}/model" for st in targets]
+    if stations is None:  # a full rollout also tells every station that follows ``name`` by config
+        topics.append(follow_topic(name))
+    if not topics:
         return []
     payload = desired_payload(registry, mv, public_url, signer)
     client = _client(mqtt_cfg)
@@ -130,8 +135,7 @@ def publish_model(
             raise DeliveryError(
                 f"MQTT broker at {where} did not accept the connection: {refused or 'timeout'}"
             )
-        for st in targets:
-            topic = f"lineguard/{st.line}/{st.station}/model"
+        for topic in topics:
             info = client.publish(topic, payload, qos=1, retain=True)
             info.wait_for_publish(timeout=timeout_s)
             if not info.is_published():

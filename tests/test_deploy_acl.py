@@ -21,12 +21,13 @@ from support.tls import password_file
 ACL = Path(__file__).parents[1] / "deploy" / "mosquitto" / "acl"
 USERS = ("station1", "station2", "registry", "controller", "monitor")
 KINDS = ("verdict", "status", "alert", "trigger", "feedback", "control", "model", "model/shadow")
+FOLLOWED = "lineguard/models/signal/production"  # what stations with registry.follow: signal read
 
 # identity -> the topics of line1's station1 it may publish on.
 MAY_PUBLISH = {
     "station1": {"verdict", "status", "alert"},
     "station2": set(),  # another station's credential reaches nothing of station1's
-    "registry": {"model", "model/shadow"},
+    "registry": {"model", "model/shadow", "followed"},
     "controller": {"trigger", "feedback", "control"},
     "monitor": set(),
 }
@@ -66,6 +67,7 @@ def test_each_identity_publishes_only_where_the_trust_model_allows(acl_broker: B
     try:
         for kind in KINDS:
             publisher.publish(f"lineguard/line1/station1/{kind}", f"{tag}:{kind}", qos=1).wait_for_publish(5)
+        publisher.publish(FOLLOWED, f"{tag}:followed", qos=1).wait_for_publish(5)
         # Mosquitto hands a message to subscribers before it acknowledges it, so once a later
         # marker arrives, nothing the identity sent can still be on its way.
         marker.publish("lineguard/line1/station1/trigger", f"end-{tag}", qos=1).wait_for_publish(5)
@@ -98,3 +100,19 @@ def test_a_station_reads_only_its_own_commands(acl_broker: Broker) -> None:
         controller.disconnect()
         own.stop()
     assert seen == ["lineguard/line1/station1/trigger"]
+
+
+def test_a_station_reads_the_production_model_it_follows_by_configuration(acl_broker: Broker) -> None:
+    station = Subscriber(
+        acl_broker.host, acl_broker.port, FOLLOWED, username="station2", password="station2-pw"
+    ).start()
+    registry = _client(acl_broker.port, "registry")
+    try:
+        registry.publish(FOLLOWED, "v2", qos=1, retain=True).wait_for_publish(5)
+        wait_until(lambda: len(station.messages) >= 1, 10, "the followed model")
+    finally:
+        registry.publish(FOLLOWED, b"", qos=1, retain=True).wait_for_publish(5)  # clear the retained one
+        registry.loop_stop()
+        registry.disconnect()
+        station.stop()
+    assert [(t, p) for t, p, _ in station.messages][:1] == [(FOLLOWED, b"v2")]

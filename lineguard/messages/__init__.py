@@ -20,6 +20,7 @@ from lineguard.messages.control import (
     Trigger,
     UnitId,
     card_url_for,
+    follow_topic,
     is_unit_id,
 )
 from lineguard.messages.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, DatasetManifest, ManifestFile
@@ -85,6 +86,7 @@ __all__ = [
     "VerdictKind",
     "build_alert",
     "card_url_for",
+    "follow_topic",
     "is_unit_id",
     "sha256_file",
     "utc_now",

@@ -34,6 +34,7 @@ __all__ = [
     "Trigger",
     "UnitId",
     "card_url_for",
+    "follow_topic",
     "is_unit_id",
 ]
 
@@ -95,6 +96,17 @@ def card_url_for(url: str, name: str, version: str) -> str:
     parts = urlsplit(url)
     head = parts.path.rstrip("/").rsplit("/", 2)[0]
     return urlunsplit((parts.scheme, parts.netloc, f"{head}/cards/{name}/{version}.json", "", ""))
+
+
+def follow_topic(name: str) -> str:
+    """The retained topic that names the production version of model ``name`` to every station.
+
+    A station with ``registry.follow: <name>`` subscribes to it, so following a model needs no
+    registry-side bookkeeping; ``lineguard/<line>/<station>/model`` still addresses one station.
+    """
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r} is not a valid model name (letters, digits, _ . -)")
+    return f"lineguard/models/{name}/production"
 
 
 class Release(_Message):

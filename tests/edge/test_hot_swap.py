@@ -389,3 +389,34 @@ def test_refused_model_keeps_the_running_one_in_the_daemon(
         and "differ from the running model's" in station.follower.refusals[0]
     )
     assert set(_versions_by_seq(station.verdicts)) == {"1.0.0"}
+
+
+def test_station_follows_a_model_by_configuration_alone(
+    registry: Registry, broker: Broker, tmp_path: Path, keys: tuple[Signer, Path]
+) -> None:
+    """``registry.follow: signal`` and nothing else: no model at start, no ``registry follow`` row."""
+    signer, public = keys
+    cfg = LineguardConfig.model_validate(
+        {
+            "station": {"line": "line7", "station": "st7", "data_dir": str(tmp_path / "station")},
+            "camera": {"kind": "synthetic", "fps": 20, "synthetic_imgsz": 160},
+            "model": {"threads": 1, "warmup_runs": 1},
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "http": {"enabled": False},
+            "registry": {"root": str(registry.root), "follow": "signal", "public_keys": [str(public)]},
+        }
+    )
+    assert registry.stations("signal") == []
+    daemon = EdgeDaemon(cfg)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: daemon.summary.units >= 3, 30, "units without a model")
+        assert daemon.slot is None
+        registry.promote("signal", "2.0.0", Stage.PRODUCTION, force=True, why="follow by config")
+        _publish(registry, broker, signer)
+        wait_until(lambda: daemon.slot is not None, 30, "the followed model in the slot")
+        assert daemon.slot is not None and daemon.slot.ref.version == "2.0.0"
+    finally:
+        daemon.stop()
+        thread.join(30)

@@ -75,7 +75,11 @@ def test_promotion_publishes_retained_model_to_following_stations(
         got = early.take(2)
     finally:
         early.close()
-    assert sorted(a.topic for a in sent) == ["lineguard/line1/st1/model", "lineguard/line1/st2/model"]
+    assert sorted(a.topic for a in sent) == [
+        "lineguard/line1/st1/model",
+        "lineguard/line1/st2/model",
+        "lineguard/models/signal/production",  # for stations that follow it by configuration
+    ]
     assert sorted(t for t, _, _ in got) == ["lineguard/line1/st1/model", "lineguard/line1/st2/model"]
 
     late = _latest(broker, "lineguard/line1/st2/model")  # a station that connects afterwards
@@ -110,7 +114,7 @@ def test_public_url_points_stations_at_the_artifact_server(
     mv = registry.add(models["weak"])
     registry.follow("line1", "st1", "signal")
     registry.promote("signal", "1.0.0", Stage.PRODUCTION)
-    (ann,) = publish_model(registry, "signal", _mqtt(broker), public_url="http://reg.local:8081/")
+    ann, _ = publish_model(registry, "signal", _mqtt(broker), public_url="http://reg.local:8081/")
     assert json.loads(ann.payload)["url"] == f"http://reg.local:8081/v1/artifacts/{mv.sha256}"
 
 
