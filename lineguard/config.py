@@ -377,6 +377,15 @@ class LineguardConfig(Section):
     registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
+    def _follow_needs_mqtt(self) -> LineguardConfig:
+        if self.registry.follow and not self.mqtt.enabled:
+            raise ValueError(
+                f"registry.follow ({self.registry.follow}) arrives over MQTT but mqtt.enabled is false; "
+                "enable MQTT or set model.path instead"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_is_locked_down(self) -> LineguardConfig:
         if self.station.profile is not Profile.PRODUCTION:
             return self

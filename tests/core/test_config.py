@@ -48,6 +48,11 @@ def test_environment_overrides_file_and_parses_types(tmp_path: Path) -> None:
             "policy.class_thresholds.scratch 0.1 is below policy.min_confidence 0.05 + "
             "policy.review_band 0.1, so its uncertain band can never fire; raise it to at least 0.15",
         ),
+        ("registry:\n  follow: 'a/#'\n", "registry.follow: String should match pattern"),
+        (
+            "registry:\n  follow: demo\nmqtt:\n  enabled: false\n",
+            "registry.follow (demo) arrives over MQTT but mqtt.enabled is false",
+        ),
     ],
 )
 def test_bad_config_names_the_key_in_one_line(tmp_path: Path, yaml_text: str, expected: str) -> None:
