@@ -164,10 +164,13 @@ def train(
 
     model = YOLO(source)
     if progress is not None:
-        progress(
-            f"training {cfg.model} for {cfg.epochs} epochs at {cfg.imgsz} px on {device}: {data} -> {out}"
+        plan = (
+            f"for up to {cfg.time_h:g} h (ultralytics sets the epoch count from the time an epoch takes)"
+            if cfg.time_h is not None
+            else f"for {cfg.epochs} epochs"
         )
-        model.add_callback("on_fit_epoch_end", _epoch_reporter(progress))
+        progress(f"training {cfg.model} {plan} at {cfg.imgsz} px on {device}: {data} -> {out}")
+        model.add_callback("on_fit_epoch_end", _epoch_reporter(progress, cfg.time_h))
     start = time.monotonic()
     try:
         model.train(**_train_arguments(cfg, data, out, device))
@@ -276,17 +279,23 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _epoch_reporter(progress: Callable[[str], None]) -> Callable[[Any], None]:
+def _epoch_reporter(progress: Callable[[str], None], time_h: float | None) -> Callable[[Any], None]:
+    """One line per epoch against the plan stated at the start: ``n/N``, or time used of the budget
+    (under ``time_h`` ultralytics re-plans the epoch count every epoch, so an ``n/N`` would wander)."""
+    started = time.monotonic()
+
     def report(trainer: Any) -> None:
         m = trainer.metrics or {}
         loss = trainer.tloss
         items = loss.items() if isinstance(loss, dict) else enumerate([] if loss is None else loss.tolist())
         loss_text = " ".join(f"{k} {float(v):.3f}" for k, v in items) or "-"
-        head = (
-            "final (best.pt)"
-            if trainer.epoch >= trainer.epochs
-            else f"epoch {trainer.epoch + 1}/{trainer.epochs}"
-        )
+        if trainer.epoch >= trainer.epochs:
+            head = "final (best.pt)"
+        elif time_h is not None:
+            used = (time.monotonic() - started) / 60
+            head = f"epoch {trainer.epoch + 1} ({used:.0f} of {60 * time_h:.0f} min)"
+        else:
+            head = f"epoch {trainer.epoch + 1}/{trainer.epochs}"
         progress(
             f"{head}  loss {loss_text}  "
             f"mAP50 {float(m.get('metrics/mAP50(B)', 0)):.3f}  "

@@ -44,3 +44,16 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, needle: str | Non
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_train_config(tmp_path / "nope.yaml")
+
+
+def test_training_example_names_every_setting_with_its_default() -> None:
+    """configs/train.example.yaml is the written-down form of TrainConfig: same keys, same defaults."""
+    import yaml
+
+    from lineguard.training.config import TrainConfig
+
+    example = Path(__file__).parents[2] / "configs" / "train.example.yaml"
+    written = yaml.safe_load(example.read_text())
+    defaults = TrainConfig().model_dump(mode="json")
+    assert load_train_config(example).model_dump(mode="json") == defaults
+    assert set(written) == set(defaults) and set(written["augment"]) == set(defaults["augment"])
