@@ -313,7 +313,7 @@ class RegistryConfig(Section):
     follow: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",
-        description="Model name whose production version this station runs (retained on lineguard/models/<name>/production).",
+        description="Model whose production version to run (read from lineguard/models/<name>/production).",
     )
     token_file: Path | None = None
     public_url: str = Field(

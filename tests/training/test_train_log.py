@@ -26,4 +26,5 @@ def test_time_budget_lines_show_time_used_not_a_wandering_epoch_count() -> None:
 
 
 def test_epoch_plan_lines_count_against_the_planned_epochs() -> None:
-    assert [line.split("  ")[0] for line in _lines(None, [3, 3, 3])] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    heads = [line.split("  ")[0] for line in _lines(None, [3, 3, 3])]
+    assert heads == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
