@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lineguard.errors import InputError
+from lineguard.model_refs import ModelPathType
 from lineguard.provenance import ALLOW_DIRTY_HELP, provenance
 
 if TYPE_CHECKING:
@@ -57,9 +58,10 @@ def bench() -> None:
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=ModelPathType(),
     default=None,
-    help="ONNX model with model_card.json beside it; default: a random-weight YOLOv8n built now.",
+    help="ONNX model with model_card.json beside it, or NAME@production in the registry; "
+    "default: a random-weight YOLOv8n built now.",
 )
 @click.option("--imgsz", type=int, default=None, help="Model input size (default: the card's, or 320).")
 @click.option(

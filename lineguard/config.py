@@ -102,7 +102,10 @@ class CameraConfig(Section):
 
 
 class ModelConfig(Section):
-    path: Path | None = Field(default=None, description="ONNX file; its card is model_card.json beside it.")
+    path: Path | None = Field(
+        default=None,
+        description="ONNX file (model_card.json beside it), or NAME@production (staging, a version).",
+    )
     backend: Literal["auto", "onnxruntime", "openvino"] = Field(
         default="auto",
         description="auto: onnxruntime on a CUDA/TensorRT host, else OpenVINO if installed, else ORT CPU.",
@@ -375,6 +378,22 @@ class LineguardConfig(Section):
     sampling: SamplingConfig = SamplingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _model_refs_are_registry_paths(self) -> LineguardConfig:
+        """``model.path: name@production`` means that stage's folder in ``registry.root``."""
+        from lineguard.model_refs import MODEL_REF, is_model_ref, model_folder
+
+        for key in ("path", "shadow_path"):
+            value = getattr(self.model, key)
+            match = MODEL_REF.fullmatch(str(value)) if value is not None and is_model_ref(value) else None
+            if match is not None:  # a stage not there yet: the station starts and says no_model
+                setattr(
+                    self.model,
+                    key,
+                    model_folder(self.registry.root, match["name"], match["ref"]) / "model.onnx",
+                )
+        return self
 
     @model_validator(mode="after")
     def _follow_needs_mqtt(self) -> LineguardConfig:

@@ -26,6 +26,7 @@ from typing import Any
 
 from lineguard.errors import InputError, ModelError
 from lineguard.messages import ModelCard, sha256_file
+from lineguard.model_refs import model_folder
 
 __all__ = [
     "CARD_FILE",
@@ -148,7 +149,12 @@ def _onnx_in(folder: Path) -> Path:
 
 
 class Registry:
-    """The registry at ``root``: ``registry.sqlite``, ``blobs/`` and ``cards/``."""
+    """The registry at ``root``: ``registry.sqlite``, ``blobs/``, ``cards/`` and ``models/``.
+
+    ``models/<name>/<version>/`` is each version as a loadable folder and ``models/<name>/<stage>``
+    links to the version in that stage, so ``name@production`` works wherever a path does
+    (``lineguard.model_refs``).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -178,6 +184,37 @@ class Registry:
     def card_path(self, name: str, version: str) -> Path:
         return self.cards / name / f"{version}.json"
 
+    def _materialise(self, name: str, version: str) -> Path:
+        """``models/<name>/<version>/``: the blob (hard link) and card as a loadable model folder."""
+        folder = model_folder(self.root, name, version)
+        onnx = folder / ONNX_FILE
+        if not onnx.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{ONNX_FILE}.tmp"
+            tmp.unlink(missing_ok=True)
+            blob = self.blob_path(self.get(name, version).sha256)
+            try:
+                os.link(blob, tmp)
+            except OSError:  # another file system, or links not allowed: a copy does as well
+                shutil.copyfile(blob, tmp)
+            tmp.replace(onnx)
+        shutil.copyfile(self.card_path(name, version), folder / CARD_FILE)
+        return folder
+
+    def _point_stages(self, name: str) -> None:
+        """``models/<name>/{staging,production}`` -> the version holding the stage (atomic swap)."""
+        for stage in (Stage.STAGING, Stage.PRODUCTION):
+            holder = next((v for v in self.versions(name) if v.stage is stage), None)
+            link = model_folder(self.root, name, stage.value)
+            if holder is None:
+                link.unlink(missing_ok=True)
+                continue
+            self._materialise(name, holder.version)
+            tmp = link.with_name(f".{stage.value}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(holder.version, target_is_directory=True)
+            tmp.replace(link)
+
     # -- adding ------------------------------------------------------------------------------
     def add(self, model_dir: Path, *, by: str | None = None, why: str = "") -> ModelVersion:
         """Store the model folder (``model.onnx`` + ``model_card.json``) as a new candidate version.
@@ -193,6 +230,11 @@ class Registry:
             raise ModelError(
                 f"{onnx} has sha256 {digest[:12]}…, its card {card.ref} says {card.sha256[:12]}…; "
                 "the file changed after export: export the model again"
+            )
+        if card.version in {stage.value for stage in Stage}:
+            raise ModelError(
+                f"{card.ref}: a version may not be named like a stage ({card.version}); "
+                "models/<name>/<stage> points at versions"
             )
         card_json = card.model_dump_json(by_alias=True, indent=2) + "\n"
         existing = self._row(card.name, card.version)
@@ -231,6 +273,7 @@ class Registry:
                 ),
             )
             self._log(db, card.name, card.version, "add", None, Stage.CANDIDATE, who, why, {"sha256": digest})
+        self._materialise(card.name, card.version)
         return self.get(card.name, card.version)
 
     # -- reading -----------------------------------------------------------------------------
@@ -397,6 +440,7 @@ class Registry:
                 )
             self._set_stage(db, mv, to)
             self._log(db, name, mv.version, "promote", mv.stage, to, who, why, detail)
+        self._point_stages(name)
         return self.get(name, version)
 
     def production_stack(self, name: str) -> list[str]:
@@ -436,6 +480,7 @@ class Registry:
                 why,
                 {"from_version": current.version},
             )
+        self._point_stages(name)
         return self.get(name, previous)
 
     def archive(self, name: str, version: str, *, by: str | None = None, why: str = "") -> ModelVersion:
@@ -451,6 +496,7 @@ class Registry:
         with self._db() as db:
             self._set_stage(db, mv, Stage.ARCHIVED)
             self._log(db, name, version, "archive", mv.stage, Stage.ARCHIVED, who, why, {})
+        self._point_stages(name)
         return self.get(name, version)
 
     def record(

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from lineguard.errors import InputError
+from lineguard.model_refs import ModelPathType
 from lineguard.training.config import PARITY_MIN_BOXES
 
 __all__ = ["evaluate", "export", "train"]
@@ -109,7 +110,7 @@ def train(
 
 
 @click.command()
-@click.option("--model", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@click.option("--model", type=ModelPathType(), required=True, help=".pt, .onnx, or NAME@production")
 @click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
 @click.option("--split", default="val", show_default=True)
 @click.option("--imgsz", type=int, default=None, help="For .pt models [default: the training size].")
