@@ -380,22 +380,6 @@ class LineguardConfig(Section):
     registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
-    def _model_refs_are_registry_paths(self) -> LineguardConfig:
-        """``model.path: name@production`` means that stage's folder in ``registry.root``."""
-        from lineguard.model_refs import MODEL_REF, is_model_ref, model_folder
-
-        for key in ("path", "shadow_path"):
-            value = getattr(self.model, key)
-            match = MODEL_REF.fullmatch(str(value)) if value is not None and is_model_ref(value) else None
-            if match is not None:  # a stage not there yet: the station starts and says no_model
-                setattr(
-                    self.model,
-                    key,
-                    model_folder(self.registry.root, match["name"], match["ref"]) / "model.onnx",
-                )
-        return self
-
-    @model_validator(mode="after")
     def _follow_needs_mqtt(self) -> LineguardConfig:
         if self.registry.follow and not self.mqtt.enabled:
             raise ValueError(

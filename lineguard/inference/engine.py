@@ -234,9 +234,14 @@ class Detector:
     def for_station(
         cls, model_path: Path, cfg: LineguardConfig, *, card: ModelCard | None = None
     ) -> Detector:
-        """``load`` with a station's model section and its policy's confidence floor and NMS IoU."""
+        """``load`` with a station's model section and its policy's confidence floor and NMS IoU.
+
+        ``model_path`` may be a registry reference (``demo@production``) in ``registry.root``.
+        """
+        from lineguard.model_refs import resolve_model_path
+
         return cls.load(
-            model_path,
+            resolve_model_path(model_path, cfg.registry.root),
             cfg.model,
             min_confidence=cfg.policy.min_confidence,
             nms_iou=cfg.policy.nms_iou,

@@ -47,7 +47,8 @@ def test_station_config_loads_the_production_model_by_reference(
     cfg = LineguardConfig.model_validate(
         {"model": {"path": "signal@production", "warmup_runs": 0}, "registry": {"root": str(registry.root)}}
     )
-    with Detector.for_station(cfg.model.path, cfg) as detector:  # type: ignore[arg-type]
+    assert cfg.model.path is not None
+    with Detector.for_station(cfg.model.path, cfg) as detector:
         assert detector.card.ref == "signal:1.0.0"
 
 
