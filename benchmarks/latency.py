@@ -109,6 +109,18 @@ def encode_frames(count: int, *, width: int, height: int, seed: int = 0, unique:
     return [pool[i % len(pool)] for i in range(count)]
 
 
+def dataset_frames(val: ValidationSet, count: int) -> tuple[list[bytes], str]:
+    """``count`` frames from ``val``'s own image files (cycled), and what they are, for the report.
+
+    The files are timed as they are (JPEG, PNG, ...): their decode is the ``capture`` stage.
+    """
+    pool = [item.path.read_bytes() for _, item in val.items]
+    sizes = sorted({f"{image.shape[1]}x{image.shape[0]}" for image, _ in val.items})
+    shown = ", ".join(sizes[:3]) + (f" and {len(sizes) - 3} more sizes" if len(sizes) > 3 else "")
+    what = f"{len(pool)} images of {val.data.name} ({val.split} split, {shown})"
+    return [pool[i % len(pool)] for i in range(count)], what
+
+
 def _decode(jpeg: bytes) -> Frame:
     frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if frame is None:
@@ -366,7 +378,8 @@ def run_latency_benchmark(
     """Measure every variant (default: onnxruntime fp32 on ``model_path``) and ultralytics' predict.
 
     ``mqtt`` (host, port) adds the end-to-end leg, once per outbox mode in ``outbox_modes``
-    (True = fsync), used in turn unit by unit; ``data`` adds mAP50 on its ``split``;
+    (True = fsync), used in turn unit by unit; ``data`` times its ``split``'s own images (instead
+    of synthetic frames of ``frame_size``) and adds mAP50 on them;
     ``ultralytics_weights`` (the ``.pt`` the ONNX came from) adds ultralytics' predict on its own
     OpenVINO export when an OpenVINO variant is measured.
     """
@@ -376,7 +389,11 @@ def run_latency_benchmark(
     omp = os.environ.get("OMP_WAIT_POLICY")  # libgomp reads it once, when torch loads
     if omp is not None and "torch" in sys.modules:
         omp += " (set after torch loaded: may not apply)"
-    jpegs = encode_frames(frames, width=frame_size[0], height=frame_size[1])
+    if val is not None:  # the dataset's own frames: their size, content and file format
+        jpegs, frames_of = dataset_frames(val, frames)
+    else:
+        jpegs = encode_frames(frames, width=frame_size[0], height=frame_size[1])
+        frames_of = f"JPEG frames of {frame_size[0]}x{frame_size[1]} (synthetic units)"
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lineguard-bench-mqtt-")))
         detectors = _open_detectors(stack, chosen, threads, conf, iou, say)
@@ -404,7 +421,8 @@ def run_latency_benchmark(
         "imgsz": imgsz,
         "threads": threads,
         "frames": frames,
-        "frame_size": f"{frame_size[0]}x{frame_size[1]}",
+        "frame_size": f"{frame_size[0]}x{frame_size[1]}" if val is None else None,
+        "frames_of": frames_of,
         "conf": conf,
         "iou": iou,
         "ultralytics_weights": str(ultralytics_weights) if ultralytics_weights is not None else None,

@@ -163,8 +163,9 @@ def markdown(report: LatencyReport) -> str:
         f"# Edge latency: {model} at {s['imgsz']} px, {s['threads']} threads",
         "",
         *(provenance_markdown(report.provenance) if report.provenance else []),
-        f"{s['frames']} JPEG frames of {s['frame_size']} (synthetic units; the JPEG decode, "
-        "`capture`, stands in for the camera and is shown apart); policy conf "
+        f"{s['frames']} frames: "
+        + s.get("frames_of", f"JPEG frames of {s.get('frame_size')} (synthetic units)")
+        + " (the decode, `capture`, stands in for the camera and is shown apart); policy conf "
         f"{s['conf']}, NMS IoU {s['iou']}; CPU {s['cpu']}, {s['cpu_count']} cores. All paths ran "
         "in alternating blocks of 10 frames in this one run, so ratios compare like with like.",
         "",

@@ -122,6 +122,8 @@ def test_bench_latency_command_writes_mqtt_and_map50_rows(
     data = json.loads((tmp_path / "out" / "run1.json").read_text())
     (variant,) = data["variants"]
     assert variant["map50"] is not None
+    # --data times the dataset's own frames (160 px units), not synthetic 200x100 ones.
+    assert data["settings"]["frames_of"].endswith(f"of {synthetic_dataset.name} (val split, 160x160)")
     assert variant["stages"]["e2e_fsync"]["n"] == 2
     assert "e2e_no_fsync" not in variant["stages"]
     assert "e2e via MQTT p50 / p99 (fsync)" in result.output
