@@ -116,8 +116,9 @@ def test_black_and_frozen_frames_get_no_decision_image_quality(tmp_path: Path, t
     )
     EdgeDaemon(cfg).run()
 
-    by_frame = {int(v.unit_id.removeprefix("s1-f")): v for v in verdicts(tmp_path / "verdicts.jsonl")}
-    assert 6 in by_frame  # the last frame of a finite source is always inspected
+    got = verdicts(tmp_path / "verdicts.jsonl")
+    by_frame = {int(v.unit_id.removeprefix("s1-")): v for v in got}
+    assert sorted(by_frame) == list(range(7))  # every file of a folder is a unit
     for index, verdict in by_frame.items():
         if index < 2 or index >= 4:  # black, or the 3rd identical frame in a row onwards
             assert (verdict.verdict, verdict.reason) == (VerdictKind.NO_DECISION, Reason.IMAGE_QUALITY), index
