@@ -202,6 +202,7 @@ def test_run_with_samples_draws_decided_units_fail_first(
     queues = [list(vs) for vs in kinds.values()]
     expected = [q.pop(0).verdict for _ in range(5) for q in queues if q][:5]  # FAIL, ND, PASS in turn
     grid = cv2.imread(str(out))
+    assert grid is not None
     assert grid.shape == (2 * 274, 4 * 240, 3)  # 5 tiles of 240 x (240 + caption), 4 to a row
     colors = [tuple(int(c) for c in grid[(i // 4) * 274 + 1, (i % 4) * 240 + 120]) for i in range(5)]
     assert colors == [VERDICT_COLORS[kind] for kind in expected]  # each tile framed in its verdict
