@@ -115,7 +115,12 @@ def bench() -> None:
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--frame-size", default="1280x1024", show_default=True, help="Synthetic frame WIDTHxHEIGHT (--data times the dataset's own frames instead).")
+@click.option(
+    "--frame-size",
+    default="1280x1024",
+    show_default=True,
+    help="Synthetic frame WIDTHxHEIGHT (--data times the dataset's own frames instead).",
+)
 @click.option("--conf", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True)
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.45, show_default=True)
 @click.option("--no-ultralytics", is_flag=True, help="Skip the ultralytics predict comparison.")

@@ -3,7 +3,10 @@
 ``edge run --config station.yaml`` starts the daemon in the foreground with one JSON log object per
 line on stderr (``lineguard.logs``: ``ts``, ``level``, ``logger``, ``event`` or ``msg``, plus the
 event's fields), and
-prints one summary line on stdout when it stops (SIGTERM/SIGINT finish the unit in flight, exit 0).
+prints one summary line on stdout when it stops (SIGTERM/SIGINT finish the unit in flight, exit 0):
+units by verdict, frames skipped by reason, last seq and verdicts not yet delivered. ``--samples N``
+adds a PNG grid of up to N decided units with their boxes (FAIL, NO_DECISION and PASS in turn) and
+a second line naming it.
 ``edge check --config station.yaml`` loads the config (an error there is one ``error:`` line, exit
 2) and the model, runs one synthetic frame through preprocess, inference and the verdict policy, and
 prints one line per check plus ``OK`` or ``FAILED`` (exit 1); an image build runs it to prove the
@@ -46,17 +49,64 @@ def edge() -> None:
     default="info",
     show_default=True,
 )
-def run(config_path: Path, max_units: int | None, log_level: str) -> None:
+@click.option(
+    "--samples",
+    type=click.IntRange(min=0, max=64),
+    default=0,
+    show_default=True,
+    help="At the end, draw up to this many decided units with their boxes into one PNG.",
+)
+@click.option(
+    "--samples-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where the --samples PNG goes [default: <station.data_dir>/samples-<UTC time>.png].",
+)
+def run(
+    config_path: Path, max_units: int | None, log_level: str, samples: int, samples_out: Path | None
+) -> None:
     """Inspect units until stopped (SIGTERM/SIGINT) or a finite source ends."""
+    from datetime import UTC, datetime
+
     from lineguard.config import load_config
     from lineguard.edge.daemon import EdgeDaemon
+    from lineguard.errors import InputError
     from lineguard.logs import setup_json_logging
 
     cfg = load_config(config_path)
+    out = None
+    if samples:  # checked before the run, so a long run never ends without its picture
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = samples_out or cfg.station.data_dir / f"samples-{stamp}.png"
+        _check_writable(out)
     setup_json_logging(log_level)
-    daemon = EdgeDaemon(cfg)
+    daemon = EdgeDaemon(cfg, samples=samples)
     summary = daemon.run(max_units=max_units)
     click.echo(summary.line())
+    if daemon.samples is not None and out is not None:
+        try:
+            drawn = daemon.samples.write(out)
+        except OSError as exc:
+            raise InputError(f"cannot write the samples PNG {out}: {exc.strerror or exc}") from None
+        click.echo(f"samples: {drawn} units in {out}" if drawn else "samples: no unit decided, nothing drawn")
+
+
+def _check_writable(out: Path) -> None:
+    """The folder of ``out`` exists (made if need be) and may be written, else one line naming the fix."""
+    import os
+
+    from lineguard.errors import InputError
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        why = f"{out.parent} is a file, not a folder"
+        raise InputError(f"cannot write the samples PNG {out}: {why}; pass another --samples-out") from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise InputError(f"cannot write the samples PNG {out}: {why}; pass another --samples-out") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise InputError(f"cannot write the samples PNG {out}: not writable; pass another --samples-out")
 
 
 def _line(status: str, name: str, detail: str) -> None:

@@ -1,10 +1,14 @@
 """The edge daemon: a station's lifecycle around the per-unit path (``lineguard.edge.inspector``).
 
 It owns the outbox, the delivery (MQTT or JSON lines), the frame source, the HTTP API thread and
-the inspection loop. A unit is every frame (``continuous``; unit id ``<station>-f<frame index>`` for
-synthetic, video and folder sources, whose index names the unit, else ``<station>-<seq>``) or the
-first frame captured after a trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect``
-without an image; a trigger that gets no frame still gets NO_DECISION/error). Every half second the
+the inspection loop. A unit is every frame (``continuous``) or the first frame captured after a
+trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect`` without an image; a trigger
+that gets no frame still gets NO_DECISION/error). In continuous mode a folder, video or synthetic
+source is lossless (every file becomes a unit, also while the station starts or swaps models) and
+names its units: ``<station>-<file stem>`` for a folder, ``<station>-f<frame index>`` for a video
+or the synthetic line, with the verdict's ``source`` naming the file and its position; a live
+camera's units are ``<station>-<seq>``, and the frames it drops are counted in the run summary.
+A triggered station's sources keep only the newest frame. Every half second the
 loop runs the camera watchdog, alerts on a down or frozen camera and publishes status on change
 and every ``mqtt.status_interval_s``. SIGTERM/SIGINT finish the unit in flight, flush delivery and
 return. Logs are structured events, one JSON object per line under ``lineguard edge run``.
@@ -33,13 +37,14 @@ from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
 from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
+from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
 from lineguard.logs import Events
-from lineguard.messages import Reason, Verdict, VerdictKind
+from lineguard.messages import Reason, UnitSource, Verdict, VerdictKind
 from lineguard.monitoring import Metrics
 from lineguard.redact import mask_url
 
@@ -73,7 +78,7 @@ class _Request:
 class EdgeDaemon:
     """One station's inspection loop with its outbox, delivery, frame source and model slot."""
 
-    def __init__(self, cfg: LineguardConfig, *, source: FrameSource | None = None) -> None:
+    def __init__(self, cfg: LineguardConfig, *, source: FrameSource | None = None, samples: int = 0) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
         cfg.station.data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +88,9 @@ class EdgeDaemon:
             retry_s=cfg.outbox.retry_s,
         )
         self.source = source if source is not None else open_source(cfg.camera, self.metrics)
+        if cfg.mode == "triggered":  # the trigger makes the unit: frames in between are not units
+            self.source.lossless = False
+        self.samples = SampleKeeper(samples) if samples > 0 else None
         self.quality = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
         self._stop = threading.Event()
@@ -271,7 +279,7 @@ class EdgeDaemon:
             frame = self.source.read_latest(_POLL_S)
             if frame is None:
                 return not self.source.exhausted
-            unit_id = f"{self.cfg.station.station}-f{frame.index:06d}" if self.source.indexed else None
+            unit_id = f"{self.cfg.station.station}-{frame.unit}" if frame.unit is not None else None
             self._run_unit(frame, unit_id, None)
             return True
         while not self._stop.is_set():
@@ -289,8 +297,13 @@ class EdgeDaemon:
 
     def _run_unit(self, frame: Frame, unit_id: str | None, future: Future[Verdict] | None) -> None:
         decision, slot, detections = self.inspector.decide(frame, self.quality)
+        source = None
+        if frame.unit is not None:  # the frame is a file, a video frame or a synthetic unit: name it
+            camera = self.source.name
+            camera = camera if len(camera) <= 256 else "..." + camera[-253:]
+            source = UnitSource(camera=camera, file=frame.file, index=frame.index)
         try:
-            verdict = self.inspector.commit(frame, unit_id, decision, slot)
+            verdict = self.inspector.commit(frame, unit_id, decision, slot, source=source)
         except OutboxFullError as exc:  # stopping while the outbox is full: say loudly what is lost
             event(
                 logging.ERROR, "verdict_not_stored", unit_id=unit_id, verdict=decision.verdict, error=str(exc)
@@ -306,6 +319,8 @@ class EdgeDaemon:
             disagreement = shadow is not None and shadow.verdict is not verdict.verdict
         if slot is not None and slot.sampler is not None:  # copies the frame only if sampled
             slot.sampler.offer(frame.image, verdict, detections, disagreement=disagreement)
+        if self.samples is not None:  # draws a small tile, only for the first units of each kind
+            self.samples.offer(frame.image, verdict)
         if future is not None:
             _settle(future, verdict)
 
@@ -344,8 +359,15 @@ class EdgeDaemon:
         self.delivery.stop(timeout_s=5.0)
         self.summary.pending = self.outbox.depth()
         self.summary.last_seq = self.outbox.last_seq
+        self.summary.skipped.update(self.source.skips)
         self.outbox.close()
-        event(logging.INFO, "stopped", units=self.summary.units, undelivered=self.summary.pending)
+        event(
+            logging.INFO,
+            "stopped",
+            units=self.summary.units,
+            skipped=dict(self.summary.skipped),
+            undelivered=self.summary.pending,
+        )
 
     def _answer_waiting_triggers(self) -> None:
         while True:

@@ -28,7 +28,7 @@ from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detections, Detector, QualityGate, QualityReport, VerdictPolicy
 from lineguard.labeling import ReviewQueue, ReviewSampler
 from lineguard.logs import Events
-from lineguard.messages import ModelRef, Reason, Verdict, VerdictKind
+from lineguard.messages import ModelRef, Reason, UnitSource, Verdict, VerdictKind
 from lineguard.monitoring import DriftMonitor, Metrics
 
 __all__ = ["Inspector", "ModelSlot", "RunSummary"]
@@ -49,16 +49,28 @@ class ModelSlot:
 
 @dataclass
 class RunSummary:
-    """Units committed by this process, for the line ``edge run`` prints when it stops."""
+    """Units committed by this process, for the line ``edge run`` prints when it stops.
+
+    ``skipped`` counts, by reason, the frames that never became a unit: the line always says how
+    many, so a run that lost none says so too.
+    """
 
     units: int = 0
     by_verdict: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     pending: int = 0
     last_seq: int = 0
 
     def line(self) -> str:
         counts = ", ".join(f"{k} {self.by_verdict.get(k, 0)}" for k in VerdictKind)
-        return f"stopped: {self.units} units ({counts}); last seq {self.last_seq}, {self.pending} undelivered"
+        total = sum(self.skipped.values())
+        skipped = f"{total} frame{'' if total == 1 else 's'} skipped"
+        if total:
+            skipped += " (" + ", ".join(f"{k} {n}" for k, n in sorted(self.skipped.items()) if n) + ")"
+        return (
+            f"stopped: {self.units} units ({counts}); {skipped}; "
+            f"last seq {self.last_seq}, {self.pending} undelivered"
+        )
 
 
 class Inspector:
@@ -213,6 +225,7 @@ class Inspector:
         slot: ModelSlot | None,
         *,
         wait: bool = True,
+        source: UnitSource | None = None,
     ) -> Verdict:
         elapsed_s = max(0.0, time.monotonic() - frame.captured_mono)
         decided_at = frame.captured_at + timedelta(seconds=elapsed_s)
@@ -233,6 +246,7 @@ class Inspector:
                 captured_at=frame.captured_at,
                 decided_at=decided_at,
                 latency_ms=elapsed_s * 1000.0,
+                source=source,
             )
 
         verdict = self._add(make, wait=wait)

@@ -1,19 +1,28 @@
 """Frame sources: one interface over video files, image folders, USB cameras, streams and the synthetic line.
 
-The inspection loop must never judge a stale frame, so every source runs its own capture thread
-that keeps only the newest frame (latest-frame policy) and counts the ones nobody read as skipped.
-Captured images land in a small ring of reused buffers (no allocation per frame once the size is
-known). ``health()`` is the watchdog: no frame for ``camera.watchdog_s`` marks the camera down,
-``camera.frozen_frames`` identical frames in a row mark it frozen. Streams and USB cameras reopen
-after a drop with capped exponential backoff; a video without ``loop`` and a folder are finite and
-say so (``exhausted``), so a daemon fed from them can finish.
+Every source runs its own capture thread into a small ring of reused buffers (no allocation per
+frame once the size is known). A live camera or stream must never make the loop judge a stale
+frame, so it keeps only the newest one (latest-frame policy) and counts each frame nobody read as
+skipped: in metrics, in ``skips`` (the run summary) and in a rate-limited log line. A file (folder,
+video) or the synthetic line is the unit list itself, so it is lossless: the thread waits until
+the loop took the previous frame, and no file is lost while the station starts, warms up or swaps
+models; its frame's capture time is when the loop takes it (a file does not age on a conveyor).
+Each such frame names its unit (``Frame.unit``: the file's stem in a folder, ``f<index>`` else).
+An unreadable file is an explicit skip, logged with its name. ``health()`` is the watchdog: no
+frame for ``camera.watchdog_s`` marks the camera down, ``camera.frozen_frames`` identical frames in
+a row mark it frozen. Streams and USB cameras reopen after a drop with capped exponential backoff;
+a video without ``loop`` and a folder are finite and say so (``exhausted``), so a daemon fed from
+them can finish.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,22 +51,34 @@ __all__ = [
     "SyntheticSource",
     "frame_from_image",
     "open_source",
+    "printable",
+    "unit_keys",
 ]
 
 event = Events("lineguard.edge.sources")
 
 Image = npt.NDArray[np.uint8]
 _RING = 3  # one published, one held by the reader, one being written
+_SKIP_LOG_EVERY_S = 10.0  # after the first skip, one line with the running total at most this often
+_UNIT_KEY_MAX = 64  # leaves room for the station prefix within a unit id's 128 characters
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
 class Frame:
-    """A captured image (BGR) with its capture time; the image is valid until the next read."""
+    """A captured image (BGR) with its capture time; the image is valid until the next read.
+
+    ``unit`` is the unit's name within its source when the source names units (a folder file's
+    stem, ``f<index>`` for a video frame or synthetic unit), ``file`` the image file's name.
+    """
 
     image: Image
     captured_at: datetime
     captured_mono: float
     index: int
+    unit: str | None = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,7 @@ class FrameSource:
     finite = False  # True: the source ends on its own (video without loop, folder)
     paced = False  # True: the thread sleeps to deliver at camera.fps (files, synthetic)
     reconnects_on_drop = False  # True: a failed read closes and reopens with backoff
-    indexed = False  # True: Frame.index names the unit (synthetic unit, video frame, folder position)
+    indexed = False  # True: the frame names its unit (synthetic unit, video frame, folder file)
 
     def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
@@ -96,6 +117,10 @@ class FrameSource:
         self._slot_buf: int = -1  # ring index the slot holds
         self._index = 0
         self._skipped = 0
+        self._skips: Counter[str] = Counter()  # by reason: busy (latest-frame), unreadable (file)
+        self._skip_logged_mono: float | None = None
+        self._skip_logged_total = 0
+        self._lossless: bool | None = None
         self._reconnects = 0
         self._ended = False
         self._detail = "not started"
@@ -120,6 +145,22 @@ class FrameSource:
     def name(self) -> str:
         """What status, alerts and logs call the camera: its URI with any credentials masked."""
         return mask_url(f"{self.cfg.kind}:{self.cfg.uri}")
+
+    @property
+    def lossless(self) -> bool:
+        """True: the thread waits for the reader instead of dropping (default: sources naming units)."""
+        return self.indexed if self._lossless is None else self._lossless
+
+    @lossless.setter
+    def lossless(self, value: bool) -> None:
+        """A triggered station sets False: there the trigger, not the file, makes the unit."""
+        self._lossless = value
+
+    @property
+    def skips(self) -> dict[str, int]:
+        """Frames never inspected, by reason (``busy``: dropped for a newer one; ``unreadable``)."""
+        with self._cond:
+            return dict(self._skips)
 
     # -- public interface -----------------------------------------------------------------
     def start(self) -> None:
@@ -147,9 +188,17 @@ class FrameSource:
         with self._cond:
             while True:
                 frame = self._slot
-                if frame is not None and (newer_than is None or frame.captured_mono >= newer_than):
+                lossless = self.lossless
+                if frame is not None and (
+                    newer_than is None or lossless or frame.captured_mono >= newer_than
+                ):
                     self._slot = None
                     self._held, self._slot_buf = self._slot_buf, -1
+                    self._cond.notify_all()  # a lossless writer waits for the slot to empty
+                    if lossless:  # its clock starts when the station takes it
+                        frame = dataclasses.replace(
+                            frame, captured_at=datetime.now(UTC), captured_mono=time.monotonic()
+                        )
                     return frame
                 left = deadline - time.monotonic()
                 if left <= 0 or self._ended or self._stop.is_set():
@@ -174,6 +223,8 @@ class FrameSource:
         with self._cond:
             last = self._last_mono
             since = now - (last if last is not None else self._started_mono)
+            if self.lossless and self._slot is not None:
+                since = 0.0  # the next frame is ready; the station is busy, not the camera silent
             running = self._thread is not None and not self._ended
             up = running and last is not None and since <= self.cfg.watchdog_s
             frozen = self._same_count >= self.cfg.frozen_frames
@@ -275,6 +326,10 @@ class FrameSource:
                     return i
         return 0  # unreachable with three buffers
 
+    def _describe(self) -> tuple[int, str | None, str | None]:
+        """Index, unit name and file name of the frame just grabbed (files override)."""
+        return self._index, (f"f{self._index:06d}" if self.indexed else None), None
+
     def _publish(self, buf_index: int, image: Image, t0: float) -> None:
         now_mono = time.monotonic()
         now_wall = datetime.now(UTC)
@@ -287,13 +342,16 @@ class FrameSource:
             self._prev_probe = probe.copy()
         else:
             np.copyto(self._prev_probe, probe)
+        index, unit, file = self._describe()
         with self._cond:
+            while self.lossless and self._slot is not None and not self._stop.is_set():
+                self._cond.wait(0.5)  # backpressure: the reader takes every frame of a file
+            if self._stop.is_set() and self.lossless:
+                return  # stopping: this frame was never handed over, so it is not a skip
             self._ring[buf_index] = image
             if self._slot is not None:
-                self._skipped += 1
-                if self.metrics is not None:
-                    self.metrics.frames_skipped.inc()
-            self._slot = Frame(image, now_wall, now_mono, self._index)
+                self._count_skip_locked("busy", now_mono)
+            self._slot = Frame(image, now_wall, now_mono, index, unit, file)
             self._slot_buf = buf_index
             self._index += 1
             self._last_mono = now_mono
@@ -303,6 +361,30 @@ class FrameSource:
             if len(self._stamps) > 64:
                 del self._stamps[:32]
             self._cond.notify_all()
+
+    def _count_skip(self, reason: str) -> None:
+        with self._cond:
+            self._count_skip_locked(reason, time.monotonic())
+
+    def _count_skip_locked(self, reason: str, now: float) -> None:
+        """Count a frame that will never be inspected; log the first, then a total every few seconds."""
+        self._skipped += 1
+        self._skips[reason] += 1
+        if self.metrics is not None:
+            self.metrics.frames_skipped.inc()
+        last = self._skip_logged_mono
+        if last is None or now - last >= _SKIP_LOG_EVERY_S:
+            event(
+                logging.WARNING,
+                "frames_skipped",
+                camera=self.name,
+                reason=reason,
+                since_last_log=self._skipped - self._skip_logged_total,
+                total=self._skipped,
+                by_reason=dict(self._skips),
+            )
+            self._skip_logged_mono = now
+            self._skip_logged_total = self._skipped
 
     def _set_detail(self, detail: str) -> None:
         with self._cond:
@@ -347,7 +429,11 @@ class SyntheticSource(FrameSource):
 
 
 class FolderSource(FrameSource):
-    """Images of a folder in name order, paced at ``camera.fps``; ``loop`` starts over at the end."""
+    """Images of a folder in name order, paced at ``camera.fps``; ``loop`` starts over at the end.
+
+    Each image is a unit named by its file (``unit_keys``); ``Frame.index`` is its position in
+    name order (plus the folder's size per completed loop), so a verdict ties back to its file.
+    """
 
     paced = True
     indexed = True
@@ -360,8 +446,11 @@ class FolderSource(FrameSource):
         self._files = image_files(folder)
         if not self._files:
             raise ConfigError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        self._keys = unit_keys([path.stem for path in self._files])
         self.finite = not cfg.loop
         self._pos = 0
+        self._pass = 0
+        self._current = 0  # position of the file last grabbed
 
     def _open(self) -> None:
         return None
@@ -372,17 +461,65 @@ class FolderSource(FrameSource):
                 if not self.cfg.loop:
                     return None
                 self._pos = 0
+                self._pass += 1
             path = self._files[self._pos]
+            self._current = self._pos
             self._pos += 1
             try:  # the header's size is checked before decoding: a folder may hold an image bomb
                 image = read_image_file(path, self.cfg.max_image_pixels)
                 break
             except InputError as exc:
-                event(logging.WARNING, "image_unreadable", error=exc, action="skipped")
+                event(
+                    logging.WARNING,
+                    "image_unreadable",
+                    file=printable(path.name),
+                    error=exc,
+                    action="skipped, counted as unreadable",
+                )
+                self._count_skip("unreadable")
+            if self._stop.is_set():
+                return None
         if buf is not None and buf.shape == image.shape:
             np.copyto(buf, image)
             return buf
         return np.asarray(image, dtype=np.uint8)
+
+    def _describe(self) -> tuple[int, str | None, str | None]:
+        key = self._keys[self._current]
+        if self._pass:  # '@' never occurs in a key, so a later pass cannot collide with a file
+            key = f"{key}@{self._pass + 1}"
+        index = self._pass * len(self._files) + self._current
+        return index, key, printable(self._files[self._current].name)
+
+
+def printable(name: str, limit: int = 255) -> str:
+    """A file name fit for a verdict or a log line: control characters replaced, length bounded."""
+    return _CONTROL.sub("?", name)[:limit]
+
+
+def unit_keys(stems: list[str]) -> list[str]:
+    """One unit name per file stem, unique and deterministic for a given list.
+
+    A stem is kept when it is made of ``A-Z a-z 0-9 . _ -`` and fits in 64 characters (a unit id
+    ends up in file names, topics and logs); otherwise unsafe runs become ``_`` and it is cut
+    short. A name already taken, empty, or changed by that cleaning gets ``-i<position>`` so two
+    files never share a unit name (``a b.png`` and ``a_b.png``; ``x.png`` and ``x.jpg``).
+    """
+    cleaned = [_UNSAFE.sub("_", stem).strip(".")[:_UNIT_KEY_MAX] for stem in stems]
+    counts = Counter(cleaned)
+    keys: list[str] = []
+    taken: set[str] = set()
+    for position, (stem, key) in enumerate(zip(stems, cleaned, strict=True)):
+        if not key or key != stem or counts[key] > 1:
+            suffix = f"-i{position:06d}"
+            key = key[: _UNIT_KEY_MAX - len(suffix)] + suffix
+        base, n = key, 2
+        while key in taken:  # a file literally named like another's fallback
+            suffix = f"-{n}"
+            key, n = base[: _UNIT_KEY_MAX - len(suffix)] + suffix, n + 1
+        taken.add(key)
+        keys.append(key)
+    return keys
 
 
 class CaptureSource(FrameSource):

@@ -244,39 +244,16 @@ class _VerdictTap:
 
 
 def _draw_samples(verdicts: list[dict[str, Any]], imgsz: int, defect_rate: float, out: Path) -> Path:
-    import cv2
-
-    from lineguard.training.dataset_stats import write_tile_grid
+    from lineguard.inference import verdict_tile, write_tile_grid
+    from lineguard.messages import Verdict
 
     picked = [v for v in verdicts if v["verdict"] == "FAIL"][:6]
     picked += [v for v in verdicts if v["verdict"] != "FAIL"][: 8 - len(picked)]
     tiles = []
     for v in picked:
         unit = render_unit(_SEED_CAMERA, _frame_index(v["unit_id"]), imgsz=imgsz, defect_rate=defect_rate)
-        tile = cv2.resize(unit.image, (240, 240))
-        for d in v["defects"]:
-            x1, y1, x2, y2 = (int(c * 240) for c in d["box"])
-            cv2.rectangle(tile, (x1, y1), (x2, y2), (0, 0, 255), 2)
-            cv2.putText(
-                tile,
-                f"{d['class']} {d['confidence']:.2f}",
-                (x1, max(12, y1 - 4)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.4,
-                (0, 255, 255),
-                1,
-            )
         truth = "defective" if unit.defective else "good"
-        cv2.putText(
-            tile,
-            f"{v['verdict']} (truth: {truth})",
-            (6, 232),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.45,
-            (255, 255, 255),
-            1,
-        )
-        tiles.append(tile)
+        tiles.append(verdict_tile(unit.image, Verdict.model_validate(v), note=f"(truth: {truth})"))
     return write_tile_grid(tiles, out)
 
 

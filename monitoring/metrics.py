@@ -43,7 +43,9 @@ class Metrics:
         p = "lineguard_"
         self.frames = Counter(p + "frames_total", "Frames taken from the camera.", registry=r)
         self.frames_skipped = Counter(
-            p + "frames_skipped_total", "Frames dropped by the latest-frame policy.", registry=r
+            p + "frames_skipped_total",
+            "Frames never inspected: dropped by the latest-frame policy or unreadable files.",
+            registry=r,
         )
         self.verdicts = Counter(p + "verdicts_total", "Verdicts decided.", ["verdict", "reason"], registry=r)
         self.defects = Counter(p + "defects_total", "Defects in FAIL verdicts.", ["class_name"], registry=r)

@@ -19,9 +19,8 @@ import numpy.typing as npt
 
 from lineguard.datasets import image_files, read_class_names, read_yolo_labels
 from lineguard.errors import DatasetError
-from lineguard.inference import read_image_file
+from lineguard.inference import read_image_file, write_tile_grid
 from lineguard.training.config import AugmentConfig
-from lineguard.training.dataset_stats import write_tile_grid
 from lineguard.training.offline import set_offline_environment
 
 __all__ = ["build_transforms", "write_preview"]

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
-import numpy as np
-import numpy.typing as npt
 
 from lineguard.datasets import image_files, read_class_names, read_yolo_labels
 from lineguard.errors import DatasetError
-from lineguard.inference import read_image_file
+from lineguard.inference import read_image_file, write_tile_grid
 
 __all__ = [
     "DatasetStats",
     "dataset_stats",
     "write_sample_grid",
-    "write_tile_grid",
 ]
 
 
@@ -96,12 +92,3 @@ def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int
     if not tiles:
         raise DatasetError(f"{root} has no images to draw")
     return write_tile_grid(tiles, out_png)
-
-
-def write_tile_grid(tiles: list[npt.NDArray[Any]], out_png: Path, *, cols: int = 4) -> Path:
-    """Lay equal-sized BGR tiles out ``cols`` to a row (blank tiles fill the last row) as a PNG."""
-    tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
-    grid = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out_png), grid)
-    return out_png

@@ -8,6 +8,7 @@ line will see. Never imports torch; imports only core.
 """
 
 from lineguard.inference.detections import Detections
+from lineguard.inference.drawing import VERDICT_COLORS, verdict_tile, write_tile_grid
 from lineguard.inference.engine import CARD_NAME, Detector, StageTimes, available_backends
 from lineguard.inference.golden import check_golden
 from lineguard.inference.images import (
@@ -47,6 +48,7 @@ __all__ = [
     "IOU_THRESHOLDS",
     "MAX_DET",
     "PAD_VALUE",
+    "VERDICT_COLORS",
     "ApResult",
     "Decision",
     "Detections",
@@ -79,4 +81,6 @@ __all__ = [
     "read_image_file",
     "unit_rates",
     "unit_rates_at",
+    "verdict_tile",
+    "write_tile_grid",
 ]

@@ -31,7 +31,9 @@ class CameraStatus(BaseModel):
     up: bool
     frozen: bool = Field(description="Frames arrive but do not change.")
     fps: float = Field(ge=0)
-    skipped: int = Field(ge=0, description="Frames dropped because inspection was busy.")
+    skipped: int = Field(
+        ge=0, description="Frames never inspected: dropped for a newer one (live camera) or unreadable."
+    )
     reconnects: int = Field(ge=0)
     detail: str
     silent_s: float = Field(default=0.0, ge=0, description="Seconds since the last frame.")

@@ -2,6 +2,8 @@
 
 A controller must be able to act on ``verdict`` alone; every other field is for traceability.
 Field names and meanings are a public wire contract: change them only with a new schema version.
+Optional fields added later (``durable``, ``source``) keep version 1: ``source`` is left out of the
+JSON when a verdict has none (a live camera, an upload), so those payloads are unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = [
     "Defect",
     "ModelRef",
     "Reason",
+    "UnitSource",
     "Verdict",
     "VerdictKind",
     "utc_now",
@@ -70,6 +73,22 @@ class ModelRef(_Contract):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$|^$")
 
 
+class UnitSource(_Contract):
+    """Where a unit's frame came from, for sources whose frames are the units (files, synthetic line)."""
+
+    camera: str = Field(
+        min_length=1, max_length=256, description="The frame source: kind and URI, credentials masked."
+    )
+    file: str | None = Field(
+        default=None, max_length=255, description="The image file's name (folder source); null otherwise."
+    )
+    index: int = Field(
+        ge=0,
+        description="Position in the source: the file in name order (folder), the frame number (video), "
+        "the unit number (synthetic line).",
+    )
+
+
 class Verdict(_Contract):
     schema_: Literal["lineguard.verdict/1"] = Field(default=VERDICT_SCHEMA, alias="schema")
     seq: int = Field(
@@ -92,6 +111,11 @@ class Verdict(_Contract):
         description="False when the station could not store the verdict (disk full or failing): it is "
         "published once and is not replayed if the station restarts before it is acknowledged.",
     )
+    source: UnitSource | None = Field(
+        default=None,
+        description="The file or frame the unit was, for folder, video and synthetic sources; absent "
+        "for live cameras and uploads.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -104,7 +128,7 @@ class Verdict(_Contract):
 
     def to_json(self) -> str:
         """Canonical JSON (aliases, ISO 8601 UTC with ``Z``) so every consumer parses the same."""
-        return self.model_dump_json(by_alias=True)
+        return self.model_dump_json(by_alias=True, exclude={"source"} if self.source is None else None)
 
     @classmethod
     def from_json(cls, payload: str | bytes) -> Verdict:

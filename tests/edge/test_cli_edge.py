@@ -11,14 +11,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 import yaml
 from pydantic import BaseModel
+from support.signal_model import build_signal_onnx
 
 from lineguard.cli import main
 from lineguard.config import LineguardConfig, load_config
 from lineguard.edge.outbox import Outbox
+from lineguard.inference import VERDICT_COLORS
 from lineguard.messages import ModelCard, Verdict
+from lineguard.synthetic import render_unit
 
 EXAMPLE = Path(__file__).parents[2] / "configs" / "station.example.yaml"
 
@@ -165,9 +169,72 @@ def test_run_with_max_units_prints_the_summary(tmp_path: Path, synthetic_dataset
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert (
-        proc.stdout.strip() == "stopped: 7 units (PASS 0, FAIL 0, NO_DECISION 7); last seq 7, 0 undelivered"
+    assert proc.stdout.strip() == (
+        "stopped: 7 units (PASS 0, FAIL 0, NO_DECISION 7); 0 frames skipped; last seq 7, 0 undelivered"
     )
+
+
+def test_run_with_samples_draws_decided_units_fail_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_signal_onnx(tmp_path / "model")  # finds the synthetic line's dark defects
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(folder / f"unit-{i:02d}.png"), render_unit(4, i, imgsz=160).image)
+    (folder / "unit-10.png").write_bytes(b"cut short")
+    config = write_config(
+        tmp_path,
+        tmp_path / "model" / "model.onnx",
+        camera={"kind": "folder", "uri": str(folder), "fps": 100},
+        http={"enabled": False},
+    )
+    out = tmp_path / "pictures" / "run.png"
+    code = main(["edge", "run", "--config", str(config), "--samples", "5", "--samples-out", str(out)])
+
+    assert code == 0
+    summary, samples = capsys.readouterr().out.strip().splitlines()
+    assert "; 1 frame skipped (unreadable 1); last seq 10, 0 undelivered" in summary
+    assert samples == f"samples: 5 units in {out}"
+    got = [Verdict.from_json(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+    kinds = {k: [v for v in got if v.verdict.value == k] for k in ("FAIL", "NO_DECISION", "PASS")}
+    assert kinds["FAIL"] and kinds["PASS"]  # the signal model finds some defects, not all units
+    queues = [list(vs) for vs in kinds.values()]
+    expected = [q.pop(0).verdict for _ in range(5) for q in queues if q][:5]  # FAIL, ND, PASS in turn
+    grid = cv2.imread(str(out))
+    assert grid is not None
+    assert grid.shape == (2 * 274, 4 * 240, 3)  # 5 tiles of 240 x (240 + caption), 4 to a row
+    colors = [tuple(int(c) for c in grid[(i // 4) * 274 + 1, (i % 4) * 240 + 120]) for i in range(5)]
+    assert colors == [VERDICT_COLORS[kind] for kind in expected]  # each tile framed in its verdict
+    assert not grid[274:, 240:].any()  # the rest of the last row is blank
+
+
+def test_samples_out_that_cannot_be_written_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    config = write_config(tmp_path, None, http={"enabled": False})
+    out = tmp_path / "file" / "run.png"  # a folder that is a file
+    code = main(
+        [
+            "edge",
+            "run",
+            "--config",
+            str(config),
+            "--max-units",
+            "2",
+            "--samples",
+            "2",
+            "--samples-out",
+            str(out),
+        ]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot write the samples PNG {out}: {out.parent} is a file, not a folder; "
+        "pass another --samples-out"
+    )  # before the run: no unit was inspected
+    assert not (tmp_path / "verdicts.jsonl").exists()
 
 
 def test_tampered_card_is_refused_at_run_and_units_get_no_model(tmp_path: Path, tiny_model: Path) -> None:

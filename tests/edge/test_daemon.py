@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -85,11 +86,14 @@ def test_video_gives_one_verdict_per_unit_in_seq_order(
     summary = daemon.run()  # returns when the video ends
 
     got = verdicts(tmp_path / "verdicts.jsonl")
-    assert [v.seq for v in got] == list(range(1, summary.units + 1))
-    assert summary.units + daemon.source.health().skipped == len(truth)
+    assert [v.seq for v in got] == list(range(1, len(truth) + 1))  # every frame of a file is a unit
+    assert summary.units == len(truth) and not summary.skipped
     assert summary.pending == 0
-    frames = [int(v.unit_id.removeprefix("s1-f")) for v in got]
-    assert frames == sorted(set(frames)) and frames[-1] == len(truth) - 1
+    assert [v.unit_id for v in got] == [f"s1-f{i:06d}" for i in range(len(truth))]
+    assert {v.source.camera for v in got if v.source} == {f"video:{video / 'line.avi'}"}
+    assert [(v.source.index, v.source.file) for v in got if v.source] == [
+        (i, None) for i in range(len(truth))
+    ]
     for v in got:
         assert (v.line, v.station) == ("l1", "s1")
         assert v.model is not None and v.model.name == "tiny"
@@ -104,6 +108,24 @@ def test_video_gives_one_verdict_per_unit_in_seq_order(
     )
 
 
+def test_frames_a_live_camera_drops_are_counted_in_the_summary_and_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lineguard.edge")
+    daemon = EdgeDaemon(station(tmp_path, None, camera={"fps": 200, "synthetic_imgsz": 64}))
+    daemon.source.lossless = False  # as a camera or stream is: the newest frame wins
+    daemon.source.start()  # frames arrive before the loop reads: the station is still starting
+    wait_for(lambda: daemon.source.health().skipped >= 3)
+    summary = daemon.run(max_units=2)
+
+    busy = summary.skipped["busy"]
+    assert busy >= 3 and summary.skipped == {"busy": busy}
+    assert f"; {busy} frames skipped (busy {busy}); last seq 2, 0 undelivered" in summary.line()
+    assert daemon.metrics.registry.get_sample_value("lineguard_frames_skipped_total") == busy
+    stopped = [r for r in caplog.records if "stopped" in r.getMessage()]
+    assert stopped and f"'busy': {busy}" in stopped[-1].getMessage()
+
+
 def test_black_and_frozen_frames_get_no_decision_image_quality(tmp_path: Path, tiny_model: Path) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -116,8 +138,9 @@ def test_black_and_frozen_frames_get_no_decision_image_quality(tmp_path: Path, t
     )
     EdgeDaemon(cfg).run()
 
-    by_frame = {int(v.unit_id.removeprefix("s1-f")): v for v in verdicts(tmp_path / "verdicts.jsonl")}
-    assert 6 in by_frame  # the last frame of a finite source is always inspected
+    got = verdicts(tmp_path / "verdicts.jsonl")
+    by_frame = {int(v.unit_id.removeprefix("s1-")): v for v in got}
+    assert sorted(by_frame) == list(range(7))  # every file of a folder is a unit
     for index, verdict in by_frame.items():
         if index < 2 or index >= 4:  # black, or the 3rd identical frame in a row onwards
             assert (verdict.verdict, verdict.reason) == (VerdictKind.NO_DECISION, Reason.IMAGE_QUALITY), index
@@ -206,6 +229,7 @@ def test_full_outbox_pauses_inspection_and_resumes_without_a_gap(
 ) -> None:
     out = tmp_path / "verdicts.jsonl"
     daemon = EdgeDaemon(station(tmp_path, tiny_model, outbox={"max_pending": 10}))
+    daemon.source.lossless = False  # a live camera goes on while inspection pauses
     thread = background(daemon)
     wait_for(lambda: len(verdicts(out)) >= 1)
     out.rename(tmp_path / "part1.jsonl")  # lines written meanwhile still land in part1

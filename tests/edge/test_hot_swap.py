@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 from support.mosquitto import Broker
 from support.mqtt import Subscriber, subscribed, wait_until
 from support.signal_model import build_signal_onnx
 
-from lineguard.config import LineguardConfig, MqttConfig, SwapGuardConfig
+from lineguard.config import CameraConfig, LineguardConfig, MqttConfig, SwapGuardConfig
 from lineguard.edge import EdgeDaemon, ModelFollower, SwapGuard, prepare_model
 from lineguard.edge.control import parse_control
+from lineguard.edge.sources import FolderSource
 from lineguard.errors import ModelError
 from lineguard.messages import (
     DesiredModel,
@@ -420,3 +423,65 @@ def test_station_follows_a_model_by_configuration_alone(
     finally:
         daemon.stop()
         thread.join(30)
+
+
+class _HeldAtLastFile(FolderSource):
+    """The real folder camera, except that its last file waits until the test lets it through."""
+
+    def __init__(self, cfg: CameraConfig, release: threading.Event) -> None:
+        super().__init__(cfg)
+        self._release = release
+
+    def _grab(self, buf: npt.NDArray[np.uint8] | None) -> npt.NDArray[np.uint8] | None:
+        if self._pos == len(self._files) - 1:
+            self._release.wait(60)
+        return super()._grab(buf)
+
+
+def test_folder_through_a_rollout_mid_run_gives_every_file_one_verdict_naming_it(
+    registry: Registry, broker: Broker, tmp_path: Path, keys: tuple[Signer, Path]
+) -> None:
+    signer, public = keys
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = [f"part-{i:02d}.png" for i in range(11)] + ["part-11 rework.png"]
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), render_unit(5, i, imgsz=160).image)
+    registry.follow("line1", "st1", "signal")
+    registry.promote("signal", "1.0.0", Stage.PRODUCTION)
+    cfg = LineguardConfig.model_validate(
+        {
+            "station": {"line": "line1", "station": "st1", "data_dir": str(tmp_path / "station")},
+            "camera": {"kind": "folder", "uri": str(folder), "fps": 30},
+            "model": {"threads": 1, "warmup_runs": 1},  # no model.path: it arrives by rollout
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "http": {"enabled": False},
+            "registry": {"root": str(registry.root), "public_keys": [str(public)]},
+        }
+    )
+    release = threading.Event()
+    daemon = EdgeDaemon(cfg, source=_HeldAtLastFile(cfg.camera, release))
+    with subscribed(broker.host, broker.port, "lineguard/line1/st1/verdict") as sub:
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: len(sub.payloads()) >= 1, 30, "the first verdict")
+            _publish(registry, broker, signer)  # the rollout, while files flow
+            wait_until(lambda: daemon.slot is not None, 60, "the rolled-out model in use")
+        finally:
+            release.set()
+            thread.join(60)
+        wait_until(lambda: len(sub.payloads()) >= len(names), 30, "a verdict per file")
+        got = sorted((Verdict.model_validate(p) for p in sub.payloads()), key=lambda v: v.seq)
+
+    assert [v.seq for v in got] == list(range(1, len(names) + 1))  # one per file: none lost, none twice
+    assert [v.unit_id for v in got] == [f"st1-part-{i:02d}" for i in range(11)] + [
+        "st1-part-11_rework-i000011"
+    ]
+    assert [(v.source.file, v.source.index) for v in got if v.source] == [(n, i) for i, n in enumerate(names)]
+    assert {v.source.camera for v in got if v.source} == {f"folder:{folder}"}
+    models = [v.model.version if v.model else None for v in got]
+    first = models.index("1.0.0")
+    assert first > 0 and models == [None] * first + ["1.0.0"] * (len(names) - first)
+    assert {(v.verdict, v.reason) for v in got[:first]} == {(VerdictKind.NO_DECISION, Reason.NO_MODEL)}
+    assert daemon.summary.line().endswith("; 0 frames skipped; last seq 12, 0 undelivered")

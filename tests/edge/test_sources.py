@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from support.bombs import png_bomb
 from support.mosquitto import free_port
 
 from lineguard.config import CameraConfig
-from lineguard.edge.sources import Frame, FrameSource, open_source
+from lineguard.edge.sources import Frame, FrameSource, open_source, unit_keys
 from lineguard.errors import ConfigError
 from lineguard.monitoring.metrics import Metrics
 from lineguard.synthetic import render_unit
@@ -29,7 +30,7 @@ def _drain(source: FrameSource, limit_s: float = 20.0) -> list[Frame]:
     while not source.exhausted and time.monotonic() < deadline:
         frame = source.read_latest(0.5)
         if frame is not None:
-            frames.append(Frame(frame.image.copy(), frame.captured_at, frame.captured_mono, frame.index))
+            frames.append(dataclasses.replace(frame, image=frame.image.copy()))
     return frames
 
 
@@ -176,9 +177,12 @@ def test_stream_credentials_never_reach_status_or_logs(caplog: pytest.LogCapture
     assert all("hunter2" not in r.getMessage() for r in caplog.records)
 
 
-def test_slow_reader_gets_the_newest_frame_and_skips_are_counted() -> None:
+def test_live_source_hands_a_slow_reader_the_newest_frame_and_counts_skips(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     metrics = Metrics()
     source = open_source(CameraConfig(kind="synthetic", fps=200, synthetic_imgsz=64), metrics)
+    source.lossless = False  # a live camera: what a station in triggered mode makes of any source
     source.start()
     try:
         first = source.read_latest(5.0)
@@ -191,7 +195,71 @@ def test_slow_reader_gets_the_newest_frame_and_skips_are_counted() -> None:
     assert second is not None
     assert second.index > first.index + 1
     assert health.skipped >= second.index - first.index - 1
+    assert source.skips == {"busy": health.skipped}
     assert metrics.registry.get_sample_value("lineguard_frames_skipped_total") == health.skipped
+    logged = [r for r in caplog.records if "frames_skipped" in r.getMessage()]
+    assert len(logged) == 1 < health.skipped  # the first skip is logged, not every one
+
+
+def test_file_source_waits_for_a_slow_reader_and_loses_no_frame(tmp_path: Path) -> None:
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"img_{i}.png"), np.full((32, 32, 3), 40 + 30 * i, np.uint8))
+    metrics = Metrics()
+    source = open_source(CameraConfig(kind="folder", uri=str(tmp_path), fps=200), metrics)
+    source.start()
+    try:
+        time.sleep(0.3)  # the station is still starting: at 200 fps the whole folder would be gone
+        frames = _drain(source)
+        health = source.health()
+    finally:
+        source.stop()
+    assert [int(f.image[0, 0, 0]) for f in frames] == [40 + 30 * i for i in range(6)]
+    assert [(f.index, f.unit, f.file) for f in frames] == [(i, f"img_{i}", f"img_{i}.png") for i in range(6)]
+    assert (health.skipped, source.skips) == (0, {})
+    assert metrics.registry.get_sample_value("lineguard_frames_skipped_total") == 0
+
+
+def test_folder_units_are_named_by_file_and_an_unreadable_one_is_a_counted_skip(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = ["a.png", "b 2.png", "c.jpg", "c.png", "d.png", "e.png"]
+    for i, name in enumerate(names):
+        cv2.imwrite(str(tmp_path / name), np.full((32, 32, 3), 40 + 30 * i, np.uint8))
+    (tmp_path / "d.png").write_bytes(b"not an image at all")
+    metrics = Metrics()
+    source = open_source(CameraConfig(kind="folder", uri=str(tmp_path), fps=100), metrics)
+    source.start()
+    try:
+        frames = _drain(source)
+    finally:
+        source.stop()
+    assert [(f.index, f.unit, f.file) for f in frames] == [
+        (0, "a", "a.png"),
+        (1, "b_2-i000001", "b 2.png"),
+        (2, "c-i000002", "c.jpg"),
+        (3, "c-i000003", "c.png"),
+        (5, "e", "e.png"),
+    ]
+    assert source.skips == {"unreadable": 1}
+    assert metrics.registry.get_sample_value("lineguard_frames_skipped_total") == 1
+    assert any("image_unreadable" in r.getMessage() and "d.png" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("stems", "keys"),
+    [
+        ([], []),
+        (["img_001", "B-2.v1"], ["img_001", "B-2.v1"]),
+        (["a b", "a_b"], ["a_b-i000000", "a_b-i000001"]),  # cleaning would make them one
+        (["x", "x"], ["x-i000000", "x-i000001"]),  # x.png and x.jpg
+        (["", "..", "a\nb"], ["-i000000", "-i000001", "a_b-i000002"]),
+        (["a b", "a_b-i000000"], ["a_b-i000000", "a_b-i000000-2"]),  # a file named like a fallback
+        (["p" * 80], ["p" * 56 + "-i000000"]),
+    ],
+)
+def test_unit_keys_are_unique_safe_and_deterministic(stems: list[str], keys: list[str]) -> None:
+    assert unit_keys(stems) == keys
+    assert all(len(k) <= 64 for k in keys)
 
 
 def test_identical_frames_mark_the_camera_frozen(tmp_path: Path) -> None:
