@@ -411,15 +411,19 @@ def test_station_follows_a_model_by_configuration_alone(
     )
     assert registry.stations("signal") == []
     daemon = EdgeDaemon(cfg)
+
+    def running() -> str | None:
+        slot = daemon.slot
+        return None if slot is None else slot.ref.version
+
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
         wait_until(lambda: daemon.summary.units >= 3, 30, "units without a model")
-        assert daemon.slot is None
+        assert running() is None
         registry.promote("signal", "2.0.0", Stage.PRODUCTION, force=True, why="follow by config")
         _publish(registry, broker, signer)
-        wait_until(lambda: daemon.slot is not None, 30, "the followed model in the slot")
-        assert daemon.slot is not None and daemon.slot.ref.version == "2.0.0"
+        wait_until(lambda: running() == "2.0.0", 30, "the followed model in the slot")
     finally:
         daemon.stop()
         thread.join(30)
