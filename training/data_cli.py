@@ -64,8 +64,8 @@ def stats(root: Path, png: Path | None) -> None:
 
     summary = dataset_stats(root)
     click.echo(summary.table())
-    out = write_sample_grid(root, png or root.parent / f"{root.name}_samples.png")
-    click.echo(f"sample grid: {out}")
+    grid = write_sample_grid(root, png or root.parent / f"{root.name}_samples.png")
+    click.echo(f"sample grid: {grid.path} ({grid.defective} defective, {grid.good} defect-free)")
 
 
 @data.command(name="import")

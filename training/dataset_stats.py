@@ -19,9 +19,12 @@ from lineguard.inference import read_image_file, write_tile_grid
 __all__ = [
     "DatasetStats",
     "dataset_stats",
+    "SampleGrid",
     "write_sample_grid",
 ]
 
+
+_RED, _GREEN = (0, 0, 255), (0, 170, 0)
 
 @dataclass
 class DatasetStats:
@@ -72,23 +75,39 @@ def dataset_stats(root: Path) -> DatasetStats:
     return stats
 
 
-def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int = 200) -> Path:
-    """Draw up to ``samples`` images (defective first) with their boxes into one PNG grid."""
+@dataclass(frozen=True)
+class SampleGrid:
+    path: Path
+    defective: int  # tiles with boxes (red)
+    good: int  # defect-free tiles (green frame): what the model must leave alone
+
+
+def write_sample_grid(root: Path, out_png: Path, *, samples: int = 16, tile: int = 200) -> SampleGrid:
+    """Draw up to ``samples`` images with their boxes into one PNG grid: defective ones, and a row
+    of defect-free ones (a reviewer checks that good units look good as much as the boxes)."""
     classes = read_class_names(root)
     pairs = [pair for split in ("train", "val") for pair in _pairs(root, split)]
-    pairs.sort(key=lambda pair: not read_yolo_labels(pair[1]))
+    good = [pair for pair in pairs if not read_yolo_labels(pair[1])]
+    bad = [pair for pair in pairs if read_yolo_labels(pair[1])]
+    n_good = min(len(good), max(samples // 4, 1), samples)
+    n_bad = min(len(bad), samples - n_good)
+    n_good = min(len(good), samples - n_bad)  # fewer defective images than asked: more good ones
     tiles = []
-    for image_path, label_path in pairs[:samples]:
+    for image_path, label_path in [*bad[:n_bad], *good[:n_good]]:
         image = cv2.resize(read_image_file(image_path), (tile, tile))
-        for c, x, y, w, h in read_yolo_labels(label_path):
+        rows = read_yolo_labels(label_path)
+        for c, x, y, w, h in rows:
             p1 = (int((x - w / 2) * tile), int((y - h / 2) * tile))
             p2 = (int((x + w / 2) * tile), int((y + h / 2) * tile))
-            cv2.rectangle(image, p1, p2, (0, 0, 255), 1)
+            cv2.rectangle(image, p1, p2, _RED, 1)
             name = classes[c] if 0 <= c < len(classes) else str(c)
             cv2.putText(
                 image, name, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1
             )
+        if not rows:
+            cv2.rectangle(image, (0, 0), (tile - 1, tile - 1), _GREEN, 3)
+            cv2.putText(image, "defect-free", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _GREEN, 1)
         tiles.append(image)
     if not tiles:
         raise DatasetError(f"{root} has no images to draw")
-    return write_tile_grid(tiles, out_png)
+    return SampleGrid(write_tile_grid(tiles, out_png), n_bad, n_good)

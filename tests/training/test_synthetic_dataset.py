@@ -51,9 +51,13 @@ def test_stats_count_every_class_and_draw_a_grid(synthetic_dataset: Path, tmp_pa
     assert all(sum(stats.boxes[s][c] for s in stats.boxes) > 0 for c in CLASSES)
     table = stats.table()
     assert "scratch" in table and "(defect-free)" in table
-    png = write_sample_grid(synthetic_dataset, tmp_path / "grid.png")
-    image = cv2.imread(str(png))
-    assert image is not None and image.shape[0] >= 200
+    grid = write_sample_grid(synthetic_dataset, tmp_path / "grid.png")
+    image = cv2.imread(str(grid.path))
+    assert image is not None and image.shape[0] >= 4 * 200  # 16 tiles, 4 a row
+    assert (grid.defective, grid.good) == (12, 4)  # the last row shows good units
+    last_row = image[-200:]
+    green = (last_row[..., 1] > 150) & (last_row[..., 0] < 30) & (last_row[..., 2] < 30)
+    assert green.sum() > 4 * 3 * 190 * 4  # each good tile framed in green
 
 
 def test_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
