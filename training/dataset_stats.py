@@ -18,8 +18,8 @@ from lineguard.inference import read_image_file, write_tile_grid
 
 __all__ = [
     "DatasetStats",
-    "dataset_stats",
     "SampleGrid",
+    "dataset_stats",
     "write_sample_grid",
 ]
 
