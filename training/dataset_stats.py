@@ -26,6 +26,7 @@ __all__ = [
 
 _RED, _GREEN = (0, 0, 255), (0, 170, 0)
 
+
 @dataclass
 class DatasetStats:
     classes: list[str]
