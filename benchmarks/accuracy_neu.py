@@ -137,7 +137,7 @@ def _report(args: argparse.Namespace, origin: dict[str, Any], data: Path, run: P
         "dataset_hash": record.get("dataset_hash"),
         "git_revision": record.get("git_revision"),
         "val_images": pt_eval.units,
-        # ultralytics' own validator on best.pt at the end of training (multi-label NMS), as a cross-check
+        # what training printed: ultralytics' validator run as the station sees frames (StationTrainer)
         "ultralytics_val": record.get("val_metrics"),
         "pt": pt_eval.summary(),
         "onnx": onnx_eval.summary(),
@@ -194,9 +194,9 @@ def _markdown(r: dict[str, Any], per_class: str) -> str:
         f"| mAP50-95 | {_pct(r['pt']['map50_95'])} | {_pct(r['onnx']['map50_95'])} "
         f"| {_pct(ul.get('map50_95'))} | {_pct(pub.get('map50_95'))} |",
         "",
-        "Ultralytics' own validator scores the same weights at the end of training with its "
-        "multi-label NMS, so it differs from lineguard's evaluation (one label per box, as the edge "
-        "decides); both are shown so that neither is quoted alone.",
+        "The validator column is what training printed: ultralytics' validator on best.pt, run "
+        "as the station sees frames (square letterbox, one label per box; runs before 2026-12 "
+        "0.1 used its padded, multi-label default). It should equal the .pt column within 0.5 point.",
         "",
         f"Published: {pub.get('note', 'none for this model')}, trained from COCO-pretrained weights on "
         "their own random splits (NEU-DET has no official split); ours is trained from scratch "

@@ -6,8 +6,8 @@ an *escape* is a defective unit judged PASS and an *overkill* a good unit judged
 path runs through the edge's own ``Detector`` (letterbox, ONNX Runtime, decode, NMS), so the
 figures describe what the edge will do; the ``.pt`` path runs ultralytics' predictor. Both feed
 the same numpy metrics (``lineguard.inference.metrics``). Like the edge, both keep each box's best
-class (single-label NMS at conf 0.001, IoU 0.7); ultralytics' validator lets a box count for
-several classes, so its mAP of a weakly trained model reads a little higher.
+class (single-label NMS at conf 0.001, IoU 0.7), as training's validator does
+(``lineguard.training.station_val``): the mAP training prints is this one.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from lineguard.provenance import cpu_model, git_revision
 from lineguard.training.augment import build_transforms
 from lineguard.training.config import TrainConfig
 from lineguard.training.offline import load_ultralytics
+from lineguard.training.station_val import station_trainer
 
 __all__ = [
     "RUN_FILE",
@@ -173,7 +174,7 @@ def train(
         model.add_callback("on_fit_epoch_end", _epoch_reporter(progress, cfg.time_h))
     start = time.monotonic()
     try:
-        model.train(**_train_arguments(cfg, data, out, device))
+        model.train(trainer=station_trainer(), **_train_arguments(cfg, data, out, device))
     except BaseException:
         record |= {"status": "failed", "duration_s": round(time.monotonic() - start, 1)}
         _write_record(out, record)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -89,29 +88,24 @@ def test_run_folder_makes_the_model_reproducible(run: Path, data: Path) -> None:
     assert (run / "calibration.json").is_file() and (run / "calibration.png").is_file()
 
 
-def test_numpy_map_agrees_with_ultralytics_val(run: Path, data: Path, pt_eval: Evaluation) -> None:
-    """Same model, same images: our numpy mAP against ultralytics' validator.
+def test_training_reports_the_accuracy_the_station_gets(
+    run: Path, data: Path, pt_eval: Evaluation, exported: Path
+) -> None:
+    """One accuracy: training's printed figure, ultralytics' validator (as training runs it),
+    ``evaluate`` on the .pt and on the ONNX through the station's Detector agree within 0.5 point.
 
-    Ultralytics' validator lets one box count for several classes (multi-label NMS); the edge,
-    and so our evaluation, keeps each box's best class. The reference is run single-label too, and
-    on the square input the edge sees rather than YOLO.val's padded rectangular batches.
+    Ultralytics' default validator pads 160 px frames to 192 and counts a box for several classes;
+    the station does neither, so training validates as the station sees frames (``StationTrainer``).
     """
     from lineguard.training.offline import load_ultralytics
+    from lineguard.training.station_val import station_validator
 
     load_ultralytics()
     from ultralytics import YOLO
-    from ultralytics.models.yolo.detect import DetectionValidator
-    from ultralytics.utils import nms
 
-    class SingleLabelValidator(DetectionValidator):  # type: ignore[misc]
-        def postprocess(self, preds: Any) -> list[dict[str, Any]]:
-            out = nms.non_max_suppression(
-                preds, self.args.conf, self.args.iou, multi_label=False, max_det=self.args.max_det
-            )
-            return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in out]
-
+    trained = json.loads((run / "lineguard_run.json").read_text())["val_metrics"]
     metrics = YOLO(str(run / "weights" / "best.pt")).val(
-        validator=SingleLabelValidator,
+        validator=station_validator(),
         data=str(data / "data.yaml"),
         imgsz=160,
         batch=8,
@@ -119,11 +113,14 @@ def test_numpy_map_agrees_with_ultralytics_val(run: Path, data: Path, pt_eval: E
         verbose=False,
         device="cpu",
         workers=0,
-        rect=False,  # YOLO.val's default pads 160 px images to 192 (mAP50 0.443 vs 0.463 seen)
+        rect=False,
     )
+    onnx_eval = evaluate(exported / "model.onnx", data)
 
-    assert pt_eval.map50 == pytest.approx(float(metrics.box.map50), abs=0.01)
-    assert pt_eval.map50_95 == pytest.approx(float(metrics.box.map), abs=0.01)
+    for figure in (float(metrics.box.map), pt_eval.map50_95, onnx_eval.map50_95):
+        assert figure == pytest.approx(trained["map50_95"], abs=0.005)
+    for figure in (float(metrics.box.map50), pt_eval.map50, onnx_eval.map50):
+        assert figure == pytest.approx(trained["map50"], abs=0.005)
 
 
 def test_trained_model_beats_an_untrained_one(pt_eval: Evaluation, tiny_model: Path, data: Path) -> None:
