@@ -72,13 +72,7 @@ def import_dataset(
         raise InputError(f"import source not found: {src}")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; dataset versions are immutable, pick a new --out")
-    if not 0.0 < val_share < 1.0:
-        raise InputError(f"--val-share must be between 0 and 1; got {val_share}")
-    if not 0.0 <= calib_share < 1.0 - val_share:
-        raise InputError(
-            f"--calib-share must be at least 0 and leave images to train on beside --val-share "
-            f"{val_share}; got {calib_share}"
-        )
+    _check_shares(val_share, calib_share)
     skipped: Counter[str] = Counter()
     if fmt == "labelstudio":
         if not src.is_file():
@@ -120,6 +114,16 @@ def import_dataset(
     manifest.save(out)
     images = {split: tally["images"] for split, tally in counts.items()}
     return ImportReport(manifest=manifest, out=out, images=images, skipped=manifest.skipped)
+
+
+def _check_shares(val_share: float, calib_share: float) -> None:
+    if not 0.0 < val_share < 1.0:
+        raise InputError(f"--val-share must be between 0 and 1; got {val_share}")
+    if not 0.0 <= calib_share < 1.0 - val_share:
+        raise InputError(
+            f"--calib-share must be at least 0 and leave images to train on beside --val-share "
+            f"{val_share}; got {calib_share}"
+        )
 
 
 def _apply_split_lists(samples: list[Sample], lists: list[Path], skipped: Counter[str]) -> None:

@@ -235,9 +235,13 @@ def test_labelstudio_export_is_imported_with_provenance(tmp_path: Path) -> None:
     manifest = report.manifest
     assert manifest.classes == ["scratch"]
     assert manifest.provenance["unit_a"] == ["task:1", "annotation:11"]
-    split_a = next(s for s in ("train", "val", "calib") if (tmp_path / "v1" / "labels" / s / "unit_a.txt").exists())
+    split_a = next(
+        s for s in ("train", "val", "calib") if (tmp_path / "v1" / "labels" / s / "unit_a.txt").exists()
+    )
     assert _labels(tmp_path / "v1", split_a, "unit_a") == [pytest.approx([0, 0.25, 0.4, 0.3, 0.4])]
-    split_b = next(s for s in ("train", "val", "calib") if (tmp_path / "v1" / "labels" / s / "unit_b.txt").exists())
+    split_b = next(
+        s for s in ("train", "val", "calib") if (tmp_path / "v1" / "labels" / s / "unit_b.txt").exists()
+    )
     assert _labels(tmp_path / "v1", split_b, "unit_b") == []  # labeled defect-free
 
 
