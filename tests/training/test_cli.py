@@ -136,7 +136,9 @@ def test_mlflow_asked_for_but_not_installed_is_one_line(
 
 
 @pytest.fixture(scope="module")
-def model_with_int8(tiny_model: Path, synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_with_int8(
+    tiny_model: Path, synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The tiny model as an export leaves it with --int8: ``model/`` and ``model_int8/`` side by side."""
     import shutil
 
@@ -163,10 +165,9 @@ def test_calibrate_reports_escape_overkill_and_no_decision_per_variant_on_the_ca
 
     from lineguard.messages import ModelCard
 
-    code = main(
-        ["calibrate", "--model", str(model_with_int8), "--data", str(synthetic_dataset), "--max-escape", "0.1"]
-        + ["--write", "--json", str(tmp_path / "report.json")]
-    )
+    report_path = tmp_path / "report.json"
+    args = ["--model", str(model_with_int8), "--data", str(synthetic_dataset), "--max-escape", "0.1"]
+    code = main(["calibrate", *args, "--write", "--json", str(report_path)])
 
     out = capsys.readouterr().out
     assert code == 0, out
@@ -176,7 +177,7 @@ def test_calibrate_reports_escape_overkill_and_no_decision_per_variant_on_the_ca
         line = next(x for x in out.splitlines() if x.startswith(f"{variant} ("))
         assert "escape " in line and "overkill " in line and "NO_DECISION " in line and "on calib" in line
     assert "| threshold (all classes) | escape % | overkill % | NO_DECISION % |" in out
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads(report_path.read_text())
     assert report["split"] == "calib" and {"fp32", "int8"} <= set(report["variants"])
     for folder in (model_with_int8, model_with_int8.parent / "model_int8"):
         card = ModelCard.load(folder / "model_card.json")  # still a valid card, sha256 unchanged
