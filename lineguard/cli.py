@@ -23,6 +23,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("lineguard.training.data_cli", "data", "Make, import and inspect dataset versions."),
     "train": ("lineguard.training.cli", "train", "Train a detector on a dataset version."),
     "evaluate": ("lineguard.training.cli", "evaluate", "Evaluate a .pt or .onnx model."),
+    "calibrate": (
+        "lineguard.training.cli",
+        "calibrate",
+        "Tune and check thresholds on the calib split, per variant.",
+    ),
     "export": ("lineguard.training.cli", "export", "Export a run to ONNX + model card."),
     "edge": ("lineguard.edge.cli", "edge", "Run and check the edge inspection daemon."),
     "outbox": ("lineguard.edge.outbox_cli", "outbox", "Check the verdict outbox; move a damaged one aside."),

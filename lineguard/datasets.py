@@ -31,11 +31,13 @@ import yaml
 from lineguard.errors import DatasetError
 
 __all__ = [
+    "CALIB_SPLIT",
     "IMAGE_SUFFIXES",
     "MAX_LABEL_BYTES",
     "LabeledImage",
     "NamedBox",
     "YoloRow",
+    "has_split",
     "image_files",
     "iter_split",
     "labeled_images",
@@ -45,6 +47,9 @@ __all__ = [
     "read_yolo_labels",
 ]
 
+# Images held out from training and from model selection, for threshold calibration only: the
+# escape promised on images the weights never learned from nor were picked on predicts the line.
+CALIB_SPLIT: Final = "calib"
 IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # A label file is a few lines per image; anything this large is not one (and is not read whole).
 MAX_LABEL_BYTES: Final = 1 << 20
@@ -147,6 +152,12 @@ def labeled_images(images: Path, labels: Path, num_classes: int | None = None) -
         label = labels / f"{path.stem}.txt"
         text = _label_text(label)
         yield LabeledImage.from_rows(path, parse_yolo_labels(text, label, num_classes), text)
+
+
+def has_split(data: Path, split: str) -> bool:
+    """Whether ``data`` holds images in ``split`` (``images/<split>`` with at least one image)."""
+    folder = data / "images" / split
+    return folder.is_dir() and bool(image_files(folder))
 
 
 def iter_split(data: Path, split: str = "val") -> Iterator[LabeledImage]:

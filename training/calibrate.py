@@ -2,28 +2,34 @@
 
 An escape (a defective unit shipped) costs far more than an overkill (a good unit scrapped or
 re-inspected), so the quality engineer sets a ceiling on the escape rate and wants the fewest
-false rejects under it. On the validation split every unit has a top confidence per class; a unit
-FAILs when any class reaches its threshold. Starting from the best single threshold that meets
-the ceiling, thresholds are raised one grid step at a time, each time on the class whose step
-removes the most overkill while the escape rate stays under the ceiling, and only while a step
-spares good units: a higher threshold that scraps no fewer good units only lets more defects of
-that class through on the line. The uniform-threshold sweep is kept as the trade-off curve (PNG +
-table).
+false rejects under it. On the calibration split (``calib``: images neither trained on nor used to
+pick the weights; ``val`` with a warning when a dataset has none) every unit has a top confidence
+per class, and the station's verdict policy decides each unit as it will on the line: FAIL when
+any class reaches its threshold, NO_DECISION (or FAIL, by ``uncertain_action``) when a class falls
+in the review band just below it, else PASS. A NO_DECISION unit goes to a person: it is no escape,
+but it is work, so the search counts good units FAILed and units left undecided alike as its cost.
+Starting from the single threshold with the least cost that meets the ceiling (the lowest of equal
+cost), thresholds are raised one grid step at a time, each time on the class whose step saves the
+most of that cost while the escape rate stays under the ceiling, and only while a step saves some:
+a higher threshold that saves nothing only lets more defects of that class through on the line.
+The uniform-threshold sweep is kept as the trade-off curve (PNG + table), with escape, overkill
+and NO_DECISION at each point.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import PolicyConfig
-from lineguard.errors import InputError
-from lineguard.inference import unit_rates_at
+from lineguard.datasets import CALIB_SPLIT, has_split
+from lineguard.errors import DatasetError, InputError
+from lineguard.inference import UnitRates, unit_rates_at
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.train import load_run
 
@@ -32,7 +38,9 @@ __all__ = [
     "Calibration",
     "calibrate",
     "calibrate_run",
+    "calibration_split",
     "lowest_threshold",
+    "policy_rates",
     "write_curve_png",
 ]
 
@@ -62,6 +70,44 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def calibration_split(data: Path, split: str | None = None) -> tuple[str, str | None]:
+    """The split to calibrate on (``split``, else calib, else val) and a warning when it is val.
+
+    Val picked the weights during training, so thresholds tuned and measured there promise more
+    than the line will see; saying so is the least a fallback owes the reader.
+    """
+    if split is not None:
+        if not has_split(data, split):
+            hint = "re-import the data with --calib-share" if split == CALIB_SPLIT else "pick another --split"
+            raise DatasetError(f"{data} has no images in split {split!r}; {hint}")
+        return split, None
+    if has_split(data, CALIB_SPLIT):
+        return CALIB_SPLIT, None
+    if not has_split(data, "val"):
+        raise DatasetError(f"{data} has neither a calib nor a val split; re-import it with --calib-share")
+    return "val", (
+        f"{data} has no calib split: thresholds tuned and measured on val, which training used to pick "
+        "its weights, so the figures are optimistic; re-import the data with --calib-share"
+    )
+
+
+def policy_rates(
+    scores: npt.NDArray[np.float64],
+    defective: npt.NDArray[np.bool_],
+    thresholds: npt.NDArray[np.float64],
+    policy: PolicyConfig,
+) -> UnitRates:
+    """Escape, overkill and NO_DECISION as the station's ``VerdictPolicy`` would decide the units."""
+    return unit_rates_at(
+        scores,
+        defective,
+        thresholds,
+        review_band=policy.review_band,
+        uncertain_fails=policy.uncertain_action == "fail",
+        min_confidence=policy.min_confidence,
+    )
+
+
 @dataclass
 class Calibration:
     max_escape: float
@@ -74,42 +120,59 @@ class Calibration:
     curve: list[dict[str, float | None]]  # uniform threshold sweep: threshold, escape, overkill
     max_overkill: float | None = None
     lowest: float = 0.0  # floor + review band: no threshold below it
-    clipped: bool = False  # the target needed thresholds below ``lowest``
-    below_clip_escape: float | None = None  # escape at the floor, had the band not been kept
+    no_decision_rate: float | None = None  # units the review band leaves to a person
+    split: str = ""  # where the rates were measured
+    review_band: float = 0.0
 
     def verdict(self) -> str:
-        """One line: the target met or missed, with the escape and overkill actually achieved."""
+        """One line: the target met or missed, with the escape, overkill and NO_DECISION achieved."""
         target = f"escape target {_pct(self.max_escape)}"
         if self.max_overkill is not None:
             target += f", overkill target {_pct(self.max_overkill)}"
-        got = f"escape {_pct(self.escape_rate)}, overkill {_pct(self.overkill_rate)}"
+        got = (
+            f"escape {_pct(self.escape_rate)}, overkill {_pct(self.overkill_rate)}, "
+            f"NO_DECISION {_pct(self.no_decision_rate)}"
+        )
+        if self.split:
+            got += f" on {self.split}"
         if self.met:
             return f"{target}: met ({got})"
-        line = f"{target}: NOT met; best achievable {got}"
-        if self.clipped:
-            line += (
-                f" (thresholds clipped at {self.lowest:.2f} = confidence floor + review band; "
-                f"at the floor escape would be {_pct(self.below_clip_escape)})"
-            )
-        return line
+        return f"{target}: NOT met; best achievable {got}"
 
-    def table(self) -> str:
+    def table(self, every: float = 0.05, extra: dict[str, UnitRates] | None = None) -> str:
+        """Uniform thresholds at multiples of ``every``, the ``extra`` rows by name, the chosen ones."""
+
         def pct(v: float | None) -> str:
             return "n/a" if v is None else f"{100 * v:.2f}"
 
-        rows = ["| threshold (all classes) | escape % | overkill % |", "|---:|---:|---:|"]
+        rows = [
+            "| threshold (all classes) | escape % | overkill % | NO_DECISION % |",
+            "|---:|---:|---:|---:|",
+        ]
         for point in self.curve:
-            if round(float(point["threshold"] or 0) * 100) % 5 == 0:
+            if round(float(point["threshold"] or 0) * 100) % round(every * 100) == 0:
                 rows.append(
-                    f"| {point['threshold']:.2f} | {pct(point['escape'])} | {pct(point['overkill'])} |"
+                    f"| {point['threshold']:.2f} | {pct(point['escape'])} | {pct(point['overkill'])} "
+                    f"| {pct(point.get('no_decision'))} |"
                 )
+        for name, rates in (extra or {}).items():
+            rows.append(
+                f"| {name} | {pct(rates.escape_rate)} | {pct(rates.overkill_rate)} "
+                f"| {pct(rates.no_decision_rate)} |"
+            )
         chosen = ", ".join(f"{k} {v:.2f}" for k, v in self.thresholds.items())
-        rows.append(f"| per class: {chosen} | {pct(self.escape_rate)} | {pct(self.overkill_rate)} |")
+        rows.append(
+            f"| per class: {chosen} | {pct(self.escape_rate)} | {pct(self.overkill_rate)} "
+            f"| {pct(self.no_decision_rate)} |"
+        )
         return "\n".join(rows)
 
 
-def _cost(rates: Any) -> tuple[float, float]:
-    return (rates.overkill_rate or 0.0, rates.escape_rate or 0.0)
+def _cost(rates: UnitRates) -> tuple[float, float]:
+    """Good units FAILed plus units left undecided (both cost a person), per unit; then escape."""
+    units = rates.defective + rates.good
+    work = (rates.overkill_rate or 0.0) * rates.good + (rates.no_decision_rate or 0.0) * units
+    return (work / units if units else 0.0, rates.escape_rate or 0.0)
 
 
 def _raise_while_sparing(
@@ -118,17 +181,18 @@ def _raise_while_sparing(
     grid: npt.NDArray[np.float64],
     index: npt.NDArray[np.int_],
     max_escape: float,
+    policy: PolicyConfig,
 ) -> npt.NDArray[np.int_]:
-    """Raise one class a grid step at a time while a step spares good units under the ceiling."""
+    """Raise one class a grid step at a time while a step saves work under the ceiling."""
     while True:
-        current = _cost(unit_rates_at(scores, defective, grid[index]))
+        current = _cost(policy_rates(scores, defective, grid[index], policy))
         best: tuple[tuple[float, float], int] | None = None
         for c in range(len(index)):
             if index[c] + 1 >= len(grid):
                 continue
             trial = index.copy()
             trial[c] += 1
-            rates = unit_rates_at(scores, defective, grid[trial])
+            rates = policy_rates(scores, defective, grid[trial], policy)
             if (rates.escape_rate or 0.0) > max_escape:
                 continue
             if best is None or _cost(rates) < best[0]:
@@ -155,26 +219,34 @@ def calibrate(
         raise InputError(
             f"{evaluation.data} ({evaluation.split}) has no defective units; escapes cannot be measured"
         )
-    lowest = lowest_threshold(policy or PolicyConfig())
+    policy = policy or PolicyConfig()
+    lowest = lowest_threshold(policy)
     grid = GRID[lowest - 1e-9 <= GRID]
     n_cls = len(evaluation.classes)
-    curve = []
+    curve: list[dict[str, float | None]] = []
     for g in GRID:
-        rates = unit_rates_at(scores, defective, np.full(n_cls, g))
-        curve.append({"threshold": float(g), "escape": rates.escape_rate, "overkill": rates.overkill_rate})
-    feasible = [
-        i
-        for i, g in enumerate(grid)
-        if (unit_rates_at(scores, defective, np.full(n_cls, g)).escape_rate or 0.0) <= max_escape
-    ]
+        rates = policy_rates(scores, defective, np.full(n_cls, g), policy)
+        curve.append(
+            {
+                "threshold": float(g),
+                "escape": rates.escape_rate,
+                "overkill": rates.overkill_rate,
+                "no_decision": rates.no_decision_rate,
+            }
+        )
+    uniform = [policy_rates(scores, defective, np.full(n_cls, g), policy) for g in grid]
+    feasible = [i for i, rates in enumerate(uniform) if (rates.escape_rate or 0.0) <= max_escape]
     # Without a feasible point: the lowest allowed thresholds, the fewest escapes we can get.
     index: npt.NDArray[np.int_] = np.zeros(n_cls, dtype=np.int_)
     if feasible:
-        index = _raise_while_sparing(scores, defective, grid, np.full(n_cls, max(feasible)), max_escape)
-    final = unit_rates_at(scores, defective, grid[index])
+        # The least work; of equal work the lowest threshold, whose margin keeps escapes rare on
+        # the line (a high one can look as good here only by sending every defect to the band).
+        best = min(feasible, key=lambda i: (_cost(uniform[i])[0], i))
+        start = np.full(n_cls, best)
+        index = _raise_while_sparing(scores, defective, grid, start, max_escape, policy)
+    final = policy_rates(scores, defective, grid[index], policy)
     escape_met = (final.escape_rate or 0.0) <= max_escape
     overkill_met = max_overkill is None or (final.overkill_rate or 0.0) <= max_overkill
-    at_floor = unit_rates_at(scores, defective, np.full(n_cls, GRID[0])).escape_rate
     return Calibration(
         max_escape=max_escape,
         thresholds={name: float(grid[i]) for name, i in zip(evaluation.classes, index, strict=True)},
@@ -186,8 +258,9 @@ def calibrate(
         curve=curve,
         max_overkill=max_overkill,
         lowest=lowest,
-        clipped=not escape_met and (at_floor or 0.0) < (final.escape_rate or 0.0),
-        below_clip_escape=at_floor,
+        no_decision_rate=final.no_decision_rate,
+        split=evaluation.split,
+        review_band=policy.review_band,
     )
 
 
@@ -240,22 +313,29 @@ def calibrate_run(
     *,
     max_escape: float = 0.005,
     data: Path | None = None,
-    split: str = "val",
+    split: str | None = None,
     evaluation: Evaluation | None = None,
     max_overkill: float | None = None,
     policy: PolicyConfig | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Calibration:
-    """Calibrate a run's best.pt on its dataset's ``split``; write calibration.{json,md,png} in ``run``."""
+    """Calibrate a run's best.pt on its dataset's calib split (else val, with a warning to ``warn``).
+
+    Writes calibration.{json,md,png} in ``run``; the split it used is in each.
+    """
     record = load_run(run)
     dataset = data or Path(record["data"])
     if evaluation is None:
+        split, warning = calibration_split(dataset, split)
+        if warning and warn is not None:
+            warn(f"warning: {warning}")
         evaluation = evaluate(run / "weights" / "best.pt", dataset, split=split, imgsz=record.get("imgsz"))
     calibration = calibrate(evaluation, max_escape, max_overkill=max_overkill, policy=policy)
-    body = asdict(calibration) | {"split": split, "data": str(dataset), "model": evaluation.model}
+    body = asdict(calibration) | {"data": str(dataset), "model": evaluation.model}
     (run / CALIBRATION_FILE).write_text(json.dumps(body, indent=2) + "\n")
     (run / "calibration.md").write_text(
-        f"# Threshold calibration (max escape {100 * max_escape:.2f}%, {split} split)\n\n"
-        f"{calibration.verdict()}.\n\n{calibration.table()}\n"
+        f"# Threshold calibration (max escape {100 * max_escape:.2f}%, {calibration.split} split, "
+        f"review band {calibration.review_band:g})\n\n{calibration.verdict()}.\n\n{calibration.table()}\n"
     )
     write_curve_png(calibration, run / "calibration.png")
     return calibration

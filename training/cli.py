@@ -1,4 +1,4 @@
-"""``lineguard train``, ``lineguard evaluate`` and ``lineguard export``: the training loop's commands.
+"""``lineguard train``, ``evaluate``, ``calibrate`` and ``export``: the training loop's commands.
 
 Thin click wrappers: options become a ``TrainConfig`` or function arguments, progress goes to
 stderr, results to stdout, and every user mistake surfaces as a ``LineguardError`` (one line, exit
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,7 +18,10 @@ from lineguard.errors import InputError
 from lineguard.model_refs import ModelPathType
 from lineguard.training.config import PARITY_MIN_BOXES
 
-__all__ = ["evaluate", "export", "train"]
+if TYPE_CHECKING:
+    from lineguard.config import PolicyConfig
+
+__all__ = ["calibrate", "evaluate", "export", "train"]
 
 
 def _err(message: str) -> None:
@@ -102,7 +106,7 @@ def train(
         f"trained {result.epochs} epochs in {result.duration_s:.0f} s: mAP50 {100 * result.map50:.1f}, "
         f"mAP50-95 {100 * result.map50_95:.1f}; weights {result.weights}"
     )
-    calibration = calibrate_run(out, max_escape=max_escape)
+    calibration = calibrate_run(out, max_escape=max_escape, warn=_err)
     click.echo(
         f"thresholds {', '.join(f'{k} {v:.2f}' for k, v in calibration.thresholds.items())}: "
         f"{calibration.verdict()}; see {out / 'calibration.md'}"
@@ -221,7 +225,7 @@ def export(
 
     classes = list(load_run(run).get("classes", []))
     if max_escape is not None:
-        calibrate_run(run, max_escape=max_escape)
+        calibrate_run(run, max_escape=max_escape, warn=_err)
     folder = export_run(
         run,
         out=out,
@@ -259,3 +263,137 @@ def _register(folder: Path, root: Path | None) -> None:
     registry = Registry(root or RegistryConfig().root)
     version = registry.add(folder, why="lineguard export --register")
     click.echo(f"registered {version.ref} as {version.stage}")
+
+
+@click.command()
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="Exported model folder, its model_card.json, a .onnx or a .pt file.",
+)
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--split", default=None, help="[default: calib, else val with a warning]")
+@click.option(
+    "--max-escape",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Escape ceiling [default: the card's target, else 0.005].",
+)
+@click.option("--max-overkill", type=click.FloatRange(0, 1), default=None, help="Also hold overkill to this.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Station YAML whose policy (review band, floor) decides the units [default: built-in policy].",
+)
+@click.option("--write", is_flag=True, help="Write each variant's own thresholds and rates into its card.")
+@click.option(
+    "--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report here."
+)
+def calibrate(
+    model: Path,
+    data: Path,
+    split: str | None,
+    max_escape: float | None,
+    max_overkill: float | None,
+    config_path: Path | None,
+    write: bool,
+    json_out: Path | None,
+) -> None:
+    """Tune and check thresholds on the calibration split: fp32 and every fast variant on its own."""
+    from lineguard.config import load_config
+    from lineguard.messages import ModelCard
+    from lineguard.training.calibrate import calibration_split
+    from lineguard.training.variants import model_file
+
+    path = model_file(model)
+    if write and path.suffix == ".pt":
+        raise InputError("--write needs an exported model (its card); a .pt has none: run lineguard export")
+    policy = load_config(config_path).policy
+    split, warning = calibration_split(data, split)
+    if warning:
+        _err(f"warning: {warning}")
+    targets = ModelCard.load(path.parent / "model_card.json").targets if path.suffix == ".onnx" else None
+    if max_escape is None:
+        max_escape = targets.max_escape if targets is not None else 0.005
+    if max_overkill is None and targets is not None:
+        max_overkill = targets.max_overkill
+    doubtful = "FAIL" if policy.uncertain_action == "fail" else "NO_DECISION"
+    click.echo(
+        f"calibrating on {data} split {split}, review band {policy.review_band:g} ({doubtful}), "
+        f"target escape {100 * max_escape:.2f}%"
+    )
+    if path.suffix == ".pt":
+        found = {"pt": _calibrate_pt(path, data, split, max_escape, max_overkill, policy)}
+    else:
+        found = _calibrate_variants(path, data, split, max_escape, max_overkill, policy, write)
+    if json_out is not None:
+        report = {"split": split, "data": str(data), "max_escape": max_escape, "variants": found}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"report: {json_out}")
+
+
+def _calibrate_pt(
+    path: Path, data: Path, split: str, max_escape: float, max_overkill: float | None, policy: PolicyConfig
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from lineguard.training.calibrate import calibrate as run_calibration
+    from lineguard.training.evaluate import evaluate as run_evaluation
+
+    evaluation = run_evaluation(path, data, split=split)
+    result = run_calibration(evaluation, max_escape, max_overkill=max_overkill, policy=policy)
+    click.echo(f"\npt: {path} on {evaluation.units} units\n{result.table()}\n{result.verdict()}")
+    return asdict(result)
+
+
+def _calibrate_variants(
+    path: Path,
+    data: Path,
+    split: str,
+    max_escape: float,
+    max_overkill: float | None,
+    policy: PolicyConfig,
+    write: bool,
+) -> dict[str, Any]:
+    """Each variant: its table and one line; with ``write``, its thresholds into its card."""
+    from dataclasses import asdict
+
+    from lineguard.training.variants import calibrate_variant, find_variants, write_calibration
+
+    report: dict[str, Any] = {}
+    fp32: dict[str, float] = {}
+    for variant in find_variants(path):
+        found = calibrate_variant(
+            variant, data, split, max_escape=max_escape, max_overkill=max_overkill, policy=policy
+        )
+        own = found.calibration.thresholds
+        fp32 = fp32 or own
+        ran = found.evaluation.computed_in
+        if variant.precision == "bf16" and ran != "bf16":
+            click.echo(f"\nbf16: not checked: this CPU has no bf16, so OpenVINO computes {ran} as fp32 does")
+            continue
+        defective = int(found.evaluation.unit_defective.sum())
+        click.echo(
+            f"\n{variant.name}: {variant.onnx} on {found.evaluation.units} units ({defective} defective)"
+        )
+        shipped = ", ".join(f"{k} {v:.2f}" for k, v in found.shipped_thresholds.items())
+        click.echo(found.calibration.table(every=0.1, extra={f"shipped: {shipped}": found.shipped}))
+        click.echo(found.line())
+        report[variant.name] = asdict(found.calibration) | {
+            "computed_in": found.evaluation.computed_in,
+            "shipped_thresholds": found.shipped_thresholds,
+            "shipped": asdict(found.shipped),
+        }
+        if write and variant.own_card:
+            write_calibration(variant.card, found.calibration)
+            click.echo(f"  wrote its thresholds and its rates on {split} into {variant.card}")
+        elif write and own != fp32:
+            pairs = ", ".join(f"{k}: {v:.2f}" for k, v in own.items())
+            click.echo(
+                f"  {variant.name} shares the fp32 card: set policy.class_thresholds {{{pairs}}} there"
+            )
+    return report

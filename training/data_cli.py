@@ -27,8 +27,22 @@ def data() -> None:
     help="nominal, dark, bright, blur, noisy, new_defect or shifted (drift tests).",
 )
 @click.option("--video-frames", type=click.IntRange(min=0), default=60, show_default=True)
+@click.option(
+    "--calib-share",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="Extra units, as a share of --images, rendered into the calib split (0 = none).",
+)
 def synth(
-    out: Path, images: int, seed: int, imgsz: int, defect_rate: float, condition: str, video_frames: int
+    out: Path,
+    images: int,
+    seed: int,
+    imgsz: int,
+    defect_rate: float,
+    condition: str,
+    video_frames: int,
+    calib_share: float,
 ) -> None:
     """Write a synthetic line as a YOLO dataset version (deterministic for a seed)."""
     from lineguard.training.synthetic_dataset import write_synthetic_dataset
@@ -44,9 +58,11 @@ def synth(
         defect_rate=defect_rate,
         condition=condition,
         video_frames=video_frames,
+        calib_share=calib_share,
         progress=advance,
     )
-    click.echo(f"wrote {images} images + {video_frames} video frames to {out}")
+    calib = manifest.counts.get("calib", {}).get("images", 0)
+    click.echo(f"wrote {images} images + {calib} calibration images + {video_frames} video frames to {out}")
     click.echo(f"dataset version {manifest.content_hash[:12]} ({len(manifest.files)} files)")
 
 
@@ -80,6 +96,13 @@ def stats(root: Path, png: Path | None) -> None:
     help="Comma-separated list files named <split>.txt (one image id a line), e.g. train.txt,val.txt.",
 )
 @click.option("--val-share", type=float, default=0.2, show_default=True, help="Seeded stratified split.")
+@click.option(
+    "--calib-share",
+    type=float,
+    default=0.15,
+    show_default=True,
+    help="Share held out for threshold calibration (by image id hash; 0 = none). Lists: calib.txt.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--classes", default=None, help="Comma-separated class order [default: as found, sorted].")
 @click.option(
@@ -97,6 +120,7 @@ def import_(
     out: Path,
     split_from: str | None,
     val_share: float,
+    calib_share: float,
     seed: int,
     classes: str | None,
     image_dirs: tuple[Path, ...],
@@ -112,6 +136,7 @@ def import_(
         out,
         split_from=[Path(p.strip()) for p in split_from.split(",") if p.strip()] if split_from else None,
         val_share=val_share,
+        calib_share=calib_share,
         seed=seed,
         classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
         image_dirs=list(image_dirs),

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,8 @@ __all__ = [
     "predictor_for",
 ]
 
+Backend = Literal["onnxruntime", "openvino"]
+Precision = Literal["fp32", "bf16", "int8"]
 EVAL_CONF = 0.001  # ultralytics' validation settings, so mAPs are comparable
 EVAL_IOU = 0.7
 Predictor = Callable[[npt.NDArray[np.uint8]], Detections]
@@ -64,6 +66,7 @@ class Evaluation:
     unit_scores: npt.NDArray[np.float64] = field(repr=False)  # (units, classes) top confidence
     unit_defective: npt.NDArray[np.bool_] = field(repr=False)
     top_confidence: list[float] = field(default_factory=list, repr=False)
+    computed_in: str = ""  # what the runtime computed in (f32, bf16, int8 QDQ); "" for .pt
 
     def threshold_array(self, thresholds: dict[str, float]) -> npt.NDArray[np.float64]:
         unknown = sorted(set(thresholds) - set(self.classes))
@@ -183,8 +186,14 @@ def _onnx_card(onnx_path: Path, classes: list[str]) -> Any:
 
 
 def _onnx_predictor(
-    onnx_path: Path, classes: list[str], threads: int, conf: float, iou: float
-) -> tuple[Predictor, Callable[[], None]]:
+    onnx_path: Path,
+    classes: list[str],
+    threads: int,
+    conf: float,
+    iou: float,
+    backend: Backend = "onnxruntime",
+    precision: Precision = "fp32",
+) -> tuple[Predictor, Callable[[], None], str]:
     from lineguard.config import ModelConfig
     from lineguard.inference import Detector
 
@@ -193,12 +202,32 @@ def _onnx_predictor(
         raise ModelError(f"{onnx_path} was trained for classes {card.classes}; the dataset has {classes}")
     detector = Detector.load(
         onnx_path,
-        ModelConfig(backend="onnxruntime", threads=threads, warmup_runs=1),
+        ModelConfig(backend=backend, precision=precision, threads=threads, warmup_runs=1),
         min_confidence=conf,
         nms_iou=iou,
         card=card,
     )
-    return (lambda image: detector.detect(image)[0]), detector.close
+    return (lambda image: detector.detect(image)[0]), detector.close, detector.inference_precision
+
+
+def _predictor(
+    model: Path,
+    classes: list[str],
+    *,
+    imgsz: int | None = None,
+    threads: int = 2,
+    conf: float = EVAL_CONF,
+    iou: float = EVAL_IOU,
+    backend: Backend = "onnxruntime",
+    precision: Precision = "fp32",
+) -> tuple[Predictor, Callable[[], None], str]:
+    if not model.is_file():
+        raise InputError(f"model not found: {model}")
+    if model.suffix == ".pt":
+        return _pt_predictor(model, imgsz, conf, iou), lambda: None, ""
+    if model.suffix == ".onnx":
+        return _onnx_predictor(model, classes, threads, conf, iou, backend, precision)
+    raise InputError(f"--model must be a .pt or .onnx file; got {model.name}")
 
 
 def predictor_for(
@@ -211,13 +240,8 @@ def predictor_for(
     iou: float = EVAL_IOU,
 ) -> tuple[Predictor, Callable[[], None]]:
     """A function image -> Detections (evaluation settings by default) and a close function."""
-    if not model.is_file():
-        raise InputError(f"model not found: {model}")
-    if model.suffix == ".pt":
-        return _pt_predictor(model, imgsz, conf, iou), lambda: None
-    if model.suffix == ".onnx":
-        return _onnx_predictor(model, classes, threads, conf, iou)
-    raise InputError(f"--model must be a .pt or .onnx file; got {model.name}")
+    predict, close, _ = _predictor(model, classes, imgsz=imgsz, threads=threads, conf=conf, iou=iou)
+    return predict, close
 
 
 def _default_thresholds(model: Path, classes: list[str]) -> dict[str, float]:
@@ -240,13 +264,21 @@ def evaluate(
     thresholds: dict[str, float] | None = None,
     imgsz: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    backend: Backend = "onnxruntime",
+    precision: Precision = "fp32",
 ) -> Evaluation:
-    """Score ``model`` on ``data``'s ``split``; unit rates at ``thresholds`` (card/run/0.5)."""
+    """Score ``model`` on ``data``'s ``split``; unit rates at ``thresholds`` (card/run/0.5).
+
+    ``backend`` and ``precision`` pick how an ONNX model runs, as a station's ``model`` section
+    does: a fast variant (OpenVINO bf16, an INT8 file) can move confidences across a threshold.
+    """
     classes = read_class_names(data)
     images = list(iter_split(data, split))
     if not images:
         raise DatasetError(f"{data} has no images in split {split}")
-    predict, close = predictor_for(model, classes, imgsz=imgsz)
+    predict, close, computed_in = _predictor(
+        model, classes, imgsz=imgsz, backend=backend, precision=precision
+    )
     tps, confs, pred_cls, target_cls, rows = [], [], [], [], []
     scores = np.zeros((len(images), len(classes)))
     defective = np.zeros(len(images), dtype=bool)
@@ -302,6 +334,7 @@ def evaluate(
         unit_scores=scores,
         unit_defective=defective,
         top_confidence=top,
+        computed_in=computed_in,
     )
     rates = evaluation.at_thresholds(chosen)
     evaluation.escape_rate, evaluation.overkill_rate = rates.escape_rate, rates.overkill_rate

@@ -6,7 +6,10 @@ calibrated), metrics measured through the edge's own detector, the dataset hash,
 statistics (brightness, contrast and sharpness measured by the edge's ``QualityGate``, top
 confidences, per-class and FAIL rates on the validation images) and the export parity result. The
 parity check runs PyTorch and ONNX on validation images; an export that disagrees beyond
-``PARITY_TOLERANCE`` fails. ``int8`` adds a statically quantized sibling (QDQ) with its mAP change.
+``PARITY_TOLERANCE`` fails. The card's ``achieved`` rates (escape, overkill, NO_DECISION under
+the default review band) are measured through the ONNX model on the calibration split, images
+training never used. ``int8`` adds a statically quantized sibling (QDQ) with its mAP change; when
+the fp32 thresholds miss the card's escape target on it, it gets thresholds calibrated on its own.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from lineguard.messages import (
     sha256_file,
 )
 from lineguard.training._parity import check_parity, quantize_int8
-from lineguard.training.calibrate import CALIBRATION_FILE
+from lineguard.training.calibrate import CALIBRATION_FILE, calibrate, calibration_split, policy_rates
 from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.offline import load_ultralytics
@@ -157,6 +160,12 @@ def export_run(
 
     say("evaluating the ONNX model through the edge detector")
     evaluation = evaluate(onnx_path, data, thresholds=chosen)
+    cal_split, warning = calibration_split(data)
+    if warning:
+        say(f"warning: {warning}")
+    cal_eval = (
+        evaluation if cal_split == "val" else evaluate(onnx_path, data, split=cal_split, thresholds=chosen)
+    )
     created = datetime.now(UTC)
     card = ModelCard(
         name=_safe(name or run.name),
@@ -172,9 +181,7 @@ def export_run(
         parent=parent,
         parity=parity,
         targets=targets,
-        achieved=TargetsAchieved(
-            escape_rate=evaluation.escape_rate, overkill_rate=evaluation.overkill_rate, split=evaluation.split
-        ),
+        achieved=_achieved(cal_eval, chosen),
         created_at=created,
         training_run=str(run.resolve()),
     )
@@ -189,7 +196,7 @@ def export_run(
         say(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
 
     if int8:
-        report["int8"] = _export_int8(out, card, data, evaluation, say)
+        report["int8"] = _export_int8(out, card, data, (evaluation, cal_split), say)
     (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return out
 
@@ -263,9 +270,50 @@ def _check_export_parity(
     return parity, report
 
 
+def _achieved(evaluation: Evaluation, thresholds: dict[str, float]) -> TargetsAchieved:
+    """What ``thresholds`` do on the evaluation's split as the station's default policy decides."""
+    from lineguard.config import PolicyConfig
+
+    policy = PolicyConfig()
+    rates = policy_rates(
+        evaluation.unit_scores, evaluation.unit_defective, evaluation.threshold_array(thresholds), policy
+    )
+    return TargetsAchieved(
+        escape_rate=rates.escape_rate,
+        overkill_rate=rates.overkill_rate,
+        no_decision_rate=rates.no_decision_rate,
+        review_band=policy.review_band,
+        split=evaluation.split,
+    )
+
+
+def _int8_thresholds(
+    q_path: Path, card: ModelCard, data: Path, split: str, say: Callable[[str], None]
+) -> tuple[dict[str, float], TargetsAchieved]:
+    """The fp32 thresholds if INT8 meets the card's target with them on ``split``, else its own."""
+    q_cal = evaluate(q_path, data, split=split, thresholds=card.thresholds, precision="int8")
+    achieved = _achieved(q_cal, card.thresholds)
+    targets = card.targets
+    if targets is None or (achieved.escape_rate or 0.0) <= targets.max_escape + 1e-9:
+        escape = "n/a" if achieved.escape_rate is None else f"{achieved.escape_rate:.1%}"
+        say(f"INT8 at the fp32 thresholds on {split}: escape {escape}, kept")
+        return dict(card.thresholds), achieved
+    own = calibrate(q_cal, targets.max_escape, max_overkill=targets.max_overkill)
+    say(
+        f"INT8 at the fp32 thresholds on {split}: escape {achieved.escape_rate:.1%} > target "
+        f"{targets.max_escape:.1%}; recalibrated thresholds {own.thresholds}: {own.verdict()}"
+    )
+    return dict(own.thresholds), _achieved(q_cal, own.thresholds)
+
+
 def _export_int8(
-    out: Path, card: ModelCard, data: Path, fp32: Evaluation, say: Callable[[str], None]
+    out: Path,
+    card: ModelCard,
+    data: Path,
+    fp32_and_split: tuple[Evaluation, str],
+    say: Callable[[str], None],
 ) -> dict[str, Any]:
+    fp32, cal_split = fp32_and_split
     q_dir = out.parent / f"{out.name}_int8"
     if q_dir.exists() and any(q_dir.iterdir()):
         raise InputError(f"{q_dir} exists and is not empty; remove it or export to another --out")
@@ -276,15 +324,15 @@ def _export_int8(
     say(f"INT8: static quantization (QDQ) calibrated on {len(picked)} training images")
     q_path = q_dir / "model.onnx"
     quantize_int8(out / "model.onnx", q_path, picked, card.input_size)
-    q_eval = evaluate(q_path, data, thresholds=card.thresholds)
+    q_thresholds, q_achieved = _int8_thresholds(q_path, card, data, cal_split, say)
+    q_eval = evaluate(q_path, data, thresholds=q_thresholds, precision="int8")
     q_card = card.model_copy(
         update={
             "version": f"{card.version}-int8",
             "sha256": sha256_file(q_path),
+            "thresholds": q_thresholds,
             "metrics": _metrics(q_eval, card.dataset_hash),
-            "achieved": TargetsAchieved(
-                escape_rate=q_eval.escape_rate, overkill_rate=q_eval.overkill_rate, split=q_eval.split
-            ),
+            "achieved": q_achieved,
             "parent": card.version,
             "parity": None,
         }
@@ -295,5 +343,6 @@ def _export_int8(
         "map50_fp32": fp32.map50,
         "map50_int8": q_eval.map50,
         "map50_change_points": round(100 * (q_eval.map50 - fp32.map50), 2),
+        "thresholds": q_thresholds,
         "map50_95_change_points": round(100 * (q_eval.map50_95 - fp32.map50_95), 2),
     }

@@ -3,13 +3,17 @@
 A model card names its training data by one hash, so whatever format the labels arrive in, they
 become the same thing: a YOLO folder (``images/<split>``, ``labels/<split>``, ``data.yaml``) with a
 ``manifest.json`` that lists every file's sha256, the classes, the split, the source and the
-parent version. Splits come from list files (``train.txt``, ``val.txt``: one image id a line) or a
-seeded split stratified by each image's main class. Every input left out is counted by reason in
-the manifest; ``strict`` turns any such skip into an error.
+parent version. Splits come from list files (``train.txt``, ``val.txt``, ``calib.txt``: one image
+id a line), from the source, or are made here: first a ``calib`` share chosen by a hash of each
+image's id (so an image held out for calibration stays held out in every later version that keeps
+it, and never drifts into training), then a seeded train/val split of the rest stratified by each
+image's main class. Every input left out is counted by reason in the manifest; ``strict`` turns any
+such skip into an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 from collections import Counter, defaultdict
@@ -20,6 +24,7 @@ from typing import Literal
 
 import yaml
 
+from lineguard.datasets import CALIB_SPLIT
 from lineguard.errors import DatasetError, InputError
 from lineguard.messages import DatasetManifest
 from lineguard.training._formats import Sample, check_sample, read_labelstudio, read_voc, read_yolo
@@ -53,6 +58,7 @@ def import_dataset(
     *,
     split_from: list[Path] | None = None,
     val_share: float = 0.2,
+    calib_share: float = 0.15,
     seed: int = 0,
     classes: list[str] | None = None,
     image_dirs: list[Path] | None = None,
@@ -66,8 +72,7 @@ def import_dataset(
         raise InputError(f"import source not found: {src}")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; dataset versions are immutable, pick a new --out")
-    if not 0.0 < val_share < 1.0:
-        raise InputError(f"--val-share must be between 0 and 1; got {val_share}")
+    _check_shares(val_share, calib_share)
     skipped: Counter[str] = Counter()
     if fmt == "labelstudio":
         if not src.is_file():
@@ -89,7 +94,8 @@ def import_dataset(
         _apply_split_lists(checked, split_from, skipped)
         checked = [s for s in checked if s.split is not None]
     elif any(s.split is None for s in checked):
-        _stratified_split(checked, val_share, seed)
+        unsplit = _hold_out_for_calibration(checked, calib_share)
+        _stratified_split(unsplit, val_share / (1.0 - calib_share), seed)
     skipped = +skipped  # drop reasons counted zero times
     if strict and skipped:
         raise DatasetError(f"import of {src} would skip inputs {dict(skipped)}; fix them or drop --strict")
@@ -108,6 +114,16 @@ def import_dataset(
     manifest.save(out)
     images = {split: tally["images"] for split, tally in counts.items()}
     return ImportReport(manifest=manifest, out=out, images=images, skipped=manifest.skipped)
+
+
+def _check_shares(val_share: float, calib_share: float) -> None:
+    if not 0.0 < val_share < 1.0:
+        raise InputError(f"--val-share must be between 0 and 1; got {val_share}")
+    if not 0.0 <= calib_share < 1.0 - val_share:
+        raise InputError(
+            f"--calib-share must be at least 0 and leave images to train on beside --val-share "
+            f"{val_share}; got {calib_share}"
+        )
 
 
 def _apply_split_lists(samples: list[Sample], lists: list[Path], skipped: Counter[str]) -> None:
@@ -132,6 +148,21 @@ def _apply_split_lists(samples: list[Sample], lists: list[Path], skipped: Counte
     for key in ("listed_but_not_imported", "not_in_split_lists"):
         if not skipped[key]:
             del skipped[key]
+
+
+def _hold_out_for_calibration(samples: list[Sample], share: float) -> list[Sample]:
+    """Send about ``share`` of the images to ``calib`` by a hash of their id; return the rest.
+
+    The hash, unlike a shuffle, gives each image the same answer whatever else is imported with it.
+    """
+    rest = []
+    for sample in samples:
+        digest = int.from_bytes(hashlib.sha256(sample.stem.encode()).digest()[:8], "big")
+        if digest / 2**64 < share:
+            sample.split = CALIB_SPLIT
+        else:
+            rest.append(sample)
+    return rest
 
 
 def _stratified_split(samples: list[Sample], val_share: float, seed: int) -> None:
@@ -174,7 +205,8 @@ def _write(out: Path, samples: list[Sample], classes: list[str]) -> dict[str, di
         (out / "labels" / split / f"{sample.stem}.txt").write_text("".join(rows))
     splits = {split: f"images/{split}" for split in sorted(counts)}
     data = {"train": splits.get("train", ""), "val": splits.get("val", "")}
-    data |= {k: v for k, v in splits.items() if k not in data}
+    # calib stays out of data.yaml: ultralytics reads that file, and calib is never trained on.
+    data |= {k: v for k, v in splits.items() if k not in data and k != CALIB_SPLIT}
     data_yaml = {k: v for k, v in data.items() if v} | {"names": dict(enumerate(classes))}
     (out / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
     return counts

@@ -1,9 +1,11 @@
 """Write the synthetic line to disk as a YOLO dataset version, plus a short video of the line.
 
 A fresh machine has no real dataset, yet tests, the demo and benchmarks need labeled images and a
-camera-like stream. The folder is a dataset version like any other: ``images/{train,val}``,
-``labels/{train,val}``, ``data.yaml`` and ``manifest.json``; ``video/line.avi`` with
+camera-like stream. The folder is a dataset version like any other: ``images/{train,val,calib}``,
+``labels/{train,val,calib}``, ``data.yaml`` and ``manifest.json``; ``video/line.avi`` with
 ``video/line_truth.jsonl`` (one row per frame: unit index, defective, classes) feeds edge tests.
+The ``calib`` units are rendered on top of ``images`` (the next unit indices), so adding them
+leaves the train and val units, and any model trained on them, as they were.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import cv2
 import yaml
 
+from lineguard.datasets import CALIB_SPLIT
 from lineguard.errors import DatasetError, InputError
 from lineguard.messages import DatasetManifest
 from lineguard.synthetic import CLASSES, condition_named, render_unit
@@ -45,22 +48,26 @@ def write_synthetic_dataset(
     defect_rate: float = 0.5,
     condition: str = "nominal",
     val_share: float = 0.25,
+    calib_share: float = 0.25,
     video_frames: int = 60,
     video_fps: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> DatasetManifest:
-    """Render ``images`` units into a new dataset version at ``out``; return its manifest."""
+    """Render ``images`` units (plus ``calib_share`` of that into calib) at ``out``; return its manifest."""
     if images < 2:
         raise InputError(f"--images must be at least 2 (one train, one val); got {images}")
     if not 0.0 < val_share < 1.0:
         raise InputError(f"val share must be between 0 and 1; got {val_share}")
+    if not 0.0 <= calib_share <= 1.0:
+        raise InputError(f"calib share must be between 0 and 1; got {calib_share}")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; dataset versions are immutable, pick a new --out")
     cond = condition_named(condition)
     n_val = max(1, round(images * val_share))
+    total = images + round(images * calib_share)
     counts: dict[str, dict[str, int]] = {}
-    for index in range(images):
-        split = "val" if index >= images - n_val else "train"
+    for index in range(total):
+        split = CALIB_SPLIT if index >= images else "val" if index >= images - n_val else "train"
         unit = render_unit(seed, index, imgsz=imgsz, defect_rate=defect_rate, condition=cond)
         for sub in ("images", "labels"):
             (out / sub / split).mkdir(parents=True, exist_ok=True)
@@ -73,7 +80,7 @@ def write_synthetic_dataset(
         for cls, *_ in unit.labels:
             tally[CLASSES[cls]] += 1
         if progress is not None:
-            progress(index + 1, images)
+            progress(index + 1, total)
 
     (out / "data.yaml").write_text(
         yaml.safe_dump(

@@ -229,6 +229,7 @@ class UnitRates:
     overkill_rate: float | None  # good units judged FAIL / good units
     defective: int
     good: int
+    no_decision_rate: float | None = None  # units judged neither PASS nor FAIL / all units
 
 
 def unit_rates(defective: npt.ArrayLike, passed: npt.ArrayLike, failed: npt.ArrayLike) -> UnitRates:
@@ -246,15 +247,33 @@ def unit_rates(defective: npt.ArrayLike, passed: npt.ArrayLike, failed: npt.Arra
         overkill_rate=int((~bad & ng).sum()) / n_good if n_good else None,
         defective=n_bad,
         good=n_good,
+        no_decision_rate=int((~ok & ~ng).sum()) / len(bad) if len(bad) else None,
     )
 
 
 def unit_rates_at(
-    scores: npt.NDArray[np.float64], defective: npt.NDArray[np.bool_], thresholds: npt.NDArray[np.float64]
+    scores: npt.NDArray[np.float64],
+    defective: npt.NDArray[np.bool_],
+    thresholds: npt.NDArray[np.float64],
+    *,
+    review_band: float = 0.0,
+    uncertain_fails: bool = False,
+    min_confidence: float = 0.0,
 ) -> UnitRates:
     """Rates when a unit FAILs as soon as any class's top confidence reaches that class's threshold.
 
-    ``scores`` is (units, classes) top confidence per class; every unit gets PASS or FAIL.
+    ``scores`` is (units, classes) top confidence per class. Without a ``review_band`` every unit
+    gets PASS or FAIL. With one, a unit that does not FAIL but has a class within the band below
+    its threshold is doubtful, as ``VerdictPolicy`` decides: NO_DECISION, or FAIL when
+    ``uncertain_fails``. The top confidence per class settles both, because a class whose best box
+    reaches its threshold FAILs the unit whatever its other boxes score. A score of 0 is no box, and
+    a box under ``min_confidence`` never reaches the edge's policy, so neither is doubtful.
     """
     fail = np.asarray((scores >= thresholds[None, :]).any(axis=1), dtype=bool)
-    return unit_rates(defective, ~fail, fail)
+    doubtful = np.zeros_like(fail)
+    if review_band > 0:
+        lower = np.maximum(thresholds - review_band, min_confidence)[None, :]
+        doubtful = ~fail & ((scores > 0) & (scores >= lower)).any(axis=1)
+    if uncertain_fails:
+        fail, doubtful = fail | doubtful, np.zeros_like(fail)
+    return unit_rates(defective, ~fail & ~doubtful, fail)

@@ -90,6 +90,12 @@ class TargetsAchieved(_Card):
     escape_rate: float | None = Field(default=None, ge=0, le=1)
     overkill_rate: float | None = Field(default=None, ge=0, le=1)
     split: str = Field(min_length=1, description="Dataset split the rates were measured on.")
+    no_decision_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Units left NO_DECISION by the review band (of all units)."
+    )
+    review_band: float | None = Field(
+        default=None, ge=0, le=1, description="Review band the rates were measured with (policy.review_band)."
+    )
 
 
 class ExportParity(_Card):

@@ -128,3 +128,18 @@ def test_unit_rates_at_thresholds_fail_a_unit_when_any_class_reaches_its_thresho
     scores = np.array([[0.6, 0.0], [0.0, 0.3], [0.2, 0.2]])
     rates = unit_rates_at(scores, np.array([True, True, False]), np.array([0.5, 0.4]))
     assert (rates.escape_rate, rates.overkill_rate) == (0.5, 0.0)
+
+
+def test_a_unit_in_the_review_band_is_no_decision_neither_escape_nor_overkill() -> None:
+    scores = np.array([[0.45, 0.0], [0.0, 0.0], [0.0, 0.45], [0.6, 0.0], [0.0, 0.04]])
+    defective = np.array([True, True, False, False, False])
+    thresholds = np.array([0.5, 0.5])
+
+    plain = unit_rates_at(scores, defective, thresholds)
+    band = unit_rates_at(scores, defective, thresholds, review_band=0.1, min_confidence=0.05)
+    fails = unit_rates_at(scores, defective, thresholds, review_band=0.1, uncertain_fails=True)
+
+    assert (plain.escape_rate, plain.overkill_rate, plain.no_decision_rate) == (1.0, 1 / 3, 0.0)
+    # unit 0 (defective, 0.45) and unit 2 (good, 0.45) are doubtful; unit 4's 0.04 is under the floor
+    assert (band.escape_rate, band.overkill_rate, band.no_decision_rate) == (0.5, 1 / 3, 2 / 5)
+    assert (fails.escape_rate, fails.overkill_rate, fails.no_decision_rate) == (0.5, 2 / 3, 0.0)

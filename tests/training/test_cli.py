@@ -133,3 +133,96 @@ def test_mlflow_asked_for_but_not_installed_is_one_line(
 
     assert code == 2
     assert "MLFLOW_TRACKING_URI is set" in _one_line_error(capsys)
+
+
+@pytest.fixture(scope="module")
+def model_with_int8(
+    tiny_model: Path, synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny model as an export leaves it with --int8: ``model/`` and ``model_int8/`` side by side."""
+    import shutil
+
+    from lineguard.messages import ModelCard, sha256_file
+    from lineguard.training._parity import quantize_int8
+
+    root = tmp_path_factory.mktemp("export")
+    shutil.copytree(tiny_model, root / "model")
+    card = ModelCard.load(root / "model" / "model_card.json")
+    (root / "model_int8").mkdir()
+    q_path = root / "model_int8" / "model.onnx"
+    images = sorted((synthetic_dataset / "images" / "train").iterdir())[:4]
+    quantize_int8(root / "model" / "model.onnx", q_path, images, card.input_size)
+    card.model_copy(update={"version": f"{card.version}-int8", "sha256": sha256_file(q_path)}).save(
+        root / "model_int8" / "model_card.json"
+    )
+    return root / "model"
+
+
+def test_calibrate_reports_escape_overkill_and_no_decision_per_variant_on_the_calib_split(
+    model_with_int8: Path, synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from lineguard.messages import ModelCard
+
+    report_path = tmp_path / "report.json"
+    args = ["--model", str(model_with_int8), "--data", str(synthetic_dataset), "--max-escape", "0.1"]
+    code = main(["calibrate", *args, "--write", "--json", str(report_path)])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "split calib, review band 0.1 (NO_DECISION), target escape 10.00%" in out
+    for variant in ("fp32", "int8"):
+        assert f"\n{variant}: " in out and "on 12 units" in out
+        line = next(x for x in out.splitlines() if x.startswith(f"{variant} ("))
+        assert "escape " in line and "overkill " in line and "NO_DECISION " in line and "on calib" in line
+    assert "| threshold (all classes) | escape % | overkill % | NO_DECISION % |" in out
+    report = json.loads(report_path.read_text())
+    assert report["split"] == "calib" and {"fp32", "int8"} <= set(report["variants"])
+    for folder in (model_with_int8, model_with_int8.parent / "model_int8"):
+        card = ModelCard.load(folder / "model_card.json")  # still a valid card, sha256 unchanged
+        variant = "int8" if folder.name.endswith("int8") else "fp32"
+        mine = report["variants"][variant]
+        assert card.achieved is not None and card.achieved.split == "calib"
+        assert card.achieved.no_decision_rate == mine["no_decision_rate"]
+        assert card.achieved.review_band == 0.1
+        assert card.thresholds == mine["thresholds"]
+        assert card.targets is not None and card.targets.max_escape == 0.1
+
+
+def test_calibrate_without_a_calib_split_warns_that_val_is_optimistic(
+    tiny_model: Path, synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(synthetic_dataset, data, ignore=shutil.ignore_patterns("calib"))
+
+    code = main(["calibrate", "--model", str(tiny_model / "model_card.json"), "--data", str(data)])
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "has no calib split" in captured.err and "optimistic" in captured.err
+    assert "split val" in captured.out
+    assert "NO_DECISION" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--split", "test"], "has no images in split 'test'; pick another --split"),
+        (["--model", "README.md"], "--model must be an exported model folder"),
+    ],
+)
+def test_calibrate_mistakes_are_one_line(
+    tiny_model: Path,
+    synthetic_dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    needle: str,
+) -> None:
+    base = ["calibrate", "--model", str(tiny_model), "--data", str(synthetic_dataset)]
+    code = main(base + args)
+
+    assert code == 2
+    assert needle in _one_line_error(capsys)

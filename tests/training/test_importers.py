@@ -141,9 +141,9 @@ def test_yolo_import_keeps_the_source_splits(synthetic_dataset: Path, tmp_path: 
     report = import_dataset("yolo", synthetic_dataset, tmp_path / "v1", parent=source.content_hash)
 
     assert report.manifest.classes == source.classes
-    assert report.images == {"train": 36, "val": 12}
+    assert report.images == {"train": 36, "val": 12, "calib": 12}
     assert report.manifest.parent == source.content_hash
-    for split in ("train", "val"):
+    for split in ("train", "val", "calib"):
         for key in ("images", "defect_free", *source.classes):
             assert report.manifest.counts[split][key] == source.counts[split][key]
 
@@ -172,6 +172,37 @@ def test_seeded_split_is_stratified_and_repeatable(neu_like: Path, tmp_path: Pat
     )
     # Each main class with two images sends one to val.
     assert a.images["val"] >= 2
+
+
+def test_import_holds_out_a_calib_split_disjoint_from_train_and_val_and_stable(
+    neu_like: Path, tmp_path: Path
+) -> None:
+    for n in range(3, 40):  # enough images for every split to get some
+        _image(neu_like / "IMAGES" / f"crazing_{n}.jpg")
+        _voc_xml(neu_like / "ANNOTATIONS" / f"crazing_{n}.xml", f"crazing_{n}.jpg", [("crazing", 2, 2, 9, 9)])
+
+    def names(root: Path, split: str) -> set[str]:
+        return {p.stem for p in (root / "images" / split).iterdir()}
+
+    report = import_dataset("voc", neu_like, tmp_path / "a", calib_share=0.25)
+    a = tmp_path / "a"
+    calib, train, val = names(a, "calib"), names(a, "train"), names(a, "val")
+    assert report.images["calib"] == len(calib) >= 5
+    assert not calib & train and not calib & val and len(calib | train | val) == 43
+    assert DatasetManifest.load(a).counts["calib"]["images"] == len(calib)
+    assert "calib" not in yaml.safe_load((a / "data.yaml").read_text())  # training never points at it
+
+    # A later version with more images and another seed keeps every calib image out of training.
+    for n in range(40, 50):
+        _image(neu_like / "IMAGES" / f"crazing_{n}.jpg")
+        _voc_xml(neu_like / "ANNOTATIONS" / f"crazing_{n}.xml", f"crazing_{n}.jpg", [("crazing", 2, 2, 9, 9)])
+    import_dataset("voc", neu_like, tmp_path / "b", calib_share=0.25, seed=5)
+    assert calib <= names(tmp_path / "b", "calib")
+
+    none = import_dataset("voc", neu_like, tmp_path / "c", calib_share=0.0)
+    assert "calib" not in none.images
+    with pytest.raises(InputError, match="--calib-share"):
+        import_dataset("voc", neu_like, tmp_path / "d", val_share=0.5, calib_share=0.5)
 
 
 def test_labelstudio_export_is_imported_with_provenance(tmp_path: Path) -> None:
@@ -204,9 +235,13 @@ def test_labelstudio_export_is_imported_with_provenance(tmp_path: Path) -> None:
     manifest = report.manifest
     assert manifest.classes == ["scratch"]
     assert manifest.provenance["unit_a"] == ["task:1", "annotation:11"]
-    split_a = next(s for s in ("train", "val") if (tmp_path / "v1" / "labels" / s / "unit_a.txt").exists())
+    split_a = next(
+        s for s in ("train", "val", "calib") if (tmp_path / "v1" / "labels" / s / "unit_a.txt").exists()
+    )
     assert _labels(tmp_path / "v1", split_a, "unit_a") == [pytest.approx([0, 0.25, 0.4, 0.3, 0.4])]
-    split_b = next(s for s in ("train", "val") if (tmp_path / "v1" / "labels" / s / "unit_b.txt").exists())
+    split_b = next(
+        s for s in ("train", "val", "calib") if (tmp_path / "v1" / "labels" / s / "unit_b.txt").exists()
+    )
     assert _labels(tmp_path / "v1", split_b, "unit_b") == []  # labeled defect-free
 
 

@@ -35,6 +35,12 @@ def test_dataset_version_has_yolo_layout_manifest_and_video(synthetic_dataset: P
     manifest = DatasetManifest.load(synthetic_dataset)
     assert manifest.verify(synthetic_dataset) == []
     assert manifest.counts["train"]["images"] + manifest.counts["val"]["images"] == 48
+    # a quarter more units, rendered for threshold calibration only, never in train or val
+    assert manifest.counts["calib"]["images"] == 12
+    calib = {p.name for p in (synthetic_dataset / "images" / "calib").iterdir()}
+    fitted = {p.name for split in ("train", "val") for p in (synthetic_dataset / "images" / split).iterdir()}
+    assert len(calib) == 12 and not calib & fitted
+    assert "calib" not in data  # ultralytics reads data.yaml: nothing there points training at calib
     video = cv2.VideoCapture(str(synthetic_dataset / "video" / "line.avi"))
     frames = 0
     while video.read()[0]:
@@ -47,7 +53,7 @@ def test_dataset_version_has_yolo_layout_manifest_and_video(synthetic_dataset: P
 
 def test_stats_count_every_class_and_draw_a_grid(synthetic_dataset: Path, tmp_path: Path) -> None:
     stats = dataset_stats(synthetic_dataset)
-    assert sum(stats.images.values()) == 48
+    assert sum(stats.images.values()) == 48 + 12  # train + val + calib
     assert all(sum(stats.boxes[s][c] for s in stats.boxes) > 0 for c in CLASSES)
     table = stats.table()
     assert "scratch" in table and "(defect-free)" in table
