@@ -5,11 +5,11 @@ line on stderr (``lineguard.logs``: ``ts``, ``level``, ``logger``, ``event`` or 
 event's fields), and
 prints one summary line on stdout when it stops (SIGTERM/SIGINT finish the unit in flight, exit 0).
 ``edge check --config station.yaml`` loads the config (an error there is one ``error:`` line, exit
-2) and the model, says how many sample frames (``--frames DIR``, else the configured folder or
-video) the image-quality gate would reject with the model's bounds (``WARN`` above
-0.5%), runs one synthetic frame through preprocess, inference and the verdict policy, and prints
-one line per check plus ``OK`` or ``FAILED`` (exit 1); an image build runs it to prove the install
-works without a camera or broker.
+2) and the model, runs one synthetic frame through preprocess, inference and the verdict policy,
+says how many sample frames (``--frames DIR``, else the configured folder or video) the
+image-quality gate would reject with the model's bounds (``WARN`` above 0.5%), and prints one line
+per check plus ``OK`` or ``FAILED`` (exit 1); an image build runs it to prove the install works
+without a camera or broker.
 """
 
 from __future__ import annotations
@@ -105,10 +105,6 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
         except LineguardError as exc:
             _line("FAIL", "model", str(exc))
             failed = True
-    screen = screen_station(cfg, detector.card if detector else None, frames_dir)
-    _line("OK" if screen.ok else "WARN", "quality", screen.detail)
-    if screen.fix:
-        _line("", "", f"fix: {screen.fix}")
     try:
         policy = VerdictPolicy(detector.card if detector else None, cfg.policy)
         gate = QualityGate(
@@ -135,6 +131,10 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
     finally:
         if detector is not None:
             detector.close()
+    screen = screen_station(cfg, detector.card if detector else None, frames_dir)
+    _line("OK" if screen.ok else "WARN", "quality", screen.detail)
+    if screen.fix:
+        _line("", "", f"fix: {screen.fix}")
     if camera:
         failed |= not _check_camera(cfg)
     click.echo("FAILED" if failed else "OK")
