@@ -19,8 +19,9 @@ A reference is a sample in the order its frames were stored (a validation split 
 which on a real line is often capture order or sorted by defect class), and a window of it need
 not look like the whole: 200 frames of one class or one shift do not. Drift is a departure from
 the reference, so the reference replayed in its own order must not alarm. For each distribution
-signal the monitor slides the window over the reference in that order and takes the highest
-score any stretch of it reaches (``self_score``); when ``SELF_MARGIN`` × that exceeds the
+signal the monitor slides the window over the reference in that order (looping from its end to
+its start, as a replay on repeat does) and takes the highest score any stretch reaches
+(``self_score``); when ``SELF_MARGIN`` × that exceeds the
 warning level, the warning level is raised to it and the alarm level by the same amount, so the
 gap a real shift must cross stays as configured. A reference no longer than the window has no
 such stretch and keeps the configured levels. Rate signals keep them too: the card holds their
@@ -224,12 +225,14 @@ class _DistributionSignal(_Signal):
         return max(0.0, raw - (len(self.ref_counts) - 1) * (1.0 / n + 1.0 / self.n_ref))
 
     def _self_score(self, ref: FloatArray) -> float:
-        """Highest score of any window-long stretch of the reference, in its stored order."""
+        """Highest score of any window-long stretch of the reference in its stored order, the
+        stretches across its end and start included (a replay that loops)."""
         w, bins = self.window, len(self.ref_counts)
         if len(ref) <= w:
             return 0.0
-        onehot = np.zeros((len(ref) + 1, bins), dtype=np.int64)
-        onehot[np.arange(1, len(ref) + 1), np.searchsorted(self.edges, ref, side="right")] = 1
+        looped = np.concatenate([ref, ref[: w - 1]])
+        onehot = np.zeros((len(looped) + 1, bins), dtype=np.int64)
+        onehot[np.arange(1, len(looped) + 1), np.searchsorted(self.edges, looped, side="right")] = 1
         running = np.cumsum(onehot, axis=0)
         windows = running[w:] - running[:-w] + 0.5  # every stretch of w consecutive samples, as psi()
         ref = (self.ref_counts + 0.5) / (self.ref_counts.sum() + 0.5 * bins)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.benchmarks.drift_detection import (
@@ -240,8 +241,10 @@ def test_five_thousand_nominal_units_raise_no_alarm(reference: ReferenceStats) -
 
 # -- replaying the reference itself -------------------------------------------------------------
 
+Rows = npt.NDArray[np.float64]  # one row per unit: brightness, contrast, sharpness
 
-def _measure(units: list[tuple[int, Condition]], imgsz: int = 96) -> np.ndarray:
+
+def _measure(units: list[tuple[int, Condition]], imgsz: int = 96) -> Rows:
     """(brightness, contrast, sharpness) rows of rendered units, as the edge's gate measures them."""
     gate = QualityGate(QualityConfig(), frozen_frames=1 << 30)
     rows = []
@@ -252,14 +255,14 @@ def _measure(units: list[tuple[int, Condition]], imgsz: int = 96) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def sorted_split() -> np.ndarray:
+def sorted_split() -> Rows:
     """A validation split in file order: three batches under three lamps, 120 units each (as a folder
     sorted by class or by capture time is), measured on real rendered frames."""
     lamps = (0.8, 1.0, 1.2)
     return _measure([(b * 120 + i, Condition(brightness=g)) for b, g in enumerate(lamps) for i in range(120)])
 
 
-def _replay(reference: ReferenceStats, rows: np.ndarray) -> list[DriftEvent]:
+def _replay(reference: ReferenceStats, rows: Rows) -> list[DriftEvent]:
     monitor = DriftMonitor(reference, MonitoringConfig(), Metrics())  # window 200, every 20 units
     events: list[DriftEvent] = []
     for brightness, contrast, sharpness in rows:
@@ -274,7 +277,7 @@ def _replay(reference: ReferenceStats, rows: np.ndarray) -> list[DriftEvent]:
     return events
 
 
-def _reference_of(rows: np.ndarray) -> ReferenceStats:
+def _reference_of(rows: Rows) -> ReferenceStats:
     return ReferenceStats(
         brightness=rows[:, 0].tolist(),
         contrast=rows[:, 1].tolist(),
@@ -283,16 +286,17 @@ def _reference_of(rows: np.ndarray) -> ReferenceStats:
     )
 
 
-def test_replaying_the_reference_in_file_order_raises_no_alarm(sorted_split: np.ndarray) -> None:
+def test_replaying_the_reference_in_file_order_raises_no_alarm(sorted_split: Rows) -> None:
     reference = _reference_of(sorted_split)
-    assert [e.message for e in _replay(reference, sorted_split)] == []
+    looped = np.vstack([sorted_split, sorted_split])  # and round again, as a folder camera on loop
+    assert [e.message for e in _replay(reference, looped)] == []
     # the batches differ: a window of one of them is far from the whole, so the levels rose
     raised = DriftMonitor(reference, MonitoringConfig(), Metrics()).raised_levels
     assert "brightness" in raised and raised["brightness"][0] > MonitoringConfig().psi_warning
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_replaying_the_reference_shuffled_raises_no_alarm(sorted_split: np.ndarray, seed: int) -> None:
+def test_replaying_the_reference_shuffled_raises_no_alarm(sorted_split: Rows, seed: int) -> None:
     shuffled = sorted_split[np.random.default_rng(seed).permutation(len(sorted_split))]
     assert [e.message for e in _replay(_reference_of(sorted_split), shuffled)] == []
 
@@ -305,7 +309,7 @@ def test_replaying_the_reference_shuffled_raises_no_alarm(sorted_split: np.ndarr
     ],
 )
 def test_a_real_shift_after_the_reference_still_alarms(
-    sorted_split: np.ndarray, condition: Condition, signal: str
+    sorted_split: Rows, condition: Condition, signal: str
 ) -> None:
     shifted = _measure([(1000 + i, condition) for i in range(200)])
     events = _replay(_reference_of(sorted_split), np.vstack([sorted_split, shifted]))
