@@ -48,6 +48,10 @@ def test_environment_overrides_file_and_parses_types(tmp_path: Path) -> None:
             "policy.class_thresholds.scratch 0.1 is below policy.min_confidence 0.05 + "
             "policy.review_band 0.1, so its uncertain band can never fire; raise it to at least 0.15",
         ),
+        (
+            "policy:\n  quality: {min_brightness: 200, max_brightness: 100}\n",
+            "min_brightness (200) must be below max_brightness (100)",
+        ),
     ],
 )
 def test_bad_config_names_the_key_in_one_line(tmp_path: Path, yaml_text: str, expected: str) -> None:

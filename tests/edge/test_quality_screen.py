@@ -20,6 +20,7 @@ from lineguard.cli import main
 from lineguard.config import LineguardConfig, load_config
 from lineguard.edge.daemon import EdgeDaemon
 from lineguard.edge.doctor import run_checks
+from lineguard.edge.quality_screen import screen_station
 from lineguard.edge.sources import Frame
 from lineguard.inference import Detector, QualityGate, read_image_file
 from lineguard.messages import ModelCard, Reason, Verdict
@@ -136,3 +137,13 @@ def test_doctor_screens_the_configured_image_folder(tmp_path: Path, glossy: Path
     empty.mkdir()
     quality = next(c for c in run_checks(config, timeout_s=1.0, frames_dir=empty) if c.name == "quality")
     assert not quality.ok and "holds no image files" in quality.detail
+
+
+def test_a_configured_video_is_screened_frame_by_frame(synthetic_dataset: Path) -> None:
+    video = synthetic_dataset / "video" / "line.avi"
+    cfg = load_config(None, environ={}, overrides={"camera": {"kind": "video", "uri": str(video)}})
+    screen = screen_station(cfg, None, None, limit=20)
+    assert screen.ok and screen.detail.startswith("0 of 20 sample frames would be rejected")
+    assert f"20 frames spread over video '{video}'" in screen.detail
+    missing = load_config(None, environ={}, overrides={"camera": {"kind": "video", "uri": str(video) + ".x"}})
+    assert not screen_station(missing, None, None).ok
