@@ -31,7 +31,7 @@ import numpy.typing as npt
 from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
-from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
+from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy, quality_bounds
 from lineguard.messages import ModelCard, utc_now
 from lineguard.provenance import cpu_summary
 from lineguard.synthetic import render_unit
@@ -480,7 +480,8 @@ def _pipelines(
         EdgePipeline(
             d,
             VerdictPolicy(d.card, PolicyConfig(min_confidence=conf, nms_iou=iou)),
-            QualityGate(gate_cfg, frozen_frames=1_000_000),  # frames cycle: not a frozen camera
+            # frames cycle (not a frozen camera); the bounds the station would use for this model
+            QualityGate(gate_cfg, frozen_frames=1_000_000, bounds=quality_bounds(gate_cfg, d.card.reference)),
             probes,
         )
         for d in detectors

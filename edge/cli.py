@@ -8,9 +8,11 @@ units by verdict, frames skipped by reason, last seq and verdicts not yet delive
 adds a PNG grid of up to N decided units with their boxes (FAIL, NO_DECISION and PASS in turn) and
 a second line naming it.
 ``edge check --config station.yaml`` loads the config (an error there is one ``error:`` line, exit
-2) and the model, runs one synthetic frame through preprocess, inference and the verdict policy, and
-prints one line per check plus ``OK`` or ``FAILED`` (exit 1); an image build runs it to prove the
-install works without a camera or broker.
+2) and the model, runs one synthetic frame through preprocess, inference and the verdict policy,
+says how many sample frames (``--frames DIR``, else the configured folder or video) the
+image-quality gate would reject with the model's bounds (``WARN`` above 0.5%), and prints one line
+per check plus ``OK`` or ``FAILED`` (exit 1); an image build runs it to prove the install works
+without a camera or broker.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import click
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
 
-__all__ = ["CONFIG_OPTION", "edge"]
+__all__ = ["CONFIG_OPTION", "FRAMES_OPTION", "edge"]
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -32,6 +34,15 @@ CONFIG_OPTION = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
     help="Station YAML (see configs/station.example.yaml).",
+)
+
+FRAMES_OPTION = click.option(
+    "--frames",
+    "frames_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of sample frames for the image-quality check (default: the configured image "
+    "folder or video).",
 )
 
 
@@ -116,11 +127,13 @@ def _line(status: str, name: str, detail: str) -> None:
 @edge.command()
 @CONFIG_OPTION
 @click.option("--camera/--no-camera", default=False, show_default=True, help="Also read one camera frame.")
-def check(config_path: Path, camera: bool) -> None:
+@FRAMES_OPTION
+def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
     """Self-check: config, model, one synthetic frame through the pipeline (exit 1 on failure)."""
     from lineguard.config import load_config
+    from lineguard.edge.quality_screen import screen_station
     from lineguard.errors import LineguardError
-    from lineguard.inference import Detector, QualityGate, VerdictPolicy
+    from lineguard.inference import Detector, QualityGate, VerdictPolicy, quality_bounds
     from lineguard.synthetic import render_unit
 
     failed = False
@@ -144,7 +157,11 @@ def check(config_path: Path, camera: bool) -> None:
             failed = True
     try:
         policy = VerdictPolicy(detector.card if detector else None, cfg.policy)
-        gate = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
+        gate = QualityGate(
+            cfg.policy.quality,
+            cfg.camera.frozen_frames,
+            quality_bounds(cfg.policy.quality, detector.card.reference if detector else None),
+        )
         size = detector.card.input_size if detector else cfg.camera.synthetic_imgsz
         image = render_unit(cfg.camera.synthetic_seed, 0, imgsz=size).image
         t0 = time.perf_counter()
@@ -164,6 +181,10 @@ def check(config_path: Path, camera: bool) -> None:
     finally:
         if detector is not None:
             detector.close()
+    screen = screen_station(cfg, detector.card if detector else None, frames_dir)
+    _line("OK" if screen.ok else "WARN", "quality", screen.detail)
+    if screen.fix:
+        _line("", "", f"fix: {screen.fix}")
     if camera:
         failed |= not _check_camera(cfg)
     click.echo("FAILED" if failed else "OK")

@@ -2,8 +2,9 @@
 
 A commissioning engineer at the line wants one command that tells, in plain words, why a station
 is not inspecting: a misspelled config key, a missing or tampered model, a broker that refuses the
-credentials, a camera that does not open. Each check is independent and never raises; the command
-exits 1 when any check fails.
+credentials, a camera that does not open, an image-quality gate that would reject the line's own
+frames (run over sample frames with the model's bounds). Each check is independent and never
+raises; the command exits 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import click
 
 from lineguard.config import LineguardConfig, load_config
+from lineguard.edge.cli import FRAMES_OPTION
 from lineguard.errors import LineguardError
 from lineguard.labeling import read_token
 from lineguard.messages import ModelCard, sha256_file
@@ -316,7 +318,23 @@ def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
     )
 
 
-def run_checks(config_path: Path | None, *, timeout_s: float = 3.0) -> list[Check]:
+def _check_quality(cfg: LineguardConfig, frames_dir: Path | None) -> Check:
+    """Would the gate, with this model's bounds, reject the line's own frames?"""
+    from lineguard.edge.quality_screen import screen_station
+
+    card = None
+    if cfg.model.path is not None:
+        try:
+            card = ModelCard.load(cfg.model.path.parent / "model_card.json")
+        except LineguardError:
+            card = None  # the model check says why; screen with the built-in bounds
+    found = screen_station(cfg, card, frames_dir)
+    return Check("quality", found.ok, found.detail, found.fix)
+
+
+def run_checks(
+    config_path: Path | None, *, timeout_s: float = 3.0, frames_dir: Path | None = None
+) -> list[Check]:
     try:
         cfg = load_config(config_path)
     except LineguardError as exc:
@@ -331,6 +349,7 @@ def run_checks(config_path: Path | None, *, timeout_s: float = 3.0) -> list[Chec
         lambda: _check_model(cfg),
         lambda: _check_broker(cfg, timeout_s),
         lambda: _check_camera(cfg, timeout_s),
+        lambda: _check_quality(cfg, frames_dir),
         lambda: _check_extras(cfg),
     ]
     if cfg.sampling.label_studio_url:
@@ -355,9 +374,10 @@ def run_checks(config_path: Path | None, *, timeout_s: float = 3.0) -> list[Chec
     help="Station config (YAML). Defaults + LINEGUARD_* variables when omitted.",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True)
-def doctor(config_path: Path | None, timeout: float) -> None:
+@FRAMES_OPTION
+def doctor(config_path: Path | None, timeout: float, frames_dir: Path | None) -> None:
     """Check a station's configuration and connections; say what is wrong and how to fix it."""
-    results = run_checks(config_path, timeout_s=timeout)
+    results = run_checks(config_path, timeout_s=timeout, frames_dir=frames_dir)
     width = max(len(c.name) for c in results)
     for check in results:
         mark = "ok  " if check.ok else "FAIL"

@@ -25,7 +25,16 @@ from lineguard.config import LineguardConfig
 from lineguard.edge.outbox import Outbox, OutboxFullError
 from lineguard.edge.sources import Frame
 from lineguard.errors import LineguardError
-from lineguard.inference import Decision, Detections, Detector, QualityGate, QualityReport, VerdictPolicy
+from lineguard.inference import (
+    Decision,
+    Detections,
+    Detector,
+    QualityBounds,
+    QualityGate,
+    QualityReport,
+    VerdictPolicy,
+    quality_bounds,
+)
 from lineguard.labeling import ReviewQueue, ReviewSampler
 from lineguard.logs import Events
 from lineguard.messages import ModelRef, Reason, UnitSource, Verdict, VerdictKind
@@ -45,6 +54,7 @@ class ModelSlot:
     ref: ModelRef
     drift: DriftMonitor  # measured against this model's reference statistics
     sampler: ReviewSampler | None  # picks this model's doubtful frames for QA review
+    quality: QualityBounds  # image-quality bounds covering this model's training frames
 
 
 @dataclass
@@ -131,6 +141,7 @@ class Inspector:
                 ModelRef(name=card.name, version=card.version, sha256=card.sha256),
                 DriftMonitor(card.reference, self.cfg.monitoring, self.metrics),
                 self._sampler_for(policy),
+                quality_bounds(self.cfg.policy.quality, card.reference),
             )
         with self._lock:
             old, self._slot = self._slot, new
@@ -157,6 +168,8 @@ class Inspector:
             model=f"{new.ref.name}:{new.ref.version}",
             backend=new.detector.backend,
             thresholds=new.policy.thresholds_id,
+            quality=new.quality.describe(),
+            drift_reference=new.drift.reference_origin,
         )
         self.on_swap()  # the daemon publishes the change
 
@@ -172,7 +185,7 @@ class Inspector:
         with self._lock:
             slot = self._slot
             try:
-                quality = gate.check(frame.image)
+                quality = gate.check(frame.image, slot.quality if slot is not None else None)
                 detections: Detections | None
                 if slot is None:
                     detections = None

@@ -126,9 +126,42 @@ class ModelConfig(Section):
 
 
 class QualityConfig(Section):
-    min_brightness: float = Field(default=20.0, ge=0, le=255, description="Mean gray below = dark.")
-    max_brightness: float = Field(default=235.0, ge=0, le=255)
-    min_sharpness: float = Field(default=5.0, ge=0, description="Variance of the Laplacian below = blurred.")
+    """Bounds of the image-quality gate; a bound left unset (null) is derived from the model card.
+
+    A fixed bound that suits one line rejects good frames of another (bright steel, dark rubber),
+    so by default the gate widens its built-in limits to cover the frames the model was trained on.
+    """
+
+    min_brightness: float | None = Field(
+        default=None,
+        ge=0,
+        le=255,
+        description="Mean gray below = too dark; null = 20, lowered to the model's reference frames.",
+    )
+    max_brightness: float | None = Field(
+        default=None,
+        ge=0,
+        le=255,
+        description="Mean gray above = too bright; null = 235, raised to the model's reference frames.",
+    )
+    min_sharpness: float | None = Field(
+        default=None,
+        ge=0,
+        description="Variance of the Laplacian below = blurred; null = 5, lowered to the reference frames.",
+    )
+    auto_margin: float = Field(
+        default=10.0,
+        ge=0,
+        le=128,
+        description="Gray levels an automatic brightness bound keeps beyond the reference frames' extremes.",
+    )
+
+    @model_validator(mode="after")
+    def _brightness_bounds_ordered(self) -> QualityConfig:
+        low, high = self.min_brightness, self.max_brightness
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"min_brightness ({low:g}) must be below max_brightness ({high:g})")
+        return self
 
 
 class PolicyConfig(Section):

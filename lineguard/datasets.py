@@ -45,6 +45,7 @@ __all__ = [
     "parse_yolo_labels",
     "read_class_names",
     "read_yolo_labels",
+    "spread_indices",
 ]
 
 # Images held out from training and from model selection, for threshold calibration only: the
@@ -60,6 +61,17 @@ YoloRow = tuple[int, float, float, float, float]  # class, cx, cy, w, h (normali
 def image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, sorted by name (any suffix case)."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def spread_indices(total: int, limit: int) -> list[int]:
+    """At most ``limit`` indices spread evenly over ``range(total)``, in order.
+
+    A sample of a folder's first files stands for one stretch of it (one class of a folder sorted
+    by class, one hour of a capture); an even spread keeps both the whole and its order.
+    """
+    if total <= limit:
+        return list(range(total))
+    return sorted({round(i * (total - 1) / max(1, limit - 1)) for i in range(limit)})
 
 
 # --- YOLO ---------------------------------------------------------------------------------------

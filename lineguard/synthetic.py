@@ -41,6 +41,7 @@ class Condition:
     blur_sigma: float = 0.0  # lens blur in pixels
     noise_sigma: float = 3.0  # sensor noise in gray levels
     new_defect_look: bool = False  # defects appear bright and wider (new supplier)
+    offset_spread: float = 0.0  # each unit's offset varies by up to this either way (glossy parts)
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -52,6 +53,9 @@ CONDITIONS: dict[str, Condition] = {
     "new_defect": Condition(name="new_defect", new_defect_look=True),
     # Condition B of the flywheel: another lamp and a new defect appearance together.
     "shifted": Condition(name="shifted", brightness=0.8, offset=30.0, new_defect_look=True),
+    # Another line, not a shift: glossy parts whose brightness varies from unit to unit, up to a
+    # mean gray of about 250 (a bound chosen for the nominal line rejects its good units).
+    "glossy": Condition(name="glossy", brightness=0.6, offset=125.0, offset_spread=70.0),
 }
 
 
@@ -227,7 +231,10 @@ def render_unit(
                 )
             )
 
-    gray = (gray * condition.brightness + condition.offset).astype(np.float32)
+    offset = condition.offset
+    if condition.offset_spread > 0:  # its own stream: the nominal units stay byte for byte the same
+        offset += float(np.random.default_rng([seed, index, 2]).uniform(-1.0, 1.0)) * condition.offset_spread
+    gray = (gray * condition.brightness + offset).astype(np.float32)
     if condition.blur_sigma > 0:
         gray = _gaussian_blur(gray, condition.blur_sigma)
     gray = (gray + rng.normal(0, condition.noise_sigma, gray.shape)).astype(np.float32)

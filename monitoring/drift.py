@@ -15,6 +15,18 @@ reference statistics exported in the model card:
   ``fail_rate``, ``no_decision_rate``): a two-proportion |z| against the reference rate, whose
   sample size is the number of reference units (the longest reference sample list).
 
+A reference is a sample in the order its frames were stored (a validation split in file order,
+which on a real line is often capture order or sorted by defect class), and a window of it need
+not look like the whole: 200 frames of one class or one shift do not. Drift is a departure from
+the reference, so the reference replayed in its own order must not alarm. For each distribution
+signal the monitor slides the window over the reference in that order (looping from its end to
+its start, as a replay on repeat does) and takes the highest score any stretch reaches
+(``self_score``); when ``SELF_MARGIN`` × that exceeds the
+warning level, the warning level is raised to it and the alarm level by the same amount, so the
+gap a real shift must cross stays as configured. A reference no longer than the window has no
+such stretch and keeps the configured levels. Rate signals keep them too: the card holds their
+rates, not a per-unit order.
+
 Each signal has a warning and an alarm level with hysteresis: it enters ``alarm`` at the alarm
 level and leaves it only when the score falls below the warning level; a ``warning`` clears only
 below ``drift_clear_ratio`` × the warning level. A ``DriftEvent`` is returned on level changes
@@ -41,6 +53,7 @@ __all__ = [
     "IMAGE_SIGNALS",
     "LEVEL_VALUES",
     "MIN_REFERENCE_SAMPLES",
+    "SELF_MARGIN",
     "DriftEvent",
     "DriftLevel",
     "DriftMonitor",
@@ -55,6 +68,8 @@ LEVEL_VALUES: dict[str, int] = {"ok": 0, "warning": 1, "alarm": 2}
 IMAGE_SIGNALS = ("brightness", "contrast", "sharpness")
 # A reference sample list shorter than this cannot place decile bins; the signal is left out.
 MIN_REFERENCE_SAMPLES = 30
+# Levels sit at least this many times above the highest score a stretch of the reference reaches.
+SELF_MARGIN = 1.5
 _VERDICTS = frozenset({"PASS", "FAIL", "NO_DECISION"})
 _Z_CAP = 99.0
 
@@ -121,6 +136,7 @@ class DriftEvent:
     current_value: float
     unit: int
     message: str
+    reference: str = ""  # what the reference was built from, in words
 
     def to_alert(self, *, line: str = "", station: str = "") -> dict[str, Any]:
         """The ``lineguard.alert/1`` payload for ``…/alert`` (JSON-ready dict)."""
@@ -139,6 +155,7 @@ class DriftEvent:
                 "reference_value": self.reference_value,
                 "current_value": self.current_value,
                 "unit": self.unit,
+                "reference": self.reference,
             },
         )
         data: dict[str, Any] = alert.model_dump(mode="json", by_alias=True)
@@ -194,14 +211,37 @@ class _DistributionSignal(_Signal):
         self.ref_counts = self._histogram(ref)
         self.ref_mean = float(ref.mean())
         self.n_ref = len(ref)
+        self.self_score = self._self_score(ref)
+        raised = SELF_MARGIN * self.self_score - warning
+        if raised > 0:
+            self.warning, self.alarm = warning + raised, alarm + raised
 
     def _histogram(self, values: FloatArray) -> npt.NDArray[np.int64]:
         idx = np.searchsorted(self.edges, values, side="right")
         return np.bincount(idx, minlength=len(self.edges) + 1).astype(np.int64)
 
+    def _score(self, window_counts: npt.NDArray[np.int64], n: int) -> float:
+        raw = psi(self.ref_counts, window_counts)
+        return max(0.0, raw - (len(self.ref_counts) - 1) * (1.0 / n + 1.0 / self.n_ref))
+
+    def _self_score(self, ref: FloatArray) -> float:
+        """Highest score of any window-long stretch of the reference in its stored order, the
+        stretches across its end and start included (a replay that loops)."""
+        w, bins = self.window, len(self.ref_counts)
+        if len(ref) <= w:
+            return 0.0
+        looped = np.concatenate([ref, ref[: w - 1]])
+        onehot = np.zeros((len(looped) + 1, bins), dtype=np.int64)
+        onehot[np.arange(1, len(looped) + 1), np.searchsorted(self.edges, looped, side="right")] = 1
+        running = np.cumsum(onehot, axis=0)
+        windows = running[w:] - running[:-w] + 0.5  # every stretch of w consecutive samples, as psi()
+        ref = (self.ref_counts + 0.5) / (self.ref_counts.sum() + 0.5 * bins)
+        cur = windows / windows.sum(axis=1, keepdims=True)
+        raw = np.sum((cur - ref) * np.log(cur / ref), axis=1)
+        return max(0.0, float(raw.max()) - (bins - 1) * (1.0 / w + 1.0 / self.n_ref))
+
     def compute(self) -> float:
-        raw = psi(self.ref_counts, self._histogram(self.values[: self.n]))
-        return max(0.0, raw - (len(self.ref_counts) - 1) * (1.0 / self.n + 1.0 / self.n_ref))
+        return self._score(self._histogram(self.values[: self.n]), self.n)
 
     def reference_value(self) -> float:
         return self.ref_mean
@@ -236,6 +276,8 @@ class DriftMonitor:
         self.cfg = cfg
         self.metrics = metrics
         self.units = 0
+        source = reference.source
+        self.reference_origin = source.describe() if source else "origin not recorded in the model card"
         w = cfg.drift_window
         dist: dict[str, list[float]] = {
             "brightness": reference.brightness,
@@ -290,6 +332,15 @@ class DriftMonitor:
     @property
     def scores(self) -> dict[str, float]:
         return {s.name: s.score for s in self._all}
+
+    @property
+    def raised_levels(self) -> dict[str, tuple[float, float]]:
+        """Signals whose (warning, alarm) levels the reference's own stretches raised."""
+        return {
+            s.name: (s.warning, s.alarm)
+            for s in self._all
+            if isinstance(s, _DistributionSignal) and s.warning > self.cfg.psi_warning
+        }
 
     @property
     def alarmed(self) -> list[str]:
@@ -367,4 +418,5 @@ class DriftMonitor:
             current_value=cur,
             unit=self.units,
             message=message,
+            reference=self.reference_origin,
         )

@@ -12,6 +12,7 @@ from lineguard.training.config import AugmentConfig, TrainConfig, load_train_con
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.export import OPSET, PARITY_TOLERANCE, export_run
 from lineguard.training.importers import FORMATS, ImportReport, import_dataset
+from lineguard.training.reference import image_reference
 from lineguard.training.train import TrainResult, load_run, train
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "calibrate_run",
     "evaluate",
     "export_run",
+    "image_reference",
     "import_dataset",
     "load_run",
     "load_train_config",

@@ -3,8 +3,9 @@
 The edge reads nothing but an ONNX file and its card, so the card must carry everything it needs:
 classes, the static input size, per-class thresholds (from ``calibration.json`` when the run was
 calibrated), metrics measured through the edge's own detector, the dataset hash, drift reference
-statistics (brightness, contrast and sharpness measured by the edge's ``QualityGate``, top
-confidences, per-class and FAIL rates on the validation images) and the export parity result. The
+statistics (brightness, contrast and sharpness measured by the edge's ``QualityGate`` on validation
+images spread over the split, with what they were measured on and the training frames' range; top
+confidences, per-class and FAIL rates) and the export parity result. The
 parity check runs PyTorch and ONNX on validation images; an export that disagrees beyond
 ``PARITY_TOLERANCE`` fails. The card's ``achieved`` rates (escape, overkill, NO_DECISION under
 the default review band) are measured through the ONNX model on the calibration split, images
@@ -27,7 +28,6 @@ import numpy as np
 
 from lineguard.datasets import iter_split
 from lineguard.errors import InputError, ModelError
-from lineguard.inference import read_image_file
 from lineguard.messages import (
     CalibrationTargets,
     ClassMetrics,
@@ -43,13 +43,13 @@ from lineguard.training.calibrate import CALIBRATION_FILE, calibrate, calibratio
 from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.offline import load_ultralytics
+from lineguard.training.reference import image_reference
 from lineguard.training.train import load_run
 
-__all__ = ["OPSET", "PARITY_TOLERANCE", "REFERENCE_IMAGES", "export_run"]
+__all__ = ["OPSET", "PARITY_TOLERANCE", "export_run"]
 
 OPSET = 17  # onnxruntime >= 1.15 and OpenVINO both run it
 PARITY_TOLERANCE = 0.01  # largest box-corner difference (share of the frame) and confidence difference
-REFERENCE_IMAGES = 200  # validation images measured for the drift reference
 
 
 def _metrics(evaluation: Evaluation, dataset_hash: str) -> ModelMetrics:
@@ -68,31 +68,21 @@ def _metrics(evaluation: Evaluation, dataset_hash: str) -> ModelMetrics:
     )
 
 
-def _reference(evaluation: Evaluation, data: Path, split: str) -> ReferenceStats:
-    from lineguard.config import PolicyConfig, QualityConfig
-    from lineguard.inference import QualityGate
+def _reference(evaluation: Evaluation, data: Path, split: str, dataset_hash: str) -> ReferenceStats:
+    from lineguard.config import PolicyConfig
 
-    gate = QualityGate(QualityConfig(), frozen_frames=2)
-    brightness, contrast, sharpness = [], [], []
-    for item in list(iter_split(data, split))[:REFERENCE_IMAGES]:
-        report = gate.check(read_image_file(item.path))
-        gate.reset()  # images are independent units, not a stream
-        brightness.append(round(report.brightness, 3))
-        contrast.append(round(report.contrast, 3))
-        sharpness.append(round(report.sharpness, 3))
+    reference, indices = image_reference(data, split, dataset_hash=dataset_hash)
     floor = PolicyConfig().min_confidence
     thresholds = evaluation.threshold_array(evaluation.thresholds)
     hits = evaluation.unit_scores >= thresholds[None, :]
-    return ReferenceStats(
-        brightness=brightness,
-        contrast=contrast,
-        sharpness=sharpness,
-        # The edge drops boxes below policy.min_confidence before it sees them and reports 0.
-        top_confidence=[
-            round(v, 4) if v >= floor else 0.0 for v in evaluation.top_confidence[:REFERENCE_IMAGES]
-        ],
-        class_rates={c: float(hits[:, i].mean()) for i, c in enumerate(evaluation.classes)},
-        fail_rate=float(hits.any(axis=1).mean()),
+    top = evaluation.top_confidence
+    return reference.model_copy(
+        update={
+            # The edge drops boxes below policy.min_confidence before it sees them and reports 0.
+            "top_confidence": [round(top[i], 4) if top[i] >= floor else 0.0 for i in indices if i < len(top)],
+            "class_rates": {c: float(hits[:, i].mean()) for i, c in enumerate(evaluation.classes)},
+            "fail_rate": float(hits.any(axis=1).mean()),
+        }
     )
 
 
@@ -177,7 +167,7 @@ def export_run(
         thresholds=chosen,
         dataset_hash=str(record.get("dataset_hash", "")),
         metrics=_metrics(evaluation, str(record.get("dataset_hash", ""))),
-        reference=_reference(evaluation, data, "val"),
+        reference=_reference(evaluation, data, "val", str(record.get("dataset_hash", ""))),
         parent=parent,
         parity=parity,
         targets=targets,

@@ -40,9 +40,18 @@ from lineguard.inference.preprocess import (
     letterbox,
     letterbox_geometry,
 )
-from lineguard.inference.quality import QualityGate, QualityReport
+from lineguard.inference.quality import (
+    BUILT_IN_BOUNDS,
+    QualityBounds,
+    QualityGate,
+    QualityReport,
+    Screening,
+    quality_bounds,
+    screen_frames,
+)
 
 __all__ = [
+    "BUILT_IN_BOUNDS",
     "CARD_NAME",
     "DEFAULT_THRESHOLD",
     "IOU_THRESHOLDS",
@@ -56,9 +65,11 @@ __all__ = [
     "ImageTooLargeError",
     "LetterboxGeometry",
     "Preprocessor",
+    "QualityBounds",
     "QualityGate",
     "QualityReport",
     "RawBoxes",
+    "Screening",
     "StageTimes",
     "UnitRates",
     "UnknownImageFormatError",
@@ -78,7 +89,9 @@ __all__ = [
     "match_predictions",
     "nms",
     "postprocess",
+    "quality_bounds",
     "read_image_file",
+    "screen_frames",
     "unit_rates",
     "unit_rates_at",
     "verdict_tile",

@@ -21,8 +21,10 @@ __all__ = [
     "CalibrationTargets",
     "ClassMetrics",
     "ExportParity",
+    "ImageRange",
     "ModelCard",
     "ModelMetrics",
+    "ReferenceSource",
     "ReferenceStats",
     "TargetsAchieved",
     "sha256_file",
@@ -63,8 +65,44 @@ class ModelMetrics(_Card):
     eval_dataset: str = Field(default="", description="Manifest hash of the evaluation set.")
 
 
+class ReferenceSource(_Card):
+    """What the reference samples were measured on: a drift alarm is only as good as its baseline."""
+
+    dataset: str = Field(default="", max_length=1024, description="Dataset folder the frames came from.")
+    dataset_hash: str = Field(default="", max_length=128, description="Manifest hash of that dataset.")
+    split: str = Field(default="", max_length=64, description="Split the samples were taken from.")
+    frames: int = Field(ge=0, description="Frames measured (the length of each sample list).")
+    of: int = Field(ge=0, description="Frames in the split; every (of / frames)-th one was measured.")
+    order: Literal["file"] = Field(
+        default="file", description="Order of the sample lists: the split's file order, kept."
+    )
+    created_at: datetime | None = None
+
+    def describe(self) -> str:
+        """One line for status output and alerts."""
+        data = self.dataset_hash[:12] or self.dataset or "unknown data"
+        when = f", {self.created_at:%Y-%m-%d}" if self.created_at else ""
+        return f"{self.frames} of {self.of} '{self.split}' frames of {data} in file order{when}"
+
+
+class ImageRange(_Card):
+    """Extremes of the image measures over the training frames, for the quality gate's default bounds.
+
+    Quantiles 0.1% and 99.9% rather than min and max, so one corrupt frame does not open the gate.
+    """
+
+    frames: int = Field(gt=0, description="Training frames measured.")
+    brightness: tuple[float, float] = Field(description="Mean gray, 0.1% and 99.9% quantiles.")
+    contrast: tuple[float, float] = Field(description="Gray standard deviation, 0.1% and 99.9% quantiles.")
+    sharpness: tuple[float, float] = Field(description="Variance of the Laplacian, 0.1% and 99.9% quantiles.")
+
+
 class ReferenceStats(_Card):
-    """Per-signal reference samples from validation images, for PSI/KS drift tests at the edge."""
+    """Per-signal reference samples from validation images, for PSI/KS drift tests at the edge.
+
+    The sample lists keep the split's file order: drift detection replays them in that order to
+    learn how far a window of the reference itself strays from the whole (see ``monitoring.drift``).
+    """
 
     brightness: list[float] = []
     contrast: list[float] = []
@@ -73,6 +111,10 @@ class ReferenceStats(_Card):
     class_rates: dict[str, float] = {}
     fail_rate: float | None = None
     no_decision_rate: float | None = None
+    source: ReferenceSource | None = Field(default=None, description="What the samples were measured on.")
+    image_range: ImageRange | None = Field(
+        default=None, description="Image measures over the training frames (quality gate bounds)."
+    )
 
 
 class CalibrationTargets(_Card):

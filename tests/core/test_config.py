@@ -53,6 +53,10 @@ def test_environment_overrides_file_and_parses_types(tmp_path: Path) -> None:
             "registry:\n  follow: demo\nmqtt:\n  enabled: false\n",
             "registry.follow (demo) arrives over MQTT but mqtt.enabled is false",
         ),
+        (
+            "policy:\n  quality: {min_brightness: 200, max_brightness: 100}\n",
+            "min_brightness (200) must be below max_brightness (100)",
+        ),
     ],
 )
 def test_bad_config_names_the_key_in_one_line(tmp_path: Path, yaml_text: str, expected: str) -> None:

@@ -1,4 +1,5 @@
-"""The image quality gate on synthetic units: dark, bright, blurred and frozen frames are caught."""
+"""The image quality gate on synthetic units: dark, bright, blurred and frozen frames are caught,
+with bounds that cover the frames the model was trained on."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from lineguard.config import QualityConfig
 from lineguard.errors import ConfigError, InputError
-from lineguard.inference import QualityGate
-from lineguard.synthetic import render_unit
+from lineguard.inference import BUILT_IN_BOUNDS, QualityGate, quality_bounds, screen_frames
+from lineguard.messages import ImageRange, ReferenceStats
+from lineguard.synthetic import CONDITIONS, render_unit
 
 
 def unit(index: int = 0, imgsz: int = 320) -> npt.NDArray[np.uint8]:
@@ -75,10 +77,93 @@ def test_live_frames_of_one_scene_are_not_frozen() -> None:
 def test_bad_gate_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="frozen_frames"):
         QualityGate(QualityConfig(), frozen_frames=1)
-    with pytest.raises(ConfigError, match="min_brightness"):
-        QualityGate(QualityConfig(min_brightness=200, max_brightness=100), frozen_frames=5)
+    with pytest.raises(ConfigError, match="min_brightness"):  # above the built-in 235: set both
+        QualityGate(QualityConfig(min_brightness=240), frozen_frames=5)
 
 
 def test_non_images_are_input_errors() -> None:
     with pytest.raises(InputError):
         QualityGate(QualityConfig(), frozen_frames=5).check(np.zeros((10, 10, 3), np.float32))
+
+
+# -- bounds from the model card ------------------------------------------------------------------
+
+
+def glossy(seed: int, count: int) -> list[npt.NDArray[np.uint8]]:
+    """Units of a line whose good parts range from mid gray to a mean near 246."""
+    return [render_unit(seed, i, imgsz=96, condition=CONDITIONS["glossy"]).image for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def glossy_reference() -> ReferenceStats:
+    gate = QualityGate(QualityConfig(), frozen_frames=1 << 30)
+    reports = [gate.check(image) for image in glossy(1, 300)]
+    return ReferenceStats(
+        brightness=[r.brightness for r in reports],
+        contrast=[r.contrast for r in reports],
+        sharpness=[r.sharpness for r in reports],
+    )
+
+
+def test_default_bounds_pass_the_training_lines_own_frames(glossy_reference: ReferenceStats) -> None:
+    frames = glossy(2, 400)  # other units of the same line
+    built_in = screen_frames(frames, quality_bounds(QualityConfig()), QualityConfig())
+    assert built_in.rejected["bright"] > 20  # what a fixed 235 did to this line
+    fitted = screen_frames(frames, quality_bounds(QualityConfig(), glossy_reference), QualityConfig())
+    assert sum(fitted.rejected.values()) <= 0.005 * len(frames), fitted.line()
+    assert fitted.line().startswith(f"{sum(fitted.rejected.values())} of 400 sample frames")
+
+
+def test_configured_bounds_still_reject_as_before(glossy_reference: ReferenceStats) -> None:
+    cfg = QualityConfig(max_brightness=235)
+    bounds = quality_bounds(cfg, glossy_reference)
+    assert bounds.max_brightness == 235 and "configured" in bounds.source
+    white = np.full((60, 60, 3), 250, np.uint8)
+    assert QualityGate(cfg, frozen_frames=5).check(white, bounds).issue == "bright"
+
+
+def test_a_white_or_black_frame_is_rejected_whatever_the_card_says() -> None:
+    extreme = ReferenceStats(brightness=[0.0, 255.0] * 20, sharpness=[0.0] * 40)
+    bounds = quality_bounds(QualityConfig(), extreme)
+    gate = QualityGate(QualityConfig(), frozen_frames=5)
+    assert gate.check(np.full((40, 40, 3), 255, np.uint8), bounds).issue == "bright"
+    assert gate.check(np.zeros((40, 40, 3), np.uint8), bounds).issue == "dark"
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        pytest.param(None, (20.0, 235.0, 5.0), id="no-card"),
+        pytest.param(ReferenceStats(), (20.0, 235.0, 5.0), id="card-without-reference"),
+        # a narrow line keeps the built-in limits: a usable frame unlike it is drift's to report
+        pytest.param(
+            ReferenceStats(brightness=[100.0, 120.0] * 20, sharpness=[600.0] * 40),
+            (20.0, 235.0, 5.0),
+            id="narrow-line-never-narrows",
+        ),
+        pytest.param(
+            ReferenceStats(brightness=[8.0, 244.0] * 20, sharpness=[4.0, 900.0] * 20),
+            (1.0, 254.0, 2.0),
+            id="wide-line-widens",
+        ),
+        pytest.param(
+            ReferenceStats(
+                brightness=[100.0] * 40,
+                image_range=ImageRange(
+                    frames=900, brightness=(15.0, 240.0), contrast=(5.0, 70.0), sharpness=(6.0, 800.0)
+                ),
+            ),
+            (5.0, 250.0, 3.0),
+            id="training-range-first",
+        ),
+    ],
+)
+def test_bounds_widen_the_built_in_limits_to_the_cards_frames(
+    reference: ReferenceStats | None, expected: tuple[float, float, float]
+) -> None:
+    bounds = quality_bounds(QualityConfig(), reference)
+    assert (bounds.min_brightness, bounds.max_brightness, bounds.min_sharpness) == pytest.approx(
+        expected, abs=0.06
+    )
+    if reference is None or not reference.brightness:
+        assert bounds == BUILT_IN_BOUNDS

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.benchmarks.drift_detection import (
@@ -19,11 +20,13 @@ from lineguard.benchmarks.drift_detection import (
     reference_from_observations,
     run_shift,
 )
-from lineguard.config import MonitoringConfig
+from lineguard.config import MonitoringConfig, QualityConfig
 from lineguard.errors import ConfigError, InputError
-from lineguard.messages import ReferenceStats
+from lineguard.inference import QualityGate
+from lineguard.messages import ReferenceSource, ReferenceStats
 from lineguard.monitoring import (
     Alert,
+    DriftEvent,
     DriftMonitor,
     Metrics,
     next_level,
@@ -31,6 +34,7 @@ from lineguard.monitoring import (
     quantile_edges,
     two_proportion_z,
 )
+from lineguard.synthetic import Condition, render_unit
 
 # -- statistics -----------------------------------------------------------------------------
 
@@ -233,3 +237,109 @@ def test_shift_on_the_synthetic_line_raises_the_named_alarm(
 def test_five_thousand_nominal_units_raise_no_alarm(reference: ReferenceStats) -> None:
     events = nominal_run(reference, 5000)
     assert [e.message for e in events if e.level == "alarm"] == []
+
+
+# -- replaying the reference itself -------------------------------------------------------------
+
+Rows = npt.NDArray[np.float64]  # one row per unit: brightness, contrast, sharpness
+
+
+def _measure(units: list[tuple[int, Condition]], imgsz: int = 96) -> Rows:
+    """(brightness, contrast, sharpness) rows of rendered units, as the edge's gate measures them."""
+    gate = QualityGate(QualityConfig(), frozen_frames=1 << 30)
+    rows = []
+    for index, condition in units:
+        report = gate.check(render_unit(4, index, imgsz=imgsz, condition=condition).image)
+        rows.append((report.brightness, report.contrast, report.sharpness))
+    return np.asarray(rows)
+
+
+@pytest.fixture(scope="module")
+def sorted_split() -> Rows:
+    """A validation split in file order: three batches under three lamps, 120 units each (as a folder
+    sorted by class or by capture time is), measured on real rendered frames."""
+    lamps = (0.8, 1.0, 1.2)
+    return _measure([(b * 120 + i, Condition(brightness=g)) for b, g in enumerate(lamps) for i in range(120)])
+
+
+def _replay(reference: ReferenceStats, rows: Rows) -> list[DriftEvent]:
+    monitor = DriftMonitor(reference, MonitoringConfig(), Metrics())  # window 200, every 20 units
+    events: list[DriftEvent] = []
+    for brightness, contrast, sharpness in rows:
+        events += monitor.observe(
+            brightness=float(brightness),
+            contrast=float(contrast),
+            sharpness=float(sharpness),
+            top_confidence=None,
+            classes=(),
+            verdict="PASS",
+        )
+    return events
+
+
+def _reference_of(rows: Rows) -> ReferenceStats:
+    return ReferenceStats(
+        brightness=rows[:, 0].tolist(),
+        contrast=rows[:, 1].tolist(),
+        sharpness=rows[:, 2].tolist(),
+        source=ReferenceSource(split="val", frames=len(rows), of=len(rows)),
+    )
+
+
+def test_replaying_the_reference_in_file_order_raises_no_alarm(sorted_split: Rows) -> None:
+    reference = _reference_of(sorted_split)
+    looped = np.vstack([sorted_split, sorted_split])  # and round again, as a folder camera on loop
+    assert [e.message for e in _replay(reference, looped)] == []
+    # the batches differ: a window of one of them is far from the whole, so the levels rose
+    raised = DriftMonitor(reference, MonitoringConfig(), Metrics()).raised_levels
+    assert "brightness" in raised and raised["brightness"][0] > MonitoringConfig().psi_warning
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_replaying_the_reference_shuffled_raises_no_alarm(sorted_split: Rows, seed: int) -> None:
+    shuffled = sorted_split[np.random.default_rng(seed).permutation(len(sorted_split))]
+    assert [e.message for e in _replay(_reference_of(sorted_split), shuffled)] == []
+
+
+@pytest.mark.parametrize(
+    ("condition", "signal"),
+    [
+        pytest.param(Condition(offset=40.0), "brightness", id="brightness+40"),
+        pytest.param(Condition(blur_sigma=2.5), "sharpness", id="blurred-lens"),
+    ],
+)
+def test_a_real_shift_after_the_reference_still_alarms(
+    sorted_split: Rows, condition: Condition, signal: str
+) -> None:
+    shifted = _measure([(1000 + i, condition) for i in range(200)])
+    events = _replay(_reference_of(sorted_split), np.vstack([sorted_split, shifted]))
+    alarms = [e for e in events if e.level == "alarm" and e.signal == signal]
+    assert alarms, [e.message for e in events]
+    assert alarms[0].unit - len(sorted_split) <= 200  # within one window of the shift
+
+
+def test_drift_alerts_say_what_the_reference_was_built_from() -> None:
+    rng = np.random.default_rng(6)
+    sourced = _reference(rng).model_copy(
+        update={"source": ReferenceSource(dataset_hash="ab" * 32, split="val", frames=500, of=1800)}
+    )
+    for reference, expected in (
+        (sourced, "500 of 1800 'val' frames of abababababab"),
+        (_reference(rng), "not recorded"),
+    ):
+        monitor = DriftMonitor(reference, MonitoringConfig(), Metrics())
+        _feed(monitor, rng, 200, 130.0)
+        events = [
+            e
+            for _ in range(200)
+            for e in monitor.observe(
+                brightness=170.0,
+                contrast=40.0,
+                sharpness=150.0,
+                top_confidence=0.3,
+                classes=(),
+                verdict="PASS",
+            )
+        ]
+        alarm = next(e for e in events if e.signal == "brightness" and e.level == "alarm")
+        assert expected in alarm.to_alert()["details"]["reference"]

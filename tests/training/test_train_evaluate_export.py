@@ -147,7 +147,12 @@ def test_export_card_validates_and_carries_the_run(exported: Path, run: Path, pt
     assert card.achieved.no_decision_rate is not None and card.achieved.review_band == 0.1
     assert calibration["split"] == "calib"
     assert len(card.reference.brightness) == len(card.reference.sharpness) == 50
+    assert len(card.reference.top_confidence) == 50
     assert card.reference.fail_rate is not None
+    source = card.reference.source  # what drift compares against, and where it came from
+    assert source is not None and (source.split, source.frames, source.of) == ("val", 50, 50)
+    assert source.dataset_hash == card.dataset_hash
+    assert card.reference.image_range is not None and card.reference.image_range.frames > 50
     # .pt and .onnx of one model agree within 0.5 mAP50 points.
     assert card.metrics.map50 == pytest.approx(pt_eval.map50, abs=0.005)
 
