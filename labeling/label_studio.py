@@ -406,9 +406,10 @@ class LabelStudioClient:
         too_big = InputError(f"the task's image is over {max_bytes} bytes; not fetched")
         try:
             with self._http.stream(url, method="GET") as resp:
-                if resp.status_code >= 300:
-                    detail = next(resp.iter_bytes(300), b"").decode("utf-8", "replace")[:300]
-                    self._raise_for(resp.status_code, detail, "GET", url)
+                if resp.status_code in (401, 403, 429):
+                    self._raise_for(resp.status_code, "", "GET", "the task's image")
+                if resp.status_code >= 300:  # that task's file is gone or broken; the others may be fine
+                    raise InputError(f"Label Studio cannot serve the task's image (HTTP {resp.status_code})")
                 declared = resp.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise too_big
@@ -425,7 +426,7 @@ class LabelStudioClient:
                 "start it or fix the URL"
             ) from exc
         if not chunks:
-            raise DeliveryError(f"Label Studio returned no file bytes for {url}")
+            raise InputError("Label Studio returned an empty file for the task's image")
         return b"".join(chunks)
 
     def close(self) -> None:
