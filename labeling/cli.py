@@ -3,7 +3,8 @@
 ``setup`` creates or updates the project from the model's classes; ``pull`` turns finished
 annotations into a new dataset version; ``status`` shows the station's review queue and the
 project's progress; ``send`` uploads image files by hand or drains the station's review queue
-now. The server and token come from ``--url``/``--token`` or ``LABEL_STUDIO_URL`` /
+now; ``refresh`` gives the tasks still waiting for QA a model's boxes as a new prediction. The
+server and token come from ``--url``/``--token`` or ``LABEL_STUDIO_URL`` /
 ``LABEL_STUDIO_API_KEY``, else from the station config's ``sampling`` section.
 """
 
@@ -245,3 +246,52 @@ def send(
         finally:
             queue.close()
         click.echo(f"sent {sent} queued frames; {s.depth} left ({s.failed} refused)")
+
+
+@label.command()
+@_config_opt
+@_url_opt
+@_token_opt
+@_project_opt
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    metavar="NAME@STAGE|PATH",
+    help="Model whose boxes the waiting tasks get: name@production in registry.root, or an ONNX file.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="Tasks listed per request.",
+)
+def refresh(
+    config_path: Path | None,
+    url: str | None,
+    token: str | None,
+    project: str | None,
+    model: str,
+    page_size: int,
+) -> None:
+    """Add the model's boxes as a new prediction to every task nobody has annotated yet."""
+    from lineguard.inference import Detector
+    from lineguard.labeling.refresh import refresh_predictions
+
+    cfg = _config(config_path)
+    target = _target(config_path, url, token, project)
+    client = _client(target)
+    try:
+        with Detector.for_station(Path(model), cfg) as detector:
+            report = refresh_predictions(
+                client,
+                target.project,
+                detector,
+                uncertain_band=cfg.sampling.uncertain_band,
+                page_size=page_size,
+                progress=lambda line: click.echo(f"  {line}"),
+            )
+    finally:
+        client.close()
+    click.echo(report.summary())

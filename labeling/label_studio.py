@@ -17,25 +17,31 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
 from lineguard.config import SamplingConfig
 from lineguard.errors import ConfigError, DeliveryError, InputError, MissingDependencyError
-from lineguard.labeling.review_outbox import RefusedError, ReviewItem
+from lineguard.labeling.review_outbox import RefusedError, ReviewBox, ReviewItem
 from lineguard.secrets import read_secret
 
 __all__ = [
     "FROM_NAME",
+    "MAX_IMAGE_BYTES",
+    "MAX_PAGE_SIZE",
     "TO_NAME",
     "LabelStudioClient",
     "LabelStudioSink",
     "Project",
+    "WaitingTask",
+    "client_from_config",
     "label_config",
     "label_config_classes",
+    "prediction",
     "read_token",
     "review_task",
     "sink_from_config",
@@ -44,6 +50,18 @@ __all__ = [
 FROM_NAME: Final = "label"
 TO_NAME: Final = "image"
 _REFUSED: Final = frozenset({400, 413, 415, 422})
+MAX_IMAGE_BYTES: Final = 50 * 1024 * 1024  # a task image larger than this is not a camera frame
+MAX_PAGE_SIZE: Final = 1000
+_MAX_TEXT: Final = 2048  # longest task image URL or model_version kept from a task listing
+_WAITING: Final = {
+    "filters": {
+        "conjunction": "and",
+        "items": [
+            {"filter": f"filter:tasks:{field}", "operator": "equal", "type": "Number", "value": 0}
+            for field in ("total_annotations", "cancelled_annotations")
+        ],
+    }
+}
 
 
 def label_config(classes: list[str]) -> str:
@@ -75,10 +93,15 @@ def label_config_classes(config: str) -> list[str]:
     return [str(label.get("value")) for label in block.findall("Label") if label.get("value")]
 
 
-def review_task(item: ReviewItem, image_url: str) -> dict[str, Any]:
-    """One task: the image, the unit's traceability fields, and the model's boxes as a prediction."""
+def prediction(
+    boxes: Sequence[ReviewBox], width: int, height: int, model_version: str, score: float
+) -> dict[str, Any]:
+    """A Label Studio prediction: ``boxes`` as percent rectangles, labelled with ``model_version``.
+
+    ``model_version`` is what tells staff (and a later refresh) which model drew the boxes.
+    """
     result = []
-    for i, box in enumerate(item.boxes):
+    for i, box in enumerate(boxes):
         x1, y1, x2, y2 = box.xyxy
         result.append(
             {
@@ -86,8 +109,8 @@ def review_task(item: ReviewItem, image_url: str) -> dict[str, Any]:
                 "from_name": FROM_NAME,
                 "to_name": TO_NAME,
                 "type": "rectanglelabels",
-                "original_width": item.width,
-                "original_height": item.height,
+                "original_width": width,
+                "original_height": height,
                 "image_rotation": 0,
                 "value": {
                     "x": 100.0 * x1,
@@ -100,6 +123,11 @@ def review_task(item: ReviewItem, image_url: str) -> dict[str, Any]:
                 "score": box.confidence,
             }
         )
+    return {"model_version": model_version, "score": score, "result": result}
+
+
+def review_task(item: ReviewItem, image_url: str) -> dict[str, Any]:
+    """One task: the image, the unit's traceability fields, and the model's boxes as a prediction."""
     model = f"{item.model_name}:{item.model_version}" if item.model_name else "none"
     return {
         "data": {
@@ -114,7 +142,7 @@ def review_task(item: ReviewItem, image_url: str) -> dict[str, Any]:
             "model": model,
             "score": item.score,
         },
-        "predictions": [{"model_version": model, "score": item.score, "result": result}],
+        "predictions": [prediction(item.boxes, item.width, item.height, model, item.score)],
     }
 
 
@@ -123,6 +151,39 @@ class Project:
     id: int
     title: str
     classes: list[str]
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    """A task nobody has annotated or skipped yet, and the models that already drew boxes on it."""
+
+    id: int
+    image_url: str
+    model_versions: frozenset[str]
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) and len(value) <= _MAX_TEXT else ""
+
+
+def _waiting_task(row: object) -> WaitingTask | None:
+    """A listed task as a ``WaitingTask``; None for one annotated, skipped or malformed."""
+    if not isinstance(row, dict) or row.get("total_annotations") or row.get("cancelled_annotations"):
+        return None
+    task_id = row.get("id")
+    if not isinstance(task_id, int) or isinstance(task_id, bool):
+        return None
+    data = row.get("data")
+    predictions = row.get("predictions")
+    return WaitingTask(
+        id=task_id,
+        image_url=_text(data.get("image")) if isinstance(data, dict) else "",
+        model_versions=frozenset(
+            _text(p.get("model_version"))
+            for p in (predictions if isinstance(predictions, list) else [])
+            if isinstance(p, dict)
+        ),
+    )
 
 
 class LabelStudioClient:
@@ -166,15 +227,18 @@ class LabelStudioClient:
             if resp.headers.get("content-type", "").startswith("application/json"):
                 return resp.json()
             return resp.content
-        detail = resp.text[:300].replace("\n", " ")
-        if resp.status_code in (401, 403):
+        self._raise_for(resp.status_code, resp.text[:300], method, path)
+
+    def _raise_for(self, status: int, detail: str, method: str, path: str) -> NoReturn:
+        detail = detail.replace("\n", " ")
+        if status in (401, 403):
             raise DeliveryError(
-                f"Label Studio at {self.url} refused the token (HTTP {resp.status_code}); use a valid "
+                f"Label Studio at {self.url} refused the token (HTTP {status}); use a valid "
                 "API token (legacy tokens need LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true)"
             )
-        if resp.status_code in _REFUSED:
-            raise RefusedError(f"Label Studio refused {method} {path} (HTTP {resp.status_code}): {detail}")
-        raise DeliveryError(f"Label Studio {method} {path} failed (HTTP {resp.status_code}): {detail}")
+        if status in _REFUSED:
+            raise RefusedError(f"Label Studio refused {method} {path} (HTTP {status}): {detail}")
+        raise DeliveryError(f"Label Studio {method} {path} failed (HTTP {status}): {detail}")
 
     # -- projects ------------------------------------------------------------------------------
 
@@ -304,16 +368,66 @@ class LabelStudioClient:
             body = json.loads(body)
         return list(body or [])
 
-    def download(self, url: str) -> bytes:
-        """The bytes behind a task's image URL (``/data/upload/...`` on this server)."""
+    def waiting_tasks(self, project_id: int, *, page_size: int = 100) -> list[WaitingTask]:
+        """Every task of the project with no annotation and no skip, fetched ``page_size`` at a time."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InputError(f"page size must be 1..{MAX_PAGE_SIZE}; got {page_size}")
+        found: list[WaitingTask] = []
+        page = 1
+        while True:
+            params = {
+                "project": project_id,
+                "fields": "all",
+                "page": page,
+                "page_size": page_size,
+                "query": json.dumps(_WAITING | {"ordering": ["tasks:id"]}),
+            }
+            body = self._call("GET", "/api/tasks", params=params)
+            rows = body.get("tasks", []) if isinstance(body, dict) else []
+            found += [task for task in map(_waiting_task, rows) if task is not None]
+            total = body.get("total") if isinstance(body, dict) else None
+            if len(rows) < page_size or (isinstance(total, int) and page * page_size >= total):
+                return found
+            page += 1
+
+    def add_prediction(self, task_id: int, pred: dict[str, Any]) -> int:
+        """Attach one more prediction to a task (the task's other predictions stay); its id."""
+        body = self._call("POST", "/api/predictions", json={"task": task_id, **pred})
+        return int(body["id"])
+
+    def download(self, url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+        """The bytes behind a task's image URL (``/data/upload/...`` here), at most ``max_bytes``."""
+        import httpx
+
         if url.startswith(self.url):
             url = url[len(self.url) :]
         if not url.startswith("/"):
-            raise InputError(f"task image {url[:60]!r} is not a file on this Label Studio; cannot fetch it")
-        body = self._call("GET", url)
-        if not isinstance(body, bytes):
-            raise DeliveryError(f"Label Studio returned no file bytes for {url}")
-        return body
+            raise InputError("the task's image is not a file on this Label Studio; cannot fetch it")
+        too_big = InputError(f"the task's image is over {max_bytes} bytes; not fetched")
+        try:
+            with self._http.stream(url, method="GET") as resp:
+                if resp.status_code in (401, 403, 429):
+                    self._raise_for(resp.status_code, "", "GET", "the task's image")
+                if resp.status_code >= 300:  # that task's file is gone or broken; the others may be fine
+                    raise InputError(f"Label Studio cannot serve the task's image (HTTP {resp.status_code})")
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise too_big
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise too_big
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(
+                f"Label Studio at {self.url} is not reachable ({type(exc).__name__}: {exc}); "
+                "start it or fix the URL"
+            ) from exc
+        if not chunks:
+            raise InputError("Label Studio returned an empty file for the task's image")
+        return b"".join(chunks)
 
     def close(self) -> None:
         self._http.httpx_client.close()
@@ -344,8 +458,8 @@ def read_token(path: Path) -> str:
     return read_secret(path, "sampling.label_studio_token_file")
 
 
-def sink_from_config(cfg: SamplingConfig) -> LabelStudioSink | None:
-    """The review queue's sink for a station, or None when no Label Studio is configured."""
+def client_from_config(cfg: SamplingConfig) -> LabelStudioClient | None:
+    """A client for the station's Label Studio, or None when no Label Studio is configured."""
     if not cfg.label_studio_url:
         return None
     if cfg.label_studio_token_file is None:
@@ -353,5 +467,10 @@ def sink_from_config(cfg: SamplingConfig) -> LabelStudioSink | None:
             "sampling.label_studio_url is set but sampling.label_studio_token_file is not; "
             "point it at a file holding the Label Studio API token"
         )
-    client = LabelStudioClient(cfg.label_studio_url, read_token(cfg.label_studio_token_file))
-    return LabelStudioSink(client, cfg.label_studio_project)
+    return LabelStudioClient(cfg.label_studio_url, read_token(cfg.label_studio_token_file))
+
+
+def sink_from_config(cfg: SamplingConfig) -> LabelStudioSink | None:
+    """The review queue's sink for a station, or None when no Label Studio is configured."""
+    client = client_from_config(cfg)
+    return None if client is None else LabelStudioSink(client, cfg.label_studio_project)

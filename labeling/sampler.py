@@ -32,7 +32,15 @@ from lineguard.messages import Verdict, VerdictKind
 if TYPE_CHECKING:
     from lineguard.monitoring import Metrics
 
-__all__ = ["REASONS", "ReviewSampler", "SamplerStats", "hamming", "perceptual_hash"]
+__all__ = [
+    "REASONS",
+    "ReviewSampler",
+    "SamplerStats",
+    "class_thresholds",
+    "hamming",
+    "perceptual_hash",
+    "review_boxes",
+]
 
 # In priority order: a frame sampled for several reasons is filed under the first. A doubtful box
 # usually makes the unit NO_DECISION too; "uncertain" says more, so it goes first, and
@@ -65,6 +73,36 @@ def hamming(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> int:
     return int(np.unpackbits(np.bitwise_xor(a, b)).sum())
 
 
+def class_thresholds(classes: list[str], thresholds: dict[str, float]) -> npt.NDArray[np.float32]:
+    """Each class's threshold in model order; a class the card does not name gets the 0.5 default."""
+    return np.array([thresholds.get(name, _DEFAULT_THRESHOLD) for name in classes], dtype=np.float32)
+
+
+def review_boxes(
+    detections: Detections, classes: list[str], thresholds: npt.NDArray[np.float32], band: float
+) -> tuple[ReviewBox, ...]:
+    """The boxes QA staff see pre-drawn: those at or above their class threshold less ``band``.
+
+    The station's samples and the predictions refreshed after a promotion use this one rule, so
+    staff see the same kind of guess whichever way a task got it.
+    """
+    if not len(detections):
+        return ()
+    ids = np.clip(detections.class_id, 0, len(classes) - 1)
+    shown = detections.confidence >= thresholds[ids] - band
+    boxes: list[ReviewBox] = []
+    for i in np.flatnonzero(shown):
+        x1, y1, x2, y2 = (float(v) for v in np.clip(detections.xyxy[i], 0.0, 1.0))
+        boxes.append(
+            ReviewBox(
+                class_name=classes[int(ids[i])],
+                confidence=float(detections.confidence[i]),
+                xyxy=(x1, y1, x2, y2),
+            )
+        )
+    return tuple(boxes)
+
+
 @dataclass
 class SamplerStats:
     offered: int = 0
@@ -90,9 +128,7 @@ class ReviewSampler:
     ) -> None:
         self.cfg = cfg
         self.classes = list(classes)
-        self._thr = np.array(
-            [thresholds.get(name, _DEFAULT_THRESHOLD) for name in self.classes], dtype=np.float32
-        )
+        self._thr = class_thresholds(self.classes, thresholds)
         self._chosen = np.array([name in set(cfg.classes) for name in self.classes], dtype=bool)
         self._queue = queue
         self._metrics = metrics
@@ -184,19 +220,7 @@ class ReviewSampler:
     def _item(
         self, verdict: Verdict, detections: Detections, reason: str, frame: npt.NDArray[np.uint8]
     ) -> ReviewItem:
-        boxes: list[ReviewBox] = []
-        if len(detections):
-            ids = np.clip(detections.class_id, 0, len(self.classes) - 1)
-            shown = detections.confidence >= self._thr[ids] - self.cfg.uncertain_band
-            for i in np.flatnonzero(shown):
-                x1, y1, x2, y2 = (float(v) for v in np.clip(detections.xyxy[i], 0.0, 1.0))
-                boxes.append(
-                    ReviewBox(
-                        class_name=self.classes[int(ids[i])],
-                        confidence=float(detections.confidence[i]),
-                        xyxy=(x1, y1, x2, y2),
-                    )
-                )
+        boxes = review_boxes(detections, self.classes, self._thr, self.cfg.uncertain_band)
         model = verdict.model
         return ReviewItem(
             review_id=uuid.uuid4().hex,
@@ -211,5 +235,5 @@ class ReviewSampler:
             score=float(min(1.0, detections.top_confidence())),
             width=int(frame.shape[1]),
             height=int(frame.shape[0]),
-            boxes=tuple(boxes),
+            boxes=boxes,
         )

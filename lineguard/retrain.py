@@ -4,7 +4,8 @@ The flywheel's one command, so that nobody copies a file between labeling, train
 registry: pull the finished Label Studio annotations as a new dataset version (parent + new),
 fine-tune from the production model's weights, export and evaluate, register the candidate, run
 the promotion gate against production on the frozen evaluation set, and with ``--auto-promote``
-promote and roll out when the gate passes. Each step is an event in the registry's history. Like
+promote and roll out when the gate passes, then give the project's tasks still waiting for QA the
+new model's boxes. Each step is an event in the registry's history. Like
 ``cli.py`` and ``demo.py`` this module is wiring across parts.
 """
 
@@ -69,6 +70,7 @@ def retrain(
     epochs and image size are replaced by production's weights, ``epochs`` and production's input
     size.
     """
+    from lineguard.labeling import refresh_after_promotion
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
     from lineguard.releases import Signer
     from lineguard.training.export import export_run
@@ -117,6 +119,9 @@ def retrain(
             signer = Signer.from_file(key) if key is not None else None
             publish_model(registry, name, cfg.mqtt, public_url=cfg.registry.public_url, signer=signer)
         promoted = True
+        refresh_after_promotion(
+            cfg, Path(f"{name}@{version}"), client=client, project=project, say=lambda m: say(f"    {m}")
+        )
     else:
         say("5/5 promote: skipped (" + ("gate failed" if not report.passed else "no --auto-promote") + ")")
     return RetrainReport(out / "data", new_tasks, candidate.ref, report.passed, report.summary, promoted)

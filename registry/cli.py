@@ -3,8 +3,9 @@
 Each command opens the registry at ``registry.root`` of the config (``--config``, or ``--root``)
 and prints a table or one line. Promotion to production runs the gate (candidate and production
 on ``registry.eval_set`` through the edge's ONNX detector) unless ``--force --reason`` is given,
-then publishes the retained ``…/model`` message to the following stations; rollback does the
-same for the previous production version.
+then publishes the retained ``…/model`` message to the following stations and, when the config
+names a Label Studio (``sampling.label_studio_url``), adds the new model's boxes to the tasks
+still waiting for QA; rollback does the same rollout for the previous production version.
 """
 
 from __future__ import annotations
@@ -193,6 +194,13 @@ def show(obj: _Ctx, ref: str) -> None:
 @click.option(
     "--publish/--no-publish", default=True, show_default=True, help="Send the retained model message."
 )
+@click.option(
+    "--refresh-labels/--no-refresh-labels",
+    default=True,
+    show_default=True,
+    help="After a production promotion, give the Label Studio tasks waiting for QA (sampling.*) "
+    "the new model's boxes.",
+)
 @pass_ctx
 def promote(
     obj: _Ctx,
@@ -206,6 +214,7 @@ def promote(
     golden: Path | None,
     report_dir: Path | None,
     publish: bool,
+    refresh_labels: bool,
 ) -> None:
     """Promote NAME:VERSION to staging or production (production passes the gate first)."""
     from lineguard.registry.gate import gate_from_config
@@ -251,6 +260,15 @@ def promote(
     )
     if stage is Stage.PRODUCTION and publish:
         _publish(cfg, reg, name)
+    if stage is Stage.PRODUCTION and refresh_labels:
+        _refresh_waiting_tasks(cfg, name, version)
+
+
+def _refresh_waiting_tasks(cfg: LineguardConfig, name: str, version: str) -> None:
+    """QA's waiting tasks get the new production model's boxes; a warning line if that fails."""
+    from lineguard.labeling import refresh_after_promotion
+
+    refresh_after_promotion(cfg, Path(f"{name}@{version}"), say=click.echo)
 
 
 def _publish(cfg: LineguardConfig, reg: Registry, name: str) -> None:

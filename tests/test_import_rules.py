@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "monitoring": set(),
     "labeling": {"inference", "monitoring"},  # Detections of the frames it samples
     "edge": {"inference", "monitoring", "labeling"},  # the review sampler and queue run on the edge box
-    "registry": {"inference", "monitoring"},
+    "registry": {"inference", "monitoring", "labeling"},  # a promotion refreshes QA's waiting tasks
     "training": {"inference", "registry", "monitoring"},
     "benchmarks": set(PARTS) | {"core"},
 }

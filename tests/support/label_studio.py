@@ -21,13 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import cv2
 import httpx
 import pytest
 
-from lineguard.synthetic import CLASSES
+from lineguard.synthetic import CLASSES, render_unit
 from support.mosquitto import free_port
 
-__all__ = ["SCRIPT", "GTBox", "LabelStudioInfo", "PrivateLabelStudio", "ls_result", "require_label_studio"]
+__all__ = [
+    "SCRIPT",
+    "GTBox",
+    "LabelStudioInfo",
+    "PrivateLabelStudio",
+    "ls_result",
+    "predictions_by_unit",
+    "require_label_studio",
+    "seed_tasks_in_waiting",
+]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "label_studio.sh"
 _START_HINT = 'start one with: eval "$(scripts/label_studio.sh start)"'
@@ -140,3 +150,77 @@ class PrivateLabelStudio:
 
     def stop(self) -> None:
         self._script("stop")
+
+
+def _auth(info: LabelStudioInfo) -> dict[str, str]:
+    return {"Authorization": f"Token {info.token}"}
+
+
+def seed_tasks_in_waiting(
+    info: LabelStudioInfo, project_id: int, old_version: str, *, waiting: int = 2, annotated: int = 1
+) -> None:
+    """Tasks as the station leaves them: defective units with ``old_version``'s (empty) prediction.
+
+    Units ``w0..`` wait for QA; units ``a0..`` were annotated already (QA confirmed them good).
+    """
+    units: list[tuple[str, bytes]] = []
+    i = 0
+    while len(units) < waiting + annotated:
+        unit = render_unit(11, i, imgsz=160, defect_rate=0.9)  # the signal model sees each
+        i += 1
+        if unit.labels:
+            n = len(units)
+            name = f"w{n}" if n < waiting else f"a{n - waiting}"
+            units.append((name, cv2.imencode(".jpg", unit.image)[1].tobytes()))
+    tasks = []
+    for name, jpeg in units:
+        resp = httpx.post(
+            f"{info.url}/api/projects/{project_id}/import",
+            params={"commit_to_project": "false"},
+            files={"file": (f"{name}.jpg", jpeg, "image/jpeg")},
+            headers=_auth(info),
+            timeout=30,
+        )
+        resp.raise_for_status()
+        upload = httpx.get(
+            f"{info.url}/api/projects/{project_id}/file-uploads",
+            params={"ids": f"[{resp.json()['file_upload_ids'][0]}]"},
+            headers=_auth(info),
+            timeout=30,
+        ).json()[0]["file"]
+        prediction = {"model_version": old_version, "score": 0.0, "result": []}
+        tasks.append({"data": {"image": f"/data/{upload}", "unit_id": name}, "predictions": [prediction]})
+    resp = httpx.post(
+        f"{info.url}/api/projects/{project_id}/import",
+        params={"return_task_ids": "true"},
+        json=tasks,
+        headers=_auth(info),
+        timeout=30,
+    )
+    resp.raise_for_status()
+    for task_id in resp.json()["task_ids"][waiting:]:
+        done = httpx.post(
+            f"{info.url}/api/tasks/{task_id}/annotations",
+            json={"result": []},
+            headers=_auth(info),
+            timeout=30,
+        )
+        assert done.status_code == 201, done.text
+
+
+def predictions_by_unit(info: LabelStudioInfo, project_id: int) -> dict[str, dict[str, list[str]]]:
+    """unit_id -> {model_version: the class names of that prediction's boxes} for every task."""
+    resp = httpx.get(
+        f"{info.url}/api/tasks",
+        params={"project": project_id, "fields": "all", "page_size": 100},
+        headers=_auth(info),
+        timeout=30,
+    )
+    resp.raise_for_status()
+    found: dict[str, dict[str, list[str]]] = {}
+    for task in resp.json()["tasks"]:
+        versions = found.setdefault(task["data"]["unit_id"], {})
+        for pred in task["predictions"]:
+            assert pred["model_version"] not in versions, f"two predictions of {pred['model_version']}"
+            versions[pred["model_version"]] = [r["value"]["rectanglelabels"][0] for r in pred["result"]]
+    return found
