@@ -213,11 +213,15 @@ class EdgeDaemon:
 
     # -- loop -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the source, delivery and HTTP API (``run`` calls this)."""
+        """Start delivery, the HTTP API and then the camera (``run`` calls this).
+
+        The model was loaded and warmed up in ``__init__``; the camera comes last so that its first
+        frame is not left waiting while the API starts (a live camera's first unit would miss its
+        deadline, and a file source's first unit would be judged while the station still starts).
+        """
         if self._started:
             return
         self._started = True
-        self.source.start()
         self.delivery.start()
         if self.cfg.http.enabled:
             from lineguard.edge.api import ApiServer, create_app
@@ -226,6 +230,7 @@ class EdgeDaemon:
             server.start()
             self._http = server
             event(logging.INFO, "http_listening", url=f"http://{self.cfg.http.host}:{self._http.port}")
+        self.source.start()
         event(
             logging.INFO,
             "started",
