@@ -56,7 +56,15 @@ class JsonLogFormatter(logging.Formatter):
 
 # Libraries that log every request at INFO: a station uploading to Label Studio wrote 121 httpx
 # lines in 141. They speak up from WARNING unless the operator asks for DEBUG.
-QUIET_LIBRARIES: Final = ("httpx", "httpcore", "urllib3", "requests", "label_studio_sdk", "uvicorn", "multipart")
+QUIET_LIBRARIES: Final = (
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "requests",
+    "label_studio_sdk",
+    "uvicorn",
+    "multipart",
+)
 
 
 def setup_json_logging(level: str) -> None:

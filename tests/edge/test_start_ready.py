@@ -62,4 +62,3 @@ def test_first_unit_of_a_live_camera_is_inspected_like_every_other(tmp_path: Pat
     first = Verdict.from_json(lines[0])
     assert first.verdict is not VerdictKind.NO_DECISION or first.reason is not Reason.DEADLINE, first
     assert first.latency_ms < cfg.policy.deadline_ms
-
