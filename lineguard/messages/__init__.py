@@ -39,6 +39,7 @@ from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
 from lineguard.messages.verdict import (
     VERDICT_SCHEMA,
     Defect,
+    ImageRef,
     ModelRef,
     Reason,
     UnitSource,
@@ -72,6 +73,7 @@ __all__ = [
     "DesiredModel",
     "ExportParity",
     "Feedback",
+    "ImageRef",
     "ManifestFile",
     "ModelCard",
     "ModelMetrics",
