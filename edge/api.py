@@ -187,8 +187,9 @@ def _add_station_routes(app: FastAPI, station: Station, auth: list[Any]) -> None
 
     @app.get("/v1/status", tags=["station"], dependencies=auth)
     def status() -> dict[str, Any]:
-        """What the station publishes on ``…/status``: model, backend, camera health, fps."""
-        return station.status()
+        """What the station publishes on ``…/status`` (model, backend, camera health, fps), plus
+        ``counters``: units by verdict, deadline misses and feedback escapes/overkills since start."""
+        return {**station.status(), "counters": station.counters()}
 
     @app.get("/v1/model", tags=["station"], dependencies=auth)
     def model() -> dict[str, Any]:

@@ -489,7 +489,6 @@ class EdgeDaemon:
             "fps": round(self.inspection_fps(), 2),
             "outbox_pending": self.outbox.depth(),
             "outbox_durable": self.outbox.degraded is None,
-            "counters": self.counters(),
         }
 
     def counters(self) -> dict[str, int]:

@@ -53,6 +53,10 @@ class Station(Protocol):
         """What the station publishes on ``…/status``."""
         ...
 
+    def counters(self) -> dict[str, int]:
+        """Units by verdict, deadline misses, feedback escapes and overkills since start."""
+        ...
+
     def trigger(self, trigger: Trigger) -> Future[Verdict]:
         """Inspect the next camera frame as ``trigger.unit_id``."""
         ...

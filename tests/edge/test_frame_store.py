@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lineguard.config import FrameStoreConfig
@@ -71,6 +73,13 @@ def open_store(stores: list[FrameStore], folder: Path, **cfg: object) -> FrameSt
     return store
 
 
+def decode(jpeg: bytes | None) -> npt.NDArray[np.uint8]:
+    assert jpeg is not None
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return np.asarray(image, np.uint8)
+
+
 def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != ".lock")
 
@@ -89,8 +98,7 @@ def test_every_fail_and_no_decision_is_kept_and_a_share_of_pass(
     assert len(store.recent(500)) == 100  # every verdict is listed; only kept ones name an image
     jpeg = store.image(9)
     assert jpeg is not None and jpeg.startswith(b"\xff\xd8")
-    frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert frame.shape == (160, 160, 3)
+    assert decode(jpeg).shape == (160, 160, 3)
     assert store.image(1) is None  # a PASS that was not kept
 
 
@@ -98,12 +106,12 @@ def test_annotated_image_draws_the_verdict_on_the_frame(tmp_path: Path, stores: 
     store = open_store(stores, tmp_path / "frames", jpeg_quality=95)
     offer(store, 3, VerdictKind.FAIL)
     assert store.flush()
-    plain = cv2.imdecode(np.frombuffer(store.image(3) or b"", np.uint8), cv2.IMREAD_COLOR)
-    drawn = cv2.imdecode(np.frombuffer(store.image(3, annotated=True) or b"", np.uint8), cv2.IMREAD_COLOR)
+    plain = decode(store.image(3))
+    drawn = decode(store.image(3, annotated=True))
     assert plain.shape == drawn.shape
 
-    def red(image: np.ndarray) -> np.ndarray:
-        return (image[..., 2].astype(int) - image[..., 1]) > 60
+    def red(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+        return np.asarray((image[..., 2].astype(int) - image[..., 1]) > 60)
 
     x1, y1 = round(0.2 * 159), round(0.2 * 159)
     assert red(drawn)[y1, x1 + 10 : x1 + 40].mean() > 0.8  # the defect's box edge, in FAIL red
@@ -124,10 +132,8 @@ def test_store_never_holds_more_than_max_bytes_during_a_fast_run(
         while not done.is_set():
             total = 0
             for entry in os.scandir(folder):
-                try:
+                with contextlib.suppress(FileNotFoundError):  # evicted between listing and stat
                     total += entry.stat().st_size
-                except FileNotFoundError:
-                    pass  # evicted between listing and stat
             peak = max(peak, total)
 
     watcher = threading.Thread(target=watch)
