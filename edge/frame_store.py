@@ -281,6 +281,10 @@ class FrameStore:
     # -- writer thread ---------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        # Below inference in the scheduler: on a small CPU an encode must wait for a unit, not the
+        # other way round (Linux applies a thread's own nice value; elsewhere this is a no-op).
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while True:
             try:
                 job = self._inbox.get(timeout=_AGE_CHECK_S)
