@@ -125,6 +125,11 @@ def bench() -> None:
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.45, show_default=True)
 @click.option("--no-ultralytics", is_flag=True, help="Skip the ultralytics predict comparison.")
 @click.option(
+    "--frame-store",
+    is_flag=True,
+    help="Also time each variant with the frame store on (every frame kept), alternating with it off.",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -153,6 +158,7 @@ def latency(
     conf: float,
     iou: float,
     no_ultralytics: bool,
+    frame_store: bool,
     out_dir: Path,
     name: str,
     allow_dirty: bool,
@@ -206,6 +212,7 @@ def latency(
             split=split,
             mqtt=mqtt,
             outbox_modes=modes,
+            frame_store=frame_store,
             say=say,
         )
         report.provenance = origin
@@ -216,6 +223,26 @@ def latency(
         paths = write_report(report, out_dir, name)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@bench.command("frame-store")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
+@click.option("--fps", type=click.FloatRange(0, 1000, min_open=True), default=10.0, show_default=True)
+@click.option("--size", type=click.IntRange(64, 4096), default=640, show_default=True, help="Frame side, px.")
+@click.option("--max-bytes", type=click.IntRange(64 * 1024), default=8 * 1024 * 1024, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def frame_store_soak(minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None) -> None:
+    """Soak the frame store at the camera's full rate (every frame kept) and report its peak bytes."""
+    import json
+
+    from lineguard.benchmarks.frame_store import run_soak
+
+    report = run_soak(minutes * 60.0, fps=fps, size=size, max_bytes=max_bytes)
+    for line in report.lines():
+        click.echo(line)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 def _pick_broker(

@@ -8,12 +8,15 @@ measured and the model's PyTorch weights are at hand, ``predict`` on ultralytics
 export of those weights, so OpenVINO is compared with OpenVINO too); the paths alternate in
 blocks of frames so all see the same load on a shared machine, and ratios of medians compare
 them. With a dataset it also scores every variant's mAP50 on the validation split, so a speed-up
-never hides an accuracy loss. The report files are written by ``latency_report``.
+never hides an accuracy loss. ``frame_store`` adds each variant once more with the station's frame
+store on (every frame kept: the worst case), in the same alternating blocks, so frame→verdict with
+and without it compare like with like. The report files are written by ``latency_report``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -28,9 +31,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.benchmarks.frame_store import StoreLeg
 from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
-from lineguard.config import ModelConfig, PolicyConfig, QualityConfig
+from lineguard.config import FrameStoreConfig, ModelConfig, PolicyConfig, QualityConfig
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy, quality_bounds
 from lineguard.messages import ModelCard, utc_now
 from lineguard.provenance import cpu_summary
@@ -135,10 +139,11 @@ class Variant:
     backend: str
     precision: str
     model_path: Path
+    frame_store: bool = False  # the frame store keeps every frame of this variant's units
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision}"
+        return f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
 
     def config(self, threads: int, warmup_runs: int = 3) -> ModelConfig:
         return ModelConfig(
@@ -165,6 +170,7 @@ class EdgePipeline:
     policy: VerdictPolicy
     gate: QualityGate
     probes: Sequence[MqttProbe] = ()
+    store: StoreLeg | None = None  # ``frame_store``: plan + copy + hand-off after each decision
     recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
     _units: int = 0
 
@@ -189,6 +195,8 @@ class EdgePipeline:
             "frame_to_verdict": t4 - t1,
             "overhead": t4 - t1 - times.inference_s,
         }
+        if self.store is not None:
+            samples["frame_store"] = self.store.offer(frame, decision, detections, self.policy)
         if self.probes:
             probe = self.probes[self._units % len(self.probes)]
             self._units += 1
@@ -296,13 +304,14 @@ class VariantResult:
     stages: dict[str, StageStats]
     fps: float
     lost: dict[str, int] = field(default_factory=dict)
+    frame_store: dict[str, int] = field(default_factory=dict)  # kept, bytes, dropped_busy; {} = off
     map50: float | None = None
     map50_95: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision}"
+        return f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
 
 
 @dataclass
@@ -373,6 +382,7 @@ def run_latency_benchmark(
     split: str = "val",
     mqtt: tuple[str, int] | None = None,
     outbox_modes: Sequence[bool] = (True, False),
+    frame_store: bool = False,
     say: Callable[[str], None] = lambda line: None,
 ) -> LatencyReport:
     """Measure every variant (default: onnxruntime fp32 on ``model_path``) and ultralytics' predict.
@@ -381,9 +391,12 @@ def run_latency_benchmark(
     (True = fsync), used in turn unit by unit; ``data`` times its ``split``'s own images (instead
     of synthetic frames of ``frame_size``) and adds mAP50 on them;
     ``ultralytics_weights`` (the ``.pt`` the ONNX came from) adds ultralytics' predict on its own
-    OpenVINO export when an OpenVINO variant is measured.
+    OpenVINO export when an OpenVINO variant is measured; ``frame_store`` times each variant
+    again with the frame store on (in blocks alternating with it off).
     """
     chosen = list(variants or [Variant("onnxruntime", "fp32", model_path)])
+    if frame_store:
+        chosen += [dataclasses.replace(v, frame_store=True) for v in chosen if not v.frame_store]
     val = ValidationSet.load(data, split) if data is not None else None  # fail early on a bad --data
     load_start = os.getloadavg()
     omp = os.environ.get("OMP_WAIT_POLICY")  # libgomp reads it once, when torch loads
@@ -400,6 +413,11 @@ def run_latency_benchmark(
         card = detectors[0].card
         probes = _open_probes(stack, mqtt, outbox_modes, tmp, card)
         pipelines = _pipelines(detectors, probes, conf, iou)
+        for i, (variant, pipeline) in enumerate(zip(chosen, pipelines, strict=True)):
+            if variant.frame_store:
+                folder = tmp / f"frames-{i}"
+                pipeline.store = StoreLeg(folder, FrameStoreConfig(pass_share=1.0, folder=folder))
+                stack.callback(pipeline.store.close)
         imgsz = card.input_size
         references: list[UltralyticsPredict] = []
         if compare_ultralytics:
@@ -407,8 +425,11 @@ def run_latency_benchmark(
         say(f"timing {len(chosen)} variant(s) on {frames} frames ...")
         _interleaved(pipelines, references, jpegs, warmup=warmup, block=10)
         lost = {p.label: p.lost for p in probes}
+        stored = [p.store.counts() if p.store is not None else {} for p in pipelines]
         runtimes = [f"{d.backend} in {d.inference_precision}" for d in detectors]
     report = _variant_report(chosen, pipelines, runtimes, lost)
+    for result, counts in zip(report.variants, stored, strict=True):
+        result.frame_store = counts
     _add_ultralytics(report, references)
     if val is not None:
         _add_accuracy(report, chosen, references, val, threads, say)

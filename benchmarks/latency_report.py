@@ -49,7 +49,8 @@ def _summary(report: LatencyReport) -> list[str]:
     predict = _p50(report.ultralytics, "predict")
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in report.variants:
-        cells = [r.backend, r.precision, _p50(r.stages, "inference"), _p50_p99(r.stages, "frame_to_verdict")]
+        precision = r.precision + (" + frame store" if r.frame_store else "")
+        cells = [r.backend, precision, _p50(r.stages, "inference"), _p50_p99(r.stages, "frame_to_verdict")]
         cells += [_p50_p99(r.stages, f"e2e_{m}") for m in modes]
         cells += [_p50(r.stages, f"overhead_e2e_{m}") for m in modes] or [_p50(r.stages, "overhead")]
         cells += [predict, _ratio(r, "predict_over_frame_to_verdict")]
@@ -135,6 +136,29 @@ def _goals(report: LatencyReport) -> list[str]:
     return lines
 
 
+def _frame_store(report: LatencyReport) -> list[str]:
+    """Frame→verdict with the frame store on ÷ off, per variant measured both ways."""
+    off = {(r.backend, r.precision, r.model): r for r in report.variants if not r.frame_store}
+    lines = []
+    for on in (r for r in report.variants if r.frame_store):
+        base = off.get((on.backend, on.precision, on.model))
+        if base is None or "frame_to_verdict" not in base.stages:
+            continue
+        a, b = on.stages["frame_to_verdict"], base.stages["frame_to_verdict"]
+        cost = on.stages["frame_store"]
+        counts = on.frame_store
+        lines.append(
+            f"- frame store, {base.label}: frame→verdict p50 {a.p50_ms:.2f} ms on vs {b.p50_ms:.2f} off "
+            f"(**{a.p50_ms / b.p50_ms:.3f}x**), p99 {a.p99_ms:.2f} vs {b.p99_ms:.2f}; on the inspection "
+            f"thread after the verdict (plan + copy + hand-off) p50 {cost.p50_ms:.3f} ms; every frame kept "
+            f"(pass_share 1.0, the worst case): {counts.get('kept', 0)} in the store "
+            f"({counts.get('bytes', 0)} bytes), {counts.get('dropped_busy', 0)} not kept (writer behind)"
+        )
+    if lines:
+        lines = ["## Frame store on vs off (same run, alternating blocks)", "", *lines, ""]
+    return lines
+
+
 def _busy(settings: dict[str, Any]) -> bool:
     """Other work ran when the benchmark started: 1-minute load above a quarter of the cores."""
     return float(settings["load_avg_start"][0]) > 0.25 * int(settings["cpu_count"])
@@ -207,6 +231,7 @@ def markdown(report: LatencyReport) -> str:
         "",
     ]
     lines += ["## Summary (ms)", "", *_summary(report), "", *_goals(report), ""]
+    lines += _frame_store(report)
     lines += ["## Per stage (p50 / p99 ms)", "", *_stages(report), ""]
     fps = ", ".join(f"{r.label} {r.fps:.1f}" for r in report.variants)
     lines.append(f"Throughput (1 / mean frame→verdict, one thread): {fps} frames/s")

@@ -7,7 +7,10 @@ no image, the next camera frame; its verdict is committed and published like any
 are bounded (413), typed (415), their header's pixel count checked (413) and decoded off the
 event loop (422) before the model sees them. ``POST /v1/inspect`` needs ``Authorization: Bearer
 <token>`` when ``http.token_file`` is set; in the production profile so does everything but the
-probes, and the docs pages are off. Probes never need it.
+probes, and the docs pages are off. Probes never need it. ``GET /v1/verdicts`` lists recent
+verdicts (filter by verdict and reason, page with ``before_seq``), ``/v1/verdicts/{seq}`` gives one
+and ``/v1/verdicts/{seq}/image`` the frame behind it (``?annotated=true`` draws the boxes), from
+the station's frame store.
 ``create_app`` builds the app over a ``Station`` (the daemon), so tests drive it without a port;
 ``ApiServer`` runs it with uvicorn on a thread of the daemon.
 """
@@ -19,11 +22,11 @@ import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -35,7 +38,7 @@ from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
 from lineguard.errors import ConfigError, InputError
 from lineguard.inference import ImageTooLargeError, UnknownImageFormatError, decode_image
-from lineguard.messages import is_unit_id
+from lineguard.messages import Reason, VerdictKind, is_unit_id
 from lineguard.secrets import read_secret
 
 if TYPE_CHECKING:
@@ -154,6 +157,7 @@ def create_app(daemon: Station) -> FastAPI:
     auth = Depends(_bearer_guard(_read_token(daemon)))
     _add_probe_routes(app, daemon)
     _add_station_routes(app, daemon, [auth] if production else [])
+    _add_verdict_routes(app, daemon, [auth] if production else [])
     _add_inspect_route(app, daemon, auth)
     return app
 
@@ -183,13 +187,69 @@ def _add_station_routes(app: FastAPI, station: Station, auth: list[Any]) -> None
 
     @app.get("/v1/status", tags=["station"], dependencies=auth)
     def status() -> dict[str, Any]:
-        """What the station publishes on ``…/status``: model, backend, camera health, fps."""
-        return station.status()
+        """What the station publishes on ``…/status`` (model, backend, camera health, fps), plus
+        ``counters``: units by verdict, deadline misses and feedback escapes/overkills since start."""
+        return {**station.status(), "counters": station.counters()}
 
     @app.get("/v1/model", tags=["station"], dependencies=auth)
     def model() -> dict[str, Any]:
         """The model card summary of the model deciding units (``loaded: false`` when none)."""
         return _model_summary(station)
+
+
+MAX_VERDICTS = 500  # one page of GET /v1/verdicts
+_Seq = Annotated[int, Path(ge=1, le=2**63 - 1, description="The verdict's seq.")]
+_NOT_KEPT = "no such verdict or frame in the frame store (it keeps recent ones within its limits)"
+
+
+def _add_verdict_routes(app: FastAPI, station: Station, auth: list[Any]) -> None:
+    """Recent verdicts and the frames behind them, from the frame store (token in production)."""
+
+    @app.get("/v1/verdicts", tags=["verdicts"], dependencies=auth)
+    def verdicts(
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_VERDICTS, description="At most this many, newest first.")
+        ] = 50,
+        verdict: Annotated[VerdictKind | None, Query(description="Only this verdict.")] = None,
+        reason: Annotated[Reason | None, Query(description="Only this reason.")] = None,
+        before_seq: Annotated[
+            int | None, Query(ge=1, description="Only seqs below this (next page).")
+        ] = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Recent verdicts, newest first; ``image`` names the frame while the station keeps it."""
+        store = station.frame_store
+        if store is None:
+            return {"verdicts": []}
+        kind = verdict.value if verdict is not None else None
+        why = reason.value if reason is not None else None
+        return {"verdicts": store.recent(limit, kind, why, before_seq)}
+
+    @app.get("/v1/verdicts/{seq}", tags=["verdicts"], dependencies=auth, responses={404: {}})
+    def verdict_by_seq(seq: _Seq) -> dict[str, Any]:
+        """One recent verdict (lineguard.verdict/1), with ``image`` while its frame is kept."""
+        found = None if station.frame_store is None else station.frame_store.get(seq)
+        if found is None:
+            raise HTTPException(404, _NOT_KEPT)
+        return found
+
+    @app.get(
+        "/v1/verdicts/{seq}/image",
+        tags=["verdicts"],
+        dependencies=auth,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {}},
+    )
+    def verdict_image(
+        seq: _Seq,
+        annotated: Annotated[
+            bool, Query(description="Draw boxes, class, confidence and the verdict.")
+        ] = False,
+    ) -> Response:
+        """The frame behind a verdict as JPEG, as the camera saw it or annotated."""
+        jpeg = None if station.frame_store is None else station.frame_store.image(seq, annotated)
+        if jpeg is None:
+            raise HTTPException(404, _NOT_KEPT)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _model_summary(station: Station) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ import numpy.typing as npt
 from lineguard.config import LineguardConfig
 from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery_factory import make_delivery
+from lineguard.edge.frame_store import FrameStore
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
 from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
@@ -41,7 +43,7 @@ from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.sources import Frame, FrameSource, open_source
 from lineguard.errors import LineguardError
-from lineguard.inference import Decision, Detector, QualityGate, VerdictPolicy
+from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
 from lineguard.logs import Events
 from lineguard.messages import Reason, UnitSource, Verdict, VerdictKind
@@ -112,6 +114,12 @@ class EdgeDaemon:
             on_model=self._on_model,
         )
         self.review_queue = self._open_review_queue()
+        self.frame_store = (
+            FrameStore(cfg.frame_store, cfg.frame_store_dir, metrics=self.metrics)
+            if cfg.frame_store.enabled
+            else None
+        )
+        self._feedback_counts: Counter[str] = Counter()
         self.shadow = self._open_shadow()
         self.inspector = Inspector(
             cfg,
@@ -208,16 +216,20 @@ class EdgeDaemon:
     def inspect_image(self, image: npt.NDArray[np.uint8], unit_id: str | None = None) -> Verdict:
         """Judge an uploaded image as one unit (``POST /v1/inspect``); the verdict is committed too."""
         frame = Frame(image, datetime.now(UTC), time.monotonic(), -1)
-        decision, slot, _ = self.inspector.decide(frame, self._upload_quality)
-        return self.inspector.commit(frame, unit_id, decision, slot, wait=False)
+        decision, slot, detections = self.inspector.decide(frame, self._upload_quality)
+        return self._commit(frame, unit_id, decision, slot, detections, wait=False)
 
     # -- loop -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the source, delivery and HTTP API (``run`` calls this)."""
+        """Start delivery, the HTTP API and then the camera (``run`` calls this).
+
+        The model was loaded and warmed up in ``__init__``; the camera comes last so that its first
+        frame is not left waiting while the API starts (a live camera's first unit would miss its
+        deadline, and a file source's first unit would be judged while the station still starts).
+        """
         if self._started:
             return
         self._started = True
-        self.source.start()
         self.delivery.start()
         if self.cfg.http.enabled:
             from lineguard.edge.api import ApiServer, create_app
@@ -226,6 +238,7 @@ class EdgeDaemon:
             server.start()
             self._http = server
             event(logging.INFO, "http_listening", url=f"http://{self.cfg.http.host}:{self._http.port}")
+        self.source.start()
         event(
             logging.INFO,
             "started",
@@ -303,7 +316,7 @@ class EdgeDaemon:
             camera = camera if len(camera) <= 256 else "..." + camera[-253:]
             source = UnitSource(camera=camera, file=frame.file, index=frame.index)
         try:
-            verdict = self.inspector.commit(frame, unit_id, decision, slot, source=source)
+            verdict = self._commit(frame, unit_id, decision, slot, detections, source=source)
         except OutboxFullError as exc:  # stopping while the outbox is full: say loudly what is lost
             event(
                 logging.ERROR, "verdict_not_stored", unit_id=unit_id, verdict=decision.verdict, error=str(exc)
@@ -324,13 +337,44 @@ class EdgeDaemon:
         if future is not None:
             _settle(future, verdict)
 
+    def _commit(
+        self,
+        frame: Frame,
+        unit_id: str | None,
+        decision: Decision,
+        slot: ModelSlot | None,
+        detections: Detections,
+        *,
+        wait: bool = True,
+        source: UnitSource | None = None,
+        storable: bool = True,
+    ) -> Verdict:
+        """Commit the unit's verdict; the frame store keeps its frame when it planned to (``image``)."""
+        store = self.frame_store
+        keep = store is not None and storable and store.plan(decision.verdict)
+        try:
+            verdict = self.inspector.commit(
+                frame, unit_id, decision, slot, wait=wait, source=source, keep_frame=keep
+            )
+        except BaseException:
+            if keep and store is not None:
+                store.cancel()
+            raise
+        if store is not None:  # a copy of the frame, only when kept; encoded on the store's thread
+            policy = slot.policy if slot is not None else None
+            store.record(verdict, frame.image if keep else None, detections, policy)
+        return verdict
+
     def _no_frame(self, request: _Request, why: str) -> None:
         """A triggered unit that got no frame still gets a verdict: NO_DECISION/error."""
         event(logging.ERROR, "trigger_without_frame", unit_id=request.unit_id, detail=why)
         frame = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
         decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
         try:
-            _settle(request.future, self.inspector.commit(frame, request.unit_id, decision, None, wait=False))
+            verdict = self._commit(
+                frame, request.unit_id, decision, None, Detections.empty(), wait=False, storable=False
+            )
+            _settle(request.future, verdict)
         except OutboxFullError as exc:
             event(logging.ERROR, "verdict_not_stored", unit_id=request.unit_id, error=str(exc))
             _settle(request.future, error=exc)
@@ -347,6 +391,7 @@ class EdgeDaemon:
             self._review_sink = None
         if not self._started:
             self.outbox.close()
+            self._close_frame_store()
             return
         self._started = False
         self._stop.set()
@@ -361,6 +406,7 @@ class EdgeDaemon:
         self.summary.last_seq = self.outbox.last_seq
         self.summary.skipped.update(self.source.skips)
         self.outbox.close()
+        self._close_frame_store()
         event(
             logging.INFO,
             "stopped",
@@ -368,6 +414,10 @@ class EdgeDaemon:
             skipped=dict(self.summary.skipped),
             undelivered=self.summary.pending,
         )
+
+    def _close_frame_store(self) -> None:
+        if self.frame_store is not None:
+            self.frame_store.close()
 
     def _answer_waiting_triggers(self) -> None:
         while True:
@@ -441,6 +491,16 @@ class EdgeDaemon:
             "outbox_durable": self.outbox.degraded is None,
         }
 
+    def counters(self) -> dict[str, int]:
+        """Units by verdict, deadline misses and confirmed escapes/overkills since this process started."""
+        by_verdict = self.summary.by_verdict
+        return {
+            **{kind.value: int(by_verdict.get(kind.value, 0)) for kind in VerdictKind},
+            "deadline_misses": self.summary.deadline_misses,
+            "feedback_escapes": self._feedback_counts["escape"],
+            "feedback_overkills": self._feedback_counts["overkill"],
+        }
+
     def _tick(self) -> None:
         """Watchdog and status, at most every half second (outside the per-frame path's budget)."""
         now = time.monotonic()
@@ -469,7 +529,29 @@ class EdgeDaemon:
         self.trigger(trigger)
 
     def _on_feedback(self, feedback: Feedback) -> None:
+        """Count the outcome; an escape or overkill whose frame is kept goes to QA review."""
         event(logging.INFO, "feedback", unit_id=feedback.unit_id, outcome=feedback.outcome)
+        self._feedback_counts[feedback.outcome] += 1
+        if feedback.outcome not in ("escape", "overkill"):
+            return
+        reason = f"feedback_{feedback.outcome}"
+        found = None if self.frame_store is None else self.frame_store.review_frame(feedback.unit_id, reason)
+        if found is None or self.review_queue is None:
+            why = (
+                "frame not kept (frame_store)" if found is None else "sampling is disabled (no review queue)"
+            )
+            event(
+                logging.WARNING,
+                "feedback_frame_not_reviewed",
+                unit_id=feedback.unit_id,
+                reason=reason,
+                why=why,
+            )
+            return
+        image, item = found
+        if self.review_queue.submit(image, item):
+            self.metrics.review_sampled.labels(reason=reason).inc()
+            event(logging.INFO, "feedback_frame_to_review", unit_id=feedback.unit_id, reason=reason)
 
     def _on_model(self, desired: DesiredModel) -> None:
         self.desired_model = desired

@@ -37,7 +37,7 @@ from lineguard.inference import (
 )
 from lineguard.labeling import ReviewQueue, ReviewSampler
 from lineguard.logs import Events
-from lineguard.messages import ModelRef, Reason, UnitSource, Verdict, VerdictKind
+from lineguard.messages import ImageRef, ModelRef, Reason, UnitSource, Verdict, VerdictKind
 from lineguard.monitoring import DriftMonitor, Metrics
 
 __all__ = ["Inspector", "ModelSlot", "RunSummary"]
@@ -70,6 +70,7 @@ class RunSummary:
     skipped: Counter[str] = field(default_factory=Counter)
     pending: int = 0
     last_seq: int = 0
+    deadline_misses: int = 0
 
     def line(self) -> str:
         counts = ", ".join(f"{k} {self.by_verdict.get(k, 0)}" for k in VerdictKind)
@@ -239,7 +240,9 @@ class Inspector:
         *,
         wait: bool = True,
         source: UnitSource | None = None,
+        keep_frame: bool = False,
     ) -> Verdict:
+        """Build the verdict and commit it; ``keep_frame``: the frame store keeps this frame (``image``)."""
         elapsed_s = max(0.0, time.monotonic() - frame.captured_mono)
         decided_at = frame.captured_at + timedelta(seconds=elapsed_s)
         thresholds = slot.policy.thresholds_id if slot is not None else self._no_model.thresholds_id
@@ -260,6 +263,7 @@ class Inspector:
                 decided_at=decided_at,
                 latency_ms=elapsed_s * 1000.0,
                 source=source,
+                image=ImageRef.for_seq(seq) if keep_frame else None,
             )
 
         verdict = self._add(make, wait=wait)
@@ -269,6 +273,7 @@ class Inspector:
         m.verdicts.labels(verdict=verdict.verdict.value, reason=verdict.reason.value).inc()
         if verdict.reason is Reason.DEADLINE:
             m.deadline_misses.inc()
+            self.summary.deadline_misses += 1
         for defect in verdict.defects:
             m.defects.labels(class_name=defect.class_name).inc()
         m.outbox_depth.set(self.outbox.depth())

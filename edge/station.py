@@ -14,6 +14,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
     from lineguard.edge.control import Trigger
+    from lineguard.edge.frame_store import FrameStore
     from lineguard.edge.inspector import ModelSlot
     from lineguard.messages import Verdict
     from lineguard.monitoring import Metrics
@@ -39,12 +40,21 @@ class Station(Protocol):
     @property
     def running(self) -> bool: ...
 
+    @property
+    def frame_store(self) -> FrameStore | None:
+        """Recent verdicts and their frames; None when ``frame_store.enabled`` is false."""
+        ...
+
     def readiness(self) -> tuple[bool, list[str]]:
         """``(ready, reasons)`` for ``/readyz``."""
         ...
 
     def status(self) -> dict[str, Any]:
         """What the station publishes on ``…/status``."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Units by verdict, deadline misses, feedback escapes and overkills since start."""
         ...
 
     def trigger(self, trigger: Trigger) -> Future[Verdict]:

@@ -14,7 +14,6 @@ good (a 4xx such as a bad payload) is parked as ``failed`` and kept, not retried
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import queue
@@ -25,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from lineguard.durable import corrupt_error, open_durable
-from lineguard.errors import DeliveryError, InputError
+from lineguard.durable import corrupt_error, exclusive_lock, open_durable
+from lineguard.errors import DeliveryError
 from lineguard.logs import Events
 
 if TYPE_CHECKING:
@@ -143,7 +142,11 @@ class ReviewQueue:
         self.root = root
         self.frames = root / "frames"
         self.frames.mkdir(parents=True, exist_ok=True)
-        self._lockfile = _exclusive(root / "queue.lock")
+        self._lockfile = exclusive_lock(
+            root / "queue.lock",
+            f"review queue {root} is in use by another process (an edge daemon?); "
+            "stop it first, or read it with 'lineguard label status'",
+        )
         self.max_items = max_items
         self._metrics = metrics
         self._on_alert = on_alert
@@ -410,20 +413,6 @@ class ReviewQueue:
             self._save_drops()
             self._db.close()
         self._lockfile.close()  # releases the flock
-
-
-def _exclusive(path: Path) -> TextIO:
-    """One owner per queue folder: a second writer would delete the first one's fresh frames."""
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        raise InputError(
-            f"review queue {path.parent} is in use by another process (an edge daemon?); "
-            "stop it first, or read it with 'lineguard label status'"
-        ) from exc
-    return handle
 
 
 def read_stats(root: Path) -> QueueStats | None:

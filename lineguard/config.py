@@ -24,6 +24,7 @@ from lineguard.errors import ConfigError, validation_message
 __all__ = [
     "ENV_PREFIX",
     "CameraConfig",
+    "FrameStoreConfig",
     "GateConfig",
     "HttpConfig",
     "LineguardConfig",
@@ -281,6 +282,28 @@ class SamplingConfig(Section):
     drift_boost_s: float = Field(default=900.0, ge=0, description="... for this many seconds.")
 
 
+class FrameStoreConfig(Section):
+    """The station's recent frames on disk, behind ``GET /v1/verdicts/{seq}/image``."""
+
+    enabled: bool = Field(default=True, description="Keep recent frames so a verdict's image can be seen.")
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Disk the frames (JPEG + JSON sidecar) may use; the oldest go first.",
+    )
+    max_age_s: float = Field(default=7 * 86400.0, gt=0, description="Frames older than this are deleted.")
+    pass_share: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Share of PASS frames kept (evenly spread); every FAIL and NO_DECISION is kept.",
+    )
+    jpeg_quality: int = Field(default=85, ge=1, le=100, description="JPEG quality of stored frames.")
+    folder: Path | None = Field(
+        default=None, description="Where frames live; empty = <station.data_dir>/frames."
+    )
+
+
 class MonitoringConfig(Section):
     drift_window: int = Field(default=200, ge=10, description="Units per drift window.")
     psi_warning: float = Field(default=0.1, gt=0)
@@ -409,6 +432,7 @@ class LineguardConfig(Section):
         ),
     )
     sampling: SamplingConfig = SamplingConfig()
+    frame_store: FrameStoreConfig = FrameStoreConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     registry: RegistryConfig = RegistryConfig()
 
@@ -449,6 +473,11 @@ class LineguardConfig(Section):
     @property
     def topic_prefix(self) -> str:
         return f"lineguard/{self.station.line}/{self.station.station}/"
+
+    @property
+    def frame_store_dir(self) -> Path:
+        """``frame_store.folder``, or ``<station.data_dir>/frames`` when it is not set."""
+        return self.frame_store.folder or self.station.data_dir / "frames"
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -11,15 +11,16 @@ path.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 from lineguard.errors import ConfigError, InputError
 
-__all__ = ["BUSY_TIMEOUT_S", "corrupt_error", "open_durable", "quarantine"]
+__all__ = ["BUSY_TIMEOUT_S", "corrupt_error", "exclusive_lock", "open_durable", "quarantine"]
 
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's lock before failing
 
@@ -139,3 +140,19 @@ def _set_up(db: sqlite3.Connection, path: Path, what: str, synchronous: Synchron
         )
     db.execute(f"PRAGMA synchronous={synchronous}")
     _quick_check(db)
+
+
+def exclusive_lock(path: Path, busy: str) -> TextIO:
+    """Hold ``path`` (a lock file) until the returned handle is closed; ``busy`` is the error if taken.
+
+    One owner per folder of queued frames: a second process would delete or evict the first
+    one's fresh files. The lock is an ``flock``, released by the kernel if the process dies.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise InputError(busy) from exc
+    return handle

@@ -103,6 +103,16 @@ class Metrics:
         self.review_sampled = Counter(
             p + "review_sampled_total", "Frames sampled for review.", ["reason"], registry=r
         )
+        self.frame_store_frames = Counter(
+            p + "frame_store_frames_total",
+            "Frames the frame store wrote (stored), let go (evicted_bytes, evicted_age) or could not "
+            "keep (busy: writer behind, too_large, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.frame_store_bytes = Gauge(
+            p + "frame_store_bytes", "Bytes of frames (JPEG + sidecar) in the frame store.", registry=r
+        )
         self.feedback = Counter(
             p + "feedback_total", "Confirmed unit outcomes from downstream.", ["outcome"], registry=r
         )

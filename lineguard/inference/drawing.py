@@ -8,6 +8,7 @@ colour so a FAIL stands out in a grid of PASSes. OpenCV only (no fonts or matplo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.messages import Verdict, VerdictKind
+from lineguard.messages import Defect, Verdict, VerdictKind
 
-__all__ = ["VERDICT_COLORS", "verdict_tile", "write_tile_grid"]
+__all__ = ["VERDICT_COLORS", "annotate_frame", "verdict_tile", "write_tile_grid"]
 
 # BGR: FAIL red, NO_DECISION amber, PASS green.
 VERDICT_COLORS: dict[VerdictKind, tuple[int, int, int]] = {
@@ -25,6 +26,7 @@ VERDICT_COLORS: dict[VerdictKind, tuple[int, int, int]] = {
     VerdictKind.NO_DECISION: (0, 170, 255),
     VerdictKind.PASS: (0, 190, 0),
 }
+_DOUBTFUL_COLOR = (0, 220, 255)  # BGR yellow: a box the policy weighed but did not count
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _CAPTION_H = 34
 
@@ -57,6 +59,41 @@ def verdict_tile(
     _text(tile, unit, (6, size + 14), 0.4)
     _text(tile, f"{verdict.verdict.value}/{verdict.reason.value} {note}".strip(), (6, size + 29), 0.4)
     return tile
+
+
+def annotate_frame(
+    image: npt.NDArray[np.uint8], verdict: Verdict, *, doubtful: Sequence[Defect] = ()
+) -> npt.NDArray[np.uint8]:
+    """A BGR copy of the frame at its own size with the verdict drawn on it, for people to judge.
+
+    The verdict's defects are framed in its colour with class and confidence; ``doubtful`` boxes
+    (what the model saw near a threshold, which made an ``uncertain`` unit or that an escape may
+    hide) are framed thinly in yellow; a band on top names the verdict, reason and unit.
+    """
+    frame = np.asarray(image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
+    height, width = frame.shape[:2]
+    scale = max(0.4, min(width, height) / 640)
+    thick = max(2, round(2 * scale))
+    color = VERDICT_COLORS[verdict.verdict]
+    drawn = {(d.class_id, d.box) for d in verdict.defects}
+    shown = [(d, _DOUBTFUL_COLOR, 1) for d in doubtful if (d.class_id, d.box) not in drawn]
+    shown += [(d, color, thick) for d in verdict.defects]
+    for defect, box_color, line in shown:
+        x1, y1 = round(defect.box[0] * (width - 1)), round(defect.box[1] * (height - 1))
+        x2, y2 = round(defect.box[2] * (width - 1)), round(defect.box[3] * (height - 1))
+        cv2.rectangle(frame, (x1, y1), (x2, y2), box_color, line)
+        label = f"{defect.class_name} {defect.confidence:.2f}"
+        _text(frame, label, (x1 + 2, max(round(14 * scale), y1 - 4)), 0.45 * scale)
+    band = round(22 * scale)
+    cv2.rectangle(frame, (0, 0), (width - 1, band), color, -1)
+    _text(
+        frame,
+        f"{verdict.verdict.value}/{verdict.reason.value}  {verdict.unit_id}",
+        (4, band - 6),
+        0.5 * scale,
+    )
+    cv2.rectangle(frame, (0, 0), (width - 1, height - 1), color, thick)
+    return frame
 
 
 def write_tile_grid(tiles: list[npt.NDArray[Any]], out_png: Path, *, cols: int = 4) -> Path:

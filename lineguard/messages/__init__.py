@@ -41,6 +41,7 @@ from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
 from lineguard.messages.verdict import (
     VERDICT_SCHEMA,
     Defect,
+    ImageRef,
     ModelRef,
     Reason,
     UnitSource,
@@ -75,6 +76,7 @@ __all__ = [
     "ExportParity",
     "Feedback",
     "ImageRange",
+    "ImageRef",
     "ManifestFile",
     "ModelCard",
     "ModelMetrics",

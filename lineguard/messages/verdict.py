@@ -2,8 +2,9 @@
 
 A controller must be able to act on ``verdict`` alone; every other field is for traceability.
 Field names and meanings are a public wire contract: change them only with a new schema version.
-Optional fields added later (``durable``, ``source``) keep version 1: ``source`` is left out of the
-JSON when a verdict has none (a live camera, an upload), so those payloads are unchanged.
+Optional fields added later (``durable``, ``source``, ``image``) keep version 1: ``source`` and
+``image`` are left out of the JSON when a verdict has none (a live camera, an upload; a frame the
+station does not keep), so those payloads are unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "VERDICT_SCHEMA",
     "Defect",
+    "ImageRef",
     "ModelRef",
     "Reason",
     "UnitSource",
@@ -89,6 +91,20 @@ class UnitSource(_Contract):
     )
 
 
+class ImageRef(_Contract):
+    """Where the frame behind a verdict can be fetched from the station while it keeps it."""
+
+    ref: str = Field(pattern=r"^[0-9]{1,19}$", description="The frame's id in the station's frame store.")
+    url: str = Field(
+        pattern=r"^/v1/verdicts/[0-9]{1,19}/image$",
+        description="Path on the station's HTTP API (JPEG; ?annotated=true draws the boxes and verdict).",
+    )
+
+    @classmethod
+    def for_seq(cls, seq: int) -> ImageRef:
+        return cls(ref=str(seq), url=f"/v1/verdicts/{seq}/image")
+
+
 class Verdict(_Contract):
     schema_: Literal["lineguard.verdict/1"] = Field(default=VERDICT_SCHEMA, alias="schema")
     seq: int = Field(
@@ -117,6 +133,12 @@ class Verdict(_Contract):
         "for live cameras and uploads.",
     )
 
+    image: ImageRef | None = Field(
+        default=None,
+        description="The frame, when the station keeps it (every FAIL and NO_DECISION, a share of PASS); "
+        "kept for a while only (frame_store limits): the URL may answer 404 later.",
+    )
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("captured_at", "decided_at")
@@ -128,7 +150,8 @@ class Verdict(_Contract):
 
     def to_json(self) -> str:
         """Canonical JSON (aliases, ISO 8601 UTC with ``Z``) so every consumer parses the same."""
-        return self.model_dump_json(by_alias=True, exclude={"source"} if self.source is None else None)
+        absent = {name for name in ("source", "image") if getattr(self, name) is None}
+        return self.model_dump_json(by_alias=True, exclude=absent or None)
 
     @classmethod
     def from_json(cls, payload: str | bytes) -> Verdict:
