@@ -14,7 +14,9 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
     from lineguard.edge.control import Trigger
-    from lineguard.edge.inspector import ModelSlot
+    from lineguard.edge.delivery import Delivery
+    from lineguard.edge.inspector import ModelSlot, RunSummary
+    from lineguard.edge.live import LiveView
     from lineguard.messages import Verdict
     from lineguard.monitoring import Metrics
 
@@ -38,6 +40,15 @@ class Station(Protocol):
 
     @property
     def running(self) -> bool: ...
+
+    @property
+    def summary(self) -> RunSummary: ...
+
+    @property
+    def delivery(self) -> Delivery: ...
+
+    @property
+    def live(self) -> LiveView: ...
 
     def readiness(self) -> tuple[bool, list[str]]:
         """``(ready, reasons)`` for ``/readyz``."""

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from lineguard.messages import Verdict, VerdictKind
 
-__all__ = ["VERDICT_COLORS", "verdict_tile", "write_tile_grid"]
+__all__ = ["VERDICT_COLORS", "annotated_frame", "verdict_tile", "write_tile_grid"]
 
 # BGR: FAIL red, NO_DECISION amber, PASS green.
 VERDICT_COLORS: dict[VerdictKind, tuple[int, int, int]] = {
@@ -57,6 +57,40 @@ def verdict_tile(
     _text(tile, unit, (6, size + 14), 0.4)
     _text(tile, f"{verdict.verdict.value}/{verdict.reason.value} {note}".strip(), (6, size + 29), 0.4)
     return tile
+
+
+def annotated_frame(
+    image: npt.NDArray[np.uint8], verdict: Verdict, *, min_side: int = 480, max_side: int = 960
+) -> npt.NDArray[np.uint8]:
+    """The whole frame at its own aspect ratio with the verdict's boxes and a verdict banner.
+
+    Unlike a tile it keeps the camera's proportions, so a person can judge a box against the
+    part; the long side is scaled into ``[min_side, max_side]`` so labels stay legible on a
+    160 px synthetic frame and a 5 MP camera alike. Always a new array: the caller's frame may
+    be a reused capture buffer.
+    """
+    frame = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = frame.shape[:2]
+    long_side = max(h, w, 1)
+    scale = min(max(long_side, min_side), max_side) / long_side
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out: npt.NDArray[np.uint8] = np.ascontiguousarray(
+        cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), np.uint8
+    )
+    color = VERDICT_COLORS[verdict.verdict]
+    ow, oh = size
+    thick = max(2, round(max(ow, oh) / 320))
+    font = 0.45 * thick
+    for defect in verdict.defects:
+        x1, y1, x2, y2 = (round(c * (n - 1)) for c, n in zip(defect.box, (ow, oh, ow, oh), strict=True))
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        _text(out, f"{defect.class_name} {defect.confidence:.2f}", (x1 + 2, max(16, y1 - 6)), font)
+    banner = f"{verdict.verdict.value}/{verdict.reason.value}  seq {verdict.seq}"
+    (tw, th), _ = cv2.getTextSize(banner, _FONT, font * 1.2, thick)
+    cv2.rectangle(out, (0, 0), (min(ow, tw + 16), th + 16), color, -1)
+    _text(out, banner, (8, th + 8), font * 1.2)
+    cv2.rectangle(out, (0, 0), (ow - 1, oh - 1), color, thick)
+    return out
 
 
 def write_tile_grid(tiles: list[npt.NDArray[Any]], out_png: Path, *, cols: int = 4) -> Path:
