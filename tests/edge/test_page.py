@@ -135,7 +135,7 @@ def test_live_view_streams_the_latest_annotated_frames(tmp_path: Path, signal_mo
         parts = _jpeg_parts(base, 3)
     assert still.status_code == 200 and still.headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(still.content, np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None and image.shape == (480, 480, 3)  # the 160 px frame, scaled up so its labels read
+    assert image is not None and image.shape == (480, 480, 3)  # 160 px, scaled up to legible
     frames = [cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_COLOR) for p in parts]
     assert all(f is not None and f.shape == (480, 480, 3) for f in frames)
     assert len({p for p in parts}) == 3, "the stream repeated a frame instead of showing new units"
