@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.inference import annotated_frame
+from lineguard.inference import annotate_frame
 from lineguard.messages import Verdict
 
 __all__ = ["LiveFrame", "LiveView"]
 
 _VIEWER_GRACE_S = 3.0  # a viewer that stopped asking this long ago no longer costs a copy
 _JPEG_QUALITY = 80
+_MIN_SIDE = 480  # a small frame is scaled up before drawing, so its labels stay legible on a screen
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,22 @@ class LiveView:
             if cached is not None and cached[0] == frame.version:
                 return cached[1]
             ok, buf = cv2.imencode(
-                ".jpg", annotated_frame(frame.image, frame.verdict), [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]
+                ".jpg",
+                annotate_frame(_legible(frame.image), frame.verdict),
+                [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY],
             )
             if not ok:
                 raise ValueError("OpenCV could not encode the live frame as JPEG")
             data = buf.tobytes()
             self._jpeg = (frame.version, data)
             return data
+
+
+def _legible(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``image`` with its long side at least 480 px, aspect ratio kept."""
+    h, w = image.shape[:2]
+    scale = _MIN_SIDE / max(h, w, 1)
+    if scale <= 1.0:
+        return image
+    size = (round(w * scale), round(h * scale))
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), np.uint8)

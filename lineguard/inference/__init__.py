@@ -8,7 +8,7 @@ line will see. Never imports torch; imports only core.
 """
 
 from lineguard.inference.detections import Detections
-from lineguard.inference.drawing import VERDICT_COLORS, annotated_frame, verdict_tile, write_tile_grid
+from lineguard.inference.drawing import VERDICT_COLORS, annotate_frame, verdict_tile, write_tile_grid
 from lineguard.inference.engine import CARD_NAME, Detector, StageTimes, available_backends
 from lineguard.inference.golden import check_golden
 from lineguard.inference.images import (
@@ -63,7 +63,7 @@ __all__ = [
     "UnitRates",
     "UnknownImageFormatError",
     "VerdictPolicy",
-    "annotated_frame",
+    "annotate_frame",
     "ap_per_class",
     "as_image",
     "available_backends",

@@ -8,6 +8,7 @@ colour so a FAIL stands out in a grid of PASSes. OpenCV only (no fonts or matplo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lineguard.messages import Verdict, VerdictKind
+from lineguard.messages import Defect, Verdict, VerdictKind
 
-__all__ = ["VERDICT_COLORS", "annotated_frame", "verdict_tile", "write_tile_grid"]
+__all__ = ["VERDICT_COLORS", "annotate_frame", "verdict_tile", "write_tile_grid"]
 
 # BGR: FAIL red, NO_DECISION amber, PASS green.
 VERDICT_COLORS: dict[VerdictKind, tuple[int, int, int]] = {
@@ -25,6 +26,7 @@ VERDICT_COLORS: dict[VerdictKind, tuple[int, int, int]] = {
     VerdictKind.NO_DECISION: (0, 170, 255),
     VerdictKind.PASS: (0, 190, 0),
 }
+_DOUBTFUL_COLOR = (0, 220, 255)  # BGR yellow: a box the policy weighed but did not count
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _CAPTION_H = 34
 
@@ -59,38 +61,39 @@ def verdict_tile(
     return tile
 
 
-def annotated_frame(
-    image: npt.NDArray[np.uint8], verdict: Verdict, *, min_side: int = 480, max_side: int = 960
+def annotate_frame(
+    image: npt.NDArray[np.uint8], verdict: Verdict, *, doubtful: Sequence[Defect] = ()
 ) -> npt.NDArray[np.uint8]:
-    """The whole frame at its own aspect ratio with the verdict's boxes and a verdict banner.
+    """A BGR copy of the frame at its own size with the verdict drawn on it, for people to judge.
 
-    Unlike a tile it keeps the camera's proportions, so a person can judge a box against the
-    part; the long side is scaled into ``[min_side, max_side]`` so labels stay legible on a
-    160 px synthetic frame and a 5 MP camera alike. Always a new array: the caller's frame may
-    be a reused capture buffer.
+    The verdict's defects are framed in its colour with class and confidence; ``doubtful`` boxes
+    (what the model saw near a threshold, which made an ``uncertain`` unit or that an escape may
+    hide) are framed thinly in yellow; a band on top names the verdict, reason and unit.
     """
-    frame = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    h, w = frame.shape[:2]
-    long_side = max(h, w, 1)
-    scale = min(max(long_side, min_side), max_side) / long_side
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    out: npt.NDArray[np.uint8] = np.ascontiguousarray(
-        cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), np.uint8
-    )
+    frame = np.asarray(image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
+    height, width = frame.shape[:2]
+    scale = max(0.4, min(width, height) / 640)
+    thick = max(1, round(2 * scale))
     color = VERDICT_COLORS[verdict.verdict]
-    ow, oh = size
-    thick = max(2, round(max(ow, oh) / 320))
-    font = 0.45 * thick
-    for defect in verdict.defects:
-        x1, y1, x2, y2 = (round(c * (n - 1)) for c, n in zip(defect.box, (ow, oh, ow, oh), strict=True))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        _text(out, f"{defect.class_name} {defect.confidence:.2f}", (x1 + 2, max(16, y1 - 6)), font)
-    banner = f"{verdict.verdict.value}/{verdict.reason.value}  seq {verdict.seq}"
-    (tw, th), _ = cv2.getTextSize(banner, _FONT, font * 1.2, thick)
-    cv2.rectangle(out, (0, 0), (min(ow, tw + 16), th + 16), color, -1)
-    _text(out, banner, (8, th + 8), font * 1.2)
-    cv2.rectangle(out, (0, 0), (ow - 1, oh - 1), color, thick)
-    return out
+    drawn = {(d.class_id, d.box) for d in verdict.defects}
+    shown = [(d, _DOUBTFUL_COLOR, 1) for d in doubtful if (d.class_id, d.box) not in drawn]
+    shown += [(d, color, thick) for d in verdict.defects]
+    for defect, box_color, line in shown:
+        x1, y1 = round(defect.box[0] * (width - 1)), round(defect.box[1] * (height - 1))
+        x2, y2 = round(defect.box[2] * (width - 1)), round(defect.box[3] * (height - 1))
+        cv2.rectangle(frame, (x1, y1), (x2, y2), box_color, line)
+        label = f"{defect.class_name} {defect.confidence:.2f}"
+        _text(frame, label, (x1 + 2, max(round(14 * scale), y1 - 4)), 0.45 * scale)
+    band = round(22 * scale)
+    cv2.rectangle(frame, (0, 0), (width - 1, band), color, -1)
+    _text(
+        frame,
+        f"{verdict.verdict.value}/{verdict.reason.value}  {verdict.unit_id}",
+        (4, band - 6),
+        0.5 * scale,
+    )
+    cv2.rectangle(frame, (0, 0), (width - 1, height - 1), color, thick)
+    return frame
 
 
 def write_tile_grid(tiles: list[npt.NDArray[Any]], out_png: Path, *, cols: int = 4) -> Path:
