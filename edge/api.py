@@ -7,10 +7,12 @@ no image, the next camera frame; its verdict is committed and published like any
 are bounded (413), typed (415), their header's pixel count checked (413) and decoded off the
 event loop (422) before the model sees them. ``POST /v1/inspect`` needs ``Authorization: Bearer
 <token>`` when ``http.token_file`` is set; in the production profile so does everything but the
-probes, and the docs pages are off. Probes never need it. ``GET /v1/verdicts`` lists recent
-verdicts (filter by verdict and reason, page with ``before_seq``), ``/v1/verdicts/{seq}`` gives one
-and ``/v1/verdicts/{seq}/image`` the frame behind it (``?annotated=true`` draws the boxes), from
-the station's frame store.
+probes (the live image routes also take ``?token=``, for an ``<img>``), and the docs pages are off.
+Probes never need it. ``/`` is the station page (``lineguard.edge.page``); ``/docs`` serves Swagger
+UI from the installed ``fastapi-offline`` package, so it works without a network. ``GET /v1/verdicts``
+lists recent verdicts (filter by verdict and reason, page with ``before_seq``), ``/v1/verdicts/{seq}``
+gives one and ``/v1/verdicts/{seq}/image`` the frame behind it (``?annotated=true`` draws the
+boxes), from the station's frame store.
 ``create_app`` builds the app over a ``Station`` (the daemon), so tests drive it without a port;
 ``ApiServer`` runs it with uvicorn on a thread of the daemon.
 """
@@ -28,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -36,6 +39,7 @@ from lineguard import __version__
 from lineguard.config import Profile
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
+from lineguard.edge.page import add_page_routes, status_extras
 from lineguard.errors import ConfigError, InputError
 from lineguard.inference import ImageTooLargeError, UnknownImageFormatError, decode_image
 from lineguard.messages import Reason, VerdictKind, is_unit_id
@@ -76,13 +80,18 @@ def _read_token(daemon: Station) -> str | None:
     return None if path is None else read_secret(path, "http.token_file")
 
 
-def _bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
+def _bearer_guard(token: str | None, *, query: bool = False) -> Callable[[Request], Awaitable[None]]:
+    """``Authorization: Bearer``; with ``query`` also ``?token=``, for an ``<img>`` (it sends no headers)."""
+
     async def guard(request: Request) -> None:
         if token is None:
             return
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
+            return
+        in_query = request.query_params.get("token", "") if query else ""
+        if not (in_query and hmac.compare_digest(in_query.encode(), token.encode())):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     return guard
@@ -142,23 +151,28 @@ def create_app(daemon: Station) -> FastAPI:
     """The API over one station; reads the token file now, so a bad one fails at start-up.
 
     In the production profile every route but the probes needs the token, and the docs pages
-    are off: Swagger UI and ReDoc load their scripts from a CDN, and a station downloads nothing
-    at run time (the schema is in ``schemas/`` and the README).
+    are off (the schema is in ``schemas/`` and the README). Elsewhere they load Swagger UI and
+    ReDoc from the installed package, never from a CDN.
     """
     production = daemon.cfg.station.profile is Profile.PRODUCTION
-    app = FastAPI(
-        title="lineguard edge",
-        version=__version__,
-        description="Inspection station API: probes, metrics, model in use, inspect an image.",
-        docs_url=None if production else "/docs",
-        redoc_url=None if production else "/redoc",
-        openapi_url=None if production else "/openapi.json",
-    )
-    auth = Depends(_bearer_guard(_read_token(daemon)))
+    meta: dict[str, Any] = {
+        "title": "lineguard edge",
+        "version": __version__,
+        "description": "Inspection station API: probes, metrics, model in use, inspect an image, "
+        "the station page and its live view.",
+    }
+    if production:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **meta)
+    else:
+        app = FastAPIOffline(**meta)
+    token = _read_token(daemon)
+    auth = Depends(_bearer_guard(token))
+    image_auth = Depends(_bearer_guard(token, query=True))
     _add_probe_routes(app, daemon)
     _add_station_routes(app, daemon, [auth] if production else [])
     _add_verdict_routes(app, daemon, [auth] if production else [])
     _add_inspect_route(app, daemon, auth)
+    add_page_routes(app, daemon, image_auth=[image_auth] if production else [])
     return app
 
 
@@ -187,9 +201,8 @@ def _add_station_routes(app: FastAPI, station: Station, auth: list[Any]) -> None
 
     @app.get("/v1/status", tags=["station"], dependencies=auth)
     def status() -> dict[str, Any]:
-        """What the station publishes on ``…/status`` (model, backend, camera health, fps), plus
-        ``counters``: units by verdict, deadline misses and feedback escapes/overkills since start."""
-        return {**station.status(), "counters": station.counters()}
+        """``…/status`` (model, backend, camera, fps) plus counters, drift, broker and precision."""
+        return station.status() | status_extras(station)
 
     @app.get("/v1/model", tags=["station"], dependencies=auth)
     def model() -> dict[str, Any]:

@@ -38,6 +38,7 @@ from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.frame_store import FrameStore
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
+from lineguard.edge.live import LiveView
 from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
 from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
@@ -93,6 +94,7 @@ class EdgeDaemon:
         if cfg.mode == "triggered":  # the trigger makes the unit: frames in between are not units
             self.source.lossless = False
         self.samples = SampleKeeper(samples) if samples > 0 else None
+        self.live = LiveView(cfg.http.live_fps)
         self.quality = QualityGate(cfg.policy.quality, cfg.camera.frozen_frames)
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
         self._stop = threading.Event()
@@ -325,6 +327,7 @@ class EdgeDaemon:
                 _settle(future, error=exc)
             return
         self.follower.observe(verdict)
+        self.live.offer(frame.image, verdict)  # a copy only while someone watches, at live_fps
         disagreement = False
         if self.shadow is not None and slot is not None:  # after the verdict is out, if time allows
             left_ms = 1000.0 / self.cfg.camera.fps - (time.monotonic() - frame.captured_mono) * 1000.0

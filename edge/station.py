@@ -14,8 +14,10 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
     from lineguard.edge.control import Trigger
+    from lineguard.edge.delivery import Delivery
     from lineguard.edge.frame_store import FrameStore
-    from lineguard.edge.inspector import ModelSlot
+    from lineguard.edge.inspector import ModelSlot, RunSummary
+    from lineguard.edge.live import LiveView
     from lineguard.messages import Verdict
     from lineguard.monitoring import Metrics
 
@@ -44,6 +46,15 @@ class Station(Protocol):
     def frame_store(self) -> FrameStore | None:
         """Recent verdicts and their frames; None when ``frame_store.enabled`` is false."""
         ...
+
+    @property
+    def summary(self) -> RunSummary: ...
+
+    @property
+    def delivery(self) -> Delivery: ...
+
+    @property
+    def live(self) -> LiveView: ...
 
     def readiness(self) -> tuple[bool, list[str]]:
         """``(ready, reasons)`` for ``/readyz``."""

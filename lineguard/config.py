@@ -254,6 +254,13 @@ class HttpConfig(Section):
     port: int = Field(default=8080, ge=0, le=65535, description="0 = pick a free port.")
     token_file: Path | None = Field(default=None, description="Bearer token for mutating endpoints.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    live_fps: float = Field(
+        default=5.0,
+        gt=0,
+        le=30,
+        description="Most frames per second the live view (/v1/live.mjpeg) sends; it copies and encodes "
+        "the latest decided frame only while someone watches, off the inspection thread.",
+    )
 
 
 class SamplingConfig(Section):

@@ -75,6 +75,9 @@ def test_no_generated_request_makes_the_api_fail_with_5xx(
             "none",
             "--max-time",
             "60",
+            # An endless MJPEG stream has no response to check; its auth is tested in test_page.py.
+            "--exclude-path",
+            "/v1/live.mjpeg",
         ],
         capture_output=True,
         text=True,
@@ -87,4 +90,6 @@ def test_no_generated_request_makes_the_api_fail_with_5xx(
     # Every operation of the spec was fuzzed, the upload among them (schemathesis' summary).
     assert "/v1/inspect" in httpx.get(url).json()["paths"]
     tested = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", out.stdout)
-    assert tested is not None and len(set(tested.groups())) == 1, out.stdout[-2000:]
+    assert tested is not None, out.stdout[-2000:]
+    selected, total, done = (int(n) for n in tested.groups())
+    assert selected == done == total - 1, out.stdout[-2000:]  # all but the live stream
