@@ -15,7 +15,7 @@ shift
 
 need_apt=()
 for pair in mosquitto:mosquitto mosquitto_passwd:mosquitto-clients promtool:prometheus \
-  prometheus:prometheus openssl:openssl curl:curl; do
+  prometheus:prometheus openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
