@@ -240,18 +240,22 @@ def latency(
 @click.option("--size", type=click.IntRange(64, 4096), default=640, show_default=True, help="Frame side, px.")
 @click.option("--max-bytes", type=click.IntRange(64 * 1024), default=8 * 1024 * 1024, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), default=None)
-def frame_store_soak(minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None) -> None:
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
+def frame_store_soak(
+    minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None, allow_dirty: bool
+) -> None:
     """Soak the frame store at the camera's full rate (every frame kept) and report its peak bytes."""
     import json
 
     from lineguard.benchmarks.frame_store import run_soak
 
+    origin = provenance(allow_dirty=allow_dirty) if json_out is not None else None
     report = run_soak(minutes * 60.0, fps=fps, size=size, max_bytes=max_bytes)
     for line in report.lines():
         click.echo(line)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        json_out.write_text(json.dumps({"provenance": origin, **report.to_dict()}, indent=2) + "\n")
 
 
 def _pick_broker(

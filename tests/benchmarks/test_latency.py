@@ -81,11 +81,15 @@ def test_frame_store_is_timed_on_and_off_in_the_same_run(
     assert f"(**{ratio:.3f}x**)" in text
 
 
-def test_frame_store_soak_reports_its_peak_against_the_limit() -> None:
+def test_frame_store_soak_reports_its_peak_against_the_limit(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
     args = ["frame-store", "--minutes", "0.02", "--fps", "50", "--size", "160", "--max-bytes", "65536"]
-    result = CliRunner().invoke(bench, args)
+    result = CliRunner().invoke(bench, [*args, "--json-out", str(out), "--allow-dirty"])
     assert result.exit_code == 0, result.output
     assert "every frame kept" in result.output and "limit held" in result.output
+    written = json.loads(out.read_text())
+    assert written["peak_folder_bytes"] <= written["max_bytes"] == 65536
+    assert written["provenance"]["command"] and written["provenance"]["machine"]["cores"] >= 1
 
 
 def test_map50_per_variant_matches_lineguard_evaluate(
