@@ -193,7 +193,7 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
 
 
 def _check_camera(cfg: LineguardConfig) -> bool:
-    from lineguard.edge.sources import open_source
+    from lineguard.edge.source_factory import open_source
     from lineguard.errors import LineguardError
 
     try:
