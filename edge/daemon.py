@@ -300,15 +300,18 @@ class EdgeDaemon:
             unit_id = f"{self.cfg.station.station}-{frame.unit}" if frame.unit is not None else None
             self._run_unit(frame, unit_id, None)
             return True
+        # A camera the station fires: only a frame after this firing is this unit's, so one that
+        # arrives late for an earlier unit cannot shift every later unit by one.
+        fired = time.monotonic() if self.source.station_triggered else request.received_mono
         if not self.source.request_frame():  # a PLC waiting for this unit gets its answer now
             self._no_frame(request, f"camera cannot take the trigger: {self.source.health().detail}")
             return True
         while not self._stop.is_set():
-            frame = self.source.read_latest(_POLL_S, newer_than=request.received_mono)
+            frame = self.source.read_latest(_POLL_S, newer_than=fired)
             if frame is not None:
                 self._run_unit(frame, request.unit_id, request.future)
                 return True
-            waited = time.monotonic() - request.received_mono
+            waited = time.monotonic() - fired
             if self.source.exhausted or waited > self.cfg.camera.watchdog_s:
                 self._no_frame(request, f"no camera frame within {waited:.1f} s")
                 return not self.source.exhausted

@@ -127,6 +127,7 @@ class GigeSource(FrameSource):
         self._aravis = load_aravis()
         self.gige = cfg.gige
         self.frames_on_demand = cfg.gige.trigger != "free_run"
+        self.station_triggered = cfg.gige.trigger == "software"
         if cfg.gige.trigger == "hardware":
             self.lossless = True  # every pulse is a unit (a triggered station sets this back)
         self._lock = threading.Lock()  # the camera object, shared by capture and trigger threads

@@ -106,6 +106,7 @@ class FrameSource:
     reconnects_on_drop = False  # True: a failed read closes and reopens with backoff
     indexed = False  # True: the frame names its unit (synthetic unit, video frame, folder file)
     frames_on_demand = False  # True: frames come only when triggered; up = the link is (``_link_up``)
+    station_triggered = False  # True: the station fires each unit's frame (``request_frame``)
 
     def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg

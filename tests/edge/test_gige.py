@@ -10,6 +10,7 @@ PLC still gets a NO_DECISION per unit until the camera is back.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -19,11 +20,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 from support.aravis import FakeCamera
-from support.mqtt import wait_until
+from support.mosquitto import Broker
+from support.mqtt import subscribed, wait_until
 from support.signal_model import build_signal_onnx
 from support.stations import running_station
 
+from lineguard.cli import main
 from lineguard.config import CameraConfig, GigeConfig, load_config
 from lineguard.edge.gige import BufferInfo, buffer_problem, load_aravis, to_bgr
 from lineguard.edge.source_factory import open_source
@@ -188,6 +192,46 @@ def test_software_trigger_gives_one_frame_and_one_verdict_per_plc_unit(
     assert all(v.reason is not Reason.CAMERA for v in verdicts)  # each was judged on its own frame
     assert (units, frames) == (6, 6)  # one trigger, one frame, one verdict
     assert [v.seq for v in verdicts] == list(range(1, 7))
+
+
+def test_mqtt_triggers_fire_the_camera_and_the_plc_gets_its_unit_ids_back(
+    tmp_path: Path, model_dir: Path, camera: FakeCamera, broker: Broker
+) -> None:
+    mqtt = {"enabled": True, "host": broker.host, "port": broker.port}
+    settings = gige(camera, trigger="software")
+    with (
+        subscribed(broker.host, broker.port, "lineguard/line1/s1/verdict") as sub,
+        running_station(
+            tmp_path, model_dir, mode="triggered", first_unit=False, camera=settings, mqtt=mqtt
+        ) as (daemon, _),
+    ):
+        wait_until(lambda: daemon.status()["camera"]["up"] and daemon.delivery.readiness()[0], 10, "ready")
+        units = [f"PLC-{i:03d}" for i in range(5)]
+        for unit in units:  # sent at once: the station fires the camera once per unit, in order
+            sub.client.publish("lineguard/line1/s1/trigger", json.dumps({"unit_id": unit}), qos=1)
+        wait_until(lambda: len(sub.messages) >= 5, 15, "five verdicts")
+        time.sleep(0.3)  # a sixth would have arrived by now
+        frames = daemon.metrics.registry.get_sample_value("lineguard_frames_total")
+    got = [Verdict.from_json(payload) for _, payload, _ in list(sub.messages)]
+    assert [v.unit_id for v in got] == units
+    assert all(v.reason is not Reason.CAMERA for v in got)
+    assert frames == 5
+
+
+def test_check_fires_a_software_triggered_camera_once(
+    tmp_path: Path, model_dir: Path, camera: FakeCamera, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "station.yaml"
+    station = {
+        "mode": "triggered",
+        "station": {"station": "s1", "data_dir": str(tmp_path / "var")},
+        "camera": gige(camera, trigger="software", pixel_format="RGB8"),
+        "model": {"path": str(model_dir / "model.onnx"), "threads": 1, "warmup_runs": 1},
+        "mqtt": {"enabled": False},
+    }
+    config.write_text(yaml.safe_dump(station))
+    assert main(["edge", "check", "--config", str(config), "--camera"]) == 0
+    assert f"OK    camera     gige:{camera.address}: 512x512 frame" in capsys.readouterr().out
 
 
 def test_hardware_triggered_camera_waits_for_its_line_and_stays_up(camera: FakeCamera) -> None:
