@@ -129,7 +129,9 @@ class GigeSource(FrameSource):
         self.frames_on_demand = cfg.gige.trigger != "free_run"
         self.station_triggered = cfg.gige.trigger == "software"
         if cfg.gige.trigger == "hardware":
-            self.lossless = True  # every pulse is a unit (a triggered station sets this back)
+            # Every pulse is a unit (a triggered station sets this back); it keeps its capture time,
+            # so a station that falls behind shows it as deadline misses instead of dropping units.
+            self.lossless = True
         self._lock = threading.Lock()  # the camera object, shared by capture and trigger threads
         self._camera: Any = None
         self._stream: Any = None

@@ -210,7 +210,7 @@ class FrameSource:
                     self._slot = None
                     self._held, self._slot_buf = self._slot_buf, -1
                     self._cond.notify_all()  # a lossless writer waits for the slot to empty
-                    if lossless:  # its clock starts when the station takes it
+                    if lossless and self.indexed:  # a file's clock starts when the station takes it
                         frame = dataclasses.replace(
                             frame, captured_at=datetime.now(UTC), captured_mono=time.monotonic()
                         )
@@ -249,11 +249,10 @@ class FrameSource:
             recent = [t for t in self._stamps if now - t <= 2.0]
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
             detail = self._detail
-            if self.frames_on_demand:
-                pass  # the detail is the link's own state
-            elif running and last is None and since <= self.cfg.watchdog_s:
+            silence_counts = running and not self.frames_on_demand  # else the detail is the link's
+            if silence_counts and last is None and since <= self.cfg.watchdog_s:
                 detail = f"waiting for the first frame; {detail}"
-            elif running and not up:
+            elif silence_counts and not up:
                 detail = f"no frame for {since:.1f} s (watchdog {self.cfg.watchdog_s:g} s); {detail}"
             elif frozen:
                 detail = f"{self._same_count} identical frames in a row"
