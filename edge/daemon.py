@@ -10,10 +10,11 @@ also while the station starts or swaps models) and names its units: ``<station>-
 a folder, ``<station>-f<frame index>`` for a video or the synthetic line, with the verdict's
 ``source`` naming the file and its position; a live camera's units are ``<station>-<seq>``, and
 the frames it drops are counted in the run summary. A triggered station's sources keep only the
-newest frame. Every half second the loop runs the camera watchdog, alerts on a down or frozen
-camera and publishes status on change and every ``mqtt.status_interval_s``. SIGTERM/SIGINT
-finish the unit in flight, flush delivery and return. Logs are structured events, one JSON
-object per line under ``lineguard edge run``.
+newest frame. A station with several views (``views``, triggered only) takes one frame from each
+camera per trigger and gives one verdict (``lineguard.edge.views``). Every half second the loop
+runs the camera watchdog, alerts on a down or frozen camera and publishes status on change and
+every ``mqtt.status_interval_s``. SIGTERM/SIGINT finish the unit in flight, flush delivery and
+return. Logs are structured events, one JSON object per line under ``lineguard edge run``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
 from lineguard.edge.source_factory import open_source
 from lineguard.edge.sources import Frame, FrameSource
+from lineguard.edge.views import ViewSet, judge_views
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
@@ -93,7 +95,12 @@ class EdgeDaemon:
             max_pending=cfg.outbox.max_pending,
             retry_s=cfg.outbox.retry_s,
         )
-        self.source = source if source is not None else open_source(cfg.camera, self.metrics)
+        if source is None:
+            source = ViewSet(cfg.views, self.metrics) if cfg.views else open_source(cfg.camera, self.metrics)
+        self.source = source
+        self._view_gates = {
+            v.name: QualityGate(cfg.policy.quality, v.camera.frozen_frames) for v in cfg.views
+        }
         if cfg.mode == "triggered":  # the trigger makes the unit: frames in between are not units
             self.source.lossless = False
         self.samples = SampleKeeper(samples) if samples > 0 else None
@@ -300,6 +307,9 @@ class EdgeDaemon:
             unit_id = f"{self.cfg.station.station}-{frame.unit}" if frame.unit is not None else None
             self._run_unit(frame, unit_id, None)
             return True
+        if isinstance(self.source, ViewSet):
+            self._run_views(request)
+            return True
         # A camera the station fires: only a frame after this firing is this unit's, so one that
         # arrives late for an earlier unit cannot shift every later unit by one.
         fired = time.monotonic() if self.source.station_triggered else request.received_mono
@@ -326,8 +336,56 @@ class EdgeDaemon:
             camera = self.source.name
             camera = camera if len(camera) <= 256 else "..." + camera[-253:]
             source = UnitSource(camera=camera, file=frame.file, index=frame.index)
+        self._finish_unit(frame, unit_id, future, decision, slot, detections, source=source)
+
+    def _run_views(self, request: _Request) -> None:
+        """One frame from each view, each judged on its own, one verdict (``lineguard.edge.views``)."""
+        assert isinstance(self.source, ViewSet)
+        views = self.source.collect(request.received_mono, self._stop, self._tick)
+        if self._stop.is_set():
+            self._no_frame(request, "station stopping", Reason.ERROR)
+            return
+        for view in views:
+            if view.problem is not None:
+                event(
+                    logging.ERROR,
+                    "view_without_frame",
+                    unit_id=request.unit_id,
+                    view=view.name,
+                    detail=view.problem,
+                )
+        unit = judge_views(
+            views,
+            lambda view, frame: self.inspector.decide(frame, self._view_gates[view.name]),
+            self.cfg.policy.deadline_ms,
+        )
+        self._finish_unit(
+            unit.frame,
+            request.unit_id,
+            request.future,
+            unit.decision,
+            unit.slot,
+            unit.detections,
+            storable=unit.storable,
+        )
+
+    def _finish_unit(
+        self,
+        frame: Frame,
+        unit_id: str | None,
+        future: Future[Verdict] | None,
+        decision: Decision,
+        slot: ModelSlot | None,
+        detections: Detections,
+        *,
+        source: UnitSource | None = None,
+        storable: bool = True,
+    ) -> None:
+        """Commit the unit's verdict, then live view, shadow, review sampling and samples."""
         try:
-            verdict = self._commit(frame, unit_id, decision, slot, detections, source=source)
+            verdict = self._commit(
+                frame, unit_id, decision, slot, detections, source=source, storable=storable
+            )
         except OutboxFullError as exc:  # stopping while the outbox is full: say loudly what is lost
             event(
                 logging.ERROR, "verdict_not_stored", unit_id=unit_id, verdict=decision.verdict, error=str(exc)
@@ -338,7 +396,8 @@ class EdgeDaemon:
         self.follower.observe(verdict)
         self.live.offer(frame.image, verdict)  # a copy only while someone watches, at live_fps
         disagreement = False
-        if self.shadow is not None and slot is not None:  # after the verdict is out, if time allows
+        # After the verdict is out, if time allows; a shadow model judges one frame, not several views.
+        if self.shadow is not None and slot is not None and not decision.views:
             left_ms = 1000.0 / self.cfg.camera.fps - (time.monotonic() - frame.captured_mono) * 1000.0
             shadow = self.shadow.run(frame.image, verdict, time_left_ms=left_ms)
             disagreement = shadow is not None and shadow.verdict is not verdict.verdict
@@ -521,7 +580,7 @@ class EdgeDaemon:
         self._last_health = now
         status = self.status()
         camera = status["camera"]
-        silent = not camera["up"] and camera["silent_s"] > self.cfg.camera.watchdog_s
+        silent = not camera["up"] and camera["silent_s"] > self.source.cfg.watchdog_s
         bad = (silent or camera["frozen"]) and not self.source.ended
         if bad and not self._camera_alerted:
             kind = "camera_frozen" if camera["up"] else "camera_down"

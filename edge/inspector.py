@@ -264,6 +264,8 @@ class Inspector:
                 latency_ms=elapsed_s * 1000.0,
                 source=source,
                 image=ImageRef.for_seq(seq) if keep_frame else None,
+                view=decision.view,
+                views=decision.views or None,
             )
 
         verdict = self._add(make, wait=wait)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lineguard.errors import ConfigError, validation_message
+from lineguard.messages.verdict import VIEW_NAME
 
 __all__ = [
     "ENV_PREFIX",
@@ -40,6 +41,7 @@ __all__ = [
     "SamplingConfig",
     "StationConfig",
     "SwapGuardConfig",
+    "ViewConfig",
     "load_config",
     "read_yaml_mapping",
 ]
@@ -70,6 +72,8 @@ class StationConfig(Section):
         default=Path("var"), description="Outbox, review queue, models and logs live here."
     )
 
+
+MAX_VIEWS: Final = 4  # cameras looking at one unit (top and up to three sides)
 
 # Above any line camera (a 25 MP sensor fits), far below an image bomb's claimed size.
 MAX_IMAGE_PIXELS: Final = 40_000_000
@@ -142,6 +146,16 @@ class CameraConfig(Section):
         default="nominal", description="Named condition of the synthetic line (drift tests)."
     )
     gige: GigeConfig = GigeConfig()
+
+
+class ViewConfig(Section):
+    """One of several cameras looking at the same unit (``views``): a name and its camera."""
+
+    name: str = Field(
+        pattern=VIEW_NAME,
+        description="The view's name in verdicts, status and alerts (top, side-left...).",
+    )
+    camera: CameraConfig = Field(description="The view's camera, as in the camera section.")
 
 
 class ModelConfig(Section):
@@ -467,6 +481,12 @@ class RegistryConfig(Section):
 class LineguardConfig(Section):
     station: StationConfig = StationConfig()
     camera: CameraConfig = CameraConfig()
+    views: list[ViewConfig] = Field(
+        default=[],
+        max_length=MAX_VIEWS,
+        description="Several cameras, one verdict per unit (mode: triggered; replaces camera). "
+        "Each trigger takes one frame from every view.",
+    )
     mode: Literal["continuous", "triggered"] = "continuous"
     model: ModelConfig = ModelConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -502,6 +522,28 @@ class LineguardConfig(Section):
                 "camera.gige.trigger 'software' fires on the station's triggers, but mode is "
                 f"'{self.mode}'; set mode: triggered or camera.gige.trigger: free_run"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _views_are_triggered_and_distinct(self) -> LineguardConfig:
+        """Views pair their frames by the trigger, so they need triggered mode and their own names."""
+        if not self.views:
+            return self
+        names = [view.name for view in self.views]
+        problem = None
+        if len(names) < 2:
+            problem = "views lists one view; use camera: for a single camera, or list two to four views"
+        elif len(set(names)) < len(names):
+            problem = f"views names {sorted(n for n in set(names) if names.count(n) > 1)} more than once"
+        elif self.mode != "triggered":
+            problem = (
+                f"views pair one frame from each camera per trigger, but mode is '{self.mode}'; "
+                "set mode: triggered"
+            )
+        elif "camera" in self.model_fields_set:
+            problem = "camera and views are both set; move the camera into views (one list entry per camera)"
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

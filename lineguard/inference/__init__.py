@@ -30,7 +30,7 @@ from lineguard.inference.metrics import (
     unit_rates,
     unit_rates_at,
 )
-from lineguard.inference.policy import DEFAULT_THRESHOLD, Decision, VerdictPolicy
+from lineguard.inference.policy import DEFAULT_THRESHOLD, Decision, VerdictPolicy, combine_views
 from lineguard.inference.postprocess import MAX_DET, RawBoxes, decode_yolo, nms, postprocess
 from lineguard.inference.preprocess import (
     PAD_VALUE,
@@ -80,6 +80,7 @@ __all__ = [
     "available_backends",
     "box_iou",
     "check_golden",
+    "combine_views",
     "confusion_matrix",
     "decode_image",
     "decode_yolo",

@@ -6,6 +6,13 @@ threshold (the card's, overridden per station) and at least ``min_box_area`` -> 
 box in the review band just below its threshold -> NO_DECISION/uncertain or FAIL/uncertain (fail
 safe), by config; otherwise PASS/no_defect. PASS is only ever the result of that last rule: any
 error on the way gives NO_DECISION/error, because a wrong PASS ships a defective part.
+
+A unit seen by several cameras (views) gets one decision from its views' verdicts
+(``combine_views``), first match wins: any view FAIL -> FAIL (a defect seen from one side is a
+defect, whatever another view could not tell); any view without a decision (no frame, image
+quality, its own deadline, uncertain...) -> NO_DECISION with that view's reason; the unit over
+its deadline (first capture to decision, so it covers the slowest view) -> NO_DECISION/deadline;
+otherwise PASS. The decision names the view that made it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +31,9 @@ from lineguard.errors import ConfigError, InputError
 from lineguard.inference.detections import Detections
 from lineguard.inference.quality import QualityReport
 from lineguard.logs import Events
-from lineguard.messages import Defect, ModelCard, Reason, VerdictKind
+from lineguard.messages import Defect, ModelCard, Reason, VerdictKind, ViewVerdict
 
-__all__ = ["DEFAULT_THRESHOLD", "Decision", "VerdictPolicy"]
+__all__ = ["DEFAULT_THRESHOLD", "Decision", "VerdictPolicy", "combine_views"]
 
 DEFAULT_THRESHOLD = 0.5  # for a class the card lists without a threshold
 
@@ -40,6 +48,24 @@ class Decision:
     reason: Reason
     defects: tuple[Defect, ...] = ()
     uncertain: bool = False  # some detection fell in the review band (the labeling sampler uses this)
+    view: str | None = None  # several views: the view that made the decision (``combine_views``)
+    views: tuple[ViewVerdict, ...] = ()  # several views: each view's part, in config order
+
+
+def combine_views(views: Sequence[ViewVerdict], *, late: str | None = None) -> Decision:
+    """One decision for a unit from its views' verdicts; ``late`` names the slowest view when the
+    unit as a whole missed its deadline. Pure: the rules are in the module's docstring."""
+    if not views:
+        return Decision(VerdictKind.NO_DECISION, Reason.ERROR)
+    every = tuple(views)
+    defects = tuple(defect for view in every for defect in view.defects)
+    for kind in (VerdictKind.FAIL, VerdictKind.NO_DECISION):
+        first = next((view for view in every if view.verdict is kind), None)
+        if first is not None:
+            return Decision(kind, first.reason, defects, view=first.name, views=every)
+    if late is not None:
+        return Decision(VerdictKind.NO_DECISION, Reason.DEADLINE, defects, view=late, views=every)
+    return Decision(VerdictKind.PASS, Reason.NO_DEFECT, defects, views=every)
 
 
 class VerdictPolicy:

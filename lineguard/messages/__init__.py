@@ -40,6 +40,7 @@ from lineguard.messages.model_card import (
 from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
 from lineguard.messages.verdict import (
     VERDICT_SCHEMA,
+    VIEW_NAME,
     Defect,
     ImageRef,
     ModelRef,
@@ -47,6 +48,7 @@ from lineguard.messages.verdict import (
     UnitSource,
     Verdict,
     VerdictKind,
+    ViewVerdict,
     utc_now,
 )
 
@@ -64,6 +66,7 @@ __all__ = [
     "STATUS_SCHEMA",
     "TRIGGER_SCHEMA",
     "VERDICT_SCHEMA",
+    "VIEW_NAME",
     "Alert",
     "AlertKind",
     "AlertLevel",
@@ -92,6 +95,7 @@ __all__ = [
     "UnitSource",
     "Verdict",
     "VerdictKind",
+    "ViewVerdict",
     "build_alert",
     "card_url_for",
     "follow_topic",

@@ -2,9 +2,10 @@
 
 A controller must be able to act on ``verdict`` alone; every other field is for traceability.
 Field names and meanings are a public wire contract: change them only with a new schema version.
-Optional fields added later (``durable``, ``source``, ``image``) keep version 1: ``source`` and
-``image`` are left out of the JSON when a verdict has none (a live camera, an upload; a frame the
-station does not keep), so those payloads are unchanged.
+Optional fields added later (``durable``, ``source``, ``image``, ``view``, ``views``) keep version 1:
+``source``, ``image``, ``view`` and ``views`` are left out of the JSON when a verdict has none (a
+live camera, an upload; a frame the station does not keep; a station with one camera), so those
+payloads are unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "VERDICT_SCHEMA",
+    "VIEW_NAME",
     "Defect",
     "ImageRef",
     "ModelRef",
@@ -24,10 +26,12 @@ __all__ = [
     "UnitSource",
     "Verdict",
     "VerdictKind",
+    "ViewVerdict",
     "utc_now",
 ]
 
 VERDICT_SCHEMA: Final = "lineguard.verdict/1"
+VIEW_NAME: Final = r"^[a-z][a-z0-9_-]{0,31}$"  # a view's name: in verdicts, alerts, status and logs
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -109,6 +113,29 @@ class ImageRef(_Contract):
         return cls(ref=str(seq), url=f"/v1/verdicts/{seq}/image")
 
 
+class ViewVerdict(_Contract):
+    """One view's part of a unit seen by several cameras: its own decision and the frame behind it."""
+
+    name: str = Field(pattern=VIEW_NAME, description="The view's name (views[].name in the config).")
+    verdict: VerdictKind
+    reason: Reason = Field(description="camera: this view got no frame for the unit.")
+    defects: tuple[Defect, ...] = Field(default=(), description="Boxes in this view's frame.")
+    camera: str = Field(
+        min_length=1, max_length=256, description="The view's camera: kind and URI, credentials masked."
+    )
+    frame: int | None = Field(
+        ge=0, description="The frame's number in this camera's stream since start; null without a frame."
+    )
+    captured_at: datetime | None = Field(description="When the view's frame was captured; null without one.")
+
+    @field_validator("captured_at")
+    @classmethod
+    def _must_be_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and (value.tzinfo is None or value.utcoffset() != UTC.utcoffset(None)):
+            raise ValueError("timestamps must be timezone-aware UTC")
+        return value
+
+
 class Verdict(_Contract):
     schema_: Literal["lineguard.verdict/1"] = Field(default=VERDICT_SCHEMA, alias="schema")
     seq: int = Field(
@@ -140,7 +167,22 @@ class Verdict(_Contract):
     image: ImageRef | None = Field(
         default=None,
         description="The frame, when the station keeps it (every FAIL and NO_DECISION, a share of PASS); "
-        "kept for a while only (frame_store limits): the URL may answer 404 later.",
+        "kept for a while only (frame_store limits): the URL may answer 404 later. With several views, "
+        "the frame of the view named by ``view`` (the first view for a PASS).",
+    )
+    view: str | None = Field(
+        default=None,
+        pattern=VIEW_NAME,
+        description="Several views: the view whose result made the verdict (the first failing view, else "
+        "the first without a decision, else the slowest when the unit missed its deadline); absent for a "
+        "PASS and for a station with one camera.",
+    )
+    views: tuple[ViewVerdict, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4,
+        description="Several views: each view's verdict, defects and frame, in config order; absent for a "
+        "station with one camera. ``defects`` then lists every view's boxes in the same order.",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -154,7 +196,7 @@ class Verdict(_Contract):
 
     def to_json(self) -> str:
         """Canonical JSON (aliases, ISO 8601 UTC with ``Z``) so every consumer parses the same."""
-        absent = {name for name in ("source", "image") if getattr(self, name) is None}
+        absent = {name for name in ("source", "image", "view", "views") if getattr(self, name) is None}
         return self.model_dump_json(by_alias=True, exclude=absent or None)
 
     @classmethod
