@@ -17,7 +17,8 @@ shift
 need_apt=()
 for pair in mosquitto:mosquitto mosquitto_passwd:mosquitto-clients promtool:prometheus \
   prometheus:prometheus openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver \
-  arv-fake-gv-camera-0.8:aravis-tools arv-tool-0.8:aravis-tools-cli pkg-config:pkg-config; do
+  arv-fake-gv-camera-0.8:aravis-tools arv-tool-0.8:aravis-tools-cli pkg-config:pkg-config \
+  ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair#*:}")
 done
 # Packages without a command: Aravis' introspection data, and what PyGObject (extra gige) builds on.

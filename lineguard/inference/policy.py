@@ -10,7 +10,8 @@ error on the way gives NO_DECISION/error, because a wrong PASS ships a defective
 A unit seen by several cameras (views) gets one decision from its views' verdicts
 (``combine_views``), first match wins: any view FAIL -> FAIL (a defect seen from one side is a
 defect, whatever another view could not tell); any view without a decision (no frame, image
-quality, its own deadline, uncertain...) -> NO_DECISION with that view's reason; the unit over
+quality, its own deadline, uncertain...) -> NO_DECISION with that view's reason (a view without a
+frame first, else the first in config order); the unit over
 its deadline (first capture to decision, so it covers the slowest view) -> NO_DECISION/deadline;
 otherwise PASS. The decision names the view that made it.
 """
@@ -60,8 +61,9 @@ def combine_views(views: Sequence[ViewVerdict], *, late: str | None = None) -> D
     every = tuple(views)
     defects = tuple(defect for view in every for defect in view.defects)
     for kind in (VerdictKind.FAIL, VerdictKind.NO_DECISION):
-        first = next((view for view in every if view.verdict is kind), None)
-        if first is not None:
+        found = [view for view in every if view.verdict is kind]
+        if found:  # a view without a frame first: another view may be late only for waiting on it
+            first = next((view for view in found if view.reason is Reason.CAMERA), found[0])
             return Decision(kind, first.reason, defects, view=first.name, views=every)
     if late is not None:
         return Decision(VerdictKind.NO_DECISION, Reason.DEADLINE, defects, view=late, views=every)

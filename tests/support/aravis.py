@@ -3,19 +3,25 @@
 It speaks the real GVCP/GVSP protocol on UDP 3956 of one interface address (127.0.0.1 here; a
 second camera needs a second address on an interface, such as 127.0.0.2 added to ``lo``).
 ``stop`` is a pulled cable: the process is gone, the station's heartbeat goes unanswered; ``start``
-plugs it back in (a fresh camera with default settings).
+plugs it back in (a fresh camera with default settings). ``loopback_address`` puts a second
+address on ``lo`` for a second camera (root only; removed again only when it added it).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
+
+import pytest
 
 from lineguard.edge.gige import load_aravis
 
-__all__ = ["FakeCamera"]
+__all__ = ["FakeCamera", "loopback_address"]
 
 FAKE_CAMERA = "arv-fake-gv-camera-0.8"
 
@@ -72,3 +78,20 @@ class FakeCamera:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def loopback_address(address: str) -> Iterator[None]:
+    """``address`` on ``lo`` while the block runs: the fake camera binds only an interface's address."""
+    shown = subprocess.run(["ip", "-o", "addr", "show", "lo"], capture_output=True, text=True, check=True)
+    if f"inet {address}/" in shown.stdout:
+        yield
+        return
+    add = ["ip", "addr", "add", f"{address}/8", "dev", "lo"]
+    if os.geteuid() != 0:
+        pytest.fail(f"a second fake camera needs {address} on lo; as root run: {' '.join(add)}")
+    subprocess.run(add, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/8", "dev", "lo"], check=False)

@@ -23,12 +23,14 @@ def running_station(
     profile: str = "development",
     mode: str = "continuous",
     first_unit: bool = True,
+    views: list[dict[str, Any]] | None = None,
     **sections: dict[str, Any],
 ) -> Iterator[tuple[EdgeDaemon, str]]:
     """``(daemon, base URL)`` of a station judging the synthetic line until the block ends.
 
     A section given (``camera={"kind": "gige", ...}``) is merged over these defaults; ``first_unit``
-    waits for a unit before the block starts (a triggered station has none until it is triggered).
+    waits for a unit before the block starts (a triggered station has none until it is triggered);
+    ``views`` replaces the camera with several named ones.
     """
     overrides: dict[str, Any] = {
         "mode": mode,
@@ -41,6 +43,9 @@ def running_station(
     }
     for name, values in sections.items():
         overrides[name] = overrides.get(name, {}) | values
+    if views is not None:
+        del overrides["camera"]
+        overrides["views"] = views
     daemon = EdgeDaemon(load_config(None, environ={}, overrides=overrides))
     loop = threading.Thread(target=daemon.run, daemon=True)
     loop.start()
