@@ -233,7 +233,7 @@ class FrameStore:
             return None
         frame = np.asarray(decoded, np.uint8)
         v = stored.verdict
-        boxes = {(d.class_name, d.box): d for d in (*stored.doubtful, *v.defects)}
+        boxes = {(d.class_name, d.box): d for d in (*stored.doubtful, *v.shown_defects)}
         item = ReviewItem(
             review_id=uuid.uuid4().hex,
             unit_id=v.unit_id,
@@ -251,6 +251,7 @@ class FrameStore:
                 ReviewBox(class_name=d.class_name, confidence=d.confidence, xyxy=d.box)
                 for d in boxes.values()
             ),
+            view=v.shown_view or "",
         )
         return frame, item
 

@@ -9,7 +9,8 @@ be down) is missing for that unit, and the others are still judged. Each view is
 own (its own quality gate, its own deadline from its own capture), then
 ``lineguard.inference.combine_views`` makes the unit's one decision; the unit's deadline runs from
 its first view's capture, so it covers the slowest view. The verdict's frame (frame store, review
-queue, Label Studio, live view) is the view that made the decision, the first view for a PASS.
+queue, Label Studio, live view) is the view that made the decision when it has a frame, else the
+first view with one (``lineguard.messages.verdict.shown_view``).
 
 ``ViewSet`` is a ``FrameSource`` only for what the station asks of its camera outside a unit
 (start, stop, health, skips): its health is down while any view is down and names the views, so
@@ -33,6 +34,7 @@ from lineguard.edge.source_factory import open_source
 from lineguard.edge.sources import Frame, FrameSource, SourceHealth
 from lineguard.inference import Decision, Detections, combine_views
 from lineguard.messages import Reason, VerdictKind, ViewVerdict
+from lineguard.messages.verdict import shown_view
 from lineguard.monitoring import Metrics
 
 __all__ = ["JudgedUnit", "ViewFrame", "ViewSet", "judge_views"]
@@ -206,8 +208,8 @@ def judge_views(
     if not captured:
         blank = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
         return JudgedUnit(decision, None, blank, Detections.empty(), storable=False)
-    shown = decision.view if decision.view in judged else next(iter(judged))
-    frame, detections = judged[shown]
+    shown = shown_view(decision.view, decision.views)
+    frame, detections = judged[shown.name if shown is not None else next(iter(judged))]
     first = min(frame.captured_mono for frame, _ in judged.values())
     first_at = min(frame.captured_at for frame, _ in judged.values())
     frame = replace(frame, captured_at=first_at, captured_mono=first)

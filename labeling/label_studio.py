@@ -129,8 +129,10 @@ def prediction(
 def review_task(item: ReviewItem, image_url: str) -> dict[str, Any]:
     """One task: the image, the unit's traceability fields, and the model's boxes as a prediction."""
     model = f"{item.model_name}:{item.model_version}" if item.model_name else "none"
+    view = {"view": item.view} if item.view else {}  # several views: which camera's frame this is
     return {
-        "data": {
+        "data": view
+        | {
             "image": image_url,
             "review_id": item.review_id,
             "unit_id": item.unit_id,

@@ -94,6 +94,9 @@ class ReviewItem(BaseModel):
     width: int = Field(default=0, ge=0, description="Frame width in pixels (set by the queue).")
     height: int = Field(default=0, ge=0)
     boxes: tuple[ReviewBox, ...] = ()
+    view: str = Field(
+        default="", description="Several views: the view this frame is from; empty with one camera."
+    )
 
 
 class RefusedError(DeliveryError):

@@ -236,4 +236,5 @@ class ReviewSampler:
             width=int(frame.shape[1]),
             height=int(frame.shape[0]),
             boxes=boxes,
+            view=verdict.shown_view or "",
         )

@@ -49,7 +49,7 @@ def verdict_tile(
     color = VERDICT_COLORS[verdict.verdict]
     tile = np.zeros((size + _CAPTION_H, size, 3), np.uint8)
     tile[:size] = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    for defect in verdict.defects:
+    for defect in verdict.shown_defects:
         x1, y1, x2, y2 = (round(c * (size - 1)) for c in defect.box)
         cv2.rectangle(tile, (x1, y1), (x2, y2), color, 2)
         _text(tile, f"{defect.class_name} {defect.confidence:.2f}", (x1 + 2, max(12, y1 - 4)), 0.4)
@@ -68,16 +68,17 @@ def annotate_frame(
 
     The verdict's defects are framed in its colour with class and confidence; ``doubtful`` boxes
     (what the model saw near a threshold, which made an ``uncertain`` unit or that an escape may
-    hide) are framed thinly in yellow; a band on top names the verdict, reason and unit.
+    hide) are framed thinly in yellow; a band on top names the verdict, reason and unit
+    (and the view, for a unit seen by several cameras).
     """
     frame = np.asarray(image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
     height, width = frame.shape[:2]
     scale = max(0.4, min(width, height) / 640)
     thick = max(2, round(2 * scale))
     color = VERDICT_COLORS[verdict.verdict]
-    drawn = {(d.class_id, d.box) for d in verdict.defects}
+    drawn = {(d.class_id, d.box) for d in verdict.shown_defects}
     shown = [(d, _DOUBTFUL_COLOR, 1) for d in doubtful if (d.class_id, d.box) not in drawn]
-    shown += [(d, color, thick) for d in verdict.defects]
+    shown += [(d, color, thick) for d in verdict.shown_defects]
     for defect, box_color, line in shown:
         x1, y1 = round(defect.box[0] * (width - 1)), round(defect.box[1] * (height - 1))
         x2, y2 = round(defect.box[2] * (width - 1)), round(defect.box[3] * (height - 1))
@@ -88,7 +89,8 @@ def annotate_frame(
     cv2.rectangle(frame, (0, 0), (width - 1, band), color, -1)
     _text(
         frame,
-        f"{verdict.verdict.value}/{verdict.reason.value}  {verdict.unit_id}",
+        f"{verdict.verdict.value}/{verdict.reason.value}  {verdict.unit_id}"
+        + (f"  view {verdict.shown_view}" if verdict.views else ""),
         (4, band - 6),
         0.5 * scale,
     )

@@ -10,6 +10,7 @@ payloads are unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
@@ -27,6 +28,7 @@ __all__ = [
     "Verdict",
     "VerdictKind",
     "ViewVerdict",
+    "shown_view",
     "utc_now",
 ]
 
@@ -136,6 +138,13 @@ class ViewVerdict(_Contract):
         return value
 
 
+def shown_view(view: str | None, views: Sequence[ViewVerdict]) -> ViewVerdict | None:
+    """The view whose frame stands for a unit: ``view`` when it has a frame, else the first view
+    with one (a PASS, or a unit decided by a view that got no frame); None when none has a frame."""
+    framed = [part for part in views if part.frame is not None]
+    return next((part for part in framed if part.name == view), framed[0] if framed else None)
+
+
 class Verdict(_Contract):
     schema_: Literal["lineguard.verdict/1"] = Field(default=VERDICT_SCHEMA, alias="schema")
     seq: int = Field(
@@ -168,7 +177,7 @@ class Verdict(_Contract):
         default=None,
         description="The frame, when the station keeps it (every FAIL and NO_DECISION, a share of PASS); "
         "kept for a while only (frame_store limits): the URL may answer 404 later. With several views, "
-        "the frame of the view named by ``view`` (the first view for a PASS).",
+        "the frame of the view named by ``view`` when it has one, else of the first view with a frame.",
     )
     view: str | None = Field(
         default=None,
@@ -193,6 +202,18 @@ class Verdict(_Contract):
         if value.tzinfo is None or value.utcoffset() != UTC.utcoffset(None):
             raise ValueError("timestamps must be timezone-aware UTC")
         return value
+
+    @property
+    def shown_view(self) -> str | None:
+        """The view whose frame stands for the unit (``image``, QA review); None with one camera."""
+        shown = shown_view(self.view, self.views or ())
+        return None if shown is None else shown.name
+
+    @property
+    def shown_defects(self) -> tuple[Defect, ...]:
+        """The boxes that belong on the unit's frame: the shown view's with several views."""
+        shown = shown_view(self.view, self.views or ())
+        return self.defects if shown is None else shown.defects
 
     def to_json(self) -> str:
         """Canonical JSON (aliases, ISO 8601 UTC with ``Z``) so every consumer parses the same."""

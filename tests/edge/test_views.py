@@ -28,6 +28,8 @@ from lineguard.edge.sources import Frame
 from lineguard.edge.views import ViewFrame, judge_views
 from lineguard.errors import ConfigError
 from lineguard.inference import Decision, Detections, combine_views
+from lineguard.labeling import ReviewItem
+from lineguard.labeling.label_studio import review_task
 from lineguard.messages import Defect, Reason, Verdict, VerdictKind, ViewVerdict
 
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
@@ -100,19 +102,21 @@ def test_defects_are_kept_per_view_and_listed_together() -> None:
     assert combine_views([]).verdict is VerdictKind.NO_DECISION  # nothing seen is never a PASS
 
 
+COMMON: dict[str, Any] = {
+    "seq": 1,
+    "unit_id": "U1",
+    "line": "l",
+    "station": "s",
+    "model": None,
+    "thresholds": "none",
+    "captured_at": T0,
+    "decided_at": T0,
+    "latency_ms": 0.0,
+}
+
+
 def test_single_camera_verdicts_leave_the_view_fields_out_of_the_json() -> None:
-    common: dict[str, Any] = {
-        "seq": 1,
-        "unit_id": "U1",
-        "line": "l",
-        "station": "s",
-        "model": None,
-        "thresholds": "none",
-        "captured_at": T0,
-        "decided_at": T0,
-        "latency_ms": 0.0,
-    }
-    single = Verdict(verdict=VerdictKind.PASS, reason=Reason.NO_DEFECT, **common)
+    single = Verdict(verdict=VerdictKind.PASS, reason=Reason.NO_DEFECT, **COMMON)
     assert "views" not in json.loads(single.to_json()) and "view" not in json.loads(single.to_json())
     missing = view("side", VerdictKind.NO_DECISION, Reason.CAMERA)
     several = Verdict(
@@ -120,7 +124,7 @@ def test_single_camera_verdicts_leave_the_view_fields_out_of_the_json() -> None:
         reason=Reason.CAMERA,
         view="side",
         views=(PASS_TOP, missing),
-        **common,
+        **COMMON,
     )
     payload = json.loads(several.to_json())
     assert payload["schema"] == "lineguard.verdict/1" and payload["view"] == "side"
@@ -134,6 +138,39 @@ def test_single_camera_verdicts_leave_the_view_fields_out_of_the_json() -> None:
         "captured_at": None,
     }
     assert Verdict.from_json(several.to_json()) == several
+
+
+def test_the_frame_shown_for_a_unit_is_a_view_with_a_frame_and_carries_only_its_boxes() -> None:
+    top = view("top", VerdictKind.FAIL, Reason.DEFECT, SCRATCH)
+    side = view("side", VerdictKind.FAIL, Reason.DEFECT, PIT)
+    failed = Verdict(
+        verdict=VerdictKind.FAIL,
+        reason=Reason.DEFECT,
+        defects=(SCRATCH, PIT),
+        view="side",
+        views=(top, side),
+        **COMMON,
+    )
+    assert (failed.shown_view, failed.shown_defects) == ("side", (PIT,))
+    passed = Verdict(verdict=VerdictKind.PASS, reason=Reason.NO_DEFECT, views=(PASS_TOP, PASS_SIDE), **COMMON)
+    assert (passed.shown_view, passed.shown_defects) == ("top", ())
+    missing = view("top", VerdictKind.NO_DECISION, Reason.CAMERA)
+    no_frame = Verdict(
+        verdict=VerdictKind.NO_DECISION,
+        reason=Reason.CAMERA,
+        view="top",
+        views=(missing, PASS_SIDE),
+        **COMMON,
+    )
+    assert no_frame.shown_view == "side"  # top has no frame: the verdict shows side's
+    single = Verdict(verdict=VerdictKind.FAIL, reason=Reason.DEFECT, defects=(PIT,), **COMMON)
+    assert (single.shown_view, single.shown_defects) == (None, (PIT,))
+
+    item = ReviewItem(
+        review_id="r1", unit_id="U1", line="l", station="s", captured_at=T0, reason="no_decision", view="side"
+    )
+    assert review_task(item, "/data/r1.jpg")["data"]["view"] == "side"  # QA sees which camera
+    assert "view" not in review_task(item.model_copy(update={"view": ""}), "/data/r1.jpg")["data"]
 
 
 def test_the_verdict_shows_the_deciding_view_stamped_with_the_first_capture() -> None:
@@ -252,13 +289,20 @@ def test_two_cameras_give_one_verdict_per_trigger_with_both_views(
 ) -> None:
     top, side = plugged
     with running_station(
-        tmp_path, model_dir, mode="triggered", first_unit=False, views=views_of(top, side)
+        tmp_path,
+        model_dir,
+        mode="triggered",
+        first_unit=False,
+        views=views_of(top, side),
+        frame_store={"pass_share": 1.0},  # every unit's frame is kept
     ) as (daemon, base):
         wait_until(lambda: daemon.status()["camera"]["up"], 10, "both cameras connected")
         status = daemon.status()["camera"]
         verdicts = [_trigger(base, f"PLC-{i}") for i in range(5)]
         frames = daemon.metrics.registry.get_sample_value("lineguard_frames_total")
-        image = httpx.get(f"{base}/v1/verdicts/{verdicts[0].seq}/image", timeout=5)
+        image = httpx.get(
+            f"{base}/v1/verdicts/{verdicts[0].seq}/image", params={"annotated": "true"}, timeout=5
+        )
     assert status["source"] == "top=gige:127.0.0.2, side=gige:127.0.0.3"
     assert [v.unit_id for v in verdicts] == [f"PLC-{i}" for i in range(5)]
     assert frames == 10  # one trigger, one frame from each camera
@@ -270,6 +314,7 @@ def test_two_cameras_give_one_verdict_per_trigger_with_both_views(
         assert all(v.frame is not None and v.captured_at is not None for v in verdict.views)
         assert verdict.views[0].camera == "gige:127.0.0.2" and verdict.views[1].camera == "gige:127.0.0.3"
         assert verdict.captured_at == min(v.captured_at for v in verdict.views if v.captured_at is not None)
+    assert verdicts[0].image is not None and verdicts[0].shown_view in ("top", "side")
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"  # the frame store kept one view
 
 
