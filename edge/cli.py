@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from lineguard.config import LineguardConfig
+    from lineguard.config import CameraConfig
 
 __all__ = ["CONFIG_OPTION", "FRAMES_OPTION", "edge"]
 
@@ -142,7 +142,8 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
         "OK",
         "config",
         f"{config_path} (station {cfg.station.line}/{cfg.station.station}, mode {cfg.mode}, "
-        f"camera {cfg.camera.kind}, delivery {'mqtt' if cfg.mqtt.enabled else 'jsonl'})",
+        f"{'views ' + ', '.join(v.name for v in cfg.views) if cfg.views else 'camera ' + cfg.camera.kind}, "
+        f"delivery {'mqtt' if cfg.mqtt.enabled else 'jsonl'})",
     )
     detector = None
     if cfg.model.path is None:
@@ -185,41 +186,40 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
     _line("OK" if screen.ok else "WARN", "quality", screen.detail)
     if screen.fix:
         _line("", "", f"fix: {screen.fix}")
-    if camera:
-        failed |= not _check_camera(cfg)
+    if camera:  # each view's camera in turn, for a station with several
+        for name, cam in [(f"view {v.name}", v.camera) for v in cfg.views] or [("camera", cfg.camera)]:
+            failed |= not _check_camera(cam, name)
     click.echo("FAILED" if failed else "OK")
     if failed:
         click.get_current_context().exit(1)
 
 
-def _check_camera(cfg: LineguardConfig) -> bool:
+def _check_camera(cam: CameraConfig, name: str) -> bool:
     from lineguard.edge.source_factory import open_source
     from lineguard.errors import LineguardError
 
     try:
-        source = open_source(cfg.camera)
+        source = open_source(cam)
     except LineguardError as exc:
-        _line("FAIL", "camera", str(exc))
+        _line("FAIL", name, str(exc))
         return False
     source.start()
     try:
         if source.frames_on_demand:  # a triggered camera: connected first, then one frame on request
-            deadline = time.monotonic() + cfg.camera.watchdog_s
+            deadline = time.monotonic() + cam.watchdog_s
             while not source.health().up and time.monotonic() < deadline:
                 time.sleep(0.05)
             if source.health().up and not source.station_triggered:
-                _line(
-                    "OK", "camera", f"{source.name}: connected; hardware-triggered, no frame without a pulse"
-                )
+                _line("OK", name, f"{source.name}: connected; hardware-triggered, no frame without a pulse")
                 return True
             source.request_frame()
-        frame = source.read_latest(cfg.camera.watchdog_s)
+        frame = source.read_latest(cam.watchdog_s)
         health = source.health()
     finally:
         source.stop()
     if frame is None:
-        _line("FAIL", "camera", f"{source.name}: no frame in {cfg.camera.watchdog_s:g} s ({health.detail})")
+        _line("FAIL", name, f"{source.name}: no frame in {cam.watchdog_s:g} s ({health.detail})")
         return False
     h, w = frame.image.shape[:2]
-    _line("OK", "camera", f"{source.name}: {w}x{h} frame")
+    _line("OK", name, f"{source.name}: {w}x{h} frame")
     return True

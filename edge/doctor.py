@@ -289,6 +289,11 @@ def _check_extras(cfg: LineguardConfig) -> Check:
 
 
 def _check_camera(cfg: LineguardConfig, timeout_s: float) -> Check:
+    if cfg.views:  # industrial cameras: opening them needs their own protocol, as the station does
+        names = ", ".join(f"{v.name}={v.camera.kind}:{mask_url(v.camera.uri)}" for v in cfg.views)
+        return Check(
+            "camera", True, f"{len(cfg.views)} views ({names}); lineguard edge check --camera reads each"
+        )
     cam = cfg.camera
     if cam.kind == "synthetic":
         return Check("camera", True, f"synthetic line (seed {cam.synthetic_seed}, {cam.synthetic_imgsz} px)")

@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 from support.aravis import FakeCamera, loopback_address
 from support.mqtt import wait_until
 from support.signal_model import build_signal_onnx
 from support.stations import running_station
 
+from lineguard.cli import main
 from lineguard.config import load_config
 from lineguard.edge.inspector import ModelSlot
 from lineguard.edge.sources import Frame
@@ -276,6 +278,24 @@ def views_of(top: FakeCamera, side: FakeCamera) -> list[dict[str, Any]]:
         }
 
     return [{"name": "top", "camera": camera(top)}, {"name": "side", "camera": camera(side)}]
+
+
+def test_check_reads_one_frame_from_each_view(
+    tmp_path: Path, plugged: tuple[FakeCamera, FakeCamera], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "station.yaml"
+    station = {
+        "mode": "triggered",
+        "station": {"station": "s1", "data_dir": str(tmp_path / "var")},
+        "views": views_of(*plugged),
+        "mqtt": {"enabled": False},
+    }
+    config.write_text(yaml.safe_dump(station))
+    assert main(["edge", "check", "--config", str(config), "--camera"]) == 0
+    out = capsys.readouterr().out
+    assert "views top, side" in out
+    assert "OK    view top   gige:127.0.0.2: 512x512 frame" in out
+    assert "OK    view side  gige:127.0.0.3: 512x512 frame" in out
 
 
 def _trigger(base: str, unit_id: str) -> Verdict:
