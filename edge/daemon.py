@@ -8,7 +8,13 @@ source is lossless (every file becomes a unit, also while the station starts or 
 names its units: ``<station>-<file stem>`` for a folder, ``<station>-f<frame index>`` for a video
 or the synthetic line, with the verdict's ``source`` naming the file and its position; a live
 camera's units are ``<station>-<seq>``, and the frames it drops are counted in the run summary.
-A triggered station's sources keep only the newest frame. Every half second the
+A triggered station's sources keep only the newest frame. A trigger whose unit id is among the
+last ``DUPLICATE_WINDOW`` unit ids triggered since the station started (MQTT JSON or plain text,
+``POST /v1/inspect``) is answered NO_DECISION/``duplicate_unit`` in its turn, after the first
+unit's verdict, with a seq of its own: the first verdict is never replaced. While the retained
+``…/control`` message says ``paused``, triggers are answered NO_DECISION/``paused``, a live
+camera's frames are read and counted as skipped (``paused``), and a folder, video or synthetic
+source waits where it is; status says ``inspection: paused``. Every half second the
 loop runs the camera watchdog, alerts on a down or frozen camera and publishes status on change
 and every ``mqtt.status_interval_s``. SIGTERM/SIGINT finish the unit in flight, flush delivery and
 return. Logs are structured events, one JSON object per line under ``lineguard edge run``.
@@ -33,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import LineguardConfig
-from lineguard.edge.control import DesiredModel, Feedback, Trigger
+from lineguard.edge.control import DesiredModel, Feedback, InspectionControl, RecentIds, Trigger
 from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.frame_store import FrameStore
 from lineguard.edge.hot_swap import ModelFollower
@@ -51,12 +57,13 @@ from lineguard.messages import Reason, UnitSource, Verdict, VerdictKind
 from lineguard.monitoring import Metrics
 from lineguard.redact import mask_url
 
-__all__ = ["EdgeDaemon"]
+__all__ = ["DUPLICATE_WINDOW", "EdgeDaemon"]
 
 event = Events("lineguard.edge")
 
 _POLL_S = 0.2  # longest the loop waits for a frame or trigger before checking stop and status
 _HEALTH_EVERY_S = 0.5
+DUPLICATE_WINDOW = 1000  # unit ids remembered to answer a repeated trigger (about 100 kB)
 
 
 def _settle(future: Future[Verdict], verdict: Verdict | None = None, error: Exception | None = None) -> None:
@@ -71,10 +78,14 @@ def _settle(future: Future[Verdict], verdict: Verdict | None = None, error: Exce
 
 @dataclass
 class _Request:
-    """A triggered unit waiting for the first frame captured after ``received_mono``."""
+    """A triggered unit waiting for the first frame captured after ``received_mono``.
+
+    ``refusal``: answered NO_DECISION with this reason in its turn, without a frame.
+    """
 
     unit_id: str | None
     received_mono: float
+    refusal: Reason | None = None
     future: Future[Verdict] = field(default_factory=Future)
 
 
@@ -99,6 +110,9 @@ class EdgeDaemon:
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
         self._stop = threading.Event()
         self._requests: queue.Queue[_Request] = queue.Queue()
+        self._recent_ids = RecentIds(DUPLICATE_WINDOW)
+        self._ids_lock = threading.Lock()  # MQTT and HTTP threads trigger
+        self.paused = False  # set by …/control (retained), read by the loop
         self._last_health = 0.0
         self._last_status = 0.0
         self._status_sig: tuple[Any, ...] = ()
@@ -114,6 +128,7 @@ class EdgeDaemon:
             on_trigger=self._on_trigger,
             on_feedback=self._on_feedback,
             on_model=self._on_model,
+            on_control=self._on_control,
         )
         self.review_queue = self._open_review_queue()
         self.frame_store = (
@@ -210,8 +225,20 @@ class EdgeDaemon:
 
     # -- units ----------------------------------------------------------------------------
     def trigger(self, trigger: Trigger) -> Future[Verdict]:
-        """Inspect the next camera frame as ``trigger.unit_id``; the future gets its verdict."""
-        request = _Request(trigger.unit_id, time.monotonic())
+        """Inspect the next camera frame as ``trigger.unit_id``; the future gets its verdict.
+
+        Paused, or a unit id seen among the last ``DUPLICATE_WINDOW``: the verdict is NO_DECISION
+        (``paused``, ``duplicate_unit``), committed in turn after the triggers queued before it. A
+        paused trigger's id is not remembered, so the PLC may send that unit again once resumed.
+        """
+        refusal = None
+        if self.paused:
+            refusal = Reason.PAUSED
+        else:
+            with self._ids_lock:
+                if self._recent_ids.seen_before(trigger.unit_id):
+                    refusal = Reason.DUPLICATE_UNIT
+        request = _Request(trigger.unit_id, time.monotonic(), refusal)
         self._requests.put(request)
         return request.future
 
@@ -290,12 +317,17 @@ class EdgeDaemon:
                 request = self._requests.get(timeout=_POLL_S)
             except queue.Empty:
                 return not self.source.exhausted
+        if request is None and self.paused:
+            return self._idle_paused()
         if request is None:
             frame = self.source.read_latest(_POLL_S)
             if frame is None:
                 return not self.source.exhausted
             unit_id = f"{self.cfg.station.station}-{frame.unit}" if frame.unit is not None else None
             self._run_unit(frame, unit_id, None)
+            return True
+        if request.refusal is not None:
+            self._answer(request, request.refusal)
             return True
         while not self._stop.is_set():
             frame = self.source.read_latest(_POLL_S, newer_than=request.received_mono)
@@ -304,11 +336,20 @@ class EdgeDaemon:
                 return True
             waited = time.monotonic() - request.received_mono
             if self.source.exhausted or waited > self.cfg.camera.watchdog_s:
-                self._no_frame(request, f"no camera frame within {waited:.1f} s")
+                self._answer(request, Reason.ERROR, f"no camera frame within {waited:.1f} s")
                 return not self.source.exhausted
             self._tick()
-        self._no_frame(request, "station stopping")
+        self._answer(request, Reason.ERROR, "station stopping")
         return False
+
+    def _idle_paused(self) -> bool:
+        """Paused, continuous: a live camera's frames are skipped; files and the synthetic line wait."""
+        if self.source.lossless:
+            self._stop.wait(_POLL_S)
+            return True
+        if self.source.read_latest(_POLL_S) is not None:
+            self.source.count_skip("paused")
+        return not self.source.exhausted
 
     def _run_unit(self, frame: Frame, unit_id: str | None, future: Future[Verdict] | None) -> None:
         decision, slot, detections = self.inspector.decide(frame, self.quality)
@@ -368,11 +409,22 @@ class EdgeDaemon:
             store.record(verdict, frame.image if keep else None, detections, policy)
         return verdict
 
-    def _no_frame(self, request: _Request, why: str) -> None:
-        """A triggered unit that got no frame still gets a verdict: NO_DECISION/error."""
-        event(logging.ERROR, "trigger_without_frame", unit_id=request.unit_id, detail=why)
+    def _answer(self, request: _Request, reason: Reason, why: str = "") -> None:
+        """A trigger that gets no frame still gets a verdict: NO_DECISION with ``reason``.
+
+        ``error``: no frame came (or the station stops); ``duplicate_unit`` and ``paused``: the
+        trigger was refused (``trigger``), and a duplicate also raises a ``duplicate_unit_id`` alert.
+        """
+        if reason is Reason.ERROR:
+            event(logging.ERROR, "trigger_without_frame", unit_id=request.unit_id, detail=why)
+        else:
+            event(logging.WARNING, "trigger_refused", unit_id=request.unit_id, reason=reason.value)
+        if reason is Reason.DUPLICATE_UNIT:
+            self.delivery.publish_alert(
+                "duplicate_unit_id", {"unit_id": request.unit_id, "action": "answered NO_DECISION"}
+            )
         frame = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
-        decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
+        decision = Decision(VerdictKind.NO_DECISION, reason)
         try:
             verdict = self._commit(
                 frame, request.unit_id, decision, None, Detections.empty(), wait=False, storable=False
@@ -428,7 +480,7 @@ class EdgeDaemon:
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            self._no_frame(request, "station stopping")
+            self._answer(request, request.refusal or Reason.ERROR, "station stopping")
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -476,6 +528,7 @@ class EdgeDaemon:
         return {
             "state": "online",
             "mode": self.cfg.mode,
+            "inspection": "paused" if self.paused else "running",
             "model": None if slot is None else slot.ref.model_dump(),
             "backend": None if slot is None else slot.detector.backend,
             "thresholds": None if slot is None else slot.policy.thresholds_id,
@@ -521,7 +574,14 @@ class EdgeDaemon:
         elif not bad and self._camera_alerted:
             event(logging.INFO, "camera_ok", source=camera["source"])
         self._camera_alerted = bad
-        sig = (status["model"], status["backend"], camera["up"], camera["frozen"], status["outbox_durable"])
+        sig = (
+            status["model"],
+            status["backend"],
+            camera["up"],
+            camera["frozen"],
+            status["outbox_durable"],
+            status["inspection"],
+        )
         if sig != self._status_sig or now - self._last_status >= self.cfg.mqtt.status_interval_s:
             self._status_sig = sig
             self._last_status = now
@@ -530,6 +590,13 @@ class EdgeDaemon:
     # -- messages from MQTT ---------------------------------------------------------------
     def _on_trigger(self, trigger: Trigger) -> None:
         self.trigger(trigger)
+
+    def _on_control(self, control: InspectionControl) -> None:
+        paused = control.inspection == "paused"
+        if paused != self.paused:
+            self.paused = paused
+            event(logging.WARNING if paused else logging.INFO, "inspection", state=control.inspection)
+            self._status_soon()
 
     def _on_feedback(self, feedback: Feedback) -> None:
         """Count the outcome; an escape or overkill whose frame is kept goes to QA review."""

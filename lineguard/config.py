@@ -227,6 +227,11 @@ class MqttConfig(Section):
     password_file: Path | None = Field(default=None, description="File holding the password.")
     tls: MqttTlsConfig | None = None
     status_interval_s: float = Field(default=10.0, gt=0)
+    result_topic: bool = Field(
+        default=False,
+        description="Also publish each verdict on …/result as one line `<verdict>,<seq>,<unit_id>` "
+        "for PLCs that do not parse JSON; same outbox record, acknowledged together.",
+    )
     reconnect_max_s: float = Field(default=10.0, gt=0)
     session_expiry_s: int = Field(
         default=3600,

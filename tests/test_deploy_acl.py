@@ -20,12 +20,12 @@ from support.tls import password_file
 
 ACL = Path(__file__).parents[1] / "deploy" / "mosquitto" / "acl"
 USERS = ("station1", "station2", "registry", "controller", "monitor")
-KINDS = ("verdict", "status", "alert", "trigger", "feedback", "control", "model", "model/shadow")
+KINDS = ("verdict", "result", "status", "alert", "trigger", "feedback", "control", "model", "model/shadow")
 FOLLOWED = "lineguard/models/signal/production"  # what stations with registry.follow: signal read
 
 # identity -> the topics of line1's station1 it may publish on.
 MAY_PUBLISH = {
-    "station1": {"verdict", "status", "alert"},
+    "station1": {"verdict", "result", "status", "alert"},
     "station2": set(),  # another station's credential reaches nothing of station1's
     "registry": {"model", "model/shadow", "followed"},
     "controller": {"trigger", "feedback", "control"},
