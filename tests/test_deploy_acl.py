@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.mosquitto import Broker
-from support.mqtt import Subscriber, wait_until
+from support.mqtt import Subscriber, subscribed, wait_until
 from support.tls import password_file
 
 ACL = Path(__file__).parents[1] / "deploy" / "mosquitto" / "acl"
@@ -116,3 +116,34 @@ def test_a_station_reads_the_production_model_it_follows_by_configuration(acl_br
         registry.disconnect()
         station.stop()
     assert [(t, p) for t, p, _ in station.messages][:1] == [(FOLLOWED, b"v2")]
+
+
+def test_a_controllers_retained_pause_reaches_its_station_which_answers_on_result(acl_broker: Broker) -> None:
+    control = "lineguard/line1/station1/control"
+    controller = _client(acl_broker.port, "controller")
+    station = _client(acl_broker.port, "station1")
+    try:
+        controller.publish(control, b'{"inspection": "paused"}', qos=1, retain=True).wait_for_publish(5)
+        station.publish(control, b'{"inspection": "running"}', qos=1, retain=True).wait_for_publish(5)
+        with (  # a station (re)connecting later still gets the controller's state
+            subscribed(
+                acl_broker.host, acl_broker.port, control, username="station1", password="station1-pw"
+            ) as late,
+            subscribed(
+                acl_broker.host,
+                acl_broker.port,
+                "lineguard/line1/station1/result",
+                username="controller",
+                password="controller-pw",
+            ) as results,
+        ):
+            wait_until(lambda: len(late.messages) >= 1, 10, "the retained control message")
+            station.publish("lineguard/line1/station1/result", b"PASS,1,A-1", qos=1).wait_for_publish(5)
+            wait_until(lambda: len(results.messages) >= 1, 10, "the compact result")
+    finally:
+        controller.publish(control, b"", qos=1, retain=True).wait_for_publish(5)
+        for client in (controller, station):
+            client.loop_stop()
+            client.disconnect()
+    assert [(p, retained) for _, p, retained in late.messages] == [(b'{"inspection": "paused"}', True)]
+    assert [p for _, p, _ in results.messages] == [b"PASS,1,A-1"]
