@@ -50,8 +50,9 @@ class VerdictKind(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why the verdict is what it is; NO_DECISION always carries one of the last seven.
+    """Why the verdict is what it is; NO_DECISION always carries one of the last eight.
 
+    ``camera``: the unit got no frame (camera down, trigger refused or unanswered);
     ``duplicate_unit``: a trigger repeated a unit id the station had already been triggered for
     (the first verdict stands); ``paused``: a trigger arrived while ``…/control`` paused inspection.
     """
@@ -63,6 +64,7 @@ class Reason(StrEnum):
     IMAGE_QUALITY = "image_quality"
     NO_MODEL = "no_model"
     ERROR = "error"
+    CAMERA = "camera"
     DUPLICATE_UNIT = "duplicate_unit"
     PAUSED = "paused"
 
