@@ -77,7 +77,8 @@ function renderStatus(s) {
   } else {
     setChip("chip-drift", "drift n/a", "", "no model loaded");
   }
-  setChip("chip-fps", `${s.fps} units/s`, "", `outbox pending ${s.outbox_pending}`);
+  const paused = s.inspection === "paused";  // the retained …/control message paused the station
+  setChip("chip-fps", paused ? "inspection paused" : `${s.fps} units/s`, paused ? "warn" : "", `outbox pending ${s.outbox_pending}`);
 }
 
 async function pollStatus() {
