@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lineguard.errors import InputError
+from lineguard.registry.rollout_cli import rollout
 
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
@@ -426,3 +427,6 @@ def serve(
     scheme = "http" if tls_cert is None else "https"
     click.echo(f"serving {cfg.registry.root} on {scheme}://{host}:{port}/v1/artifacts/<sha256>")
     uvicorn.Server(config).run()
+
+
+registry.add_command(rollout)
