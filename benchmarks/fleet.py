@@ -66,7 +66,7 @@ class Recorder:
                 ("lineguard/+/+/verdict", 1),
                 ("lineguard/+/+/model", 1),
                 ("lineguard/models/+/production", 1),
-            ]  # fmt: skip
+            ]
         )
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.on_message = self._on_message
@@ -198,7 +198,7 @@ class Fleet:
                     str(config),
                     "--log-level",
                     "warning",
-                ],  # fmt: skip
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

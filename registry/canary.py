@@ -70,7 +70,7 @@ def pick_canaries(
             )
         chosen = [by_name[s] for s in dict.fromkeys(plan.canary.stations)]
     else:
-        chosen = _spread(ordered, max(1, math.ceil(plan.canary.fraction * len(ordered))))
+        chosen = _spread(ordered, max(1, math.ceil(round(plan.canary.fraction * len(ordered), 9))))
     names = {_name(st) for st in chosen}
     return chosen, [st for st in ordered if _name(st) not in names]
 
