@@ -12,6 +12,7 @@ broker traffic, memory) come from the same run. The test (tests/registry/test_fl
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -33,7 +34,7 @@ import yaml
 import lineguard
 from lineguard.config import CanaryPlan, MqttConfig
 
-__all__ = ["Fleet", "FleetReport", "Recorder", "run_fleet_check"]
+__all__ = ["Fleet", "FleetReport", "Recorder", "fleet_markdown", "run_fleet_check"]
 
 MODEL = "signal"
 GOOD_V1, GOOD_V2, BAD = "1.0.0", "2.0.0", "3.0.0-bad"
@@ -253,7 +254,9 @@ class FleetReport:
     announced_bad: list[str]
     rss_mb_median: float
     rss_mb_max: float
+    duration_s: float
     broker: dict[str, dict[str, int]]
+    registry_watch: dict[str, dict[str, dict[str, int]]]
     timeline: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -352,17 +355,15 @@ def run_fleet_check(
                 run = CanaryRollout(
                     reg, MODEL, version, plan, reg_mqtt, signer=signer, by="fleet", say=say
                 ).start()
+                promote = functools.partial(
+                    reg.promote, MODEL, version, Stage.PRODUCTION, by="fleet", force=True, why=why
+                )
                 try:
-                    results.append(
-                        run.run(
-                            lambda v=version, w=why: reg.promote(
-                                MODEL, v, Stage.PRODUCTION, by="fleet", force=True, why=w
-                            )
-                        )
-                    )
+                    results.append(run.run(promote))
                 finally:
                     run.close()
             time.sleep(3)  # a station that wrongly took the bad version would have reported it by now
+            duration_s = time.time() - t0
             dead = fleet.dead()
             if dead:
                 raise RuntimeError(
@@ -392,6 +393,8 @@ def run_fleet_check(
         announced_bad=sorted(t for t, versions in recorder.announced.items() if BAD in versions),
         rss_mb_median=round(rss[len(rss) // 2], 1) if rss else 0.0,
         rss_mb_max=round(rss[-1], 1) if rss else 0.0,
+        duration_s=round(duration_s, 1),
+        registry_watch={"good": good.watched, "bad": bad.watched},
         broker={
             "messages": dict(recorder.messages),
             "bytes": dict(recorder.bytes),
@@ -399,3 +402,63 @@ def run_fleet_check(
         },
         timeline=timeline,
     )
+
+
+def fleet_markdown(report: FleetReport, origin: dict[str, Any]) -> str:
+    """The report as Markdown: provenance, the figures, the broker's traffic, the per-station timeline."""
+    from lineguard.provenance import provenance_markdown
+
+    b = report.broker
+    rows = [
+        f"| {kind} | {b['messages'].get(kind, 0)} | {b['bytes'].get(kind, 0) / 1024:.0f} | "
+        f"{b['bytes'].get(kind, 0) / max(1, b['messages'].get(kind, 0)):.0f} | "
+        f"{b['largest_bytes'].get(kind, 0)} |"
+        for kind in sorted(b["messages"])
+    ]
+    watch = [
+        f"| {name} | {sum(w.get('messages', {}).values())} | {sum(w.get('bytes', {}).values()) / 1024:.0f} |"
+        for name, w in report.registry_watch.items()
+    ]
+    lines = [
+        f"# Fleet: {report.stations} station processes, canary rollouts",
+        "",
+        *provenance_markdown(origin),
+        f"{report.stations} `lineguard edge run` processes on one Mosquitto, synthetic camera at "
+        f"{report.fps:g} fps, the hand-built signal model (160 px, onnxruntime, 1 thread), one file "
+        f"registry; canaries {', '.join(report.canaries_good)}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| fleet start-up (first process started -> every station reports {GOOD_V1}) "
+        f"| {report.startup_s:.1f} s |",
+        f"| good rollout, promotion -> every station reports {GOOD_V2} | {report.good_rollout_s:.1f} s |",
+        f"| of which the canary soak (wave 1 -> soak passed) | {report.good_soak_s:.1f} s |",
+        f"| bad version: wave 1 -> halt decided | {report.bad_halt_s:.1f} s |",
+        f"| bad version: wave 1 -> canaries report the previous version again | {report.bad_back_s:.1f} s |",
+        f"| halt reason | {report.bad_reason} |",
+        f"| stations that ever reported the bad version | {', '.join(report.ran_bad) or 'none'} |",
+        f"| topics that ever carried the bad version | {', '.join(report.announced_bad) or 'none'} |",
+        f"| station memory (RSS), median / max | {report.rss_mb_median:.0f} / {report.rss_mb_max:.0f} MiB |",
+        "",
+        f"Broker traffic seen by a subscriber to every status, verdict and model topic over the "
+        f"{report.duration_s:.0f} s run:",
+        "",
+        "| kind | messages | KiB | mean bytes | largest bytes |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "What the registry itself received while it watched (every status, the canaries' and reference "
+        "stations' verdicts, alerts and feedback):",
+        "",
+        "| rollout | messages | KiB |",
+        "|---|---|---|",
+        *watch,
+        "",
+        "Seconds from the fleet's start at which each station first reported a version:",
+        "",
+        "```",
+        *report.lines(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

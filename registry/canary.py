@@ -176,6 +176,7 @@ class RolloutResult:
     judgement: Judgement | None = None
     adopted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    watched: dict[str, dict[str, int]] = field(default_factory=dict)  # what the registry received
 
 
 class CanaryRollout:
@@ -298,6 +299,7 @@ class CanaryRollout:
             self._halt(result, judgement)
         else:
             self._complete(result, judgement)
+        result.watched = self.watch.traffic()
         return result
 
     def _soak(self, canaries: list[str], began: float, result: RolloutResult) -> Judgement:

@@ -33,6 +33,18 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _registry_command(ctx: click.Context, name: str) -> click.Command:
+    """``lineguard registry NAME``, found up the command tree: this group is registered under it."""
+    parent = ctx.parent
+    while parent is not None:
+        if isinstance(parent.command, click.Group):
+            found = parent.command.get_command(parent, name)
+            if found is not None:
+                return found
+        parent = parent.parent
+    raise click.UsageError(f"'rollout' runs under 'lineguard registry', which has no '{name}' command")
+
+
 @rollout.command()
 @click.argument("name")
 @click.argument("version")
@@ -75,7 +87,6 @@ def start(
     """Promote NAME VERSION to production through canary stations; halt and roll back on their signals."""
     from lineguard.config import load_plan
     from lineguard.registry.canary import CanaryRollout
-    from lineguard.registry.cli import promote
     from lineguard.releases import Signer
 
     overrides: dict[str, Any] = {}
@@ -85,6 +96,7 @@ def start(
     if any(v is not None for v in soak.values()):
         overrides["soak"] = {k: v for k, v in soak.items() if v is not None}
     plan = load_plan(plan_path, overrides)
+    promote = _registry_command(ctx, "promote")
     cfg = ctx.obj.cfg()
     reg = ctx.obj.open()
     key = cfg.registry.signing_key

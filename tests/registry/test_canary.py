@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -177,7 +178,9 @@ class SimStation:
 
 
 @pytest.fixture
-def fleet_cli(models: dict[str, Path], broker: Broker, tmp_path: Path):  # type: ignore[no-untyped-def]
+def fleet_cli(
+    models: dict[str, Path], broker: Broker, tmp_path: Path
+) -> Iterator[tuple[list[str], dict[str, SimStation], Registry]]:
     """A registry with signal 1.0.0 in production, five simulated followers running it."""
     from lineguard.cli import main
 
