@@ -33,6 +33,7 @@ import yaml
 
 import lineguard
 from lineguard.config import CanaryPlan, MqttConfig
+from lineguard.inference import MAX_DET
 
 __all__ = ["Fleet", "FleetReport", "Recorder", "fleet_markdown", "run_fleet_check"]
 
@@ -57,6 +58,8 @@ class Recorder:
         self.messages: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         self.largest: Counter[str] = Counter()
+        self.verdict_sizes: dict[str, list[int]] = {}  # by model version
+        self.sample = b""  # one verdict of the good version, to time what the registry's watch does
         self._lock = threading.Lock()
         self._ready = threading.Event()
         client_id = f"fleet-recorder-{uuid.uuid4().hex[:6]}"
@@ -103,6 +106,10 @@ class Recorder:
             return
         with self._lock:
             self.took.setdefault((f"{match.group(1)}/{match.group(2)}", str(model["version"])), time.time())
+            if kind == "verdict" and str(model["version"]) == GOOD_V2 and body.get("verdict") == "PASS":
+                self.sample = payload
+            if kind == "verdict":
+                self.verdict_sizes.setdefault(str(model["version"]), []).append(len(payload))
 
     def runs(self, station: str, version: str) -> bool:
         with self._lock:
@@ -245,6 +252,7 @@ class FleetReport:
     startup_s: float
     good_rollout_s: float
     good_soak_s: float
+    good_wave2_s: float
     good_halted: bool
     bad_halted: bool
     bad_reason: str
@@ -252,6 +260,7 @@ class FleetReport:
     bad_back_s: float
     ran_bad: list[str]
     announced_bad: list[str]
+    verdict_parse_us: float
     rss_mb_median: float
     rss_mb_max: float
     duration_s: float
@@ -296,6 +305,18 @@ def _models(out: Path) -> dict[str, Path]:
     build_signal_onnx(folders[GOOD_V2], name=MODEL, version=GOOD_V2, parent=GOOD_V1)
     build_signal_onnx(folders[BAD], name=MODEL, version=BAD, contrast=-0.5, parent=GOOD_V2)  # FAILs all
     return folders
+
+
+def _parse_cost_us(payload: bytes, rounds: int = 2000) -> float:
+    """Microseconds to check one verdict as the registry's watch does (``Verdict.from_json``)."""
+    from lineguard.messages import Verdict
+
+    if not payload:
+        return 0.0
+    start = time.perf_counter()
+    for _ in range(rounds):
+        Verdict.from_json(payload)
+    return (time.perf_counter() - start) / rounds * 1e6
 
 
 @contextmanager
@@ -384,6 +405,7 @@ def run_fleet_check(
         startup_s=round(startup_s, 2),
         good_rollout_s=round(steps_g.get("done", 0) - steps_g["promoted"], 2),
         good_soak_s=round(steps_g.get("soak_passed", 0) - steps_g["wave1_published"], 2),
+        good_wave2_s=round(steps_g.get("done", 0) - steps_g.get("soak_passed", 0), 2),
         good_halted=good.halted,
         bad_halted=bad.halted,
         bad_reason=bad.reason,
@@ -391,6 +413,7 @@ def run_fleet_check(
         bad_back_s=round(steps_b.get("rolled_back", 0) - steps_b["wave1_published"], 2),
         ran_bad=recorder.stations_that_ran(BAD),
         announced_bad=sorted(t for t, versions in recorder.announced.items() if BAD in versions),
+        verdict_parse_us=round(_parse_cost_us(recorder.sample), 1),
         rss_mb_median=round(rss[len(rss) // 2], 1) if rss else 0.0,
         rss_mb_max=round(rss[-1], 1) if rss else 0.0,
         duration_s=round(duration_s, 1),
@@ -399,6 +422,9 @@ def run_fleet_check(
             "messages": dict(recorder.messages),
             "bytes": dict(recorder.bytes),
             "largest_bytes": dict(recorder.largest),
+            "verdict_median_bytes": {
+                v: sorted(sizes)[len(sizes) // 2] for v, sizes in sorted(recorder.verdict_sizes.items())
+            },
         },
         timeline=timeline,
     )
@@ -433,11 +459,14 @@ def fleet_markdown(report: FleetReport, origin: dict[str, Any]) -> str:
         f"| {report.startup_s:.1f} s |",
         f"| good rollout, promotion -> every station reports {GOOD_V2} | {report.good_rollout_s:.1f} s |",
         f"| of which the canary soak (wave 1 -> soak passed) | {report.good_soak_s:.1f} s |",
+        f"| of which wave 2 (soak passed -> every follower reports {GOOD_V2}) "
+        f"| {report.good_wave2_s:.1f} s |",
         f"| bad version: wave 1 -> halt decided | {report.bad_halt_s:.1f} s |",
         f"| bad version: wave 1 -> canaries report the previous version again | {report.bad_back_s:.1f} s |",
         f"| halt reason | {report.bad_reason} |",
         f"| stations that ever reported the bad version | {', '.join(report.ran_bad) or 'none'} |",
         f"| topics that ever carried the bad version | {', '.join(report.announced_bad) or 'none'} |",
+        f"| registry: checking one PASS verdict (pydantic) | {report.verdict_parse_us:.0f} µs |",
         f"| station memory (RSS), median / max | {report.rss_mb_median:.0f} / {report.rss_mb_max:.0f} MiB |",
         "",
         f"Broker traffic seen by a subscriber to every status, verdict and model topic over the "
@@ -446,6 +475,10 @@ def fleet_markdown(report: FleetReport, origin: dict[str, Any]) -> str:
         "| kind | messages | KiB | mean bytes | largest bytes |",
         "|---|---|---|---|---|",
         *rows,
+        "",
+        "Median verdict size by the version that decided it: "
+        + ", ".join(f"{v} {n} bytes" for v, n in b["verdict_median_bytes"].items())
+        + f" (the bad version reports up to {MAX_DET} boxes per unit).",
         "",
         "What the registry itself received while it watched (every status, the canaries' and reference "
         "stations' verdicts, alerts and feedback):",

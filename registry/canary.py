@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lineguard.config import CanaryPlan, MqttConfig
-from lineguard.errors import InputError
+from lineguard.errors import InputError, LineguardError
 from lineguard.registry.fleet_watch import FleetWatch, Tally
 from lineguard.registry.rollout import publish_model
 from lineguard.registry.store import Registry, StationFollow
@@ -35,6 +35,7 @@ from lineguard.releases import Signer
 __all__ = ["CanaryRollout", "Judgement", "RolloutResult", "judge", "pick_canaries"]
 
 POLL_S = 0.5
+STATUS_SETTLE_S = 3.0  # retained statuses arrive right after subscribing; a follower without one is offline
 PROGRESS_EVERY_S = 5.0
 
 
@@ -44,6 +45,8 @@ def _name(st: StationFollow) -> str:
 
 def _spread(items: list[StationFollow], count: int) -> list[StationFollow]:
     """``count`` of ``items`` evenly spaced (so a fraction does not take one line's first stations)."""
+    if count <= 0:
+        return []
     if count >= len(items):
         return list(items)
     step = len(items) / count
@@ -51,9 +54,13 @@ def _spread(items: list[StationFollow], count: int) -> list[StationFollow]:
 
 
 def pick_canaries(
-    followers: list[StationFollow], plan: CanaryPlan
+    followers: list[StationFollow], plan: CanaryPlan, online: set[str] | None = None
 ) -> tuple[list[StationFollow], list[StationFollow]]:
-    """(canaries, the rest) among the model's followers; ``InputError`` naming what is wrong."""
+    """(canaries, the rest) among the model's followers; ``InputError`` naming what is wrong.
+
+    With ``online`` (``LINE/STATION`` names whose status says online) a canary must be online: a
+    named one that is not is refused before anything moves, a fraction is drawn from those online.
+    """
     if not followers:
         raise InputError(
             "no station follows this model; add them with 'lineguard registry follow LINE/STATION NAME'"
@@ -68,9 +75,22 @@ def pick_canaries(
                 f"canary {unknown[0]} does not follow the model (followers: {known}); "
                 "'lineguard registry follow' it first or pick a follower"
             )
+        away = [s for s in plan.canary.stations if online is not None and s not in online]
+        if away:
+            raise InputError(
+                f"canary {away[0]} is not online (its retained status says offline, or it has none); "
+                "start it or pick another canary"
+            )
         chosen = [by_name[s] for s in dict.fromkeys(plan.canary.stations)]
     else:
-        chosen = _spread(ordered, max(1, math.ceil(round(plan.canary.fraction * len(ordered), 9))))
+        count = max(1, math.ceil(round(plan.canary.fraction * len(ordered), 9)))
+        pool = [st for st in ordered if online is None or _name(st) in online]
+        if len(pool) < count:
+            raise InputError(
+                f"{count} canaries wanted ({plan.canary.fraction:g} of {len(ordered)} followers) but only "
+                f"{len(pool)} followers are online; start them or lower canary.fraction"
+            )
+        chosen = _spread(pool, count)
     names = {_name(st) for st in chosen}
     return chosen, [st for st in ordered if _name(st) not in names]
 
@@ -228,13 +248,19 @@ class CanaryRollout:
         if current.version == self.version:
             raise InputError(f"{self.name}:{self.version} is already production; nothing to roll out")
         self.previous = current.version
-        self.canaries, self.rest = pick_canaries(self.registry.stations(self.name), self.plan)
-        canary_names = [_name(st) for st in self.canaries]
-        reference = (
-            [_name(st) for st in _spread(self.rest, self.plan.guards.reference_stations)] if self.rest else []
-        )
-        self.reference_names = reference
-        self.watch = FleetWatch(self.mqtt_cfg, self.name, [*canary_names, *reference]).start()
+        followers = self.registry.stations(self.name)
+        self.watch = FleetWatch(self.mqtt_cfg, self.name).start()
+        try:
+            self.watch.settle([_name(st) for st in followers], STATUS_SETTLE_S)
+            online = {n for n, s in self.watch.statuses().items() if s.state == "online"}
+            self.canaries, self.rest = pick_canaries(followers, self.plan, online)
+            canary_names = [_name(st) for st in self.canaries]
+            others = [st for st in self.rest if _name(st) in online]
+            self.reference_names = [_name(st) for st in _spread(others, self.plan.guards.reference_stations)]
+            self.watch.judge([*canary_names, *self.reference_names])
+        except BaseException:
+            self.close()
+            raise
         self.say(
             f"canary rollout of {self.name}:{self.version} (previous {self.previous}): "
             f"{len(self.canaries)} canaries ({', '.join(canary_names)}), {len(self.rest)} stations after them"
@@ -291,10 +317,16 @@ class CanaryRollout:
         )
         began = time.time()
         result.steps["promoted"] = began
-        self._publish(self.canaries)
-        result.steps["wave1_published"] = time.time()
-        self.say(f"wave 1: {self.name}:{self.version} published to {len(canaries)} canaries")
-        judgement = self._soak(canaries, began, result)
+        try:
+            self._publish(self.canaries)
+            result.steps["wave1_published"] = time.time()
+            self.say(f"wave 1: {self.name}:{self.version} published to {len(canaries)} canaries")
+            judgement = self._soak(canaries, began, result)
+        except (LineguardError, KeyboardInterrupt) as exc:  # the new version must not stay production
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            judgement = Judgement(
+                f"the rollout stopped before its soak ended: {why}", False, Tally(), Tally(), 0, 0
+            )
         if judgement.halt:
             self._halt(result, judgement)
         else:

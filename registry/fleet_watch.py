@@ -123,11 +123,38 @@ class FleetWatch:
         self._client: mqtt.Client | None = None
 
     # -- connection ----------------------------------------------------------------------------
+    @staticmethod
+    def _signals(names: Iterable[str]) -> list[tuple[str, int]]:
+        return [
+            (f"lineguard/{name}/{kind}", 1) for name in names for kind in ("verdict", "alert", "feedback")
+        ]
+
     def _topics(self) -> list[tuple[str, int]]:
-        topics = [("lineguard/+/+/status", 1)]
-        for name in self.judged:
-            topics += [(f"lineguard/{name}/{kind}", 1) for kind in ("verdict", "alert", "feedback")]
-        return topics
+        return [("lineguard/+/+/status", 1), *self._signals(self.judged)]
+
+    def judge(self, names: Iterable[str], timeout_s: float = 10.0) -> None:
+        """Also count the verdicts, alerts and feedback of ``names`` from now on (kept on reconnect)."""
+        new = sorted(set(names) - set(self.judged))
+        if not new or self._client is None:
+            return
+        self.judged = sorted({*self.judged, *new})
+        self._subscribed.clear()
+        self._client.subscribe(self._signals(new))
+        if not self._subscribed.wait(timeout_s) or self._refused:
+            raise DeliveryError(
+                f"MQTT broker did not let the registry watch {new[0]}'s verdicts: "
+                f"{'; '.join(self._refused) or 'no answer'}; check the registry's ACL"
+            )
+
+    def settle(self, stations: Iterable[str], timeout_s: float) -> None:
+        """Wait until each of ``stations`` has a status (retained ones come at once), or ``timeout_s``."""
+        wanted = set(stations)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if wanted <= set(self._state.status):
+                    return
+            time.sleep(0.05)
 
     def start(self, timeout_s: float = 10.0) -> FleetWatch:
         """Connect and subscribe; ``DeliveryError`` when the broker cannot be reached or refuses."""
