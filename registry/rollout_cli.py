@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from lineguard.registry.tables import echo_table
+
 __all__ = ["rollout"]
 
 _STEPS = ("canary_start", "rollout", "canary_passed", "canary_halted", "rollback", "canary_done", "promote")
@@ -25,12 +27,6 @@ _STEPS = ("canary_start", "rollout", "canary_passed", "canary_halted", "rollback
 @click.group()
 def rollout() -> None:
     """Canary rollouts: a new version reaches a few stations first and halts itself."""
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _registry_command(ctx: click.Context, name: str) -> click.Command:
@@ -191,7 +187,7 @@ def status(ctx: click.Context, name: str, wait_s: float) -> None:
         )
     click.echo(f"{name}: production {production.version if production else '-'}")
     if rows:
-        _table(rows, ["STATION", "ROLE", "FOLLOWS BY", "STATE", "RUNS", "STATUS AT (UTC)"])
+        echo_table(rows, ["STATION", "ROLE", "FOLLOWS BY", "STATE", "RUNS", "STATUS AT (UTC)"])
     else:
         click.echo(f"no station follows {name} or reports running it")
     steps = [e for e in events if e.action in _STEPS]
