@@ -326,3 +326,28 @@ def test_the_watch_counts_by_version_and_escapes_only_on_units_the_version_passe
 def test_the_example_plan_loads() -> None:
     plan = load_plan(Path(__file__).parents[2] / "configs" / "rollout.example.yaml")
     assert plan.canary.stations == ["line1/press-2", "line3/press-1"] and plan.soak.units == 200
+
+
+def test_a_soak_stopped_by_the_operator_halts_and_rolls_back(
+    fleet_cli: tuple[list[str], dict[str, SimStation], Registry], broker: Broker
+) -> None:
+    from lineguard.registry import Stage
+    from lineguard.registry.canary import CanaryRollout
+
+    _, sims, reg = fleet_cli
+
+    def say(line: str) -> None:
+        if line.startswith("wave 1"):
+            raise KeyboardInterrupt  # Ctrl-C right after the canaries were sent the new version
+
+    plan = _plan(stations=["line1/s3"])
+    mqtt_cfg = MqttConfig(host=broker.host, port=broker.port)
+    run = CanaryRollout(reg, "signal", "2.0.0", plan, mqtt_cfg, say=say).start()
+    try:
+        result = run.run(lambda: reg.promote("signal", "2.0.0", Stage.PRODUCTION, force=True, why="x"))
+    finally:
+        run.close()
+    assert result.halted and "stopped before its soak ended: interrupted" in result.reason
+    assert reg.production("signal").version == "1.0.0"  # type: ignore[union-attr]
+    wait_until(lambda: sims["s3"].version == "1.0.0", 10, "the canary back on 1.0.0")
+    assert {n for n, sim in sims.items() if "2.0.0" in sim.seen} <= {"s3"}
