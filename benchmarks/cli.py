@@ -258,6 +258,47 @@ def frame_store_soak(
         json_out.write_text(json.dumps({"provenance": origin, **report.to_dict()}, indent=2) + "\n")
 
 
+@bench.command()
+@click.option("--stations", type=click.IntRange(2, 500), default=20, show_default=True)
+@click.option(
+    "--fps", type=click.FloatRange(0.1, 30), default=2.0, show_default=True, help="Each station's rate."
+)
+@click.option(
+    "--soak-units",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Units per canary in the soak.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("benchmarks/results"),
+    show_default=True,
+    help="Folder for fleet_<N>.json and .md.",
+)
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
+def fleet(stations: int, fps: float, soak_units: int, out: Path, allow_dirty: bool) -> None:
+    """Start N station processes on one broker; time a good and a bad canary rollout; count the traffic."""
+    import json
+
+    from lineguard.benchmarks.fleet import fleet_markdown, run_fleet_check
+    from lineguard.benchmarks.mqtt_delivery import run_mosquitto
+
+    origin = provenance(allow_dirty=allow_dirty)  # before the run: a refusal costs nothing
+    with tempfile.TemporaryDirectory(prefix="lineguard-fleet-") as tmp, run_mosquitto(Path(tmp)) as port:
+        report = run_fleet_check(Path(tmp) / "fleet", port, stations=stations, fps=fps, soak_units=soak_units)
+    for line in report.lines():
+        click.echo(line)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"fleet_{stations}"
+    stem.with_suffix(".json").write_text(
+        json.dumps({"provenance": origin, **report.to_dict()}, indent=2) + "\n"
+    )
+    stem.with_suffix(".md").write_text(fleet_markdown(report, origin))
+    click.echo(f"wrote {stem}.json and {stem}.md")
+
+
 def _pick_broker(
     no_mqtt: bool, host: str, port: int, say: Callable[[str], None]
 ) -> tuple[tuple[str, int] | None, str]:

@@ -11,6 +11,7 @@ misspelled section path is an error like a misspelled key in the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +25,10 @@ from lineguard.errors import ConfigError, validation_message
 __all__ = [
     "ENV_PREFIX",
     "CameraConfig",
+    "CanaryGuards",
+    "CanaryPlan",
+    "CanarySelection",
+    "CanarySoak",
     "FrameStoreConfig",
     "GateConfig",
     "GigeConfig",
@@ -41,6 +46,7 @@ __all__ = [
     "StationConfig",
     "SwapGuardConfig",
     "load_config",
+    "load_plan",
     "read_yaml_mapping",
 ]
 
@@ -467,6 +473,114 @@ class RegistryConfig(Section):
     )
     gate: GateConfig = GateConfig()
     swap_guard: SwapGuardConfig = SwapGuardConfig()
+
+
+_STATION_REF = r"^[A-Za-z0-9_-]+/[A-Za-z0-9_-]+$"
+
+
+class CanarySelection(Section):
+    """Which followers take a new version first: named stations, or a share of them."""
+
+    stations: list[str] = Field(
+        default=[],
+        max_length=1000,
+        description="Canary stations as LINE/STATION; each must follow the model ('registry follow').",
+    )
+    fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Or this share of the followers (rounded up, at least one), spread evenly over "
+        "them in LINE/STATION order.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CanarySelection:
+        bad = [s for s in self.stations if not re.fullmatch(_STATION_REF, s)]
+        if bad:
+            raise ValueError(f"canary station {bad[0][:80]!r} must be written LINE/STATION")
+        if bool(self.stations) == bool(self.fraction):
+            raise ValueError("name the canaries either by stations or by fraction (exactly one of them)")
+        return self
+
+
+class CanarySoak(Section):
+    """How long the canaries run the new version before the rest of the fleet gets it."""
+
+    units: int = Field(
+        default=50, ge=1, le=1_000_000, description="Units each canary must decide with the new version."
+    )
+    minutes: float = Field(
+        default=0.0, ge=0, le=7 * 24 * 60, description="And at least this long after the last canary swapped."
+    )
+    swap_timeout_s: float = Field(
+        default=120.0, gt=0, description="Halt when a canary has not reported the new version by then."
+    )
+    timeout_minutes: float = Field(
+        default=60.0, gt=0, description="Halt when the soak has not ended by then (not enough units)."
+    )
+    adoption_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="After the last wave, wait this long for every follower to report the version.",
+    )
+
+
+class CanaryGuards(Section):
+    """Guard rails on the canaries' own verdicts, alerts and feedback; any one crossed halts."""
+
+    max_fail_increase: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="The canaries' FAIL rate may exceed the reference's (the same line under the "
+        "previous version) by this much.",
+    )
+    max_no_decision_increase: float = Field(
+        default=0.05, ge=0, le=1, description="The NO_DECISION rate may exceed the reference's by this much."
+    )
+    max_deadline_miss_rate: float = Field(
+        default=0.02, ge=0, le=1, description="Share of the canaries' units decided NO_DECISION/deadline."
+    )
+    max_model_errors: int = Field(
+        default=0,
+        ge=0,
+        description="NO_DECISION/error verdicts plus model_refused, model_rollback and invalid_model "
+        "alerts from the canaries.",
+    )
+    max_feedback_escapes: int = Field(
+        default=0, ge=0, description="Escapes confirmed by feedback on units the new version passed."
+    )
+    reference_stations: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Non-canary followers whose verdicts (previous version) join the canaries' own "
+        "verdicts from before the swap as the reference.",
+    )
+    min_reference_units: int = Field(
+        default=30, ge=1, description="Reference units needed before the relative rails are judged."
+    )
+
+
+class CanaryPlan(Section):
+    """A canary rollout (``lineguard registry rollout start --plan``): canaries, soak, guard rails."""
+
+    canary: CanarySelection
+    soak: CanarySoak = CanarySoak()
+    guards: CanaryGuards = CanaryGuards()
+
+
+def load_plan(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryPlan:
+    """A rollout plan from YAML (or only ``overrides``), checked like a config file: one-line errors."""
+    data = read_yaml_mapping(path, "rollout plan") if path is not None else {}
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return CanaryPlan.model_validate(data)
+    except ValidationError as exc:
+        source = str(path) if path is not None else "the command line"
+        raise ConfigError(f"rollout plan error in {source}: {validation_message(exc)}") from exc
 
 
 class LineguardConfig(Section):

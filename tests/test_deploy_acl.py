@@ -147,3 +147,24 @@ def test_a_controllers_retained_pause_reaches_its_station_which_answers_on_resul
             client.disconnect()
     assert [(p, retained) for _, p, retained in late.messages] == [(b'{"inspection": "paused"}', True)]
     assert [p for _, p, _ in results.messages] == [b"PASS,1,A-1"]
+
+
+def test_the_registry_reads_what_a_canary_rollout_watches(acl_broker: Broker) -> None:
+    """Verdicts and alerts of a station, feedback of a controller: the canary's guard rails."""
+    watcher = Subscriber(
+        acl_broker.host, acl_broker.port, "lineguard/+/+/+", username="registry", password="registry-pw"
+    ).start()
+    station = _client(acl_broker.port, "station1")
+    controller = _client(acl_broker.port, "controller")
+    try:
+        for kind in ("verdict", "alert", "status"):
+            station.publish(f"lineguard/line1/station1/{kind}", kind, qos=1).wait_for_publish(5)
+        controller.publish("lineguard/line1/station1/feedback", "feedback", qos=1).wait_for_publish(5)
+        wait_until(lambda: len(watcher.messages) >= 4, 10, "what the registry watches")
+        seen = {topic.rsplit("/", 1)[1] for topic, _, _ in watcher.messages}
+    finally:
+        for client in (station, controller):
+            client.loop_stop()
+            client.disconnect()
+        watcher.stop()
+    assert seen == {"verdict", "alert", "status", "feedback"}

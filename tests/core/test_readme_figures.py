@@ -47,6 +47,8 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
         "back to {}% unit accuracy",
         lambda d: f"{100 * d['spread']['condition_b_after_retrain']['accuracy']['median']:.1f}",
     ),
+    ("fleet_20.json", "3 canaries in {} s", lambda d: f"{d['good_rollout_s']:.1f}"),
+    ("fleet_20.json", "FAILs every unit {} s after wave 1", lambda d: f"{d['bad_halt_s']:.1f}"),
 ]
 
 
