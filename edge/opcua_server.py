@@ -7,11 +7,11 @@ server is stuck, the record is not affected). A fault in the server (port taken,
 certificate, an exception while writing) is logged, raised as an ``opcua`` alert and shown in
 ``/v1/status`` and ``lineguard_opcua_up``; it never stops the station.
 
-Address space, under ``Objects``: one object per station, node ids ``ns=<namespace>;s=<line>/<station>``
-and ``…/<Name>`` for its variables (``VerdictJson``, ``UnitId``, ``Seq``, ``Verdict``, ``Reason``,
-``DecidedAt``, ``PassCount``, ``FailCount``, ``NoDecisionCount``, ``Ready``, ``Status``,
-``ModelVersion``) and the method ``Trigger(unit_id) -> (verdict, reason, seq, verdict_json)``,
-which goes through the same trigger path as MQTT ``…/trigger`` and ``POST /v1/inspect``.
+Address space, under ``Objects``: one object per station (browse name ``<line>.<station>``, node id
+``ns=<namespace>;s=<line>/<station>``), its variables ``…/<Name>`` (``VerdictJson``, ``UnitId``,
+``Seq``, ``Verdict``, ``Reason``, ``DecidedAt``, ``PassCount``, ``FailCount``, ``NoDecisionCount``,
+``Ready``, ``Status``, ``ModelVersion``) and the method ``Trigger(unit_id) -> (verdict, reason, seq,
+verdict_json)``, which goes through the same trigger path as MQTT ``…/trigger`` and ``POST /v1/inspect``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class OpcuaServer:
         try:
             asyncio.run(self._serve())
         except Exception as exc:  # a server fault degrades the station, never stops it
-            self._fault(f"{type(exc).__name__}: {str(exc)[:200]}")
+            self._fault(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
         finally:
             self._started.set()
 
@@ -235,9 +235,11 @@ class _Nodes:
     @classmethod
     async def create(cls, server: Any, cfg: OpcuaConfig, station: Station, trigger: Any) -> _Nodes:
         ua = _ua()
-        where = f"{station.cfg.station.line}/{station.cfg.station.station}"
+        line, name = station.cfg.station.line, station.cfg.station.station
+        where = f"{line}/{name}"
         ns = await server.register_namespace(cfg.namespace)
-        obj = await server.nodes.objects.add_object(ua.NodeId(where, ns), f"{ns}:{where}")
+        # Browse name without '/': clients split browse paths on it.
+        obj = await server.nodes.objects.add_object(ua.NodeId(where, ns), f"{ns}:{line}.{name}")
         string, uint64 = ua.VariantType.String, ua.VariantType.UInt64
         initial: dict[str, tuple[Any, Any]] = {
             "VerdictJson": ("", string),

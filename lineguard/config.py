@@ -546,7 +546,8 @@ class LineguardConfig(Section):
         opcua = self.opcua
         if opcua.enabled and (opcua.security == "none" or opcua.username is None):
             missing.append(
-                "opcua.security: Basic256Sha256_SignAndEncrypt + opcua.username + opcua.password_file"
+                "opcua.security: Basic256Sha256_SignAndEncrypt (opcua.cert_file + opcua.key_file), "
+                "opcua.username + opcua.password_file"
             )
         if not self.registry.public_keys:
             missing.append(

@@ -122,7 +122,10 @@ def test_production_without_opcua_credentials_is_refused_in_one_line(tmp_path: P
         )
     message = str(caught.value)
     assert "\n" not in message
-    assert "opcua.security: Basic256Sha256_SignAndEncrypt + opcua.username + opcua.password_file" in message
+    assert (
+        "opcua.security: Basic256Sha256_SignAndEncrypt (opcua.cert_file + opcua.key_file), "
+        "opcua.username + opcua.password_file" in message
+    )
 
 
 def test_a_missing_opcua_password_file_is_refused_in_one_line(tmp_path: Path, signal_model: Path) -> None:
