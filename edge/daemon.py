@@ -47,6 +47,7 @@ from lineguard.edge.frame_store import FrameStore
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
 from lineguard.edge.live import LiveView
+from lineguard.edge.opcua_server import OpcuaServer
 from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
 from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
@@ -133,6 +134,8 @@ class EdgeDaemon:
             on_model=self._on_model,
             on_control=self._on_control,
         )
+        # OPC UA mirrors committed verdicts for PLCs (a missing password file is refused here).
+        self.opcua = OpcuaServer(cfg.opcua, self, self.delivery.publish_alert) if cfg.opcua.enabled else None
         self.review_queue = self._open_review_queue()
         self.frame_store = (
             FrameStore(cfg.frame_store, cfg.frame_store_dir, metrics=self.metrics)
@@ -270,6 +273,8 @@ class EdgeDaemon:
             server.start()
             self._http = server
             event(logging.INFO, "http_listening", url=f"http://{self.cfg.http.host}:{self._http.port}")
+        if self.opcua is not None:  # a server that cannot start degrades the station (alert, status)
+            self.opcua.start()
         self.source.start()
         event(
             logging.INFO,
@@ -416,6 +421,8 @@ class EdgeDaemon:
         if store is not None:  # a copy of the frame, only when kept; encoded on the store's thread
             policy = slot.policy if slot is not None else None
             store.record(verdict, frame.image if keep else None, detections, policy)
+        if self.opcua is not None:  # never waits: the server mirrors it on its own thread
+            self.opcua.publish(verdict)
         return verdict
 
     def _refuse(self, request: _Request) -> None:
@@ -471,6 +478,8 @@ class EdgeDaemon:
             self._http.stop()
             self._http = None
         self._answer_waiting_triggers()
+        if self.opcua is not None:
+            self.opcua.stop()
         self.delivery.stop(timeout_s=5.0)
         self.summary.pending = self.outbox.depth()
         self.summary.last_seq = self.outbox.last_seq
@@ -564,6 +573,9 @@ class EdgeDaemon:
             "outbox_pending": self.outbox.depth(),
             "outbox_durable": self.outbox.degraded is None,
         }
+
+    def opcua_status(self) -> dict[str, Any] | None:
+        return None if self.opcua is None else self.opcua.status()
 
     def counters(self) -> dict[str, int]:
         """Units by verdict, deadline misses and confirmed escapes/overkills since this process started."""

@@ -37,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "MonitoringConfig",
     "MqttConfig",
+    "OpcuaConfig",
     "OutboxConfig",
     "PolicyConfig",
     "Profile",
@@ -69,8 +70,8 @@ class StationConfig(Section):
     station: str = Field(default="station1", pattern=r"^[A-Za-z0-9_-]+$", description="Station id (topic).")
     profile: Profile = Field(
         default=Profile.DEVELOPMENT,
-        description="production refuses to start without MQTT TLS + credentials, an API token and a "
-        "pinned registry key.",
+        description="production refuses to start without MQTT TLS + credentials, an API token, a "
+        "pinned registry key and (when OPC UA is on) OPC UA encryption + credentials.",
     )
     data_dir: Path = Field(
         default=Path("var"), description="Outbox, review queue, models and logs live here."
@@ -286,6 +287,32 @@ class MqttConfig(Section):
         ge=0,
         description="MQTT 5 session expiry: how long the broker keeps our subscriptions while away.",
     )
+
+
+class OpcuaConfig(Section):
+    """The station's OPC UA server for PLCs: a mirror of committed verdicts plus a ``Trigger`` method."""
+
+    enabled: bool = Field(default=False, description="Serve OPC UA (needs the `opcua` extra).")
+    host: str = "127.0.0.1"
+    port: int = Field(default=4840, ge=1, le=65535)
+    namespace: str = Field(
+        default="urn:lineguard", min_length=1, max_length=256, description="Namespace URI of the nodes."
+    )
+    security: Literal["none", "Basic256Sha256_SignAndEncrypt"] = Field(
+        default="none", description="none is for development only; production needs SignAndEncrypt."
+    )
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+    password_file: Path | None = Field(default=None, description="File holding the OPC UA password.")
+    cert_file: Path | None = Field(default=None, description="Server certificate (DER or PEM).")
+    key_file: Path | None = Field(default=None, description="Server private key (PEM).")
+
+    @model_validator(mode="after")
+    def _complete(self) -> OpcuaConfig:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("opcua.username and opcua.password_file go together; set both or neither")
+        if self.security != "none" and not (self.cert_file and self.key_file):
+            raise ValueError(f"opcua.security {self.security} needs opcua.cert_file and opcua.key_file")
+        return self
 
 
 class OutboxConfig(Section):
@@ -592,6 +619,7 @@ class LineguardConfig(Section):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     http: HttpConfig = HttpConfig()
+    opcua: OpcuaConfig = OpcuaConfig()
     jsonl_path: Path | None = Field(
         default=None,
         description=(
@@ -634,6 +662,12 @@ class LineguardConfig(Section):
             missing.append("mqtt.username + mqtt.password_file")
         if self.http.enabled and self.http.token_file is None:
             missing.append("http.token_file (API token)")
+        opcua = self.opcua
+        if opcua.enabled and (opcua.security == "none" or opcua.username is None):
+            missing.append(
+                "opcua.security: Basic256Sha256_SignAndEncrypt (opcua.cert_file + opcua.key_file), "
+                "opcua.username + opcua.password_file"
+            )
         if not self.registry.public_keys:
             missing.append(
                 "registry.public_keys (the registry's public key, from 'lineguard registry keygen')"

@@ -88,6 +88,7 @@ class Metrics:
             p + "verdicts_replayed_total", "Verdicts sent again after a reconnect or restart.", registry=r
         )
         self.broker_up = Gauge(p + "broker_up", "1 when connected to the MQTT broker.", registry=r)
+        self.opcua_up = Gauge(p + "opcua_up", "1 while the station's OPC UA server listens.", registry=r)
         self.camera_up = Gauge(
             p + "camera_up",
             "1 when the camera delivers fresh frames (a triggered camera: when it is connected).",
