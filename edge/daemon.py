@@ -478,6 +478,7 @@ class EdgeDaemon:
             "mode": self.cfg.mode,
             "model": None if slot is None else slot.ref.model_dump(),
             "backend": None if slot is None else slot.detector.backend,
+            "precision": None if slot is None else slot.detector.precision,
             "thresholds": None if slot is None else slot.policy.thresholds_id,
             "camera": {
                 "source": self.source.name,
@@ -521,7 +522,14 @@ class EdgeDaemon:
         elif not bad and self._camera_alerted:
             event(logging.INFO, "camera_ok", source=camera["source"])
         self._camera_alerted = bad
-        sig = (status["model"], status["backend"], camera["up"], camera["frozen"], status["outbox_durable"])
+        sig = (
+            status["model"],
+            status["backend"],
+            status["precision"],
+            camera["up"],
+            camera["frozen"],
+            status["outbox_durable"],
+        )
         if sig != self._status_sig or now - self._last_status >= self.cfg.mqtt.status_interval_s:
             self._status_sig = sig
             self._last_status = now

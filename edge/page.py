@@ -150,6 +150,7 @@ def status_extras(station: Station) -> dict[str, Any]:
         "broker": _broker_state(station),
         "precision": None if slot is None else slot.detector.precision,
         "computed_in": None if slot is None else slot.detector.inference_precision,
+        "precision_choice": None if slot is None else slot.detector.precision_choice,
     }
 
 

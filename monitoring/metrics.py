@@ -89,7 +89,7 @@ class Metrics:
         )
         self.broker_up = Gauge(p + "broker_up", "1 when connected to the MQTT broker.", registry=r)
         self.camera_up = Gauge(p + "camera_up", "1 when the camera delivers fresh frames.", registry=r)
-        self.model_info = Info(p + "model", "Model in use and the backend running it.", registry=r)
+        self.model_info = Info(p + "model", "Model in use, the backend and precision running it.", registry=r)
         self.model_swaps = Counter(
             p + "model_swaps_total", "Model changes at the edge.", ["result"], registry=r
         )

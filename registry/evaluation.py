@@ -141,7 +141,7 @@ def evaluate_model(
     policy_cfg = policy_cfg or PolicyConfig()
     detector = Detector.load(
         onnx_path,
-        model_cfg or ModelConfig(threads=1),
+        model_cfg or ModelConfig(threads=1, precision="fp32"),
         min_confidence=policy_cfg.min_confidence,
         nms_iou=policy_cfg.nms_iou,
         card=card,

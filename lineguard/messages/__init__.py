@@ -32,9 +32,11 @@ from lineguard.messages.model_card import (
     ImageRange,
     ModelCard,
     ModelMetrics,
+    ModelVariant,
     ReferenceSource,
     ReferenceStats,
     TargetsAchieved,
+    certify_variant,
     sha256_file,
 )
 from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
@@ -81,6 +83,7 @@ __all__ = [
     "ModelCard",
     "ModelMetrics",
     "ModelRef",
+    "ModelVariant",
     "Reason",
     "ReferenceSource",
     "ReferenceStats",
@@ -94,6 +97,7 @@ __all__ = [
     "VerdictKind",
     "build_alert",
     "card_url_for",
+    "certify_variant",
     "follow_topic",
     "is_unit_id",
     "sha256_file",
