@@ -6,7 +6,10 @@ the card's input size, and emit ``4 + len(card.classes)`` channels. It then pick
 (onnxruntime with TensorRT/CUDA when present, else CPU; or OpenVINO when installed), logs and
 exposes the one actually running (onnxruntime-gpu silently falls back to the CPU), and warms up.
 ``detect`` runs preprocess -> inference -> postprocess on buffers allocated at load and times each
-stage with a monotonic clock. Never imports torch.
+stage with a monotonic clock. With ``precision: auto`` (the default) it then runs the fastest
+variant the card certifies that this CPU supports, once its file hashes to the card's sha256 and a
+short timing at load shows it beats fp32; a variant that cannot load leaves fp32 running and says
+so (``variant_failure``, which the station alerts). Never imports torch.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from lineguard.inference.preprocess import PAD_VALUE, Preprocessor
 from lineguard.logs import Events
 from lineguard.messages import ModelCard, ModelVariant
 
-__all__ = ["CARD_NAME", "Detector", "StageTimes", "available_backends", "cpu_lacks"]
+__all__ = ["CARD_NAME", "Detector", "StageTimes", "available_backends"]
 
 CARD_NAME = "model_card.json"
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -358,7 +361,7 @@ _CPU_NEEDS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"), "bf16": ("avx512_
 _FAST_FIRST = ("int8", "bf16")
 
 
-def cpu_lacks(precision: str, flags: frozenset[str]) -> str | None:
+def _cpu_lacks(precision: str, flags: frozenset[str]) -> str | None:
     """Why this CPU does not run ``precision`` fast (one line), or None when it does."""
     needs = _CPU_NEEDS.get(precision, ())
     if needs and not flags.intersection(needs):
@@ -493,6 +496,13 @@ def _choose(opener: _Opener, data: bytes, cfg: ModelConfig, flags: frozenset[str
     notes: list[str] = []
     failures: list[str] = []
     ranked = sorted(card.variants, key=lambda v: _FAST_FIRST.index(v.precision))
+    if (
+        ranked
+        and best.backend.startswith("onnxruntime:")
+        and best.backend != "onnxruntime:CPUExecutionProvider"
+    ):
+        best.precision_choice = f"auto: fp32 (on {best.backend}; the certified variants are CPU variants)"
+        return best
     for variant in ranked:
         skip = _skip_reason(variant, flags)
         if skip is not None:
@@ -529,4 +539,4 @@ def _skip_reason(variant: ModelVariant, flags: frozenset[str]) -> str | None:
         return f"not certified ({variant.reason})"
     if variant.runtime not in available_backends():
         return f"{variant.runtime} is not installed"
-    return cpu_lacks(variant.precision, flags)
+    return _cpu_lacks(variant.precision, flags)
