@@ -127,7 +127,15 @@ def bench() -> None:
 @click.option(
     "--frame-store",
     is_flag=True,
-    help="Also time each variant with the frame store on (every frame kept), alternating with it off.",
+    help="Also time each variant with the frame store on, alternating with it off.",
+)
+@click.option(
+    "--frame-store-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --frame-store: share of units whose frame is kept (1.0 = every frame, the worst case; "
+    "about 0.05 = a line's FAILs, NO_DECISIONs and 2 %% of its PASSes).",
 )
 @click.option(
     "--out",
@@ -159,6 +167,7 @@ def latency(
     iou: float,
     no_ultralytics: bool,
     frame_store: bool,
+    frame_store_share: float,
     out_dir: Path,
     name: str,
     allow_dirty: bool,
@@ -212,7 +221,7 @@ def latency(
             split=split,
             mqtt=mqtt,
             outbox_modes=modes,
-            frame_store=frame_store,
+            frame_store=frame_store_share if frame_store else None,
             say=say,
         )
         report.provenance = origin
@@ -231,18 +240,22 @@ def latency(
 @click.option("--size", type=click.IntRange(64, 4096), default=640, show_default=True, help="Frame side, px.")
 @click.option("--max-bytes", type=click.IntRange(64 * 1024), default=8 * 1024 * 1024, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), default=None)
-def frame_store_soak(minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None) -> None:
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
+def frame_store_soak(
+    minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None, allow_dirty: bool
+) -> None:
     """Soak the frame store at the camera's full rate (every frame kept) and report its peak bytes."""
     import json
 
     from lineguard.benchmarks.frame_store import run_soak
 
+    origin = provenance(allow_dirty=allow_dirty) if json_out is not None else None
     report = run_soak(minutes * 60.0, fps=fps, size=size, max_bytes=max_bytes)
     for line in report.lines():
         click.echo(line)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        json_out.write_text(json.dumps({"provenance": origin, **report.to_dict()}, indent=2) + "\n")
 
 
 def _pick_broker(

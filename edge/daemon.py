@@ -2,16 +2,18 @@
 
 It owns the outbox, the delivery (MQTT or JSON lines), the frame source, the HTTP API thread and
 the inspection loop. A unit is every frame (``continuous``) or the first frame captured after a
-trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect`` without an image; a trigger
-that gets no frame still gets NO_DECISION/error). In continuous mode a folder, video or synthetic
-source is lossless (every file becomes a unit, also while the station starts or swaps models) and
-names its units: ``<station>-<file stem>`` for a folder, ``<station>-f<frame index>`` for a video
-or the synthetic line, with the verdict's ``source`` naming the file and its position; a live
-camera's units are ``<station>-<seq>``, and the frames it drops are counted in the run summary.
-A triggered station's sources keep only the newest frame. Every half second the
-loop runs the camera watchdog, alerts on a down or frozen camera and publishes status on change
-and every ``mqtt.status_interval_s``. SIGTERM/SIGINT finish the unit in flight, flush delivery and
-return. Logs are structured events, one JSON object per line under ``lineguard edge run``.
+trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect`` without an image; a source the
+station triggers, such as a GigE camera in software-trigger mode, is fired once per trigger; a
+trigger that gets no frame still gets NO_DECISION/camera, at once when the camera is down).
+In continuous mode a folder, video or synthetic source is lossless (every file becomes a unit,
+also while the station starts or swaps models) and names its units: ``<station>-<file stem>`` for
+a folder, ``<station>-f<frame index>`` for a video or the synthetic line, with the verdict's
+``source`` naming the file and its position; a live camera's units are ``<station>-<seq>``, and
+the frames it drops are counted in the run summary. A triggered station's sources keep only the
+newest frame. Every half second the loop runs the camera watchdog, alerts on a down or frozen
+camera and publishes status on change and every ``mqtt.status_interval_s``. SIGTERM/SIGINT
+finish the unit in flight, flush delivery and return. Logs are structured events, one JSON
+object per line under ``lineguard edge run``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from lineguard.edge.live import LiveView
 from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
 from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
-from lineguard.edge.sources import Frame, FrameSource, open_source
+from lineguard.edge.source_factory import open_source
+from lineguard.edge.sources import Frame, FrameSource
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
@@ -297,17 +300,23 @@ class EdgeDaemon:
             unit_id = f"{self.cfg.station.station}-{frame.unit}" if frame.unit is not None else None
             self._run_unit(frame, unit_id, None)
             return True
+        # A camera the station fires: only a frame after this firing is this unit's, so one that
+        # arrives late for an earlier unit cannot shift every later unit by one.
+        fired = time.monotonic() if self.source.station_triggered else request.received_mono
+        if not self.source.request_frame():  # a PLC waiting for this unit gets its answer now
+            self._no_frame(request, f"camera cannot take the trigger: {self.source.health().detail}")
+            return True
         while not self._stop.is_set():
-            frame = self.source.read_latest(_POLL_S, newer_than=request.received_mono)
+            frame = self.source.read_latest(_POLL_S, newer_than=fired)
             if frame is not None:
                 self._run_unit(frame, request.unit_id, request.future)
                 return True
-            waited = time.monotonic() - request.received_mono
+            waited = time.monotonic() - fired
             if self.source.exhausted or waited > self.cfg.camera.watchdog_s:
                 self._no_frame(request, f"no camera frame within {waited:.1f} s")
                 return not self.source.exhausted
             self._tick()
-        self._no_frame(request, "station stopping")
+        self._no_frame(request, "station stopping", Reason.ERROR)
         return False
 
     def _run_unit(self, frame: Frame, unit_id: str | None, future: Future[Verdict] | None) -> None:
@@ -368,11 +377,11 @@ class EdgeDaemon:
             store.record(verdict, frame.image if keep else None, detections, policy)
         return verdict
 
-    def _no_frame(self, request: _Request, why: str) -> None:
-        """A triggered unit that got no frame still gets a verdict: NO_DECISION/error."""
+    def _no_frame(self, request: _Request, why: str, reason: Reason = Reason.CAMERA) -> None:
+        """A triggered unit that got no frame still gets a verdict: NO_DECISION/camera (or error)."""
         event(logging.ERROR, "trigger_without_frame", unit_id=request.unit_id, detail=why)
         frame = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
-        decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
+        decision = Decision(VerdictKind.NO_DECISION, reason)
         try:
             verdict = self._commit(
                 frame, request.unit_id, decision, None, Detections.empty(), wait=False, storable=False
@@ -428,7 +437,7 @@ class EdgeDaemon:
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            self._no_frame(request, "station stopping")
+            self._no_frame(request, "station stopping", Reason.ERROR)
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():

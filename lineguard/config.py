@@ -26,6 +26,7 @@ __all__ = [
     "CameraConfig",
     "FrameStoreConfig",
     "GateConfig",
+    "GigeConfig",
     "HttpConfig",
     "LineguardConfig",
     "ModelConfig",
@@ -74,15 +75,55 @@ class StationConfig(Section):
 MAX_IMAGE_PIXELS: Final = 40_000_000
 
 
+class GigeConfig(Section):
+    """A GigE Vision camera's acquisition settings (``camera.kind: gige``), written to it on connect.
+
+    A camera keeps its settings across connections (another tool may have left it triggered), so
+    every setting that decides which frames arrive is written each time; exposure, gain and packet
+    size left unset (null) keep the camera's own value or its negotiated packet size.
+    """
+
+    pixel_format: Literal["Mono8", "BayerRG8", "BayerGR8", "BayerGB8", "BayerBG8", "RGB8"] = Field(
+        default="Mono8", description="Sensor format; every one becomes a BGR frame."
+    )
+    exposure_us: float | None = Field(
+        default=None, gt=0, le=10_000_000, description="Exposure time in µs; null = the camera's."
+    )
+    gain_db: float | None = Field(default=None, ge=0, le=48, description="Gain in dB; null = the camera's.")
+    trigger: Literal["free_run", "software", "hardware"] = Field(
+        default="free_run",
+        description="free_run: frames at camera.fps; software: one frame per station trigger "
+        "(mode: triggered); hardware: one frame per edge on trigger_line (a PLC or light barrier).",
+    )
+    trigger_line: str = Field(
+        default="Line0", pattern=r"^Line[0-9]{1,2}$", description="Input line of a hardware trigger."
+    )
+    trigger_activation: Literal["rising_edge", "falling_edge"] = Field(
+        default="rising_edge", description="Which edge of the trigger line starts an exposure."
+    )
+    buffers: int = Field(
+        default=8, ge=2, le=64, description="Stream buffers queued for the camera (frames in flight)."
+    )
+    packet_size: int | None = Field(
+        default=None, ge=576, le=9000, description="GVSP packet size in bytes; null = negotiated."
+    )
+
+
 class CameraConfig(Section):
-    kind: Literal["synthetic", "video", "folder", "camera", "stream"] = Field(
+    kind: Literal["synthetic", "video", "folder", "camera", "stream", "gige"] = Field(
         default="synthetic", description="Frame source type."
     )
     uri: str = Field(
         default="",
-        description="Video path, image folder, camera index (0) or rtsp:// / http:// URL.",
+        description="Video path, image folder, camera index (0), rtsp:// / http:// URL; for gige the "
+        "camera's IP address, serial number or Aravis device id (empty: the first camera found).",
     )
-    fps: float = Field(default=10.0, gt=0, le=1000, description="Frames per second to pace at.")
+    fps: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        description="Frames per second to pace at (a free-running gige camera's rate).",
+    )
     loop: bool = Field(default=False, description="Restart a video or folder at its end.")
     watchdog_s: float = Field(default=5.0, gt=0, description="No frame this long = camera down.")
     frozen_frames: int = Field(
@@ -100,6 +141,7 @@ class CameraConfig(Section):
     synthetic_condition: str = Field(
         default="nominal", description="Named condition of the synthetic line (drift tests)."
     )
+    gige: GigeConfig = GigeConfig()
 
 
 class ModelConfig(Section):
@@ -458,6 +500,16 @@ class LineguardConfig(Section):
             raise ValueError(
                 f"registry.follow ({self.registry.follow}) arrives over MQTT but mqtt.enabled is false; "
                 "enable MQTT or set model.path instead"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _software_trigger_needs_triggered_mode(self) -> LineguardConfig:
+        camera = self.camera
+        if camera.kind == "gige" and camera.gige.trigger == "software" and self.mode != "triggered":
+            raise ValueError(
+                "camera.gige.trigger 'software' fires on the station's triggers, but mode is "
+                f"'{self.mode}'; set mode: triggered or camera.gige.trigger: free_run"
             )
         return self
 

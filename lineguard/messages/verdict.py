@@ -43,7 +43,10 @@ class VerdictKind(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why the verdict is what it is; NO_DECISION always carries one of the last five."""
+    """Why the verdict is what it is; NO_DECISION always carries one of the last six.
+
+    ``camera``: the unit got no frame (camera down, trigger refused or unanswered).
+    """
 
     NO_DEFECT = "no_defect"
     DEFECT = "defect"
@@ -52,6 +55,7 @@ class Reason(StrEnum):
     IMAGE_QUALITY = "image_quality"
     NO_MODEL = "no_model"
     ERROR = "error"
+    CAMERA = "camera"
 
 
 class _Contract(BaseModel):
