@@ -213,7 +213,7 @@ def golden_problems(
     from lineguard.inference import Detector, check_golden
 
     try:
-        detector = Detector.load(onnx_path, model_cfg or ModelConfig(threads=1), card=card)
+        detector = Detector.load(onnx_path, model_cfg or ModelConfig(threads=1, precision="fp32"), card=card)
     except ModelError as exc:
         return [str(exc)]
     try:

@@ -368,7 +368,7 @@ def gate_from_config(
         evaluator=partial(evaluate_model, model_cfg=fp32, policy_cfg=cfg.policy),
         variant_evaluator=partial(evaluate_variant, model_cfg=cfg.model, policy_cfg=cfg.policy),
         golden_dir=golden or cfg.registry.golden_dir,
-        golden_runner=partial(golden_problems, model_cfg=cfg.model),
+        golden_runner=partial(golden_problems, model_cfg=fp32),
         report_dir=report_dir,
         accept_missed_target=accept_missed_target,
     )
