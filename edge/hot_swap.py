@@ -302,15 +302,13 @@ def _download_variants(
         url = parts._replace(path=f"{head}/{variant.sha256}", query="", fragment="").geturl()
         try:
             got = get(url, dest)
+            problem = None if got == variant.sha256 else f"downloaded file has sha256 {got[:12]}…"
         except ModelError as exc:
-            event(
-                logging.WARNING, "variant_fetch_failed", model=card.ref, variant=variant.name, error=str(exc)
-            )
-            continue
-        if got != variant.sha256:
+            problem = str(exc)
+        if problem is not None:
             dest.unlink(missing_ok=True)
             event(
-                logging.WARNING, "variant_fetch_failed", model=card.ref, variant=variant.name, error="sha256"
+                logging.WARNING, "variant_fetch_failed", model=card.ref, variant=variant.name, error=problem
             )
 
 
