@@ -146,6 +146,11 @@ def evaluate_model(
         nms_iou=policy_cfg.nms_iou,
         card=card,
     )
+    if (
+        detector.variant_failure
+    ):  # asked for a variant, got fp32: measuring it would vouch for the wrong thing
+        detector.close()
+        raise ModelError(detector.variant_failure)
     policy = VerdictPolicy(card, policy_cfg)
     preds: list[Detections] = []
     latencies: list[float] = []

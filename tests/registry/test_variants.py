@@ -82,6 +82,12 @@ def test_gate_certifies_a_variant_only_where_the_frozen_set_bears_it_out(
     assert [c.metric for c in lie.failed] == ["variant_int8"]
     assert "not certified: escape is worse than fp32" in lie.summary
 
+    served = registry.root / "models" / "signal" / "2.1.0" / "model_int8.onnx"
+    served.write_bytes(served.read_bytes()[:-10])  # the file changed after it was stored
+    broken = run_gate(registry, "signal", "2.1.0", EvalSet.load(eval_dir), MARGINS)
+    assert [c.metric for c in broken.failed] == ["variant_int8"]
+    assert "cannot run: the int8 variant failed to load" in broken.summary
+
 
 def test_hot_swap_fetches_the_signed_variant_and_the_station_runs_it(
     registry: Registry,
