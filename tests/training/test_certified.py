@@ -17,7 +17,7 @@ import pytest
 
 from lineguard.config import ModelConfig
 from lineguard.inference import CARD_NAME, Detector
-from lineguard.messages import ModelCard, ModelMetrics, certify_variant, sha256_file
+from lineguard.messages import ModelCard, ModelMetrics, ModelVariant, certify_variant, sha256_file
 from lineguard.training.calibrate import calibration_split
 from lineguard.training.certified import INT8_FILE, certified_variants
 from lineguard.training.evaluate import evaluate
@@ -61,3 +61,36 @@ def test_export_writes_measures_and_records_the_variants(
     with Detector.load(out / "model.onnx", auto, cpu_flags=frozenset({"avx512_vnni"})) as detector:
         assert (detector.precision, detector.variant_failure) == ("int8" if int8.certified else "fp32", None)
         assert detector.inference_precision == ("int8 QDQ" if int8.certified else "f32")
+
+
+def test_calibrate_finds_the_variants_the_card_lists_before_an_older_int8_copy(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from lineguard.training.variants import find_variants
+
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    shutil.copytree(tiny_model, tmp_path / "model_int8")  # what `export --int8` leaves beside it
+    shutil.copyfile(out / "model.onnx", out / INT8_FILE)
+    card = ModelCard.load(out / CARD_NAME)
+    listed = ModelVariant(
+        name="int8",
+        precision="int8",
+        runtime="openvino",
+        file=INT8_FILE,
+        sha256=sha256_file(out / INT8_FILE),
+        map50=0.0,
+        certified=True,
+        reason="test",
+    )
+    card.model_copy(update={"variants": [listed]}).save(out / CARD_NAME)
+
+    found = {v.name: v for v in find_variants(out / "model.onnx")}
+
+    assert list(found) == ["fp32", "int8", "bf16"]
+    assert (found["int8"].onnx, found["int8"].card) == (out / INT8_FILE, out / CARD_NAME)
+    assert (found["int8"].backend, found["int8"].precision, found["int8"].own_card) == (
+        "openvino",
+        "int8",
+        False,
+    )
