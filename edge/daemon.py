@@ -558,6 +558,7 @@ class EdgeDaemon:
             "inspection": "paused" if self.paused else "running",
             "model": None if slot is None else slot.ref.model_dump(),
             "backend": None if slot is None else slot.detector.backend,
+            "precision": None if slot is None else slot.detector.precision,
             "thresholds": None if slot is None else slot.policy.thresholds_id,
             "camera": {
                 "source": self.source.name,
@@ -607,6 +608,7 @@ class EdgeDaemon:
         sig = (
             status["model"],
             status["backend"],
+            status["precision"],
             camera["up"],
             camera["frozen"],
             status["outbox_durable"],

@@ -151,6 +151,7 @@ def status_extras(station: Station) -> dict[str, Any]:
         "opcua": station.opcua_status(),
         "precision": None if slot is None else slot.detector.precision,
         "computed_in": None if slot is None else slot.detector.inference_precision,
+        "precision_choice": None if slot is None else slot.detector.precision_choice,
     }
 
 

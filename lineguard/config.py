@@ -164,9 +164,18 @@ class ModelConfig(Section):
         default=[], description="onnxruntime providers in order; empty = best available."
     )
     threads: int = Field(default=2, ge=1, le=256, description="Intra-op threads for inference.")
-    precision: Literal["fp32", "bf16", "int8"] = Field(
-        default="fp32",
-        description="OpenVINO inference precision (fp32 or bf16); int8 = a quantized model file, run as is.",
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
+        description=(
+            "auto: the fastest variant the card certifies and this CPU runs, kept only if faster at load; "
+            "fp32; bf16 or int8: that variant (refused if the card lists it uncertified)."
+        ),
+    )
+    confirm_runs: int = Field(
+        default=8,
+        ge=0,
+        le=100,
+        description="auto: frames timed on fp32 and on the chosen variant at load; 0 = trust the card.",
     )
     warmup_runs: int = Field(default=3, ge=0)
     shadow_path: Path | None = Field(

@@ -97,7 +97,7 @@ class Metrics:
         self.camera_reconnects = Counter(
             p + "camera_reconnects_total", "Camera or stream reopened after a drop.", registry=r
         )
-        self.model_info = Info(p + "model", "Model in use and the backend running it.", registry=r)
+        self.model_info = Info(p + "model", "Model in use, the backend and precision running it.", registry=r)
         self.model_swaps = Counter(
             p + "model_swaps_total", "Model changes at the edge.", ["result"], registry=r
         )

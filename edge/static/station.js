@@ -60,7 +60,7 @@ function renderStatus(s) {
   }
   if (s.model) {
     const precision = s.precision ? `, ${s.precision}` + (s.computed_in && s.computed_in !== s.precision ? ` (computes ${s.computed_in})` : "") : "";
-    setChip("chip-model", `model ${s.model.name}:${s.model.version} · ${s.backend}${precision}`, "ok", `sha256 ${s.model.sha256}\nthresholds ${s.thresholds}`);
+    setChip("chip-model", `model ${s.model.name}:${s.model.version} · ${s.backend}${precision}`, "ok", `sha256 ${s.model.sha256}\nthresholds ${s.thresholds}` + (s.precision_choice ? `\nprecision ${s.precision_choice}` : ""));
   } else {
     setChip("chip-model", "no model", "bad");
   }

@@ -34,9 +34,11 @@ from lineguard.messages.model_card import (
     ImageRange,
     ModelCard,
     ModelMetrics,
+    ModelVariant,
     ReferenceSource,
     ReferenceStats,
     TargetsAchieved,
+    certify_variant,
     sha256_file,
 )
 from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
@@ -88,6 +90,7 @@ __all__ = [
     "ModelCard",
     "ModelMetrics",
     "ModelRef",
+    "ModelVariant",
     "Reason",
     "ReferenceSource",
     "ReferenceStats",
@@ -101,6 +104,7 @@ __all__ = [
     "VerdictKind",
     "build_alert",
     "card_url_for",
+    "certify_variant",
     "compact_result",
     "follow_topic",
     "is_unit_id",
