@@ -35,7 +35,15 @@ from lineguard.benchmarks.frame_store import StoreLeg
 from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import FrameStoreConfig, ModelConfig, PolicyConfig, QualityConfig
-from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy, quality_bounds
+from lineguard.inference import (
+    CARD_NAME,
+    Decision,
+    Detections,
+    Detector,
+    QualityGate,
+    VerdictPolicy,
+    quality_bounds,
+)
 from lineguard.messages import ModelCard, utc_now
 from lineguard.provenance import cpu_summary
 from lineguard.synthetic import render_unit
@@ -144,6 +152,11 @@ class Variant:
     @property
     def label(self) -> str:
         return f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
+
+    def card(self) -> ModelCard:
+        """The card beside the file, its variant list dropped: a benchmark times the file and
+        precision it names, as evaluation does, whether or not the card certifies that variant."""
+        return ModelCard.load(self.model_path.parent / CARD_NAME).model_copy(update={"variants": []})
 
     def config(self, threads: int, warmup_runs: int = 3) -> ModelConfig:
         return ModelConfig(
@@ -361,7 +374,9 @@ def _ratios(
 def _accuracy(variant: Variant, val: ValidationSet, threads: int, say: Callable[[str], None]) -> Accuracy:
     say(f"scoring {variant.label} on {val.split} ({len(val.items)} images) ...")
     cfg = variant.config(threads, warmup_runs=1)
-    with Detector.load(variant.model_path, cfg, min_confidence=EVAL_CONF, nms_iou=EVAL_IOU) as detector:
+    with Detector.load(
+        variant.model_path, cfg, min_confidence=EVAL_CONF, nms_iou=EVAL_IOU, card=variant.card()
+    ) as detector:
         val.check_classes(list(detector.card.classes), variant.model_path.name)
         return score(lambda image: detector.detect(image)[0], val)
 
@@ -474,7 +489,9 @@ def _open_detectors(
         say(f"loading {v.label} ({v.model_path.name}) ...")
         cfg = v.config(threads)
         detectors.append(
-            stack.enter_context(Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou))
+            stack.enter_context(
+                Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou, card=v.card())
+            )
         )
     return detectors
 

@@ -153,6 +153,8 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
             detector = Detector.for_station(cfg.model.path, cfg)
             card = detector.card
             _line("OK", "model", f"{card.ref} sha256 {card.sha256[:12]}… on {detector.backend}")
+            verdict = "WARN" if detector.variant_failure else "OK"
+            _line(verdict, "precision", detector.variant_failure or detector.precision_choice)
         except LineguardError as exc:
             _line("FAIL", "model", str(exc))
             failed = True

@@ -301,7 +301,7 @@ class GigeSource(FrameSource):
         return info, data
 
     def _bad_buffer(self, problem: str) -> None:
-        self._count_skip("bad_buffer")
+        self.count_skip("bad_buffer")
         self._bad_buffers += 1
         if self._bad_buffers % _BAD_BUFFER_LOG_EVERY == 1:
             event(

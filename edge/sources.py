@@ -173,7 +173,8 @@ class FrameSource:
 
     @property
     def skips(self) -> dict[str, int]:
-        """Frames never inspected, by reason (``busy``: dropped for a newer one; ``unreadable``)."""
+        """Frames never inspected, by reason (``busy``: dropped for a newer one; ``unreadable``;
+        ``paused``: read while ``…/control`` paused inspection)."""
         with self._cond:
             return dict(self._skips)
 
@@ -385,7 +386,8 @@ class FrameSource:
                 del self._stamps[:32]
             self._cond.notify_all()
 
-    def _count_skip(self, reason: str) -> None:
+    def count_skip(self, reason: str) -> None:
+        """Count a frame the station read but will not inspect (e.g. ``paused``), like a dropped one."""
         with self._cond:
             self._count_skip_locked(reason, time.monotonic())
 
@@ -499,7 +501,7 @@ class FolderSource(FrameSource):
                     error=exc,
                     action="skipped, counted as unreadable",
                 )
-                self._count_skip("unreadable")
+                self.count_skip("unreadable")
             if self._stop.is_set():
                 return None
         if buf is not None and buf.shape == image.shape:

@@ -148,6 +148,28 @@ def _onnx_in(folder: Path) -> Path:
     return found[0]
 
 
+def _variant_files(folder: Path, card: ModelCard) -> dict[str, str]:
+    """The variant files the card names, each checked against its sha256 (the card is what is signed)."""
+    found: dict[str, str] = {}
+    for variant in card.variants:
+        if variant.file is None:
+            continue
+        path = folder / variant.file
+        if not path.is_file():
+            raise ModelError(
+                f"{card.ref} names the {variant.name} variant file {variant.file}, missing in {folder}; "
+                "export the model again or register the whole folder"
+            )
+        digest = sha256_file(path)
+        if digest != variant.sha256:
+            raise ModelError(
+                f"{path} has sha256 {digest[:12]}…, its card {card.ref} says {variant.sha256[:12]}…; "
+                "the variant file changed after export: export the model again"
+            )
+        found[variant.file] = digest
+    return found
+
+
 class Registry:
     """The registry at ``root``: ``registry.sqlite``, ``blobs/``, ``cards/`` and ``models/``.
 
@@ -185,21 +207,36 @@ class Registry:
         return self.cards / name / f"{version}.json"
 
     def _materialise(self, name: str, version: str) -> Path:
-        """``models/<name>/<version>/``: the blob (hard link) and card as a loadable model folder."""
+        """``models/<name>/<version>/``: the blobs (hard links) and card as a loadable model folder.
+
+        The variant files the card names sit beside ``model.onnx``, so ``name@production`` runs them.
+        """
         folder = model_folder(self.root, name, version)
-        onnx = folder / ONNX_FILE
-        if not onnx.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{ONNX_FILE}.tmp"
-            tmp.unlink(missing_ok=True)
-            blob = self.blob_path(self.get(name, version).sha256)
-            try:
-                os.link(blob, tmp)
-            except OSError:  # another file system, or links not allowed: a copy does as well
-                shutil.copyfile(blob, tmp)
-            tmp.replace(onnx)
+        folder.mkdir(parents=True, exist_ok=True)
+        mv = self.get(name, version)
+        files = {ONNX_FILE: mv.sha256} | {v.file: v.sha256 for v in mv.card.variants if v.file}
+        for file, digest in files.items():
+            if not (folder / file).exists():
+                self._link_blob(digest, folder / file)
         shutil.copyfile(self.card_path(name, version), folder / CARD_FILE)
         return folder
+
+    def _link_blob(self, digest: str, dest: Path) -> None:
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        blob = self.blob_path(digest)
+        try:
+            os.link(blob, tmp)
+        except OSError:  # another file system, or links not allowed: a copy does as well
+            shutil.copyfile(blob, tmp)
+        tmp.replace(dest)
+
+    def _store_blob(self, source: Path, digest: str) -> None:
+        blob = self.blob_path(digest)
+        if not blob.exists():
+            tmp = blob.with_suffix(".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(blob)
 
     def _point_stages(self, name: str) -> None:
         """``models/<name>/{staging,production}`` -> the version holding the stage (atomic swap)."""
@@ -246,11 +283,9 @@ class Registry:
                 f"{card.ref} is already in the registry with another {what}; versions are immutable: "
                 "give the new model another version"
             )
-        blob = self.blob_path(digest)
-        if not blob.exists():
-            tmp = blob.with_suffix(".tmp")
-            shutil.copyfile(onnx, tmp)
-            tmp.replace(blob)
+        self._store_blob(onnx, digest)
+        for file, file_digest in _variant_files(folder, card).items():
+            self._store_blob(folder / file, file_digest)
         card_file = self.card_path(card.name, card.version)
         card_file.parent.mkdir(parents=True, exist_ok=True)
         card_file.write_text(card_json)
