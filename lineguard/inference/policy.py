@@ -10,9 +10,9 @@ error on the way gives NO_DECISION/error, because a wrong PASS ships a defective
 A unit seen by several cameras (views) gets one decision from its views' verdicts
 (``combine_views``), first match wins: any view FAIL -> FAIL (a defect seen from one side is a
 defect, whatever another view could not tell); any view without a decision (no frame, image
-quality, its own deadline, uncertain...) -> NO_DECISION with that view's reason (a view without a
-frame first, else the first in config order); the unit over
-its deadline (first capture to decision, so it covers the slowest view) -> NO_DECISION/deadline;
+quality, uncertain...) -> NO_DECISION with that view's reason (a view without a frame first, else
+the first in config order); the unit over its deadline (first capture to decision, so it covers
+the slowest view), or a view over its own -> NO_DECISION/deadline naming the slowest view;
 otherwise PASS. The decision names the view that made it.
 """
 
@@ -60,13 +60,19 @@ def combine_views(views: Sequence[ViewVerdict], *, late: str | None = None) -> D
         return Decision(VerdictKind.NO_DECISION, Reason.ERROR)
     every = tuple(views)
     defects = tuple(defect for view in every for defect in view.defects)
-    for kind in (VerdictKind.FAIL, VerdictKind.NO_DECISION):
-        found = [view for view in every if view.verdict is kind]
-        if found:  # a view without a frame first: another view may be late only for waiting on it
-            first = next((view for view in found if view.reason is Reason.CAMERA), found[0])
-            return Decision(kind, first.reason, defects, view=first.name, views=every)
-    if late is not None:
-        return Decision(VerdictKind.NO_DECISION, Reason.DEADLINE, defects, view=late, views=every)
+    failed = next((view for view in every if view.verdict is VerdictKind.FAIL), None)
+    if failed is not None:
+        return Decision(VerdictKind.FAIL, failed.reason, defects, view=failed.name, views=every)
+    doubts = [view for view in every if view.verdict is VerdictKind.NO_DECISION]
+    # A view without a frame first; a view's own deadline last: it may have run out only while the
+    # station waited for a slower view, which the unit's deadline names.
+    for reasons in ({Reason.CAMERA}, set(Reason) - {Reason.DEADLINE}):
+        doubt = next((view for view in doubts if view.reason in reasons), None)
+        if doubt is not None:
+            return Decision(VerdictKind.NO_DECISION, doubt.reason, defects, view=doubt.name, views=every)
+    if doubts or late is not None:
+        slowest = late if late is not None else doubts[0].name
+        return Decision(VerdictKind.NO_DECISION, Reason.DEADLINE, defects, view=slowest, views=every)
     return Decision(VerdictKind.PASS, Reason.NO_DEFECT, defects, views=every)
 
 

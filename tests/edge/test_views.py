@@ -91,6 +91,12 @@ def test_a_missing_view_gives_no_decision_naming_it() -> None:
 def test_a_late_unit_is_no_decision_naming_the_slowest_view_unless_a_view_failed() -> None:
     late = combine_views([PASS_TOP, PASS_SIDE], late="side")
     assert (late.verdict, late.reason, late.view) == (VerdictKind.NO_DECISION, Reason.DEADLINE, "side")
+    # Top ran over its own deadline while the station waited for side's frame: side is the slow one.
+    waited = view("top", VerdictKind.NO_DECISION, Reason.DEADLINE)
+    late = combine_views([waited, PASS_SIDE], late="side")
+    assert (late.reason, late.view) == (Reason.DEADLINE, "side")
+    dark = view("side", VerdictKind.NO_DECISION, Reason.IMAGE_QUALITY)
+    assert combine_views([waited, dark], late="side").reason is Reason.IMAGE_QUALITY
     failed = combine_views([view("top", VerdictKind.FAIL, Reason.DEFECT, PIT), PASS_SIDE], late="side")
     assert failed.verdict is VerdictKind.FAIL and failed.view == "top"
 
