@@ -375,7 +375,24 @@ class SwapGuardConfig(Section):
 
 
 class RegistryConfig(Section):
-    root: Path = Field(default=Path("var/registry"), description="Registry folder (SQLite + blobs).")
+    root: Path = Field(
+        default=Path("var/registry"),
+        description="Registry folder: the artifacts stations fetch (blobs, cards, models/) and, with "
+        "the file back-end, registry.sqlite.",
+    )
+    uri: str = Field(
+        default="",
+        max_length=512,
+        pattern=r"^(mlflow\+https?://[^\s/?#]+(/[^\s?#]*)?)?$",
+        description="Where the registry's records live: empty = registry.sqlite in root (no server); "
+        "mlflow+http://HOST:PORT or mlflow+https://HOST = that MLflow tracking server's Model "
+        "Registry (credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD).",
+    )
+    mlflow_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="With an MLflow uri: prefix of lineguard's registered-model names in a shared MLflow.",
+    )
     follow: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",

@@ -50,6 +50,7 @@ def desired_payload(
 
     ``signer`` signs a production release of the card file's bytes as they are served.
     """
+    registry.artifact(mv)  # the URL names a file of the local folder (fetched from an MLflow back-end)
     release, signature = None, None
     if signer is not None:
         release, signature = signer.release(
