@@ -11,13 +11,14 @@ misspelled section path is an error like a misspelled key in the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lineguard.errors import ConfigError, validation_message
 
@@ -383,7 +384,6 @@ class RegistryConfig(Section):
     uri: str = Field(
         default="",
         max_length=512,
-        pattern=r"^(mlflow\+https?://[^\s/?#]+(/[^\s?#]*)?)?$",
         description="Where the registry's records live: empty = registry.sqlite in root (no server); "
         "mlflow+http://HOST:PORT or mlflow+https://HOST = that MLflow tracking server's Model "
         "Registry (credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD).",
@@ -393,6 +393,17 @@ class RegistryConfig(Section):
         pattern=r"^[A-Za-z0-9_.-]{0,64}$",
         description="With an MLflow uri: prefix of lineguard's registered-model names in a shared MLflow.",
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_backend(cls, uri: str) -> str:
+        if uri and not re.fullmatch(r"mlflow\+https?://[^\s/?#@]+(/[^\s?#]*)?", uri):
+            raise ValueError(
+                "must be empty (the file registry in registry.root) or mlflow+http://HOST:PORT / "
+                "mlflow+https://HOST (an MLflow tracking server; credentials come from MLFLOW_TRACKING_* "
+                "variables, never the URI)"
+            )
+        return uri
     follow: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",

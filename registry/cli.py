@@ -31,14 +31,12 @@ class _Ctx:
         self.uri = uri
 
     def cfg(self) -> LineguardConfig:
-        from lineguard.config import RegistryConfig, load_config
+        from lineguard.config import load_config
 
-        cfg = load_config(self.config_path)
+        # --registry-uri is checked like the config key, so a typo gets the same one-line error
+        cfg = load_config(self.config_path, overrides={"registry": {"uri": self.uri}} if self.uri else None)
         if self.root is not None:
             cfg.registry.root = self.root
-        if self.uri is not None:  # validated like the config key, so a typo reads the same
-            fields = cfg.registry.model_dump()
-            cfg.registry = RegistryConfig.model_validate({**fields, "uri": self.uri})
         return cfg
 
     def open(self) -> Registry:
@@ -68,9 +66,8 @@ pass_ctx = click.make_pass_decorator(_Ctx)
     "--registry-uri",
     "uri",
     default=None,
-    envvar="LINEGUARD_REGISTRY_URI",
-    help="Where the records live (overrides registry.uri): '' = the file registry, "
-    "mlflow+http://HOST:PORT = an MLflow tracking server.",
+    help="Where the records live (overrides registry.uri; env LINEGUARD_REGISTRY__URI): "
+    "mlflow+http://HOST:PORT = an MLflow tracking server; unset = the file registry in the folder.",
 )
 @click.pass_context
 def registry(ctx: click.Context, config: Path | None, root: Path | None, uri: str | None) -> None:

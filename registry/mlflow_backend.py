@@ -75,14 +75,21 @@ class MlflowBackend:
 
         try:
             return fn(*args, **kwargs)
-        except MlflowException as exc:
-            first = str(exc.message).splitlines()[0][:200] if exc.message else exc.error_code
-            raise DeliveryError(f"{self.where} refused a registry call: {first}") from exc
-        except OSError as exc:  # requests' connection errors are OSErrors
-            raise DeliveryError(
-                f"cannot reach {self.where}: {type(exc).__name__}; is the tracking server up "
-                "(registry.uri / --registry-uri)?"
-            ) from exc
+        except (MlflowException, OSError) as exc:
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: BaseException) -> DeliveryError:
+        """One line: the server is unreachable (a connection error anywhere in the chain), or what it said."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, OSError):  # requests' connection errors are OSErrors
+                return DeliveryError(
+                    f"cannot reach {self.where} ({type(cause).__name__}); is the tracking server up "
+                    "(registry.uri / --registry-uri)?"
+                )
+            cause = cause.__cause__ or cause.__context__
+        said = str(getattr(exc, "message", "") or exc).splitlines()
+        return DeliveryError(f"{self.where} refused a registry call: {said[0][:200] if said else '?'}")
 
     # -- reading -----------------------------------------------------------------------------
     def _raw(self, name: str | None) -> list[MlflowVersion]:
@@ -158,9 +165,9 @@ class MlflowBackend:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
-            raise DeliveryError(f"{self.where} refused a registry call: {exc.message}") from exc
+            raise self._failure(exc) from exc
         except OSError as exc:
-            raise DeliveryError(f"cannot reach {self.where}: {type(exc).__name__}") from exc
+            raise self._failure(exc) from exc
 
     def stations(self, model: str | None = None) -> list[StationFollow]:
         if model is not None:
