@@ -404,6 +404,7 @@ class RegistryConfig(Section):
                 "variables, never the URI)"
             )
         return uri
+
     follow: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",

@@ -4,7 +4,7 @@
 rollback) and the local artifact folder stations fetch from; a ``RegistryBackend`` only stores and
 returns records. ``FileBackend`` is the embedded default (``registry.sqlite`` in the registry
 folder, no server); ``MlflowBackend`` (``registry/mlflow_backend.py``) keeps the same records in an
-MLflow Model Registry. ``open_backend`` picks one from ``registry.uri``.
+MLflow Model Registry. ``Registry.from_config`` picks one from ``registry.uri``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lineguard.errors import ConfigError
 from lineguard.messages import ModelCard
 from lineguard.registry.records import Event, ModelVersion, Stage, StationFollow
 
-__all__ = ["MLFLOW_SCHEMES", "FileBackend", "RegistryBackend", "card_location", "open_backend"]
+__all__ = ["MLFLOW_SCHEMES", "FileBackend", "RegistryBackend", "card_location"]
 
 MLFLOW_SCHEMES = ("mlflow+http://", "mlflow+https://")
 
@@ -81,21 +81,6 @@ class RegistryBackend(Protocol):
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
         """Keep report files with ``mv`` (the file back-end leaves them where they were written)."""
         ...
-
-
-def open_backend(uri: str, root: Path, prefix: str = "") -> RegistryBackend:
-    """``""`` -> the file registry in ``root``; ``mlflow+http(s)://host[:port]`` -> that MLflow
-    (registered-model names ``prefix`` + name)."""
-    if not uri:
-        return FileBackend(root)
-    if uri.startswith(MLFLOW_SCHEMES):
-        from lineguard.registry.mlflow_backend import MlflowBackend
-
-        return MlflowBackend(uri.removeprefix("mlflow+"), root, prefix)
-    raise ConfigError(
-        "registry.uri must be empty (the file registry in registry.root) or "
-        "mlflow+http://HOST:PORT / mlflow+https://HOST (an MLflow tracking server)"
-    )
 
 
 class FileBackend:
@@ -219,7 +204,8 @@ class FileBackend:
     def follow(self, follow: StationFollow, event: Event) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO stations VALUES (?, ?, ?)", (follow.line, follow.station, follow.model)
+                "INSERT OR REPLACE INTO stations VALUES (?, ?, ?)",
+                (follow.line, follow.station, follow.model),
             )
             self._log(db, event)
 

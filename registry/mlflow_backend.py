@@ -175,11 +175,11 @@ class MlflowBackend:
         else:
             every = self._call(self._client.search_registered_models)
             found = [m for m in every if m.name.startswith(self._prefix)]
-        follows = [
-            StationFollow(*entry.split("/", 1), self._ours(m.name))
-            for m in found
-            for entry in json.loads(m.tags.get(_STATIONS, "[]"))
-        ]
+        follows = []
+        for m in found:
+            for entry in json.loads(m.tags.get(_STATIONS, "[]")):
+                line, _, station = str(entry).partition("/")
+                follows.append(StationFollow(line, station, self._ours(m.name)))
         return sorted(follows, key=lambda s: (s.line, s.station))
 
     # -- writing -----------------------------------------------------------------------------
@@ -201,7 +201,9 @@ class MlflowBackend:
 
     def _ensure_model(self, name: str) -> None:
         if self._registered(name) is None:
-            self._call(self._client.create_registered_model, self._prefix + name, description="lineguard model")
+            self._call(
+                self._client.create_registered_model, self._prefix + name, description="lineguard model"
+            )
 
     def _experiment(self) -> str:
         found = self._call(self._client.get_experiment_by_name, EXPERIMENT)
@@ -244,7 +246,9 @@ class MlflowBackend:
         raw = {(name, v.tags[f"{_TAG}version"]): v for name in names for v in self._raw(name)}
         for mv, stage in stages:
             target = raw[(mv.name, mv.version)]
-            self._call(self._client.set_model_version_tag, target.name, target.version, f"{_TAG}stage", stage.value)
+            self._call(
+                self._client.set_model_version_tag, target.name, target.version, f"{_TAG}stage", stage.value
+            )
         for ev in events:
             key, value = self._event_tag(ev)
             holder = raw.get((ev.name, ev.version))
@@ -282,7 +286,10 @@ class MlflowBackend:
                 model = self._registered(other.model)
                 kept = [e for e in json.loads(model.tags.get(_STATIONS, "[]")) if e != entry]
                 self._call(
-                    self._client.set_registered_model_tag, self._prefix + other.model, _STATIONS, json.dumps(kept)
+                    self._client.set_registered_model_tag,
+                    self._prefix + other.model,
+                    _STATIONS,
+                    json.dumps(kept),
                 )
         self._ensure_model(follow.model)
         model = self._registered(follow.model)
@@ -290,7 +297,10 @@ class MlflowBackend:
         if entry not in listed:
             listed = sorted([*listed, entry])
             self._call(
-                self._client.set_registered_model_tag, self._prefix + follow.model, _STATIONS, json.dumps(listed)
+                self._client.set_registered_model_tag,
+                self._prefix + follow.model,
+                _STATIONS,
+                json.dumps(listed),
             )
         self.change([], [event])
 

@@ -77,7 +77,7 @@ def create_app(registry: Registry, token: str) -> FastAPI:
     @app.get("/v1/cards/{name}/{version_file}", dependencies=[Depends(authorised)], response_model=None)
     def card(name: str, version_file: str) -> FileResponse:
         version = version_file.removesuffix(".json")
-        valid = _NAME.fullmatch(name) and _NAME.fullmatch(version)
+        valid = bool(_NAME.fullmatch(name) and _NAME.fullmatch(version))
         if valid and not registry.card_path(name, version).is_file():
             valid = registry.backend.version(name, version) is not None  # caches an MLflow card
         path = _inside(registry.card_path(name, version), registry.cards) if valid else None

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from lineguard.config import RegistryConfig
-from lineguard.errors import InputError, ModelError
+from lineguard.errors import ConfigError, InputError, ModelError
 from lineguard.messages import ModelCard, sha256_file
 from lineguard.model_refs import model_folder
-from lineguard.registry.backend import FileBackend, RegistryBackend, card_location, open_backend
+from lineguard.registry.backend import MLFLOW_SCHEMES, FileBackend, RegistryBackend, card_location
 from lineguard.registry.records import Event, ModelVersion, Stage, StationFollow, current_user
 
 __all__ = [
@@ -74,6 +74,21 @@ def _onnx_in(folder: Path) -> Path:
     if len(found) != 1:
         raise InputError(f"{folder} must hold {ONNX_FILE} (or exactly one .onnx file); found {len(found)}")
     return found[0]
+
+
+def open_backend(uri: str, root: Path, prefix: str = "") -> RegistryBackend:
+    """``""`` -> the file registry in ``root``; ``mlflow+http(s)://host[:port]`` -> that MLflow
+    (registered-model names ``prefix`` + name)."""
+    if not uri:
+        return FileBackend(root)
+    if uri.startswith(MLFLOW_SCHEMES):
+        from lineguard.registry.mlflow_backend import MlflowBackend  # the mlflow client, when asked for
+
+        return MlflowBackend(uri.removeprefix("mlflow+"), root, prefix)
+    raise ConfigError(
+        "registry.uri must be empty (the file registry in registry.root) or "
+        "mlflow+http://HOST:PORT / mlflow+https://HOST (an MLflow tracking server)"
+    )
 
 
 class Registry:
@@ -318,7 +333,13 @@ class Registry:
             stages.append((current, Stage.ARCHIVED))
             events.append(
                 self._event(
-                    current, "replaced", Stage.PRODUCTION, Stage.ARCHIVED, who, why, {"by_version": mv.version}
+                    current,
+                    "replaced",
+                    Stage.PRODUCTION,
+                    Stage.ARCHIVED,
+                    who,
+                    why,
+                    {"by_version": mv.version},
                 )
             )
         stages.append((mv, to))
@@ -383,7 +404,9 @@ class Registry:
         detail: dict[str, Any] | None = None,
     ) -> None:
         """Log an event that changes no stage (a gate run, a rollout publish with its signed release)."""
-        self.backend.change([], [self._event((name, version), action, None, None, current_user(by), why, detail)])
+        self.backend.change(
+            [], [self._event((name, version), action, None, None, current_user(by), why, detail)]
+        )
 
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
         """Keep report files (``kind``: ``gate``) with ``mv`` where the back-end keeps artifacts."""

@@ -116,9 +116,11 @@ def test_cli_on_mlflow_gates_signs_rolls_out_and_rolls_back(
         for v in client.search_model_versions(f"name = '{prefix}signal'")
         if v.tags["lineguard.version"] == "2.0.0"
     ]
-    reports = [a.path for a in client.list_artifacts(held.run_id, "gate")]
+    run_id = held.run_id
+    assert run_id is not None
+    reports = [a.path for a in client.list_artifacts(run_id, "gate")]
     assert len(reports) == 1
-    names = {Path(a.path).name for a in client.list_artifacts(held.run_id, reports[0])}
+    names = {Path(a.path).name for a in client.list_artifacts(run_id, reports[0])}
     assert names == {"gate_report.json", "gate_report.md"}
     events = [json.loads(v) for k, v in held.tags.items() if k.startswith("lineguard.event.")]
     (rollout,) = [e for e in events if e["action"] == "rollout"]
@@ -136,7 +138,10 @@ def test_cli_on_mlflow_gates_signs_rolls_out_and_rolls_back(
     assert "1.0.0    production" in out and "2.0.0    archived" in out
     assert "line1/st1  signal" in out
     assert "rollback" in out and "NO_DECISION spike" in out
-    assert client.get_model_version_by_alias(f"{prefix}signal", "production").tags["lineguard.version"] == "1.0.0"
+    assert (
+        client.get_model_version_by_alias(f"{prefix}signal", "production").tags["lineguard.version"]
+        == "1.0.0"
+    )
 
 
 def test_a_registry_uri_that_is_not_mlflow_or_not_reachable_is_one_line(

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from lineguard.registry import Registry
-from lineguard.registry.backend import open_backend
+from lineguard.registry.mlflow_backend import MlflowBackend
 
 __all__ = ["mlflow_registry", "require_mlflow"]
 
@@ -46,4 +46,4 @@ def require_mlflow() -> str:
 def mlflow_registry(url: str, root: Path, prefix: str | None = None) -> Registry:
     """A registry on the shared server under a fresh registered-model prefix, artifacts in ``root``."""
     prefix = prefix if prefix is not None else f"t{uuid.uuid4().hex[:12]}-"
-    return Registry(root, open_backend(f"mlflow+{url}", root, prefix))
+    return Registry(root, MlflowBackend(url, root, prefix))
