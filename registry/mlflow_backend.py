@@ -7,7 +7,9 @@ card are artifacts of a run (``model/model.onnx``, ``model/model_card.json``) in
 (``lineguard.event.<ns>``: promotions with their gate summary, gate runs, rollouts with the signed
 release). The stages ``candidate``, ``staging`` and ``production`` are also MLflow aliases pointing
 at the newest version holding them, which is how MLflow users mark them since 2.9. Stations that
-follow a model are listed in the registered model's ``lineguard.stations`` tag.
+follow a model are listed in the registered model's ``lineguard.stations`` tag. With a prefix
+(``registry.mlflow_prefix``) the registered models are named ``<prefix><name>``, so several teams
+(or test runs) share one MLflow without seeing each other's models.
 
 MLflow numbers its versions itself; lineguard's version (the card's) is the ``lineguard.version``
 tag. The mlflow client (``mlflow-skinny``, extra ``registry-mlflow``) is imported here only, when a

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it: check the real peers the tests talk to, start Label
-# Studio (scripts/label_studio.sh; installed into its own venv on first use), run pytest with every
+# Studio (scripts/label_studio.sh) and an MLflow tracking server on a fresh PostgreSQL database
+# (scripts/mlflow_server.sh; each installed into its own venv on first use), run pytest with every
 # test required to run, and stop what this script started.
 #
 #   scripts/test.sh .venv/bin/pytest [pytest args...]
@@ -15,7 +16,8 @@ shift
 
 need_apt=()
 for pair in mosquitto:mosquitto mosquitto_passwd:mosquitto-clients promtool:prometheus \
-  prometheus:prometheus openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver; do
+  prometheus:prometheus openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver \
+  psql:postgresql-client; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -29,11 +31,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 started_ls=""
+started_mlflow=""
+cleanup() {
+  [ -n "$started_ls" ] && scripts/label_studio.sh stop >/dev/null 2>&1 || true
+  [ -n "$started_mlflow" ] && scripts/mlflow_server.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 if [ -z "${LABEL_STUDIO_URL:-}" ]; then
   eval "$(scripts/label_studio.sh start)"
   started_ls=1
 fi
-cleanup() { [ -n "$started_ls" ] && scripts/label_studio.sh stop >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+if [ -z "${LINEGUARD_TEST_MLFLOW_URL:-}" ]; then
+  eval "$(scripts/mlflow_server.sh start)"
+  started_mlflow=1
+fi
 
 LINEGUARD_REQUIRE_ALL=1 "$pytest_bin" --durations=15 "$@"
