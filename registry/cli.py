@@ -158,6 +158,7 @@ def show(obj: _Ctx, ref: str) -> None:
         ["training run", mv.training_run or "-"],
         ["added", f"{mv.added_at.isoformat(timespec='seconds')} by {mv.added_by}"],
         ["artifact", str(reg.blob_path(mv.sha256))],
+        ["records", reg.backend.where],
     ]
     if card.metrics:
         m = card.metrics

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from lineguard.errors import ConfigError, DeliveryError
+from lineguard.errors import ConfigError, DeliveryError, ModelError
 from lineguard.messages import ModelCard
 from lineguard.redact import mask_url
 from lineguard.registry.backend import card_location
@@ -99,9 +99,20 @@ class MlflowBackend:
         if name is not None and not _NAME.fullmatch(name):
             return []
         where = f"name = '{self._prefix}{name}'" if name else None
-        found = self._call(self._client.search_model_versions, where)
+        found = self._all(self._client.search_model_versions, where)
         ours = [v for v in found if f"{_TAG}version" in v.tags and v.name.startswith(self._prefix)]
         return sorted(ours, key=lambda v: (v.tags.get(f"{_TAG}added_at", ""), v.name, int(v.version)))
+
+    def _all(self, search: Callable[..., Any], where: str | None) -> list[Any]:
+        """Every page of a search (MLflow returns 100 registered models per page by default)."""
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self._call(search, where, page_token=token)
+            found += list(page)
+            token = page.token
+            if not token:
+                return found
 
     def _ours(self, registered_name: str) -> str:
         return registered_name.removeprefix(self._prefix)
@@ -121,12 +132,18 @@ class MlflowBackend:
 
     def _version(self, raw: MlflowVersion) -> ModelVersion:
         tags = raw.tags
+        card = self._card(raw)
+        if card.sha256 != tags[f"{_TAG}sha256"]:  # someone edited a tag or an artifact in MLflow
+            raise ModelError(
+                f"{card.ref} in {self.where}: its card and its lineguard.sha256 tag disagree; "
+                "versions are immutable: register a new version instead of editing one"
+            )
         return ModelVersion(
             name=self._ours(raw.name),
             version=tags[f"{_TAG}version"],
             sha256=tags[f"{_TAG}sha256"],
             stage=Stage(tags[f"{_TAG}stage"]),
-            card=self._card(raw),
+            card=card,
             parent=tags.get(f"{_TAG}parent") or None,
             dataset_hash=tags.get(f"{_TAG}dataset_hash", ""),
             training_run=tags.get(f"{_TAG}training_run", ""),
@@ -175,7 +192,7 @@ class MlflowBackend:
         if model is not None:
             found = [m for m in [self._registered(model)] if m is not None]
         else:
-            every = self._call(self._client.search_registered_models)
+            every = self._all(self._client.search_registered_models, None)
             found = [m for m in every if m.name.startswith(self._prefix)]
         follows = []
         for m in found:

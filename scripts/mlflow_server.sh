@@ -11,7 +11,7 @@
 #   scripts/mlflow_server.sh stop
 #
 # Settings (environment): MLFLOW_PORT (5055), MLFLOW_DATA_DIR (var/mlflow), MLFLOW_VENV
-# (.venv-mlflow), MLFLOW_PG (postgresql://root@127.0.0.1:5432), MLFLOW_DB (lineguard_mlflow_test),
+# (.venv-mlflow), MLFLOW_PG (postgresql://root@127.0.0.1:5432), MLFLOW_DB (lineguard_mlflow_PORT),
 # MLFLOW_START_TIMEOUT (120 s).
 set -euo pipefail
 
@@ -20,7 +20,7 @@ VENV=${MLFLOW_VENV:-$ROOT/.venv-mlflow}
 PORT=${MLFLOW_PORT:-5055}
 DATA=${MLFLOW_DATA_DIR:-$ROOT/var/mlflow}
 PG=${MLFLOW_PG:-postgresql://root@127.0.0.1:5432}
-DB=${MLFLOW_DB:-lineguard_mlflow_test}
+DB=${MLFLOW_DB:-lineguard_mlflow_$PORT}
 TIMEOUT=${MLFLOW_START_TIMEOUT:-120}
 URL="http://127.0.0.1:$PORT"
 PIDFILE="$DATA/mlflow.pid"

@@ -22,6 +22,7 @@ from support.mqtt import subscribed, wait_until
 
 from lineguard.cli import main
 from lineguard.edge.control import parse_control
+from lineguard.errors import ModelError
 from lineguard.messages import DesiredModel
 from lineguard.registry import ArtifactServer, Stage
 from lineguard.releases import load_public_keys, verify_release
@@ -154,3 +155,15 @@ def test_a_registry_uri_that_is_not_mlflow_or_not_reachable_is_one_line(
     assert main([*root, "--registry-uri", f"mlflow+http://127.0.0.1:{free_port()}", "list"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach MLflow at http://127.0.0.1:" in err and "Traceback" not in err
+
+
+def test_a_version_edited_in_mlflow_is_refused(
+    mlflow_url: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:12]}-"
+    mlflow_registry(mlflow_url, tmp_path / "here", prefix).add(models["weak"])
+    client = MlflowClient(tracking_uri=mlflow_url)
+    (held,) = client.search_model_versions(f"name = '{prefix}signal'")
+    client.set_model_version_tag(held.name, held.version, "lineguard.sha256", "0" * 64)
+    with pytest.raises(ModelError, match=r"its card and its lineguard\.sha256 tag disagree"):
+        mlflow_registry(mlflow_url, tmp_path / "there", prefix).get("signal", "1.0.0")
