@@ -20,7 +20,6 @@ back-end, a stage change is several calls, not one transaction.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from lineguard.errors import ConfigError, DeliveryError, ModelError
-from lineguard.messages import ModelCard
+from lineguard.messages import MODEL_NAME, MODEL_VERSION, ModelCard
 from lineguard.redact import mask_url
 from lineguard.registry.backend import card_location
 from lineguard.registry.records import Event, ModelVersion, Stage, StationFollow
@@ -46,7 +45,6 @@ _TAG: Final = "lineguard."
 _EVENT: Final = "lineguard.event."
 _STATIONS: Final = "lineguard.stations"
 _ALIASED = (Stage.PRODUCTION, Stage.STAGING, Stage.CANDIDATE)
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a card's model name; never quoted into a filter otherwise
 _T = TypeVar("_T")
 
 
@@ -96,11 +94,17 @@ class MlflowBackend:
     # -- reading -----------------------------------------------------------------------------
     def _raw(self, name: str | None) -> list[MlflowVersion]:
         """The MLflow versions that are lineguard versions (of ``name``), oldest first."""
-        if name is not None and not _NAME.fullmatch(name):
-            return []
+        if name is not None and not MODEL_NAME.fullmatch(name):
+            return []  # nothing else is ever quoted into a filter
         where = f"name = '{self._prefix}{name}'" if name else None
         found = self._all(self._client.search_model_versions, where)
-        ours = [v for v in found if f"{_TAG}version" in v.tags and v.name.startswith(self._prefix)]
+        ours = [  # names and versions become paths in the local folder: only valid ones are ours
+            v
+            for v in found
+            if v.name.startswith(self._prefix)
+            and MODEL_NAME.fullmatch(self._ours(v.name))
+            and MODEL_VERSION.fullmatch(v.tags.get(f"{_TAG}version", ""))
+        ]
         return sorted(ours, key=lambda v: (v.tags.get(f"{_TAG}added_at", ""), v.name, int(v.version)))
 
     def _all(self, search: Callable[..., Any], where: str | None) -> list[Any]:
@@ -162,7 +166,7 @@ class MlflowBackend:
         return [self._version(v) for v in self._raw(name)]
 
     def history(self, name: str) -> list[Event]:
-        if not _NAME.fullmatch(name):
+        if not MODEL_NAME.fullmatch(name):
             return []
         tagged: list[tuple[str, str]] = [
             (key, value) for v in self._raw(name) for key, value in v.tags.items() if key.startswith(_EVENT)
