@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +60,9 @@ class RegistryBackend(Protocol):
 
     def versions(self, name: str | None = None) -> list[ModelVersion]: ...
 
-    def insert(self, mv: ModelVersion, onnx: Path, card: Path, event: Event) -> None:
-        """Store a new version (its ONNX and card files, already checked) as ``mv.stage``."""
+    def insert(self, mv: ModelVersion, files: Mapping[str, Path], card: Path, event: Event) -> None:
+        """Store a new version as ``mv.stage``: its files (``model.onnx`` and the variant files its
+        card names, by file name; already checked against the card) and its card file."""
         ...
 
     def change(self, stages: Sequence[tuple[ModelVersion, Stage]], events: Sequence[Event]) -> None:
@@ -74,8 +75,8 @@ class RegistryBackend(Protocol):
 
     def stations(self, model: str | None = None) -> list[StationFollow]: ...
 
-    def download(self, mv: ModelVersion, dest: Path) -> None:
-        """Write ``mv``'s ONNX bytes to ``dest`` (only called when the local folder lacks them)."""
+    def download(self, mv: ModelVersion, file: str, dest: Path) -> None:
+        """Write ``mv``'s ``file`` to ``dest`` (only called when the local folder lacks it)."""
         ...
 
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
@@ -153,8 +154,8 @@ class FileBackend:
             rows = db.execute(query, (name,) if name else ()).fetchall()
         return [self._version(r) for r in rows]
 
-    def insert(self, mv: ModelVersion, onnx: Path, card: Path, event: Event) -> None:
-        with self._db() as db:
+    def insert(self, mv: ModelVersion, files: Mapping[str, Path], card: Path, event: Event) -> None:
+        with self._db() as db:  # the files already sit in the registry folder, by sha256
             db.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -218,8 +219,8 @@ class FileBackend:
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
         return None  # the report stays in its folder; the audit event names it
 
-    def download(self, mv: ModelVersion, dest: Path) -> None:
+    def download(self, mv: ModelVersion, file: str, dest: Path) -> None:
         raise ConfigError(
-            f"the ONNX file of {mv.ref} is missing from the registry folder ({dest}); "
+            f"{file} of {mv.ref} is missing from the registry folder ({dest.parent}); "
             "restore the folder from a backup"
         )

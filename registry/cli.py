@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import click
 
 from lineguard.errors import InputError
+from lineguard.registry.rollout_cli import rollout
+from lineguard.registry.tables import echo_table as _table
 
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
@@ -73,12 +75,6 @@ pass_ctx = click.make_pass_decorator(_Ctx)
 def registry(ctx: click.Context, config: Path | None, root: Path | None, uri: str | None) -> None:
     """Model versions, stages and rollout."""
     ctx.obj = _Ctx(config, root, uri)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _version_row(mv: ModelVersion) -> list[str]:
@@ -436,3 +432,6 @@ def serve(
     scheme = "http" if tls_cert is None else "https"
     click.echo(f"serving {cfg.registry.root} on {scheme}://{host}:{port}/v1/artifacts/<sha256>")
     uvicorn.Server(config).run()
+
+
+registry.add_command(rollout)

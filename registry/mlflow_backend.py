@@ -1,7 +1,8 @@
 """The MLflow back-end: lineguard's registry records kept in an MLflow Model Registry.
 
-Each lineguard version is one MLflow registered-model version of the same name. Its ONNX file and
-card are artifacts of a run (``model/model.onnx``, ``model/model_card.json``) in the experiment
+Each lineguard version is one MLflow registered-model version of the same name. Its ONNX file, the
+variant files its card names and the card are artifacts of a run (``model/model.onnx``,
+``model/<variant file>``, ``model/model_card.json``) in the experiment
 ``lineguard-registry``; the version's tags carry lineguard's fields (``lineguard.version``,
 ``lineguard.sha256``, ``lineguard.stage``, lineage, who added it) and every audit event about it
 (``lineguard.event.<ns>``: promotions with their gate summary, gate runs, rollouts with the signed
@@ -23,7 +24,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -234,10 +235,11 @@ class MlflowBackend:
             return str(found.experiment_id)
         return str(self._call(self._client.create_experiment, EXPERIMENT))
 
-    def insert(self, mv: ModelVersion, onnx: Path, card: Path, event: Event) -> None:
+    def insert(self, mv: ModelVersion, files: Mapping[str, Path], card: Path, event: Event) -> None:
         run = self._call(self._client.create_run, self._experiment(), run_name=mv.ref)
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copyfile(onnx, Path(tmp) / "model.onnx")
+            for file, path in files.items():  # model.onnx and the variant files, by their names
+                shutil.copyfile(path, Path(tmp) / file)
             shutil.copyfile(card, Path(tmp) / "model_card.json")
             self._call(self._client.log_artifacts, run.info.run_id, tmp, "model")
         self._call(self._client.set_terminated, run.info.run_id)
@@ -327,11 +329,11 @@ class MlflowBackend:
             )
         self.change([], [event])
 
-    def download(self, mv: ModelVersion, dest: Path) -> None:
+    def download(self, mv: ModelVersion, file: str, dest: Path) -> None:
         raw = self._find(mv.name, mv.version)
         if raw is None:
             raise DeliveryError(f"{mv.ref} is no longer in {self.where}")
-        self._fetch(raw, "model.onnx", dest)
+        self._fetch(raw, file, dest)
 
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
         """Log the files as artifacts of the version's run under ``<kind>/<UTC time>/``."""

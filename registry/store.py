@@ -76,6 +76,28 @@ def _onnx_in(folder: Path) -> Path:
     return found[0]
 
 
+def _variant_files(folder: Path, card: ModelCard) -> dict[str, str]:
+    """The variant files the card names, each checked against its sha256 (the card is what is signed)."""
+    found: dict[str, str] = {}
+    for variant in card.variants:
+        if variant.file is None:
+            continue
+        path = folder / variant.file
+        if not path.is_file():
+            raise ModelError(
+                f"{card.ref} names the {variant.name} variant file {variant.file}, missing in {folder}; "
+                "export the model again or register the whole folder"
+            )
+        digest = sha256_file(path)
+        if digest != variant.sha256:
+            raise ModelError(
+                f"{path} has sha256 {digest[:12]}…, its card {card.ref} says {variant.sha256[:12]}…; "
+                "the variant file changed after export: export the model again"
+            )
+        found[variant.file] = digest
+    return found
+
+
 def open_backend(uri: str, root: Path, prefix: str = "") -> RegistryBackend:
     """``""`` -> the file registry in ``root``; ``mlflow+http(s)://host[:port]`` -> that MLflow
     (registered-model names ``prefix`` + name)."""
@@ -89,6 +111,11 @@ def open_backend(uri: str, root: Path, prefix: str = "") -> RegistryBackend:
         "registry.uri must be empty (the file registry in registry.root) or "
         "mlflow+http://HOST:PORT / mlflow+https://HOST (an MLflow tracking server)"
     )
+
+
+def _files_of(mv: ModelVersion) -> dict[str, str]:
+    """File name -> sha256 of every file of ``mv``: ``model.onnx`` and the variant files its card names."""
+    return {ONNX_FILE: mv.sha256} | {v.file: v.sha256 for v in mv.card.variants if v.file}
 
 
 class Registry:
@@ -120,42 +147,69 @@ class Registry:
     def card_path(self, name: str, version: str) -> Path:
         return card_location(self.root, name, version)
 
-    def artifact(self, mv: ModelVersion) -> Path:
-        """``mv``'s ONNX file in the local folder, fetched from the back-end when it is not there."""
-        blob = self.blob_path(mv.sha256)
+    def local_file(self, mv: ModelVersion, file: str, digest: str) -> Path:
+        """The blob of ``mv``'s ``file`` in the local folder, fetched from the back-end when missing."""
+        blob = self.blob_path(digest)
         if not blob.exists():
-            tmp = blob.with_name(f".{mv.sha256}.tmp")
-            self.backend.download(mv, tmp)
-            if sha256_file(tmp) != mv.sha256:
+            tmp = blob.with_name(f".{digest}.tmp")
+            self.backend.download(mv, file, tmp)
+            if sha256_file(tmp) != digest:
                 tmp.unlink(missing_ok=True)
-                raise ModelError(f"{mv.ref} from {self.backend.where} does not hash to its card's sha256")
+                raise ModelError(
+                    f"{mv.ref} {file} from {self.backend.where} does not hash to its card's sha256"
+                )
             tmp.replace(blob)
         return blob
 
+    def artifact(self, mv: ModelVersion) -> Path:
+        """``mv``'s ONNX file in the local folder (fetched from the back-end when it is not there)."""
+        return self.local_file(mv, ONNX_FILE, mv.sha256)
+
     def artifact_by_sha(self, sha256: str) -> Path | None:
-        """The local ONNX file with this digest, fetched if a version has it; None if none has."""
+        """The local blob with this digest (a model or variant file), fetched if a version has it."""
         blob = self.blob_path(sha256)
         if blob.exists():
             return blob
-        holder = next((v for v in self.versions() if v.sha256 == sha256), None)
-        return None if holder is None else self.artifact(holder)
+        for mv in self.versions():
+            file = next((f for f, d in _files_of(mv).items() if d == sha256), None)
+            if file is not None:
+                return self.local_file(mv, file, sha256)
+        return None
+
+    def model_dir(self, name: str, version: str) -> Path:
+        """``models/<name>/<version>/`` with every file of the version present (fetched if need be)."""
+        return self._materialise(name, version)
 
     def _materialise(self, name: str, version: str) -> Path:
-        """``models/<name>/<version>/``: the blob (hard link) and card as a loadable model folder."""
+        """``models/<name>/<version>/``: the blobs (hard links) and card as a loadable model folder.
+
+        The variant files the card names sit beside ``model.onnx``, so ``name@production`` runs them.
+        """
         folder = model_folder(self.root, name, version)
-        onnx = folder / ONNX_FILE
-        if not onnx.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{ONNX_FILE}.tmp"
-            tmp.unlink(missing_ok=True)
-            blob = self.artifact(self.get(name, version))
-            try:
-                os.link(blob, tmp)
-            except OSError:  # another file system, or links not allowed: a copy does as well
-                shutil.copyfile(blob, tmp)
-            tmp.replace(onnx)
+        folder.mkdir(parents=True, exist_ok=True)
+        mv = self.get(name, version)
+        for file, digest in _files_of(mv).items():
+            if not (folder / file).exists():
+                self._link_blob(self.local_file(mv, file, digest), folder / file)
         shutil.copyfile(self.card_path(name, version), folder / CARD_FILE)
         return folder
+
+    @staticmethod
+    def _link_blob(blob: Path, dest: Path) -> None:
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(blob, tmp)
+        except OSError:  # another file system, or links not allowed: a copy does as well
+            shutil.copyfile(blob, tmp)
+        tmp.replace(dest)
+
+    def _store_blob(self, source: Path, digest: str) -> None:
+        blob = self.blob_path(digest)
+        if not blob.exists():
+            tmp = blob.with_suffix(".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(blob)
 
     def _point_stages(self, name: str) -> None:
         """``models/<name>/{staging,production}`` -> the version holding the stage (atomic swap)."""
@@ -227,11 +281,11 @@ class Registry:
                 f"{card.ref} is already in the registry with another {what}; versions are immutable: "
                 "give the new model another version"
             )
-        blob = self.blob_path(digest)
-        if not blob.exists():
-            tmp = blob.with_suffix(".tmp")
-            shutil.copyfile(onnx, tmp)
-            tmp.replace(blob)
+        files = {ONNX_FILE: digest} | _variant_files(folder, card)
+        self._store_blob(onnx, digest)
+        for file, file_digest in files.items():
+            if file != ONNX_FILE:
+                self._store_blob(folder / file, file_digest)
         card_file = self.card_path(card.name, card.version)
         card_file.parent.mkdir(parents=True, exist_ok=True)
         card_file.write_text(card_json)
@@ -249,7 +303,7 @@ class Registry:
             added_by=who,
         )
         event = self._event(mv, "add", None, Stage.CANDIDATE, who, why, {"sha256": digest})
-        self.backend.insert(mv, blob, card_file, event)
+        self.backend.insert(mv, {f: self.blob_path(d) for f, d in files.items()}, card_file, event)
         self._materialise(card.name, card.version)
         return self.get(card.name, card.version)
 

@@ -5,6 +5,7 @@
 # test required to run, and stop what this script started.
 #
 #   scripts/test.sh .venv/bin/pytest [pytest args...]
+#   scripts/test.sh --packages-only    (make install: the build needs some of them, e.g. PyGObject's)
 #
 # A missing Debian package is installed when running as root, otherwise the run stops before
 # pytest with the command that installs it; a test that is
@@ -17,8 +18,13 @@ shift
 need_apt=()
 for pair in mosquitto:mosquitto mosquitto_passwd:mosquitto-clients promtool:prometheus \
   prometheus:prometheus openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver \
+  arv-fake-gv-camera-0.8:aravis-tools arv-tool-0.8:aravis-tools-cli pkg-config:pkg-config \
   psql:postgresql-client; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair#*:}")
+done
+# Packages without a command: Aravis' introspection data, and what PyGObject (extra gige) builds on.
+for package in gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev; do
+  dpkg -s "$package" >/dev/null 2>&1 || need_apt+=("$package")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -29,6 +35,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+[ "$pytest_bin" = --packages-only ] && exit 0
 
 started_ls=""
 started_mlflow=""
