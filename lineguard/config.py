@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lineguard.errors import ConfigError, validation_message
 from lineguard.messages.verdict import VIEW_NAME
@@ -478,7 +478,35 @@ class SwapGuardConfig(Section):
 
 
 class RegistryConfig(Section):
-    root: Path = Field(default=Path("var/registry"), description="Registry folder (SQLite + blobs).")
+    root: Path = Field(
+        default=Path("var/registry"),
+        description="Registry folder: the artifacts stations fetch (blobs, cards, models/) and, with "
+        "the file back-end, registry.sqlite.",
+    )
+    uri: str = Field(
+        default="",
+        max_length=512,
+        description="Where the registry's records live: empty = registry.sqlite in root (no server); "
+        "mlflow+http://HOST:PORT or mlflow+https://HOST = that MLflow tracking server's Model "
+        "Registry (credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD).",
+    )
+    mlflow_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="With an MLflow uri: prefix of lineguard's registered-model names in a shared MLflow.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_backend(cls, uri: str) -> str:
+        if uri and not re.fullmatch(r"mlflow\+https?://[^\s/?#@]+(/[^\s?#]*)?", uri):
+            raise ValueError(
+                "must be empty (the file registry in registry.root) or mlflow+http://HOST:PORT / "
+                "mlflow+https://HOST (an MLflow tracking server; credentials come from MLFLOW_TRACKING_* "
+                "variables, never the URI)"
+            )
+        return uri
+
     follow: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",

@@ -5,7 +5,8 @@ injected ``Evaluator``, by default ``evaluate_model`` (the edge's own ONNX detec
 policy, so the numbers are the station's numbers). Each metric gets a check against a margin from
 ``GateConfig``: mAP50 (or unit accuracy when the set has no boxes), escape rate, overkill rate,
 NO_DECISION rate and median latency; golden images must run without error. The result is written
-as ``gate_report.json`` and ``gate_report.md``; the registry records its summary in the audit log.
+as ``gate_report.json`` and ``gate_report.md`` (kept with the version by the registry's back-end: an
+MLflow registry stores them as artifacts); the registry records its summary in the audit log.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any, Final
 from lineguard.config import GateConfig, LineguardConfig, ModelConfig, PolicyConfig
 from lineguard.errors import InputError, LineguardError
 from lineguard.messages import ModelCard, certify_variant
-from lineguard.model_refs import model_folder
 from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model, golden_problems
 from lineguard.registry.store import ONNX_FILE, Registry
 
@@ -306,16 +306,14 @@ def run_gate(
     production = registry.production(name)
     if production is not None and production.version == candidate.version:
         raise InputError(f"{candidate.ref} is already production; nothing to gate")
-    cand_result = evaluator(registry.blob_path(candidate.sha256), candidate.card, eval_set)
-    prod_result = (
-        evaluator(registry.blob_path(production.sha256), production.card, eval_set) if production else None
-    )
+    cand_result = evaluator(registry.artifact(candidate), candidate.card, eval_set)
+    prod_result = evaluator(registry.artifact(production), production.card, eval_set) if production else None
     golden = None
     if golden_dir is not None and golden_runner is not None:
-        golden = golden_runner(registry.blob_path(candidate.sha256), candidate.card, golden_dir)
+        golden = golden_runner(registry.artifact(candidate), candidate.card, golden_dir)
     checks = compare(cand_result, prod_result, margins, golden)
     checks += variant_checks(
-        model_folder(registry.root, name, version) / ONNX_FILE,
+        registry.model_dir(name, version) / ONNX_FILE,
         candidate.card,
         cand_result,
         eval_set,
@@ -337,7 +335,7 @@ def run_gate(
         results=results,
     )
     if report_dir is not None:
-        report.write(report_dir)
+        registry.attach(candidate, "gate", report.write(report_dir))
     registry.record(name, version, "gate", why=report.summary, detail=report.audit(report_dir))
     return report
 

@@ -57,6 +57,8 @@ def desired_payload(
 
     ``signer`` signs a production release of the card file's bytes as they are served.
     """
+    # the URL names files of the local folder (model and variants; fetched from an MLflow back-end)
+    registry.model_dir(mv.name, mv.version)
     release, signature = None, None
     if signer is not None:
         release, signature = signer.release(
