@@ -86,17 +86,12 @@ class ViewSet(FrameSource):
     frames_on_demand = True
     station_triggered = True
 
-    def __init__(
-        self,
-        views: Sequence[ViewConfig],
-        metrics: Metrics | None = None,
-        opener: Callable[..., FrameSource] = open_source,
-    ) -> None:
+    def __init__(self, views: Sequence[ViewConfig], metrics: Metrics | None = None) -> None:
         # The station's watchdog (alerts) runs at the shortest of the views' watchdogs.
         shortest = min(view.camera.watchdog_s for view in views)
         super().__init__(views[0].camera.model_copy(update={"watchdog_s": shortest}), metrics)
         self.limits = {view.name: view.camera.watchdog_s for view in views}
-        self.sources = {view.name: opener(view.camera, metrics) for view in views}
+        self.sources = {view.name: open_source(view.camera, metrics) for view in views}
         for source in self.sources.values():
             source.lossless = False  # the trigger makes the unit: only the frame after it counts
 
