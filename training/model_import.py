@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -199,7 +200,10 @@ def import_model(
     if source.suffix == ".pt":
         size = _pt_imgsz(source, imgsz)
         say(f"exporting {source.name} to ONNX (static {size}x{size}) with lineguard export's exporter")
-        onnx_path = _export_onnx(source, size, out)
+        with tempfile.TemporaryDirectory(prefix="lineguard-import-") as tmp:
+            copy = Path(tmp) / source.name  # ultralytics writes its export beside the weights it loads
+            shutil.copyfile(source, copy)
+            onnx_path = _export_onnx(copy, size, out)
         try:
             found = read_yolo_onnx(onnx_path, max_bytes=limit)
         except ModelError:

@@ -9,6 +9,9 @@ what the station cannot serve is refused in one line.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from support.agreement import assert_same_boxes_as_ultralytics
 from lineguard.cli import main
 from lineguard.config import ModelConfig
 from lineguard.inference import Detector
-from lineguard.messages import ModelCard
+from lineguard.messages import ModelCard, sha256_file
 from lineguard.registry import Registry, target_check
 from lineguard.synthetic import CLASSES
 
@@ -89,11 +92,29 @@ def test_import_calibrates_the_thresholds_on_a_dataset(
 def test_a_checkpoint_is_exported_through_lineguards_exporter(lively_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "from_pt"
     weights = lively_model.with_suffix(".pt")
+    beside = sha256_file(lively_model)
     assert main(["model", "import", str(weights), "--out", str(out), "--imgsz", "160"]) == 0
+    assert sha256_file(lively_model) == beside  # the user's own export next to the .pt is left alone
     card = ModelCard.load(out / "model_card.json")
     assert (card.classes, card.input_size) == (list(CLASSES), 160)
     with Detector.load(out / "model.onnx", ORT) as detector:
         assert detector.input_size == 160
+
+
+@pytest.mark.slow
+def test_a_non_square_export_is_refused_in_one_line(
+    lively_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lineguard.training.offline import load_ultralytics
+
+    weights = tmp_path / "wide.pt"
+    shutil.copyfile(lively_model.with_suffix(".pt"), weights)
+    yolo: Any = load_ultralytics(threads=1).YOLO(str(weights))
+    with warnings.catch_warnings():  # torch's tracer warnings are expected; under -W error they abort
+        warnings.simplefilter("ignore")
+        wide = yolo.export(format="onnx", imgsz=[160, 192], opset=17, verbose=False)
+    assert main(["model", "import", str(wide), "--out", str(tmp_path / "out")]) == 2
+    assert "takes a 192x160 input; the station's letterbox feeds a square one" in _one_line_error(capsys)
 
 
 def _edited(model: Path, folder: Path, edit: str) -> Path:
@@ -151,3 +172,16 @@ def test_import_refuses_garbage_and_oversize_files_without_echoing_them(
     source = tiny_model / "model.onnx"
     assert main(["model", "import", str(source), "--out", str(tmp_path / "b"), "--config", str(config)]) == 2
     assert "more than the 1024 bytes a station downloads" in _one_line_error(capsys)
+
+
+def test_an_onnx_imports_without_torch_as_on_an_edge_install(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "imported"
+    code = (
+        "import sys\n"
+        "sys.modules.update(torch=None, torchvision=None, ultralytics=None, albumentations=None)\n"
+        "from lineguard.cli import main\n"
+        f"sys.exit(main(['model', 'import', {str(tiny_model / 'model.onnx')!r}, '--out', {str(out)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert ModelCard.load(out / "model_card.json").classes == list(CLASSES)
