@@ -63,7 +63,10 @@ def import_(
     max_overkill: float | None,
     config_path: Path | None,
 ) -> None:
-    """Import an ultralytics YOLO detection model (.pt or .onnx) into OUT: model.onnx + model_card.json."""
+    """Import an ultralytics YOLO detection model (.pt or .onnx) into OUT: model.onnx + model_card.json.
+
+    A .pt is a pickle that runs code when it loads: import only checkpoints you trust.
+    """
     from lineguard.config import load_config
     from lineguard.training.model_import import import_model
 

@@ -4,10 +4,11 @@ An engineer who already has a YOLO detector should not need a lineguard training
 or deploy it. ultralytics writes what the card needs into every export's metadata (``task``,
 ``names``, ``imgsz``), so the card is built from the file's own metadata and its graph's static
 shapes, read through onnxruntime alone: an edge install (no torch) can import an ONNX. A ``.pt``
-needs the ``train`` extra and goes through export's own ONNX exporter first, then the same
-checks. What the station's letterbox and decoder cannot feed or read is refused in one line:
-another task, a dynamic or non-square input, an unknown output layout, missing class names, a file
-larger than a station downloads, or bytes onnxruntime cannot parse (never echoed).
+needs the ``train`` extra and goes through export's own ONNX exporter first, then the same checks;
+it is a pickle, which runs code as it loads, so only a trusted checkpoint may be imported. What the
+station's letterbox and decoder cannot feed or read is refused in one line: another task, a
+dynamic or non-square input, an unknown output layout, missing class names, a file larger than a
+station downloads, or bytes onnxruntime cannot parse (never echoed).
 
 Thresholds start as the uncalibrated default; with a labeled dataset they are calibrated on its
 calib split (else val, with a warning) by training's calibration, and the targets and achieved
@@ -143,7 +144,7 @@ def read_yolo_onnx(path: Path, *, max_bytes: int | None = None) -> ImportedModel
             f"{path.name} takes a {width}x{height} input; the station's letterbox feeds a square one: "
             "export with one imgsz (imgsz=640)"
         )
-    out = list(outputs[0].shape)
+    out = [d if isinstance(d, int) else "?" for d in outputs[0].shape]  # a dim's name is the file's text
     if len(out) != 3 or out[0] != 1 or out[1] != 4 + len(classes) or not isinstance(out[2], int):
         raise ModelError(
             f"{path.name} outputs {out}, not the [1, {4 + len(classes)}, anchors] of a YOLOv8/YOLO11 "
@@ -163,10 +164,10 @@ def _pt_imgsz(weights: Path, imgsz: int | None) -> int:
         model: Any = ultralytics.YOLO(str(weights))  # ultralytics' loose annotations
     except Exception:  # a damaged or foreign checkpoint fails in torch or ultralytics, untyped
         raise ModelError(f"{weights.name} is not an ultralytics checkpoint torch can load") from None
-    if model.task != "detect":
-        raise ModelError(
-            f"{weights.name} is a {model.task} model; lineguard serves YOLO detection models only"
-        )
+    task = str(model.task)
+    if task != "detect":
+        what = task if _TASK.fullmatch(task) else "non-detection"
+        raise ModelError(f"{weights.name} is a {what} model; lineguard serves YOLO detection models only")
     trained = (getattr(model, "ckpt", None) or {}).get("train_args", {}).get("imgsz")
     return int(imgsz or (trained if isinstance(trained, int) else 640))
 
