@@ -93,4 +93,6 @@ def import_(
         calibrated = f"thresholds {chosen}, calibrated on {card.achieved.split}"
     click.echo(f"imported {card.ref} into {out}: {len(card.classes)} classes, {card.input_size} px")
     click.echo(calibrated)
+    if card.missed_target():
+        click.echo(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
     click.echo(f"next: lineguard bench latency --model {out}, or lineguard registry add {out}")

@@ -68,6 +68,10 @@ def test_an_imported_onnx_finds_the_boxes_ultralytics_predict_finds(
         compared = assert_same_boxes_as_ultralytics(detector, reference, conf=CONF, iou=IOU)
     assert compared > 100
 
+    bench = ["bench", "latency", "--model", str(out), "--no-mqtt", "--frames", "3", "--warmup", "0"]
+    assert main([*bench, "--frame-size", "320x240", "--out", str(tmp_path / "bench"), "--allow-dirty"]) == 0
+    assert "| onnxruntime | fp32 |" in capsys.readouterr().out  # the folder benchmarks like an export
+
     version = Registry(tmp_path / "registry").add(out, why="imported")
     assert version.stage.value == "candidate"
     check = target_check(version.card)
