@@ -10,8 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Re-runs only when pyproject.toml changes. torch is served from this machine's local cache.
+# Re-runs only when pyproject.toml changes. torch is served from this machine's local cache; the
+# Debian packages come first (PyGObject builds against libgirepository1.0-dev).
 $(STAMP): pyproject.toml | $(BIN)/python
+	scripts/test.sh --packages-only
 	$(BIN)/pip install -e '.[all,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -128,7 +128,15 @@ def bench() -> None:
 @click.option(
     "--frame-store",
     is_flag=True,
-    help="Also time each variant with the frame store on (every frame kept), alternating with it off.",
+    help="Also time each variant with the frame store on, alternating with it off.",
+)
+@click.option(
+    "--frame-store-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --frame-store: share of units whose frame is kept (1.0 = every frame, the worst case; "
+    "about 0.05 = a line's FAILs, NO_DECISIONs and 2 %% of its PASSes).",
 )
 @click.option(
     "--out",
@@ -160,6 +168,7 @@ def latency(
     iou: float,
     no_ultralytics: bool,
     frame_store: bool,
+    frame_store_share: float,
     out_dir: Path,
     name: str,
     allow_dirty: bool,
@@ -218,7 +227,7 @@ def latency(
             split=split,
             mqtt=mqtt,
             outbox_modes=modes,
-            frame_store=frame_store,
+            frame_store=frame_store_share if frame_store else None,
             say=say,
         )
         report.provenance = origin
@@ -237,18 +246,132 @@ def latency(
 @click.option("--size", type=click.IntRange(64, 4096), default=640, show_default=True, help="Frame side, px.")
 @click.option("--max-bytes", type=click.IntRange(64 * 1024), default=8 * 1024 * 1024, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), default=None)
-def frame_store_soak(minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None) -> None:
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
+def frame_store_soak(
+    minutes: float, fps: float, size: int, max_bytes: int, json_out: Path | None, allow_dirty: bool
+) -> None:
     """Soak the frame store at the camera's full rate (every frame kept) and report its peak bytes."""
     import json
 
     from lineguard.benchmarks.frame_store import run_soak
 
+    origin = provenance(allow_dirty=allow_dirty) if json_out is not None else None
     report = run_soak(minutes * 60.0, fps=fps, size=size, max_bytes=max_bytes)
     for line in report.lines():
         click.echo(line)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        json_out.write_text(json.dumps({"provenance": origin, **report.to_dict()}, indent=2) + "\n")
+
+
+@bench.command()
+@click.option("--stations", type=click.IntRange(2, 500), default=20, show_default=True)
+@click.option(
+    "--fps", type=click.FloatRange(0.1, 30), default=2.0, show_default=True, help="Each station's rate."
+)
+@click.option(
+    "--soak-units",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Units per canary in the soak.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("benchmarks/results"),
+    show_default=True,
+    help="Folder for fleet_<N>.json and .md.",
+)
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
+def fleet(stations: int, fps: float, soak_units: int, out: Path, allow_dirty: bool) -> None:
+    """Start N station processes on one broker; time a good and a bad canary rollout; count the traffic."""
+    import json
+
+    from lineguard.benchmarks.fleet import fleet_markdown, run_fleet_check
+    from lineguard.benchmarks.mqtt_delivery import run_mosquitto
+
+    origin = provenance(allow_dirty=allow_dirty)  # before the run: a refusal costs nothing
+    with tempfile.TemporaryDirectory(prefix="lineguard-fleet-") as tmp, run_mosquitto(Path(tmp)) as port:
+        report = run_fleet_check(Path(tmp) / "fleet", port, stations=stations, fps=fps, soak_units=soak_units)
+    for line in report.lines():
+        click.echo(line)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"fleet_{stations}"
+    stem.with_suffix(".json").write_text(
+        json.dumps({"provenance": origin, **report.to_dict()}, indent=2) + "\n"
+    )
+    stem.with_suffix(".md").write_text(fleet_markdown(report, origin))
+    click.echo(f"wrote {stem}.json and {stem}.md")
+
+
+@bench.command("opcua")
+@click.option(
+    "--model",
+    "model_path",
+    type=ModelPathType(),
+    default=None,
+    help="ONNX model with model_card.json beside it; default: a random-weight YOLOv8n at 160 px built now.",
+)
+@click.option("--units", type=click.IntRange(10), default=300, show_default=True)
+@click.option("--triggers", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--fps", type=click.FloatRange(1, 100), default=20.0, show_default=True)
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write NAME.{json,md} with provenance here (e.g. benchmarks/results); default: print only.",
+)
+@click.option("--name", default="opcua", show_default=True, help="Report file stem.")
+@click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
+def opcua(
+    model_path: Path | None,
+    units: int,
+    triggers: int,
+    fps: float,
+    mqtt_host: str,
+    mqtt_port: int,
+    out_dir: Path | None,
+    name: str,
+    allow_dirty: bool,
+) -> None:
+    """A verdict's OPC UA data change vs its MQTT arrival (1 ms publishing), and Trigger's round trip."""
+    import json
+    import socket
+
+    from lineguard.benchmarks.latency_mqtt import broker_answers
+    from lineguard.benchmarks.opcua_mirror import OpcuaBenchSettings, run_opcua_benchmark, write_opcua_report
+
+    origin = provenance(allow_dirty=allow_dirty or out_dir is None)  # before the run: a refusal costs nothing
+    if not broker_answers(mqtt_host, mqtt_port):
+        raise InputError(
+            f"no MQTT broker answered at {mqtt_host}:{mqtt_port}; start one or pass --mqtt-host/--mqtt-port"
+        )
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    with tempfile.TemporaryDirectory(prefix="lineguard-bench-opcua-") as tmp:
+        if model_path is None:
+            from lineguard.benchmarks.models import build_random_yolo_onnx
+
+            say("building a random-weight YOLOv8n at 160 px ...")
+            model_path = build_random_yolo_onnx(Path(tmp) / "model", imgsz=160, name="bench-yolov8n")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        settings = OpcuaBenchSettings(model_path, mqtt_host, mqtt_port, port, units, triggers, fps)
+        report = run_opcua_benchmark(settings, Path(tmp), say)
+    report = {"provenance": origin, **report}
+    if out_dir is None:
+        click.echo(json.dumps(report, indent=2))
+        return
+    paths = write_opcua_report(report, out_dir, name)
+    click.echo(paths["markdown"].read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def _pick_broker(

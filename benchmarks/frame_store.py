@@ -66,19 +66,28 @@ class StoreLeg:
         detections: Detections,
         policy: VerdictPolicy | None,
     ) -> float:
-        """Seconds spent on the inspection thread (plan + copy + hand-off; the verdict excluded)."""
+        """Seconds spent on the inspection thread (plan + copy + hand-off; the verdict excluded).
+
+        Every unit is planned as a PASS, so the store keeps ``cfg.pass_share`` of them whatever the
+        model said: the benchmark, not a random-weight model, chooses how many frames are kept.
+        """
         self._seq += 1
         t0 = time.perf_counter()
-        keep = self.store.plan(decision.verdict)
+        keep = self.store.plan(VerdictKind.PASS)
         t1 = time.perf_counter()
         verdict = _verdict(self._seq, decision, keep)  # the daemon builds the verdict anyway
         t2 = time.perf_counter()
         self.store.record(verdict, frame if keep else None, detections, policy)
         return (t1 - t0) + (time.perf_counter() - t2)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, float]:
         self.store.flush(60.0)
-        return {"kept": len(self.store), "bytes": self.store.stored_bytes, "dropped_busy": self.store.dropped}
+        return {
+            "share": self.cfg.pass_share,
+            "kept": len(self.store),
+            "bytes": self.store.stored_bytes,
+            "dropped_busy": self.store.dropped,
+        }
 
     def close(self) -> None:
         self.store.close()
@@ -170,8 +179,8 @@ def run_soak(
             fps=fps,
             frame_size=f"{size}x{size}",
             offered=offered,
-            kept_at_end=counts["kept"],
-            dropped_busy=counts["dropped_busy"],
+            kept_at_end=int(counts["kept"]),
+            dropped_busy=int(counts["dropped_busy"]),
             max_bytes=max_bytes,
             peak_folder_bytes=peaks["folder"],
             peak_index_bytes=peaks["index"],

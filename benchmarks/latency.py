@@ -35,7 +35,15 @@ from lineguard.benchmarks.frame_store import StoreLeg
 from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
 from lineguard.config import FrameStoreConfig, ModelConfig, PolicyConfig, QualityConfig
-from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy, quality_bounds
+from lineguard.inference import (
+    CARD_NAME,
+    Decision,
+    Detections,
+    Detector,
+    QualityGate,
+    VerdictPolicy,
+    quality_bounds,
+)
 from lineguard.messages import ModelCard, utc_now
 from lineguard.provenance import cpu_summary
 from lineguard.synthetic import render_unit
@@ -144,6 +152,11 @@ class Variant:
     @property
     def label(self) -> str:
         return f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
+
+    def card(self) -> ModelCard:
+        """The card beside the file, its variant list dropped: a benchmark times the file and
+        precision it names, as evaluation does, whether or not the card certifies that variant."""
+        return ModelCard.load(self.model_path.parent / CARD_NAME).model_copy(update={"variants": []})
 
     def config(self, threads: int, warmup_runs: int = 3) -> ModelConfig:
         return ModelConfig(
@@ -304,7 +317,7 @@ class VariantResult:
     stages: dict[str, StageStats]
     fps: float
     lost: dict[str, int] = field(default_factory=dict)
-    frame_store: dict[str, int] = field(default_factory=dict)  # kept, bytes, dropped_busy; {} = off
+    frame_store: dict[str, float] = field(default_factory=dict)  # share, kept, bytes, dropped_busy; {} = off
     map50: float | None = None
     map50_95: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
@@ -361,7 +374,9 @@ def _ratios(
 def _accuracy(variant: Variant, val: ValidationSet, threads: int, say: Callable[[str], None]) -> Accuracy:
     say(f"scoring {variant.label} on {val.split} ({len(val.items)} images) ...")
     cfg = variant.config(threads, warmup_runs=1)
-    with Detector.load(variant.model_path, cfg, min_confidence=EVAL_CONF, nms_iou=EVAL_IOU) as detector:
+    with Detector.load(
+        variant.model_path, cfg, min_confidence=EVAL_CONF, nms_iou=EVAL_IOU, card=variant.card()
+    ) as detector:
         val.check_classes(list(detector.card.classes), variant.model_path.name)
         return score(lambda image: detector.detect(image)[0], val)
 
@@ -382,7 +397,7 @@ def run_latency_benchmark(
     split: str = "val",
     mqtt: tuple[str, int] | None = None,
     outbox_modes: Sequence[bool] = (True, False),
-    frame_store: bool = False,
+    frame_store: float | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> LatencyReport:
     """Measure every variant (default: onnxruntime fp32 on ``model_path``) and ultralytics' predict.
@@ -391,11 +406,12 @@ def run_latency_benchmark(
     (True = fsync), used in turn unit by unit; ``data`` times its ``split``'s own images (instead
     of synthetic frames of ``frame_size``) and adds mAP50 on them;
     ``ultralytics_weights`` (the ``.pt`` the ONNX came from) adds ultralytics' predict on its own
-    OpenVINO export when an OpenVINO variant is measured; ``frame_store`` times each variant
-    again with the frame store on (in blocks alternating with it off).
+    OpenVINO export when an OpenVINO variant is measured; ``frame_store`` (the share of units
+    whose frame is kept: 1.0 every frame, about 0.05 a line's FAILs, NO_DECISIONs and 2 % of its
+    PASSes) times each variant again with the frame store on (in blocks alternating with it off).
     """
     chosen = list(variants or [Variant("onnxruntime", "fp32", model_path)])
-    if frame_store:
+    if frame_store is not None:
         chosen += [dataclasses.replace(v, frame_store=True) for v in chosen if not v.frame_store]
     val = ValidationSet.load(data, split) if data is not None else None  # fail early on a bad --data
     load_start = os.getloadavg()
@@ -416,7 +432,9 @@ def run_latency_benchmark(
         for i, (variant, pipeline) in enumerate(zip(chosen, pipelines, strict=True)):
             if variant.frame_store:
                 folder = tmp / f"frames-{i}"
-                pipeline.store = StoreLeg(folder, FrameStoreConfig(pass_share=1.0, folder=folder))
+                pipeline.store = StoreLeg(
+                    folder, FrameStoreConfig(pass_share=frame_store or 1.0, folder=folder)
+                )
                 stack.callback(pipeline.store.close)
         imgsz = card.input_size
         references: list[UltralyticsPredict] = []
@@ -471,7 +489,9 @@ def _open_detectors(
         say(f"loading {v.label} ({v.model_path.name}) ...")
         cfg = v.config(threads)
         detectors.append(
-            stack.enter_context(Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou))
+            stack.enter_context(
+                Detector.load(v.model_path, cfg, min_confidence=conf, nms_iou=iou, card=v.card())
+            )
         )
     return detectors
 

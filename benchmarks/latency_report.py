@@ -136,6 +136,13 @@ def _goals(report: LatencyReport) -> list[str]:
     return lines
 
 
+def _kept(counts: dict[str, float]) -> str:
+    share = counts.get("share", 1.0)
+    if share >= 1.0:
+        return "every frame kept (share 1.0, the worst case)"
+    return f"{100 * share:g} % of frames kept (a line's FAILs, NO_DECISIONs and sampled PASSes)"
+
+
 def _frame_store(report: LatencyReport) -> list[str]:
     """Frame→verdict with the frame store on ÷ off, per variant measured both ways."""
     off = {(r.backend, r.precision, r.model): r for r in report.variants if not r.frame_store}
@@ -150,8 +157,8 @@ def _frame_store(report: LatencyReport) -> list[str]:
         lines.append(
             f"- frame store, {base.label}: frame→verdict p50 {a.p50_ms:.2f} ms on vs {b.p50_ms:.2f} off "
             f"(**{a.p50_ms / b.p50_ms:.3f}x**), p99 {a.p99_ms:.2f} vs {b.p99_ms:.2f}; on the inspection "
-            f"thread after the verdict (plan + copy + hand-off) p50 {cost.p50_ms:.3f} ms; every frame kept "
-            f"(pass_share 1.0, the worst case): {counts.get('kept', 0)} in the store "
+            f"thread after the verdict (plan + copy + hand-off) p50 {cost.p50_ms:.3f} ms; {_kept(counts)}: "
+            f"{counts.get('kept', 0)} in the store "
             f"({counts.get('bytes', 0)} bytes), {counts.get('dropped_busy', 0)} not kept (writer behind)"
         )
     if lines:

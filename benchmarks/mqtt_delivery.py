@@ -37,7 +37,7 @@ from lineguard.messages import Reason, Verdict, VerdictKind, utc_now
 from lineguard.monitoring.metrics import Metrics
 from lineguard.provenance import ALLOW_DIRTY_HELP, provenance, provenance_markdown
 
-__all__ = ["main"]
+__all__ = ["main", "run_mosquitto"]
 
 VERDICT_TOPIC = "lineguard/line1/station1/verdict"
 BARE_TOPIC = "bench/bare"
@@ -61,7 +61,8 @@ def _verdict(seq: int) -> Verdict:
 
 
 @contextmanager
-def _mosquitto(workdir: Path) -> Iterator[int]:
+def run_mosquitto(workdir: Path) -> Iterator[int]:
+    """A Mosquitto of our own on a free loopback port (anonymous), stopped when the block ends."""
     if shutil.which("mosquitto") is None:
         raise SystemExit("mosquitto is not installed: apt-get install -y mosquitto")
     with socket.socket() as sock:
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
         workdir = Path(tmp)
         _add_cost(workdir, args.units)
-        with _mosquitto(workdir) as port:
+        with run_mosquitto(workdir) as port:
             for durable in (True, False):
                 _side_by_side(port, workdir, args.units, args.interval_ms / 1e3, durable)
 

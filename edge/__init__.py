@@ -24,7 +24,8 @@ from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
 from lineguard.edge.mqtt_delivery import MqttDelivery
 from lineguard.edge.outbox import Outbox, OutboxFullError, PendingVerdict
 from lineguard.edge.shadow import ShadowDisagreement, ShadowRunner
-from lineguard.edge.sources import Frame, FrameSource, SourceHealth, frame_from_image, open_source
+from lineguard.edge.source_factory import open_source
+from lineguard.edge.sources import Frame, FrameSource, SourceHealth, frame_from_image
 
 __all__ = [
     "ControlInbox",

@@ -40,6 +40,7 @@ from lineguard.config import Profile
 from lineguard.edge.control import Trigger
 from lineguard.edge.outbox import OutboxFullError
 from lineguard.edge.page import add_page_routes, status_extras
+from lineguard.edge.station import trigger_wait_s
 from lineguard.errors import ConfigError, InputError
 from lineguard.inference import ImageTooLargeError, UnknownImageFormatError, decode_image
 from lineguard.messages import Reason, VerdictKind, is_unit_id
@@ -344,7 +345,8 @@ async def _inspect_camera(station: Station, unit_id: str | None) -> Response:
         raise HTTPException(503, "the inspection loop is not running; send an image instead")
     future = station.trigger(Trigger(unit_id=unit_id or f"http-{time.time_ns()}"))
     try:
-        verdict = await asyncio.wait_for(asyncio.wrap_future(future), station.cfg.camera.watchdog_s + 5.0)
+        wait_s = trigger_wait_s(station.cfg.camera.watchdog_s)
+        verdict = await asyncio.wait_for(asyncio.wrap_future(future), wait_s)
     except TimeoutError as exc:
         raise HTTPException(504, "no verdict for the camera unit in time") from exc
     except OutboxFullError as exc:

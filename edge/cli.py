@@ -152,6 +152,8 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
             detector = Detector.for_station(cfg.model.path, cfg)
             card = detector.card
             _line("OK", "model", f"{card.ref} sha256 {card.sha256[:12]}… on {detector.backend}")
+            verdict = "WARN" if detector.variant_failure else "OK"
+            _line(verdict, "precision", detector.variant_failure or detector.precision_choice)
         except LineguardError as exc:
             _line("FAIL", "model", str(exc))
             failed = True
@@ -193,7 +195,7 @@ def check(config_path: Path, camera: bool, frames_dir: Path | None) -> None:
 
 
 def _check_camera(cfg: LineguardConfig) -> bool:
-    from lineguard.edge.sources import open_source
+    from lineguard.edge.source_factory import open_source
     from lineguard.errors import LineguardError
 
     try:
@@ -203,6 +205,16 @@ def _check_camera(cfg: LineguardConfig) -> bool:
         return False
     source.start()
     try:
+        if source.frames_on_demand:  # a triggered camera: connected first, then one frame on request
+            deadline = time.monotonic() + cfg.camera.watchdog_s
+            while not source.health().up and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if source.health().up and not source.station_triggered:
+                _line(
+                    "OK", "camera", f"{source.name}: connected; hardware-triggered, no frame without a pulse"
+                )
+                return True
+            source.request_frame()
         frame = source.read_latest(cfg.camera.watchdog_s)
         health = source.health()
     finally:

@@ -1,11 +1,13 @@
-"""Messages the edge receives on MQTT: triggers, feedback and the desired model, validated.
+"""Messages the edge receives on MQTT: triggers, feedback, control and the desired model, validated.
 
 A line controller, a downstream check and the registry write these; the edge trusts none of them.
 Their models live in ``lineguard.messages`` and forbid unknown keys, so a typo in a PLC's JSON is
 answered with a one-line reason on ``…/alert`` instead of being half-understood.
 ``parse_control`` turns raw bytes into a model or an ``InputError`` that says what was wrong;
-``RecentIds`` remembers the last unit ids so a repeated trigger is reported, not inspected twice;
-``ControlInbox`` routes a received message to the daemon's handler or answers it with an alert.
+``parse_trigger`` also takes the plain-text form a simple PLC sends (the payload is the unit id);
+``RecentIds`` remembers the last unit ids so the daemon answers a repeated one with
+NO_DECISION/``duplicate_unit`` instead of inspecting it twice; ``ControlInbox`` routes a received
+message to the daemon's handler or answers it with an alert.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from lineguard.errors import InputError, validation_message
-from lineguard.messages import DesiredModel, Feedback, Trigger, follow_topic
+from lineguard.messages import DesiredModel, Feedback, InspectionControl, Trigger, follow_topic, is_unit_id
 from lineguard.monitoring import Metrics
 
 __all__ = [
@@ -26,9 +28,11 @@ __all__ = [
     "ControlInbox",
     "DesiredModel",
     "Feedback",
+    "InspectionControl",
     "RecentIds",
     "Trigger",
     "parse_control",
+    "parse_trigger",
 ]
 
 UnitId = str
@@ -37,12 +41,15 @@ CONTROL_MESSAGES: Final[dict[str, type[BaseModel]]] = {
     "trigger": Trigger,
     "feedback": Feedback,
     "model": DesiredModel,
+    "control": InspectionControl,
 }
 
 M = TypeVar("M", bound=BaseModel)
 
 MAX_CONTROL_BYTES: Final = 16 * 1024  # a trigger is ~100 bytes, a model message under 3 kB
 _MAX_REASON_CHARS: Final = 1000  # an alert says what was wrong in a line, not a page
+_PLAIN_TRIGGER_BYTES: Final = 128 * 4  # 128 characters of UTF-8 at most: a unit id's limit
+_JSON_STARTS: Final = (b"{", b"[", b'"')  # a payload starting so is read as JSON, never as a unit id
 
 
 def _clip(text: str) -> str:
@@ -68,6 +75,32 @@ def parse_control(kind: type[M], payload: bytes | str) -> M:
         raise InputError(f"invalid {name} message: {validation_message(exc)}") from exc
 
 
+def parse_trigger(payload: bytes) -> Trigger:
+    """A JSON trigger, or a plain-text one: the whole payload is the unit id (``A-1``, ``12345``).
+
+    A payload that starts with ``{``, ``[`` or ``"`` (after blanks) is JSON and must be a trigger
+    object; anything else must be a unit id as a whole: UTF-8, 1-128 printable characters, no
+    line break, so ``A-1\\n`` is refused rather than trimmed into a different id.
+    """
+    if payload.lstrip().startswith(_JSON_STARTS):
+        return parse_control(Trigger, payload)
+    if len(payload) > _PLAIN_TRIGGER_BYTES:
+        raise InputError(
+            f"invalid trigger message: {len(payload)} bytes is too long for a plain-text unit id "
+            f"(at most 128 characters); send the unit id alone or a JSON trigger"
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if not is_unit_id(text):
+        raise InputError(
+            "invalid trigger message: not JSON and not a plain-text unit id (1-128 printable "
+            "UTF-8 characters, no line breaks); send the unit id alone or a JSON trigger"
+        )
+    return Trigger(unit_id=text)
+
+
 class RecentIds:
     """The last ``size`` unit ids seen, to report a repeated trigger (bounded memory)."""
 
@@ -89,13 +122,14 @@ class RecentIds:
 
 
 class ControlInbox:
-    """Validates what arrives on ``<prefix>{trigger,feedback,model}`` (and the followed model's
-    ``lineguard/models/<name>/production``) and hands it on.
+    """Validates what arrives on ``<prefix>{trigger,feedback,model,control}`` (and the followed
+    model's ``lineguard/models/<name>/production``) and hands it on.
 
     A malformed message is answered with an alert (``invalid_trigger``, ``invalid_feedback``,
-    ``invalid_model``) carrying the reason; a trigger for a unit id among the last
-    ``duplicate_window`` is reported (``duplicate_unit_id``) and not passed on, so one unit never
-    gets two verdicts. Feedback outcomes are counted in ``lineguard_feedback_total``.
+    ``invalid_model``, ``invalid_control``) carrying the reason, never the payload. A repeated unit
+    id is passed on too: the daemon answers it (NO_DECISION/``duplicate_unit``). An empty
+    ``…/control`` (the retained message cleared) means running. Feedback outcomes are counted in
+    ``lineguard_feedback_total``.
     """
 
     def __init__(
@@ -107,20 +141,21 @@ class ControlInbox:
         on_trigger: Callable[[Trigger], object] | None = None,
         on_feedback: Callable[[Feedback], object] | None = None,
         on_model: Callable[[DesiredModel], object] | None = None,
-        duplicate_window: int = 1000,
+        on_control: Callable[[InspectionControl], object] | None = None,
         follow: str = "",
     ) -> None:
         self._alert = alert
         self._metrics = metrics
-        self._recent = RecentIds(duplicate_window)
         self._routes: dict[str, Callable[[bytes, bool], None]] = {
             prefix + "trigger": self._trigger,
             prefix + "feedback": self._feedback,
             prefix + "model": self._model,
+            prefix + "control": self._control,
         }
         if follow:  # registry.follow: the model's own retained production topic, read like …/model
             self._routes[follow_topic(follow)] = self._model
         self._on_trigger, self._on_feedback, self._on_model = on_trigger, on_feedback, on_model
+        self._on_control = on_control
 
     @property
     def topics(self) -> list[str]:
@@ -137,7 +172,7 @@ class ControlInbox:
 
     def _trigger(self, payload: bytes, retained: bool) -> None:
         try:
-            trigger = parse_control(Trigger, payload)
+            trigger = parse_trigger(payload)
         except InputError as exc:
             self._invalid("invalid_trigger", str(exc), payload)
             return
@@ -145,9 +180,6 @@ class ControlInbox:
             self._invalid(
                 "invalid_trigger", "retained trigger ignored: publish triggers with retain=false", payload
             )
-            return
-        if self._recent.seen_before(trigger.unit_id):
-            self._alert("duplicate_unit_id", {"unit_id": trigger.unit_id, "action": "ignored"})
             return
         if self._on_trigger is not None:
             self._on_trigger(trigger)
@@ -172,3 +204,16 @@ class ControlInbox:
             return
         if self._on_model is not None:
             self._on_model(model)
+
+    def _control(self, payload: bytes, retained: bool) -> None:
+        try:
+            control = (
+                parse_control(InspectionControl, payload)
+                if payload
+                else InspectionControl(inspection="running")
+            )
+        except InputError as exc:
+            self._invalid("invalid_control", str(exc), payload)
+            return
+        if self._on_control is not None:
+            self._on_control(control)

@@ -2,16 +2,24 @@
 
 It owns the outbox, the delivery (MQTT or JSON lines), the frame source, the HTTP API thread and
 the inspection loop. A unit is every frame (``continuous``) or the first frame captured after a
-trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect`` without an image; a trigger
-that gets no frame still gets NO_DECISION/error). In continuous mode a folder, video or synthetic
-source is lossless (every file becomes a unit, also while the station starts or swaps models) and
-names its units: ``<station>-<file stem>`` for a folder, ``<station>-f<frame index>`` for a video
-or the synthetic line, with the verdict's ``source`` naming the file and its position; a live
-camera's units are ``<station>-<seq>``, and the frames it drops are counted in the run summary.
-A triggered station's sources keep only the newest frame. Every half second the
-loop runs the camera watchdog, alerts on a down or frozen camera and publishes status on change
-and every ``mqtt.status_interval_s``. SIGTERM/SIGINT finish the unit in flight, flush delivery and
-return. Logs are structured events, one JSON object per line under ``lineguard edge run``.
+trigger (``triggered``: MQTT ``…/trigger`` or ``POST /v1/inspect`` without an image; a source the
+station triggers, such as a GigE camera in software-trigger mode, is fired once per trigger; a
+trigger that gets no frame still gets NO_DECISION/camera, at once when the camera is down).
+In continuous mode a folder, video or synthetic source is lossless (every file becomes a unit,
+also while the station starts or swaps models) and names its units: ``<station>-<file stem>`` for
+a folder, ``<station>-f<frame index>`` for a video or the synthetic line, with the verdict's
+``source`` naming the file and its position; a live camera's units are ``<station>-<seq>``, and
+the frames it drops are counted in the run summary. A triggered station's sources keep only the
+newest frame. A trigger whose unit id is among the last ``DUPLICATE_WINDOW`` unit ids triggered
+since the station started (MQTT JSON or plain text, ``POST /v1/inspect``) is answered
+NO_DECISION/``duplicate_unit`` in its turn, after the first unit's verdict, with a seq of its own:
+the first verdict is never replaced. While the retained ``…/control`` message says ``paused``,
+triggers are answered NO_DECISION/``paused`` (no camera is fired), a live camera's frames are read
+and counted as skipped (``paused``), and a folder, video or synthetic source waits where it is;
+status says ``inspection: paused``. Every half second the loop runs the camera watchdog, alerts on
+a down or frozen camera and publishes status on change and every ``mqtt.status_interval_s``.
+SIGTERM/SIGINT finish the unit in flight, flush delivery and return. Logs are structured events,
+one JSON object per line under ``lineguard edge run``.
 """
 
 from __future__ import annotations
@@ -33,16 +41,18 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard.config import LineguardConfig
-from lineguard.edge.control import DesiredModel, Feedback, Trigger
+from lineguard.edge.control import DesiredModel, Feedback, InspectionControl, RecentIds, Trigger
 from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.frame_store import FrameStore
 from lineguard.edge.hot_swap import ModelFollower
 from lineguard.edge.inspector import Inspector, ModelSlot, RunSummary
 from lineguard.edge.live import LiveView
+from lineguard.edge.opcua_server import OpcuaServer
 from lineguard.edge.outbox import OUTBOX_FILE, Outbox, OutboxFullError
 from lineguard.edge.samples import SampleKeeper
 from lineguard.edge.shadow import ShadowRunner
-from lineguard.edge.sources import Frame, FrameSource, open_source
+from lineguard.edge.source_factory import open_source
+from lineguard.edge.sources import Frame, FrameSource
 from lineguard.errors import LineguardError
 from lineguard.inference import Decision, Detections, Detector, QualityGate, VerdictPolicy
 from lineguard.labeling import LabelStudioSink, ReviewQueue, review_dir, sink_from_config
@@ -51,12 +61,13 @@ from lineguard.messages import Reason, UnitSource, Verdict, VerdictKind
 from lineguard.monitoring import Metrics
 from lineguard.redact import mask_url
 
-__all__ = ["EdgeDaemon"]
+__all__ = ["DUPLICATE_WINDOW", "EdgeDaemon"]
 
 event = Events("lineguard.edge")
 
 _POLL_S = 0.2  # longest the loop waits for a frame or trigger before checking stop and status
 _HEALTH_EVERY_S = 0.5
+DUPLICATE_WINDOW = 1000  # unit ids remembered to answer a repeated trigger (about 100 kB)
 
 
 def _settle(future: Future[Verdict], verdict: Verdict | None = None, error: Exception | None = None) -> None:
@@ -71,10 +82,14 @@ def _settle(future: Future[Verdict], verdict: Verdict | None = None, error: Exce
 
 @dataclass
 class _Request:
-    """A triggered unit waiting for the first frame captured after ``received_mono``."""
+    """A triggered unit waiting for the first frame captured after ``received_mono``.
+
+    ``refusal``: answered NO_DECISION with this reason in its turn, without a frame.
+    """
 
     unit_id: str | None
     received_mono: float
+    refusal: Reason | None = None
     future: Future[Verdict] = field(default_factory=Future)
 
 
@@ -99,6 +114,9 @@ class EdgeDaemon:
         self._upload_quality = QualityGate(cfg.policy.quality, frozen_frames=1 << 30)
         self._stop = threading.Event()
         self._requests: queue.Queue[_Request] = queue.Queue()
+        self._recent_ids = RecentIds(DUPLICATE_WINDOW)
+        self._ids_lock = threading.Lock()  # MQTT and HTTP threads trigger
+        self.paused = False  # set by …/control (retained), read by the loop
         self._last_health = 0.0
         self._last_status = 0.0
         self._status_sig: tuple[Any, ...] = ()
@@ -114,7 +132,10 @@ class EdgeDaemon:
             on_trigger=self._on_trigger,
             on_feedback=self._on_feedback,
             on_model=self._on_model,
+            on_control=self._on_control,
         )
+        # OPC UA mirrors committed verdicts for PLCs (a missing password file is refused here).
+        self.opcua = OpcuaServer(cfg.opcua, self, self.delivery.publish_alert) if cfg.opcua.enabled else None
         self.review_queue = self._open_review_queue()
         self.frame_store = (
             FrameStore(cfg.frame_store, cfg.frame_store_dir, metrics=self.metrics)
@@ -210,8 +231,20 @@ class EdgeDaemon:
 
     # -- units ----------------------------------------------------------------------------
     def trigger(self, trigger: Trigger) -> Future[Verdict]:
-        """Inspect the next camera frame as ``trigger.unit_id``; the future gets its verdict."""
-        request = _Request(trigger.unit_id, time.monotonic())
+        """Inspect the next camera frame as ``trigger.unit_id``; the future gets its verdict.
+
+        Paused, or a unit id seen among the last ``DUPLICATE_WINDOW``: the verdict is NO_DECISION
+        (``paused``, ``duplicate_unit``), committed in turn after the triggers queued before it. A
+        paused trigger's id is not remembered, so the PLC may send that unit again once resumed.
+        """
+        refusal = None
+        if self.paused:
+            refusal = Reason.PAUSED
+        else:
+            with self._ids_lock:
+                if self._recent_ids.seen_before(trigger.unit_id):
+                    refusal = Reason.DUPLICATE_UNIT
+        request = _Request(trigger.unit_id, time.monotonic(), refusal)
         self._requests.put(request)
         return request.future
 
@@ -240,6 +273,8 @@ class EdgeDaemon:
             server.start()
             self._http = server
             event(logging.INFO, "http_listening", url=f"http://{self.cfg.http.host}:{self._http.port}")
+        if self.opcua is not None:  # a server that cannot start degrades the station (alert, status)
+            self.opcua.start()
         self.source.start()
         event(
             logging.INFO,
@@ -290,6 +325,8 @@ class EdgeDaemon:
                 request = self._requests.get(timeout=_POLL_S)
             except queue.Empty:
                 return not self.source.exhausted
+        if request is None and self.paused:
+            return self._idle_paused()
         if request is None:
             frame = self.source.read_latest(_POLL_S)
             if frame is None:
@@ -297,18 +334,36 @@ class EdgeDaemon:
             unit_id = f"{self.cfg.station.station}-{frame.unit}" if frame.unit is not None else None
             self._run_unit(frame, unit_id, None)
             return True
+        if request.refusal is not None:  # paused or a repeated id: answered, no camera fired
+            self._refuse(request)
+            return True
+        # A camera the station fires: only a frame after this firing is this unit's, so one that
+        # arrives late for an earlier unit cannot shift every later unit by one.
+        fired = time.monotonic() if self.source.station_triggered else request.received_mono
+        if not self.source.request_frame():  # a PLC waiting for this unit gets its answer now
+            self._no_frame(request, f"camera cannot take the trigger: {self.source.health().detail}")
+            return True
         while not self._stop.is_set():
-            frame = self.source.read_latest(_POLL_S, newer_than=request.received_mono)
+            frame = self.source.read_latest(_POLL_S, newer_than=fired)
             if frame is not None:
                 self._run_unit(frame, request.unit_id, request.future)
                 return True
-            waited = time.monotonic() - request.received_mono
+            waited = time.monotonic() - fired
             if self.source.exhausted or waited > self.cfg.camera.watchdog_s:
                 self._no_frame(request, f"no camera frame within {waited:.1f} s")
                 return not self.source.exhausted
             self._tick()
-        self._no_frame(request, "station stopping")
+        self._no_frame(request, "station stopping", Reason.ERROR)
         return False
+
+    def _idle_paused(self) -> bool:
+        """Paused, continuous: a live camera's frames are skipped; files and the synthetic line wait."""
+        if self.source.lossless:
+            self._stop.wait(_POLL_S)
+            return True
+        if self.source.read_latest(_POLL_S) is not None:
+            self.source.count_skip("paused")
+        return not self.source.exhausted
 
     def _run_unit(self, frame: Frame, unit_id: str | None, future: Future[Verdict] | None) -> None:
         decision, slot, detections = self.inspector.decide(frame, self.quality)
@@ -366,13 +421,32 @@ class EdgeDaemon:
         if store is not None:  # a copy of the frame, only when kept; encoded on the store's thread
             policy = slot.policy if slot is not None else None
             store.record(verdict, frame.image if keep else None, detections, policy)
+        if self.opcua is not None:  # never waits: the server mirrors it on its own thread
+            self.opcua.publish(verdict)
         return verdict
 
-    def _no_frame(self, request: _Request, why: str) -> None:
-        """A triggered unit that got no frame still gets a verdict: NO_DECISION/error."""
+    def _refuse(self, request: _Request) -> None:
+        """A trigger refused (``duplicate_unit``, ``paused``) gets NO_DECISION with that reason.
+
+        A duplicate also raises a ``duplicate_unit_id`` alert, as a repeated id is a line problem.
+        """
+        reason = request.refusal or Reason.ERROR
+        event(logging.WARNING, "trigger_refused", unit_id=request.unit_id, reason=reason.value)
+        if reason is Reason.DUPLICATE_UNIT:
+            self.delivery.publish_alert(
+                "duplicate_unit_id", {"unit_id": request.unit_id, "action": "answered NO_DECISION"}
+            )
+        self._answer(request, reason)
+
+    def _no_frame(self, request: _Request, why: str, reason: Reason = Reason.CAMERA) -> None:
+        """A triggered unit that got no frame still gets a verdict: NO_DECISION/camera (or error)."""
         event(logging.ERROR, "trigger_without_frame", unit_id=request.unit_id, detail=why)
+        self._answer(request, reason)
+
+    def _answer(self, request: _Request, reason: Reason) -> None:
+        """Commit NO_DECISION/``reason`` for a trigger without a frame and hand it to the caller."""
         frame = Frame(np.zeros((1, 1, 3), np.uint8), datetime.now(UTC), time.monotonic(), -1)
-        decision = Decision(VerdictKind.NO_DECISION, Reason.ERROR)
+        decision = Decision(VerdictKind.NO_DECISION, reason)
         try:
             verdict = self._commit(
                 frame, request.unit_id, decision, None, Detections.empty(), wait=False, storable=False
@@ -404,6 +478,8 @@ class EdgeDaemon:
             self._http.stop()
             self._http = None
         self._answer_waiting_triggers()
+        if self.opcua is not None:
+            self.opcua.stop()
         self.delivery.stop(timeout_s=5.0)
         self.summary.pending = self.outbox.depth()
         self.summary.last_seq = self.outbox.last_seq
@@ -428,7 +504,10 @@ class EdgeDaemon:
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            self._no_frame(request, "station stopping")
+            if request.refusal is not None:
+                self._refuse(request)
+            else:
+                self._no_frame(request, "station stopping", Reason.ERROR)
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -476,8 +555,10 @@ class EdgeDaemon:
         return {
             "state": "online",
             "mode": self.cfg.mode,
+            "inspection": "paused" if self.paused else "running",
             "model": None if slot is None else slot.ref.model_dump(),
             "backend": None if slot is None else slot.detector.backend,
+            "precision": None if slot is None else slot.detector.precision,
             "thresholds": None if slot is None else slot.policy.thresholds_id,
             "camera": {
                 "source": self.source.name,
@@ -493,6 +574,9 @@ class EdgeDaemon:
             "outbox_pending": self.outbox.depth(),
             "outbox_durable": self.outbox.degraded is None,
         }
+
+    def opcua_status(self) -> dict[str, Any] | None:
+        return None if self.opcua is None else self.opcua.status()
 
     def counters(self) -> dict[str, int]:
         """Units by verdict, deadline misses and confirmed escapes/overkills since this process started."""
@@ -521,7 +605,15 @@ class EdgeDaemon:
         elif not bad and self._camera_alerted:
             event(logging.INFO, "camera_ok", source=camera["source"])
         self._camera_alerted = bad
-        sig = (status["model"], status["backend"], camera["up"], camera["frozen"], status["outbox_durable"])
+        sig = (
+            status["model"],
+            status["backend"],
+            status["precision"],
+            camera["up"],
+            camera["frozen"],
+            status["outbox_durable"],
+            status["inspection"],
+        )
         if sig != self._status_sig or now - self._last_status >= self.cfg.mqtt.status_interval_s:
             self._status_sig = sig
             self._last_status = now
@@ -530,6 +622,13 @@ class EdgeDaemon:
     # -- messages from MQTT ---------------------------------------------------------------
     def _on_trigger(self, trigger: Trigger) -> None:
         self.trigger(trigger)
+
+    def _on_control(self, control: InspectionControl) -> None:
+        paused = control.inspection == "paused"
+        if paused != self.paused:
+            self.paused = paused
+            event(logging.WARNING if paused else logging.INFO, "inspection", state=control.inspection)
+            self._status_soon()
 
     def _on_feedback(self, feedback: Feedback) -> None:
         """Count the outcome; an escape or overkill whose frame is kept goes to QA review."""

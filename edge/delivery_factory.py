@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lineguard.config import LineguardConfig
-from lineguard.edge.control import DesiredModel, Feedback, Trigger
+from lineguard.edge.control import DesiredModel, Feedback, InspectionControl, Trigger
 from lineguard.edge.delivery import Delivery, JsonlDelivery
 from lineguard.edge.outbox import Outbox
 from lineguard.errors import MissingDependencyError
@@ -26,6 +26,7 @@ def make_delivery(
     on_trigger: Callable[[Trigger], object] | None = None,
     on_feedback: Callable[[Feedback], object] | None = None,
     on_model: Callable[[DesiredModel], object] | None = None,
+    on_control: Callable[[InspectionControl], object] | None = None,
 ) -> Delivery:
     """MQTT when ``mqtt.enabled``, else a JSON-lines file (``jsonl_path`` or ``data_dir/verdicts.jsonl``)."""
     if not cfg.mqtt.enabled:
@@ -38,5 +39,11 @@ def make_delivery(
             raise MissingDependencyError("paho-mqtt", "edge") from exc
         raise
     return MqttDelivery(
-        cfg, outbox, metrics, on_trigger=on_trigger, on_feedback=on_feedback, on_model=on_model
+        cfg,
+        outbox,
+        metrics,
+        on_trigger=on_trigger,
+        on_feedback=on_feedback,
+        on_model=on_model,
+        on_control=on_control,
     )

@@ -262,7 +262,7 @@ def _needed_extras(cfg: LineguardConfig) -> list[tuple[str, str, str]]:
     needed = [("cv2", "edge", "frame decoding"), ("prometheus_client", "edge", "metrics")]
     backend = cfg.model.backend
     if backend == "openvino" or cfg.model.precision == "bf16":
-        needed.append(("openvino", "openvino", "model.backend openvino / model.precision bf16"))
+        needed.append(("openvino", "edge", "model.backend openvino / model.precision bf16"))
     elif backend == "onnxruntime" or importlib.util.find_spec("openvino") is None:
         needed.append(("onnxruntime", "edge", f"model.backend {backend}"))
     if cfg.mqtt.enabled:

@@ -276,7 +276,40 @@ def _download(desired: DesiredModel, cfg: LineguardConfig, release: Release | No
             f"refused model {ref}: its card describes {card.ref[:140]} with sha256 {card.sha256[:12]}…; "
             "the registry's card and artifact do not belong together"
         )
+    _download_variants(desired, card, folder, lambda url, dest: get(url, dest, limits.max_model_bytes))
     return onnx, card
+
+
+def _download_variants(
+    desired: DesiredModel, card: ModelCard, folder: Path, get: Callable[[str, Path], str]
+) -> None:
+    """Fetch the certified variant files the (signed) card names, from beside the model's artifact.
+
+    The registry keeps every file as ``…/<sha256>``, so a variant's URL is the model's with its own
+    sha256. A variant that cannot be fetched or hashes wrong is dropped, not fatal: the detector
+    then runs fp32 and the station alerts (``precision_fallback``).
+    """
+    parts = urlsplit(desired.url)
+    head, _, last = parts.path.rpartition("/")
+    if last != desired.sha256:  # not the registry's layout: nothing to derive a URL from
+        return
+    for variant in card.variants:
+        if not (variant.certified and variant.file):
+            continue
+        dest = folder / variant.file
+        if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == variant.sha256:
+            continue
+        url = parts._replace(path=f"{head}/{variant.sha256}", query="", fragment="").geturl()
+        try:
+            got = get(url, dest)
+            problem = None if got == variant.sha256 else f"downloaded file has sha256 {got[:12]}…"
+        except ModelError as exc:
+            problem = str(exc)
+        if problem is not None:
+            dest.unlink(missing_ok=True)
+            event(
+                logging.WARNING, "variant_fetch_failed", model=card.ref, variant=variant.name, error=problem
+            )
 
 
 def trust(desired: DesiredModel, cfg: LineguardConfig) -> Release | None:

@@ -151,7 +151,9 @@ class Inspector:
         self.metrics.model_swaps.labels(result="ok").inc()
         if new is None:
             self.model_error = "model unloaded"
-            self.metrics.model_info.info({"name": "", "version": "", "sha256": "", "backend": ""})
+            self.metrics.model_info.info(
+                {"name": "", "version": "", "sha256": "", "backend": "", "precision": ""}
+            )
             event(logging.WARNING, "model_unloaded")
             return
         self.model_error = None
@@ -161,6 +163,7 @@ class Inspector:
                 "version": new.ref.version,
                 "sha256": new.ref.sha256,
                 "backend": new.detector.backend,
+                "precision": new.detector.precision,
             }
         )
         event(
@@ -168,10 +171,16 @@ class Inspector:
             "model_in_use",
             model=f"{new.ref.name}:{new.ref.version}",
             backend=new.detector.backend,
+            precision=new.detector.precision_choice,
             thresholds=new.policy.thresholds_id,
             quality=new.quality.describe(),
             drift_reference=new.drift.reference_origin,
         )
+        if new.detector.variant_failure:  # running, but slower than the card allows: someone should look
+            self._alert(
+                "precision_fallback",
+                {"model": f"{new.ref.name}:{new.ref.version}", "reason": new.detector.variant_failure},
+            )
         self.on_swap()  # the daemon publishes the change
 
     def _sampler_for(self, policy: VerdictPolicy) -> ReviewSampler | None:

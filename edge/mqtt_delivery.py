@@ -8,8 +8,11 @@ a reconnect or a restart everything unacknowledged is replayed in ``seq`` order.
 thread only queues events for the drain thread; ``outbox.ack`` runs on the drain thread so the
 SQLite write never stalls the network loop and no lock is taken inside paho's callbacks. The
 client also keeps the retained ``…/status`` (LWT ``offline``), sends alerts, and validates the
-triggers, feedback and desired-model messages it subscribes to. Right after each publish round
-the drain thread fsyncs the outbox (``Outbox.sync``), off the inspection path.
+triggers, feedback, control and desired-model messages it subscribes to. Right after each
+publish round the drain thread fsyncs the outbox (``Outbox.sync``), off the inspection path.
+With ``mqtt.result_topic`` each outbox row is also published on ``…/result`` in its compact form
+(``compact_result``), and the row is acked only when both PUBACKs came: the compact result has
+the verdict's guarantees (at least once, replayed in ``seq`` order, deduplicated by ``seq``).
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from lineguard.config import LineguardConfig
-from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, Trigger
+from lineguard.edge.control import ControlInbox, DesiredModel, Feedback, InspectionControl, Trigger
 from lineguard.edge.delivery import OutboxWatch, record_acks
 from lineguard.edge.outbox import Outbox, PendingVerdict
 from lineguard.logs import Events
-from lineguard.messages import StationStatus, utc_now
+from lineguard.messages import StationStatus, compact_result, utc_now
 from lineguard.monitoring import Metrics, build_alert
 from lineguard.mqtt_link import LinkSettings, diagnose, link_settings, make_client
 
@@ -60,8 +63,8 @@ class MqttDelivery:
         on_trigger: Callable[[Trigger], object] | None = None,
         on_feedback: Callable[[Feedback], object] | None = None,
         on_model: Callable[[DesiredModel], object] | None = None,
+        on_control: Callable[[InspectionControl], object] | None = None,
         window: int = 100,
-        duplicate_window: int = 1000,
     ) -> None:
         self._settings: LinkSettings = link_settings(cfg)  # ConfigError on unreadable files
         self._outbox = outbox
@@ -69,7 +72,9 @@ class MqttDelivery:
         self._window = max(1, window)
         self._line, self._station = cfg.station.line, cfg.station.station
         prefix = cfg.topic_prefix
-        self.topics = {k: prefix + k for k in ("verdict", "status", "trigger", "model", "alert", "feedback")}
+        kinds = ("verdict", "result", "status", "trigger", "model", "alert", "feedback", "control")
+        self.topics = {k: prefix + k for k in kinds}
+        self._result = cfg.mqtt.result_topic
         self._addr = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
         self._watch = OutboxWatch(outbox, metrics, cfg.outbox.warn_ratio, self.publish_alert)
         self._inbox = ControlInbox(
@@ -79,7 +84,7 @@ class MqttDelivery:
             on_trigger=on_trigger,
             on_feedback=on_feedback,
             on_model=on_model,
-            duplicate_window=duplicate_window,
+            on_control=on_control,
             follow=cfg.registry.follow,
         )
         # State shared with paho's network thread: plain attributes written by one side only.
@@ -93,7 +98,7 @@ class MqttDelivery:
         self._alerts_lock = threading.Lock()
         # State of the drain thread only.
         self._inflight: dict[int, PendingVerdict] = {}  # paho mid -> row
-        self._inflight_seqs: set[int] = set()
+        self._inflight_seqs: dict[int, int] = {}  # seq -> PUBACKs still awaited (verdict, result)
         self._cursor = 0
         self._drain_epoch = 0
         self._high_water = outbox.last_seq if outbox.depth() else 0  # rows left by an earlier run
@@ -285,12 +290,15 @@ class MqttDelivery:
             kind = event[0]
             if kind == "ack":
                 entry = self._inflight.pop(event[1], None)
-                if entry is None:
-                    continue  # an alert or status, or a verdict of an earlier connection
-                self._inflight_seqs.discard(entry.seq)
+                if entry is None or entry.seq not in self._inflight_seqs:
+                    continue  # an alert or status, a verdict of an earlier connection, or refused
                 if event[2]:
+                    del self._inflight_seqs[entry.seq]
                     self._refused(entry, event[3])
-                else:
+                    continue
+                self._inflight_seqs[entry.seq] -= 1
+                if not self._inflight_seqs[entry.seq]:
+                    del self._inflight_seqs[entry.seq]
                     acked.append(entry)
             elif kind == "connected":
                 self._on_link_up(event[1], event[2])
@@ -342,7 +350,8 @@ class MqttDelivery:
                 kept="in the outbox",
             )
             self.publish_alert("verdict_refused", {"seq": row.seq, "reason": rc})
-            self._reason = f"broker {self._addr} refuses verdicts on {self.topics['verdict']}: {rc}"
+            topics = self.topics["verdict"] + (f" or {self.topics['result']}" if self._result else "")
+            self._reason = f"broker {self._addr} refuses verdicts on {topics}: {rc}"
         self._cursor = min(self._cursor, row.seq - 1)
         self._retry_at = time.monotonic() + self._settings.reconnect_max_s
 
@@ -354,25 +363,41 @@ class MqttDelivery:
     def _fill_window(self) -> None:
         if self._retry_at is not None or not self._connected or self._drain_epoch != self._link_epoch:
             return
-        room = self._window - len(self._inflight)
+        room = self._window - len(self._inflight_seqs)
         if room <= 0:
             return
         for row in self._outbox.pending(after_seq=self._cursor, limit=room + len(self._inflight_seqs)):
-            if len(self._inflight) >= self._window or not self._connected:
+            if len(self._inflight_seqs) >= self._window or not self._connected:
                 break
             if row.seq in self._inflight_seqs:
                 continue
-            info = self._client.publish(self.topics["verdict"], row.payload, qos=1)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                event(logging.ERROR, "verdict_not_queued", seq=row.seq, reason=mqtt.error_string(info.rc))
+            mids = self._publish_row(row)
+            if not mids:
                 break
-            self._inflight[info.mid] = row
-            self._inflight_seqs.add(row.seq)
+            for mid in mids:
+                self._inflight[mid] = row
+            self._inflight_seqs[row.seq] = len(mids)
             self._cursor = max(self._cursor, row.seq)
             self._metrics.published.inc()
             if row.seq <= self._high_water:
                 self._metrics.replayed.inc()
             self._high_water = max(self._high_water, row.seq)
+
+    def _publish_row(self, row: PendingVerdict) -> list[int]:
+        """Queue the row's verdict (and compact result); their message ids, none when paho refused."""
+        messages = [(self.topics["verdict"], row.payload)]
+        if self._result:
+            fields = json.loads(row.payload)
+            text = compact_result(fields["verdict"], row.seq, fields["unit_id"])
+            messages.append((self.topics["result"], text))
+        mids = []
+        for topic, payload in messages:
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                event(logging.ERROR, "verdict_not_queued", seq=row.seq, reason=mqtt.error_string(info.rc))
+                return []
+            mids.append(info.mid)
+        return mids
 
     def _status_payload(self, state: str) -> bytes:
         """``online`` repeats the last status given, stamped now; ``offline`` is the last will."""

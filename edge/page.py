@@ -148,8 +148,10 @@ def status_extras(station: Station) -> dict[str, Any]:
         "counters": station.counters(),
         "drift": None if slot is None else _drift_state(slot.drift),
         "broker": _broker_state(station),
+        "opcua": station.opcua_status(),
         "precision": None if slot is None else slot.detector.precision,
         "computed_in": None if slot is None else slot.detector.inference_precision,
+        "precision_choice": None if slot is None else slot.detector.precision_choice,
     }
 
 

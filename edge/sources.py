@@ -12,7 +12,10 @@ An unreadable file is an explicit skip, logged with its name. ``health()`` is th
 frame for ``camera.watchdog_s`` marks the camera down, ``camera.frozen_frames`` identical frames in
 a row mark it frozen. Streams and USB cameras reopen after a drop with capped exponential backoff;
 a video without ``loop`` and a folder are finite and say so (``exhausted``), so a daemon fed from
-them can finish.
+them can finish. A triggered industrial camera (``lineguard.edge.gige``) sends frames only when
+triggered: its silence is not a fault, its control link says whether it is up, and the station
+fires its software trigger through ``request_frame``. ``lineguard.edge.source_factory`` opens the
+source a config names.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +52,6 @@ __all__ = [
     "SourceHealth",
     "SyntheticSource",
     "frame_from_image",
-    "open_source",
     "printable",
     "unit_keys",
 ]
@@ -104,6 +105,8 @@ class FrameSource:
     paced = False  # True: the thread sleeps to deliver at camera.fps (files, synthetic)
     reconnects_on_drop = False  # True: a failed read closes and reopens with backoff
     indexed = False  # True: the frame names its unit (synthetic unit, video frame, folder file)
+    frames_on_demand = False  # True: frames come only when triggered; up = the link is (``_link_up``)
+    station_triggered = False  # True: the station fires each unit's frame (``request_frame``)
 
     def __init__(self, cfg: CameraConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
@@ -141,6 +144,18 @@ class FrameSource:
     def _close(self) -> None:
         return None
 
+    def _link_up(self) -> bool:
+        """Sources with ``frames_on_demand``: whether the camera is connected right now."""
+        return True
+
+    def request_frame(self) -> bool:
+        """Ask the camera for one frame (a software trigger); False: it cannot take one now.
+
+        Sources that capture on their own have nothing to do. The station calls this once per
+        triggered unit, before it waits for the first frame captured after the trigger.
+        """
+        return True
+
     @property
     def name(self) -> str:
         """What status, alerts and logs call the camera: its URI with any credentials masked."""
@@ -158,7 +173,8 @@ class FrameSource:
 
     @property
     def skips(self) -> dict[str, int]:
-        """Frames never inspected, by reason (``busy``: dropped for a newer one; ``unreadable``)."""
+        """Frames never inspected, by reason (``busy``: dropped for a newer one; ``unreadable``;
+        ``paused``: read while ``…/control`` paused inspection)."""
         with self._cond:
             return dict(self._skips)
 
@@ -195,7 +211,7 @@ class FrameSource:
                     self._slot = None
                     self._held, self._slot_buf = self._slot_buf, -1
                     self._cond.notify_all()  # a lossless writer waits for the slot to empty
-                    if lossless:  # its clock starts when the station takes it
+                    if lossless and self.indexed:  # a file's clock starts when the station takes it
                         frame = dataclasses.replace(
                             frame, captured_at=datetime.now(UTC), captured_mono=time.monotonic()
                         )
@@ -226,14 +242,18 @@ class FrameSource:
             if self.lossless and self._slot is not None:
                 since = 0.0  # the next frame is ready; the station is busy, not the camera silent
             running = self._thread is not None and not self._ended
-            up = running and last is not None and since <= self.cfg.watchdog_s
+            if self.frames_on_demand:  # no trigger, no frame: silence says nothing about the camera
+                up = running and self._link_up()
+            else:
+                up = running and last is not None and since <= self.cfg.watchdog_s
             frozen = self._same_count >= self.cfg.frozen_frames
             recent = [t for t in self._stamps if now - t <= 2.0]
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
             detail = self._detail
-            if running and last is None and since <= self.cfg.watchdog_s:
+            silence_counts = running and not self.frames_on_demand  # else the detail is the link's
+            if silence_counts and last is None and since <= self.cfg.watchdog_s:
                 detail = f"waiting for the first frame; {detail}"
-            elif running and not up:
+            elif silence_counts and not up:
                 detail = f"no frame for {since:.1f} s (watchdog {self.cfg.watchdog_s:g} s); {detail}"
             elif frozen:
                 detail = f"{self._same_count} identical frames in a row"
@@ -303,8 +323,12 @@ class FrameSource:
             return False
         if self._was_up:
             self._reconnects += 1
+            if self.metrics is not None:
+                self.metrics.camera_reconnects.inc()
             event(logging.INFO, "camera_reconnected", camera=self.name, reconnects=self._reconnects)
         self._set_detail("capturing")
+        if self.frames_on_demand:  # connected is up: a later drop counts as one even before a frame
+            self._was_up = True
         return True
 
     def _grab_logged(self, buf_index: int) -> Image | None:
@@ -362,7 +386,8 @@ class FrameSource:
                 del self._stamps[:32]
             self._cond.notify_all()
 
-    def _count_skip(self, reason: str) -> None:
+    def count_skip(self, reason: str) -> None:
+        """Count a frame the station read but will not inspect (e.g. ``paused``), like a dropped one."""
         with self._cond:
             self._count_skip_locked(reason, time.monotonic())
 
@@ -476,7 +501,7 @@ class FolderSource(FrameSource):
                     error=exc,
                     action="skipped, counted as unreadable",
                 )
-                self._count_skip("unreadable")
+                self.count_skip("unreadable")
             if self._stop.is_set():
                 return None
         if buf is not None and buf.shape == image.shape:
@@ -588,20 +613,6 @@ class CaptureSource(FrameSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-
-_KINDS: dict[str, Callable[[CameraConfig, Metrics | None], FrameSource]] = {
-    "synthetic": SyntheticSource,
-    "folder": FolderSource,
-    "video": CaptureSource,
-    "camera": CaptureSource,
-    "stream": CaptureSource,
-}
-
-
-def open_source(cfg: CameraConfig, metrics: Metrics | None = None) -> FrameSource:
-    """The source ``cfg.kind`` names (not started); a wrong ``uri`` raises ``ConfigError``."""
-    return _KINDS[cfg.kind](cfg, metrics)
 
 
 def frame_from_image(image: Image, index: int = 0) -> Frame:

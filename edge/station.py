@@ -21,7 +21,12 @@ if TYPE_CHECKING:
     from lineguard.messages import Verdict
     from lineguard.monitoring import Metrics
 
-__all__ = ["Station"]
+__all__ = ["Station", "trigger_wait_s"]
+
+
+def trigger_wait_s(watchdog_s: float) -> float:
+    """How long a caller waits for a triggered unit: the station answers NO_DECISION by ``watchdog_s``."""
+    return watchdog_s + 5.0
 
 
 class Station(Protocol):
@@ -66,6 +71,10 @@ class Station(Protocol):
 
     def counters(self) -> dict[str, int]:
         """Units by verdict, deadline misses, feedback escapes and overkills since start."""
+        ...
+
+    def opcua_status(self) -> dict[str, Any] | None:
+        """The OPC UA server's state and endpoint; None when ``opcua.enabled`` is false."""
         ...
 
     def trigger(self, trigger: Trigger) -> Future[Verdict]:

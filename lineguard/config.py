@@ -11,26 +11,33 @@ misspelled section path is an error like a misspelled key in the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lineguard.errors import ConfigError, validation_message
 
 __all__ = [
     "ENV_PREFIX",
     "CameraConfig",
+    "CanaryGuards",
+    "CanaryPlan",
+    "CanarySelection",
+    "CanarySoak",
     "FrameStoreConfig",
     "GateConfig",
+    "GigeConfig",
     "HttpConfig",
     "LineguardConfig",
     "ModelConfig",
     "MonitoringConfig",
     "MqttConfig",
+    "OpcuaConfig",
     "OutboxConfig",
     "PolicyConfig",
     "Profile",
@@ -40,6 +47,7 @@ __all__ = [
     "StationConfig",
     "SwapGuardConfig",
     "load_config",
+    "load_plan",
     "read_yaml_mapping",
 ]
 
@@ -62,8 +70,8 @@ class StationConfig(Section):
     station: str = Field(default="station1", pattern=r"^[A-Za-z0-9_-]+$", description="Station id (topic).")
     profile: Profile = Field(
         default=Profile.DEVELOPMENT,
-        description="production refuses to start without MQTT TLS + credentials, an API token and a "
-        "pinned registry key.",
+        description="production refuses to start without MQTT TLS + credentials, an API token, a "
+        "pinned registry key and (when OPC UA is on) OPC UA encryption + credentials.",
     )
     data_dir: Path = Field(
         default=Path("var"), description="Outbox, review queue, models and logs live here."
@@ -74,15 +82,55 @@ class StationConfig(Section):
 MAX_IMAGE_PIXELS: Final = 40_000_000
 
 
+class GigeConfig(Section):
+    """A GigE Vision camera's acquisition settings (``camera.kind: gige``), written to it on connect.
+
+    A camera keeps its settings across connections (another tool may have left it triggered), so
+    every setting that decides which frames arrive is written each time; exposure, gain and packet
+    size left unset (null) keep the camera's own value or its negotiated packet size.
+    """
+
+    pixel_format: Literal["Mono8", "BayerRG8", "BayerGR8", "BayerGB8", "BayerBG8", "RGB8"] = Field(
+        default="Mono8", description="Sensor format; every one becomes a BGR frame."
+    )
+    exposure_us: float | None = Field(
+        default=None, gt=0, le=10_000_000, description="Exposure time in µs; null = the camera's."
+    )
+    gain_db: float | None = Field(default=None, ge=0, le=48, description="Gain in dB; null = the camera's.")
+    trigger: Literal["free_run", "software", "hardware"] = Field(
+        default="free_run",
+        description="free_run: frames at camera.fps; software: one frame per station trigger "
+        "(mode: triggered); hardware: one frame per edge on trigger_line (a PLC or light barrier).",
+    )
+    trigger_line: str = Field(
+        default="Line0", pattern=r"^Line[0-9]{1,2}$", description="Input line of a hardware trigger."
+    )
+    trigger_activation: Literal["rising_edge", "falling_edge"] = Field(
+        default="rising_edge", description="Which edge of the trigger line starts an exposure."
+    )
+    buffers: int = Field(
+        default=8, ge=2, le=64, description="Stream buffers queued for the camera (frames in flight)."
+    )
+    packet_size: int | None = Field(
+        default=None, ge=576, le=9000, description="GVSP packet size in bytes; null = negotiated."
+    )
+
+
 class CameraConfig(Section):
-    kind: Literal["synthetic", "video", "folder", "camera", "stream"] = Field(
+    kind: Literal["synthetic", "video", "folder", "camera", "stream", "gige"] = Field(
         default="synthetic", description="Frame source type."
     )
     uri: str = Field(
         default="",
-        description="Video path, image folder, camera index (0) or rtsp:// / http:// URL.",
+        description="Video path, image folder, camera index (0), rtsp:// / http:// URL; for gige the "
+        "camera's IP address, serial number or Aravis device id (empty: the first camera found).",
     )
-    fps: float = Field(default=10.0, gt=0, le=1000, description="Frames per second to pace at.")
+    fps: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        description="Frames per second to pace at (a free-running gige camera's rate).",
+    )
     loop: bool = Field(default=False, description="Restart a video or folder at its end.")
     watchdog_s: float = Field(default=5.0, gt=0, description="No frame this long = camera down.")
     frozen_frames: int = Field(
@@ -100,6 +148,7 @@ class CameraConfig(Section):
     synthetic_condition: str = Field(
         default="nominal", description="Named condition of the synthetic line (drift tests)."
     )
+    gige: GigeConfig = GigeConfig()
 
 
 class ModelConfig(Section):
@@ -115,9 +164,18 @@ class ModelConfig(Section):
         default=[], description="onnxruntime providers in order; empty = best available."
     )
     threads: int = Field(default=2, ge=1, le=256, description="Intra-op threads for inference.")
-    precision: Literal["fp32", "bf16", "int8"] = Field(
-        default="fp32",
-        description="OpenVINO inference precision (fp32 or bf16); int8 = a quantized model file, run as is.",
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
+        description=(
+            "auto: the fastest variant the card certifies and this CPU runs, kept only if faster at load; "
+            "fp32; bf16 or int8: that variant (refused if the card lists it uncertified)."
+        ),
+    )
+    confirm_runs: int = Field(
+        default=8,
+        ge=0,
+        le=100,
+        description="auto: frames timed on fp32 and on the chosen variant at load; 0 = trust the card.",
     )
     warmup_runs: int = Field(default=3, ge=0)
     shadow_path: Path | None = Field(
@@ -227,12 +285,43 @@ class MqttConfig(Section):
     password_file: Path | None = Field(default=None, description="File holding the password.")
     tls: MqttTlsConfig | None = None
     status_interval_s: float = Field(default=10.0, gt=0)
+    result_topic: bool = Field(
+        default=False,
+        description="Also publish each verdict on …/result as one line `<verdict>,<seq>,<unit_id>` "
+        "for PLCs that do not parse JSON; same outbox record, acknowledged together.",
+    )
     reconnect_max_s: float = Field(default=10.0, gt=0)
     session_expiry_s: int = Field(
         default=3600,
         ge=0,
         description="MQTT 5 session expiry: how long the broker keeps our subscriptions while away.",
     )
+
+
+class OpcuaConfig(Section):
+    """The station's OPC UA server for PLCs: a mirror of committed verdicts plus a ``Trigger`` method."""
+
+    enabled: bool = Field(default=False, description="Serve OPC UA (needs the `opcua` extra).")
+    host: str = "127.0.0.1"
+    port: int = Field(default=4840, ge=1, le=65535)
+    namespace: str = Field(
+        default="urn:lineguard", min_length=1, max_length=256, description="Namespace URI of the nodes."
+    )
+    security: Literal["none", "Basic256Sha256_SignAndEncrypt"] = Field(
+        default="none", description="none is for development only; production needs SignAndEncrypt."
+    )
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+    password_file: Path | None = Field(default=None, description="File holding the OPC UA password.")
+    cert_file: Path | None = Field(default=None, description="Server certificate (DER or PEM).")
+    key_file: Path | None = Field(default=None, description="Server private key (PEM).")
+
+    @model_validator(mode="after")
+    def _complete(self) -> OpcuaConfig:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("opcua.username and opcua.password_file go together; set both or neither")
+        if self.security != "none" and not (self.cert_file and self.key_file):
+            raise ValueError(f"opcua.security {self.security} needs opcua.cert_file and opcua.key_file")
+        return self
 
 
 class OutboxConfig(Section):
@@ -375,7 +464,35 @@ class SwapGuardConfig(Section):
 
 
 class RegistryConfig(Section):
-    root: Path = Field(default=Path("var/registry"), description="Registry folder (SQLite + blobs).")
+    root: Path = Field(
+        default=Path("var/registry"),
+        description="Registry folder: the artifacts stations fetch (blobs, cards, models/) and, with "
+        "the file back-end, registry.sqlite.",
+    )
+    uri: str = Field(
+        default="",
+        max_length=512,
+        description="Where the registry's records live: empty = registry.sqlite in root (no server); "
+        "mlflow+http://HOST:PORT or mlflow+https://HOST = that MLflow tracking server's Model "
+        "Registry (credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD).",
+    )
+    mlflow_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="With an MLflow uri: prefix of lineguard's registered-model names in a shared MLflow.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_backend(cls, uri: str) -> str:
+        if uri and not re.fullmatch(r"mlflow\+https?://[^\s/?#@]+(/[^\s?#]*)?", uri):
+            raise ValueError(
+                "must be empty (the file registry in registry.root) or mlflow+http://HOST:PORT / "
+                "mlflow+https://HOST (an MLflow tracking server; credentials come from MLFLOW_TRACKING_* "
+                "variables, never the URI)"
+            )
+        return uri
+
     follow: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",
@@ -422,6 +539,114 @@ class RegistryConfig(Section):
     swap_guard: SwapGuardConfig = SwapGuardConfig()
 
 
+_STATION_REF = r"^[A-Za-z0-9_-]+/[A-Za-z0-9_-]+$"
+
+
+class CanarySelection(Section):
+    """Which followers take a new version first: named stations, or a share of them."""
+
+    stations: list[str] = Field(
+        default=[],
+        max_length=1000,
+        description="Canary stations as LINE/STATION; each must follow the model ('registry follow').",
+    )
+    fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Or this share of the followers (rounded up, at least one), spread evenly over "
+        "them in LINE/STATION order.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CanarySelection:
+        bad = [s for s in self.stations if not re.fullmatch(_STATION_REF, s)]
+        if bad:
+            raise ValueError(f"canary station {bad[0][:80]!r} must be written LINE/STATION")
+        if bool(self.stations) == bool(self.fraction):
+            raise ValueError("name the canaries either by stations or by fraction (exactly one of them)")
+        return self
+
+
+class CanarySoak(Section):
+    """How long the canaries run the new version before the rest of the fleet gets it."""
+
+    units: int = Field(
+        default=50, ge=1, le=1_000_000, description="Units each canary must decide with the new version."
+    )
+    minutes: float = Field(
+        default=0.0, ge=0, le=7 * 24 * 60, description="And at least this long after the last canary swapped."
+    )
+    swap_timeout_s: float = Field(
+        default=120.0, gt=0, description="Halt when a canary has not reported the new version by then."
+    )
+    timeout_minutes: float = Field(
+        default=60.0, gt=0, description="Halt when the soak has not ended by then (not enough units)."
+    )
+    adoption_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="After the last wave, wait this long for every follower to report the version.",
+    )
+
+
+class CanaryGuards(Section):
+    """Guard rails on the canaries' own verdicts, alerts and feedback; any one crossed halts."""
+
+    max_fail_increase: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="The canaries' FAIL rate may exceed the reference's (the same line under the "
+        "previous version) by this much.",
+    )
+    max_no_decision_increase: float = Field(
+        default=0.05, ge=0, le=1, description="The NO_DECISION rate may exceed the reference's by this much."
+    )
+    max_deadline_miss_rate: float = Field(
+        default=0.02, ge=0, le=1, description="Share of the canaries' units decided NO_DECISION/deadline."
+    )
+    max_model_errors: int = Field(
+        default=0,
+        ge=0,
+        description="NO_DECISION/error verdicts plus model_refused, model_rollback and invalid_model "
+        "alerts from the canaries.",
+    )
+    max_feedback_escapes: int = Field(
+        default=0, ge=0, description="Escapes confirmed by feedback on units the new version passed."
+    )
+    reference_stations: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Non-canary followers whose verdicts (previous version) join the canaries' own "
+        "verdicts from before the swap as the reference.",
+    )
+    min_reference_units: int = Field(
+        default=30, ge=1, description="Reference units needed before the relative rails are judged."
+    )
+
+
+class CanaryPlan(Section):
+    """A canary rollout (``lineguard registry rollout start --plan``): canaries, soak, guard rails."""
+
+    canary: CanarySelection
+    soak: CanarySoak = CanarySoak()
+    guards: CanaryGuards = CanaryGuards()
+
+
+def load_plan(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryPlan:
+    """A rollout plan from YAML (or only ``overrides``), checked like a config file: one-line errors."""
+    data = read_yaml_mapping(path, "rollout plan") if path is not None else {}
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return CanaryPlan.model_validate(data)
+    except ValidationError as exc:
+        source = str(path) if path is not None else "the command line"
+        raise ConfigError(f"rollout plan error in {source}: {validation_message(exc)}") from exc
+
+
 class LineguardConfig(Section):
     station: StationConfig = StationConfig()
     camera: CameraConfig = CameraConfig()
@@ -431,6 +656,7 @@ class LineguardConfig(Section):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     http: HttpConfig = HttpConfig()
+    opcua: OpcuaConfig = OpcuaConfig()
     jsonl_path: Path | None = Field(
         default=None,
         description=(
@@ -453,6 +679,16 @@ class LineguardConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _software_trigger_needs_triggered_mode(self) -> LineguardConfig:
+        camera = self.camera
+        if camera.kind == "gige" and camera.gige.trigger == "software" and self.mode != "triggered":
+            raise ValueError(
+                "camera.gige.trigger 'software' fires on the station's triggers, but mode is "
+                f"'{self.mode}'; set mode: triggered or camera.gige.trigger: free_run"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_is_locked_down(self) -> LineguardConfig:
         if self.station.profile is not Profile.PRODUCTION:
             return self
@@ -463,6 +699,12 @@ class LineguardConfig(Section):
             missing.append("mqtt.username + mqtt.password_file")
         if self.http.enabled and self.http.token_file is None:
             missing.append("http.token_file (API token)")
+        opcua = self.opcua
+        if opcua.enabled and (opcua.security == "none" or opcua.username is None):
+            missing.append(
+                "opcua.security: Basic256Sha256_SignAndEncrypt (opcua.cert_file + opcua.key_file), "
+                "opcua.username + opcua.password_file"
+            )
         if not self.registry.public_keys:
             missing.append(
                 "registry.public_keys (the registry's public key, from 'lineguard registry keygen')"

@@ -26,6 +26,7 @@ from lineguard.errors import InputError
 __all__ = [
     "ALLOW_DIRTY_HELP",
     "CPU_FLAGS",
+    "cpu_flags",
     "cpu_model",
     "cpu_summary",
     "git_revision",
@@ -79,6 +80,11 @@ def _cpuinfo() -> tuple[str, set[str]]:
                 flags = set(value.split())
                 break
     return name, flags
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    return frozenset(_cpuinfo()[1])
 
 
 def cpu_model() -> str:

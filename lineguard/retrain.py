@@ -75,7 +75,7 @@ def retrain(
     from lineguard.releases import Signer
     from lineguard.training.export import export_run
 
-    registry = Registry(cfg.registry.root)
+    registry = Registry.from_config(cfg.registry)
     production = registry.production(name)
     if production is None:
         raise InputError(f"model {name!r} has no production version to improve; promote one first")

@@ -19,6 +19,7 @@ from lineguard.messages import (
     DatasetManifest,
     DesiredModel,
     Feedback,
+    InspectionControl,
     ModelCard,
     StationStatus,
     Trigger,
@@ -27,8 +28,10 @@ from lineguard.messages import (
 
 __all__ = ["SCHEMAS", "render_schema", "write_schemas"]
 
-# One file per wire format; a station's topics are named after the first five
-# (lineguard/<line>/<station>/verdict, .../status, .../alert, .../trigger, .../feedback, .../model).
+# One file per wire format; a station's topics are named after the first seven (lineguard/<line>/
+# <station>/verdict, .../status, .../alert, .../trigger, .../feedback, .../model, .../control).
+# Two payloads are not JSON and have no file: a plain-text trigger (the unit id alone, see
+# lineguard.edge.control.parse_trigger) and the compact …/result line (messages.RESULT_PATTERN).
 SCHEMAS: dict[str, type[BaseModel]] = {
     "verdict.schema.json": Verdict,
     "status.schema.json": StationStatus,
@@ -36,6 +39,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "trigger.schema.json": Trigger,
     "feedback.schema.json": Feedback,
     "model.schema.json": DesiredModel,
+    "control.schema.json": InspectionControl,
     "model_card.schema.json": ModelCard,
     "dataset_manifest.schema.json": DatasetManifest,
 }

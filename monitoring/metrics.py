@@ -88,8 +88,16 @@ class Metrics:
             p + "verdicts_replayed_total", "Verdicts sent again after a reconnect or restart.", registry=r
         )
         self.broker_up = Gauge(p + "broker_up", "1 when connected to the MQTT broker.", registry=r)
-        self.camera_up = Gauge(p + "camera_up", "1 when the camera delivers fresh frames.", registry=r)
-        self.model_info = Info(p + "model", "Model in use and the backend running it.", registry=r)
+        self.opcua_up = Gauge(p + "opcua_up", "1 while the station's OPC UA server listens.", registry=r)
+        self.camera_up = Gauge(
+            p + "camera_up",
+            "1 when the camera delivers fresh frames (a triggered camera: when it is connected).",
+            registry=r,
+        )
+        self.camera_reconnects = Counter(
+            p + "camera_reconnects_total", "Camera or stream reopened after a drop.", registry=r
+        )
+        self.model_info = Info(p + "model", "Model in use, the backend and precision running it.", registry=r)
         self.model_swaps = Counter(
             p + "model_swaps_total", "Model changes at the edge.", ["result"], registry=r
         )

@@ -1,9 +1,13 @@
 """lineguard.registry: model versions, stages, the promotion gate, rollout and the artifact server.
 
+The records live behind ``RegistryBackend``: the file registry (default) or an MLflow Model
+Registry (``registry.uri``; ``registry/mlflow_backend.py``, which alone imports the mlflow client).
+
 Public names are re-exported here; other parts import them from ``lineguard.registry``. The
 registry never imports torch or training code: the gate evaluates ONNX with the edge's detector.
 """
 
+from lineguard.registry.backend import FileBackend, RegistryBackend
 from lineguard.registry.evaluation import (
     EvalResult,
     EvalSet,
@@ -55,11 +59,13 @@ __all__ = [
     "EvalUnit",
     "Evaluator",
     "Event",
+    "FileBackend",
     "GateCheck",
     "GateReport",
     "GoldenRunner",
     "ModelVersion",
     "Registry",
+    "RegistryBackend",
     "Stage",
     "StationFollow",
     "artifact_url",

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import click
 
 from lineguard.errors import InputError
+from lineguard.registry.rollout_cli import rollout
+from lineguard.registry.tables import echo_table as _table
 
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
@@ -26,14 +28,16 @@ __all__ = ["registry"]
 
 
 class _Ctx:
-    def __init__(self, config: Path | None, root: Path | None) -> None:
+    def __init__(self, config: Path | None, root: Path | None, uri: str | None) -> None:
         self.config_path = config
         self.root = root
+        self.uri = uri
 
     def cfg(self) -> LineguardConfig:
         from lineguard.config import load_config
 
-        cfg = load_config(self.config_path)
+        # --registry-uri is checked like the config key, so a typo gets the same one-line error
+        cfg = load_config(self.config_path, overrides={"registry": {"uri": self.uri}} if self.uri else None)
         if self.root is not None:
             cfg.registry.root = self.root
         return cfg
@@ -41,7 +45,7 @@ class _Ctx:
     def open(self) -> Registry:
         from lineguard.registry.store import Registry
 
-        return Registry(self.cfg().registry.root)
+        return Registry.from_config(self.cfg().registry)
 
 
 pass_ctx = click.make_pass_decorator(_Ctx)
@@ -61,16 +65,17 @@ pass_ctx = click.make_pass_decorator(_Ctx)
     default=None,
     help="Registry folder (overrides registry.root).",
 )
+@click.option(
+    "--registry-uri",
+    "uri",
+    default=None,
+    help="Where the records live (overrides registry.uri; env LINEGUARD_REGISTRY__URI): "
+    "mlflow+http://HOST:PORT = an MLflow tracking server; unset = the file registry in the folder.",
+)
 @click.pass_context
-def registry(ctx: click.Context, config: Path | None, root: Path | None) -> None:
+def registry(ctx: click.Context, config: Path | None, root: Path | None, uri: str | None) -> None:
     """Model versions, stages and rollout."""
-    ctx.obj = _Ctx(config, root)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    ctx.obj = _Ctx(config, root, uri)
 
 
 def _version_row(mv: ModelVersion) -> list[str]:
@@ -159,6 +164,7 @@ def show(obj: _Ctx, ref: str) -> None:
         ["training run", mv.training_run or "-"],
         ["added", f"{mv.added_at.isoformat(timespec='seconds')} by {mv.added_by}"],
         ["artifact", str(reg.blob_path(mv.sha256))],
+        ["records", reg.backend.where],
     ]
     if card.metrics:
         m = card.metrics
@@ -232,7 +238,7 @@ def promote(
 
     name, version = _split_ref(ref)
     cfg = obj.cfg()
-    reg = Registry(cfg.registry.root)
+    reg = Registry.from_config(cfg.registry)
     stage = Stage(to)
     gate_audit = None
     if force and not reason.strip():
@@ -326,7 +332,7 @@ def rollback(obj: _Ctx, name: str, reason: str, by: str | None, publish: bool) -
     from lineguard.registry.store import Registry
 
     cfg = obj.cfg()
-    reg = Registry(cfg.registry.root)
+    reg = Registry.from_config(cfg.registry)
     mv = reg.rollback(name, by=by, why=reason)
     click.echo(f"{mv.ref} is production again")
     if publish:
@@ -396,7 +402,7 @@ def publish(obj: _Ctx, name: str) -> None:
     from lineguard.registry.store import Registry
 
     cfg = obj.cfg()
-    _publish(cfg, Registry(cfg.registry.root), name)
+    _publish(cfg, Registry.from_config(cfg.registry), name)
 
 
 @registry.command()
@@ -432,7 +438,10 @@ def serve(
 
     cfg = obj.cfg()
     token = read_token(token_file or cfg.registry.token_file)
-    config = server_config(Registry(cfg.registry.root), token, host, port, tls_cert, tls_key)
+    config = server_config(Registry.from_config(cfg.registry), token, host, port, tls_cert, tls_key)
     scheme = "http" if tls_cert is None else "https"
     click.echo(f"serving {cfg.registry.root} on {scheme}://{host}:{port}/v1/artifacts/<sha256>")
     uvicorn.Server(config).run()
+
+
+registry.add_command(rollout)

@@ -141,11 +141,16 @@ def evaluate_model(
     policy_cfg = policy_cfg or PolicyConfig()
     detector = Detector.load(
         onnx_path,
-        model_cfg or ModelConfig(threads=1),
+        model_cfg or ModelConfig(threads=1, precision="fp32"),
         min_confidence=policy_cfg.min_confidence,
         nms_iou=policy_cfg.nms_iou,
         card=card,
     )
+    if (
+        detector.variant_failure
+    ):  # asked for a variant, got fp32: measuring it would vouch for the wrong thing
+        detector.close()
+        raise ModelError(detector.variant_failure)
     policy = VerdictPolicy(card, policy_cfg)
     preds: list[Detections] = []
     latencies: list[float] = []
@@ -213,7 +218,7 @@ def golden_problems(
     from lineguard.inference import Detector, check_golden
 
     try:
-        detector = Detector.load(onnx_path, model_cfg or ModelConfig(threads=1), card=card)
+        detector = Detector.load(onnx_path, model_cfg or ModelConfig(threads=1, precision="fp32"), card=card)
     except ModelError as exc:
         return [str(exc)]
     try:

@@ -5,7 +5,8 @@ injected ``Evaluator``, by default ``evaluate_model`` (the edge's own ONNX detec
 policy, so the numbers are the station's numbers). Each metric gets a check against a margin from
 ``GateConfig``: mAP50 (or unit accuracy when the set has no boxes), escape rate, overkill rate,
 NO_DECISION rate and median latency; golden images must run without error. The result is written
-as ``gate_report.json`` and ``gate_report.md``; the registry records its summary in the audit log.
+as ``gate_report.json`` and ``gate_report.md`` (kept with the version by the registry's back-end: an
+MLflow registry stores them as artifacts); the registry records its summary in the audit log.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from lineguard.config import GateConfig, LineguardConfig
-from lineguard.errors import InputError
-from lineguard.messages import ModelCard
+from lineguard.config import GateConfig, LineguardConfig, ModelConfig, PolicyConfig
+from lineguard.errors import InputError, LineguardError
+from lineguard.messages import ModelCard, certify_variant
 from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model, golden_problems
-from lineguard.registry.store import Registry
+from lineguard.registry.store import ONNX_FILE, Registry
 
 __all__ = [
     "GATE_REPORT_SCHEMA",
     "GateCheck",
     "GateReport",
     "GoldenRunner",
+    "VariantEvaluator",
     "compare",
     "gate_from_config",
     "run_gate",
@@ -39,6 +41,8 @@ GATE_REPORT_SCHEMA: Final = "lineguard.gate_report/1"
 
 # (onnx path, card, golden folder) -> list of problems (empty = every golden image ran)
 GoldenRunner = Callable[[Path, ModelCard, Path], list[str]]
+# (onnx path, card, eval set, variant name) -> the variant's result, run as a station runs it
+VariantEvaluator = Callable[[Path, ModelCard, EvalSet, str], EvalResult]
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,48 @@ def target_check(card: ModelCard, accepted: str = "") -> GateCheck:
     )
 
 
+def evaluate_variant(
+    onnx_path: Path,
+    card: ModelCard,
+    eval_set: EvalSet,
+    name: str,
+    *,
+    model_cfg: ModelConfig | None = None,
+    policy_cfg: PolicyConfig | None = None,
+) -> EvalResult:
+    """``evaluate_model`` with the station's model section asking for variant ``name``."""
+    base = model_cfg or ModelConfig(threads=1)
+    as_variant = base.model_copy(update={"precision": name, "confirm_runs": 0})
+    return evaluate_model(onnx_path, card, eval_set, model_cfg=as_variant, policy_cfg=policy_cfg)
+
+
+def variant_checks(
+    onnx_path: Path, card: ModelCard, fp32: EvalResult, eval_set: EvalSet, evaluator: VariantEvaluator
+) -> list[GateCheck]:
+    """Each variant the card certifies, again on the gate's frozen set against fp32 (one rule).
+
+    A station set to ``precision: auto`` would run it, so a claim the set does not bear out fails
+    the gate (re-export, or export with ``--no-variants``).
+    """
+    checks = []
+    for variant in card.variants:
+        if not variant.certified:
+            continue
+        metric = f"variant_{variant.name}"
+        try:
+            result = evaluator(onnx_path, card, eval_set, variant.name)
+        except LineguardError as exc:
+            checks.append(GateCheck(metric, None, None, None, "min", False, f"cannot run: {exc}"))
+            continue
+        quality = result.map50 if result.map50 is not None else result.unit_accuracy
+        base = fp32.map50 if fp32.map50 is not None else fp32.unit_accuracy
+        ok, why = certify_variant((base, fp32.escape_rate), (quality, result.escape_rate))
+        checks.append(
+            GateCheck(metric, quality, None, None, "min", ok, why if ok else f"not certified: {why}")
+        )
+    return checks
+
+
 def compare(
     candidate: EvalResult,
     production: EvalResult | None,
@@ -261,24 +307,31 @@ def run_gate(
     golden_runner: GoldenRunner | None = None,
     report_dir: Path | None = None,
     accept_missed_target: str = "",
+    variant_evaluator: VariantEvaluator = evaluate_variant,
 ) -> GateReport:
     """Evaluate ``name:version`` and the current production of ``name``; compare; write the report.
 
     Besides the comparison, the candidate must meet its own calibration target (card ``targets``
-    vs ``achieved``) unless ``accept_missed_target`` gives a reason.
+    vs ``achieved``) unless ``accept_missed_target`` gives a reason, and every variant its card
+    certifies must pass the certification rule again on the same set (``variant_checks``).
     """
     candidate = registry.get(name, version)
     production = registry.production(name)
     if production is not None and production.version == candidate.version:
         raise InputError(f"{candidate.ref} is already production; nothing to gate")
-    cand_result = evaluator(registry.blob_path(candidate.sha256), candidate.card, eval_set)
-    prod_result = (
-        evaluator(registry.blob_path(production.sha256), production.card, eval_set) if production else None
-    )
+    cand_result = evaluator(registry.artifact(candidate), candidate.card, eval_set)
+    prod_result = evaluator(registry.artifact(production), production.card, eval_set) if production else None
     golden = None
     if golden_dir is not None and golden_runner is not None:
-        golden = golden_runner(registry.blob_path(candidate.sha256), candidate.card, golden_dir)
+        golden = golden_runner(registry.artifact(candidate), candidate.card, golden_dir)
     checks = compare(cand_result, prod_result, margins, golden)
+    checks += variant_checks(
+        registry.model_dir(name, version) / ONNX_FILE,
+        candidate.card,
+        cand_result,
+        eval_set,
+        variant_evaluator,
+    )
     checks.append(target_check(candidate.card, accept_missed_target))
     results = {"candidate": cand_result.to_dict()}
     if prod_result is not None:
@@ -293,7 +346,7 @@ def run_gate(
         results=results,
     )
     if report_dir is not None:
-        report.write(report_dir)
+        registry.attach(candidate, "gate", report.write(report_dir))
     registry.record(name, version, "gate", why=report.summary, detail=report.audit(report_dir))
     return report
 
@@ -313,15 +366,18 @@ def gate_from_config(
     source = eval_set or cfg.registry.eval_set
     if source is None:
         raise InputError("the promotion gate needs an evaluation set: --eval-set or registry.eval_set")
+    # fp32 is what the gate compares; variants are certified against it (variant_checks).
+    fp32 = cfg.model.model_copy(update={"precision": "fp32"})
     return run_gate(
         registry,
         name,
         version,
         EvalSet.load(source, cfg.registry.eval_split),
         cfg.registry.gate,
-        evaluator=partial(evaluate_model, model_cfg=cfg.model, policy_cfg=cfg.policy),
+        evaluator=partial(evaluate_model, model_cfg=fp32, policy_cfg=cfg.policy),
+        variant_evaluator=partial(evaluate_variant, model_cfg=cfg.model, policy_cfg=cfg.policy),
         golden_dir=golden or cfg.registry.golden_dir,
-        golden_runner=partial(golden_problems, model_cfg=cfg.model),
+        golden_runner=partial(golden_problems, model_cfg=fp32),
         report_dir=report_dir,
         accept_missed_target=accept_missed_target,
     )

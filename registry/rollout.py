@@ -33,7 +33,14 @@ from lineguard.releases import Signer
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
-__all__ = ["MODEL_MESSAGE_SCHEMA", "Announcement", "artifact_url", "desired_payload", "publish_model"]
+__all__ = [
+    "MODEL_MESSAGE_SCHEMA",
+    "Announcement",
+    "artifact_url",
+    "desired_payload",
+    "publish_model",
+    "registry_client",
+]
 
 
 def artifact_url(registry: Registry, sha256: str, public_url: str = "") -> str:
@@ -50,6 +57,8 @@ def desired_payload(
 
     ``signer`` signs a production release of the card file's bytes as they are served.
     """
+    # the URL names files of the local folder (model and variants; fetched from an MLflow back-end)
+    registry.model_dir(mv.name, mv.version)
     release, signature = None, None
     if signer is not None:
         release, signature = signer.release(
@@ -75,7 +84,7 @@ class Announcement:
     payload: str
 
 
-def _client(cfg: MqttConfig) -> mqtt.Client:
+def registry_client(cfg: MqttConfig) -> mqtt.Client:
     """The station's link (same TLS, password rule, protocol) under a client id of our own, so a
     rollout never takes over a station's session."""
     from lineguard.mqtt_link import make_client, settings_for
@@ -111,7 +120,7 @@ def publish_model(
     if not topics:
         return []
     payload = desired_payload(registry, mv, public_url, signer)
-    client = _client(mqtt_cfg)
+    client = registry_client(mqtt_cfg)
     connected = threading.Event()
     refused: list[str] = []
 

@@ -68,7 +68,8 @@ def create_app(registry: Registry, token: str) -> FastAPI:
 
     @app.get("/v1/artifacts/{sha256}", dependencies=[Depends(authorised)], response_model=None)
     def artifact(sha256: str) -> FileResponse:
-        path = _inside(registry.blob_path(sha256), registry.blobs) if _SHA.fullmatch(sha256) else None
+        local = registry.artifact_by_sha(sha256) if _SHA.fullmatch(sha256) else None
+        path = _inside(local, registry.blobs) if local is not None else None
         if path is None:
             raise HTTPException(status_code=404, detail="no such artifact (a sha256 is 64 hex digits)")
         return FileResponse(path, media_type="application/octet-stream", headers={"X-Sha256": sha256})
@@ -76,7 +77,9 @@ def create_app(registry: Registry, token: str) -> FastAPI:
     @app.get("/v1/cards/{name}/{version_file}", dependencies=[Depends(authorised)], response_model=None)
     def card(name: str, version_file: str) -> FileResponse:
         version = version_file.removesuffix(".json")
-        valid = _NAME.fullmatch(name) and _NAME.fullmatch(version)
+        valid = bool(_NAME.fullmatch(name) and _NAME.fullmatch(version))
+        if valid and not registry.card_path(name, version).is_file():
+            valid = registry.backend.version(name, version) is not None  # caches an MLflow card
         path = _inside(registry.card_path(name, version), registry.cards) if valid else None
         if path is None:  # the name is not echoed: it is whatever the client sent
             raise HTTPException(status_code=404, detail="no such model card")

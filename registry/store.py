@@ -1,32 +1,33 @@
-"""The model store: immutable versions in SQLite, their bytes in a content-addressed folder.
+"""The model store: immutable versions, their stages and audit log, and the folder stations fetch from.
 
 A model reaches the line only through here, so every version is checked on the way in (the ONNX
 file must hash to its card's sha256) and can never change afterwards: adding ``name:version``
-again with other bytes is refused. ONNX files live once under ``blobs/<sha256>`` however many
-versions share them; each version's card lives under ``cards/<name>/<version>.json``. Stages move
-``candidate -> staging -> production -> archived``; production history is replayed from the
-audit log, so ``rollback`` is one call that needs no bookkeeping of its own. Every change writes
-an event (who, when, why) that ``history`` shows.
+again with other bytes is refused. The records (versions, stages, events, followers) live in a
+``RegistryBackend``: the embedded file back-end (SQLite in the registry folder, the default) or an
+MLflow Model Registry (``registry.uri``); the rules below are the same for both. Whatever the
+back-end, the registry folder holds what stations fetch: ONNX files once under ``blobs/<sha256>``
+however many versions share them, each card under ``cards/<name>/<version>.json``, and
+``models/<name>/<version>/`` with stage links. Stages move ``candidate -> staging -> production
+-> archived``; production history is replayed from the audit log, so ``rollback`` is one call that
+needs no bookkeeping of its own. Every change writes an event (who, when, why) that ``history``
+shows.
 """
 
 from __future__ import annotations
 
-import getpass
-import json
 import os
 import shutil
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from lineguard.errors import InputError, ModelError
+from lineguard.config import RegistryConfig
+from lineguard.errors import ConfigError, InputError, ModelError
 from lineguard.messages import ModelCard, sha256_file
 from lineguard.model_refs import model_folder
+from lineguard.registry.backend import MLFLOW_SCHEMES, FileBackend, RegistryBackend, card_location
+from lineguard.registry.records import Event, ModelVersion, Stage, StationFollow, current_user
 
 __all__ = [
     "CARD_FILE",
@@ -42,79 +43,6 @@ __all__ = [
 
 ONNX_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, card TEXT NOT NULL,
-    stage TEXT NOT NULL, parent TEXT, dataset_hash TEXT NOT NULL, training_run TEXT NOT NULL,
-    added_at TEXT NOT NULL, added_by TEXT NOT NULL, PRIMARY KEY (name, version));
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version TEXT NOT NULL,
-    action TEXT NOT NULL, from_stage TEXT, to_stage TEXT, who TEXT NOT NULL, at TEXT NOT NULL,
-    why TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS stations (
-    line TEXT NOT NULL, station TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (line, station));
-"""
-
-
-class Stage(StrEnum):
-    CANDIDATE = "candidate"
-    STAGING = "staging"
-    PRODUCTION = "production"
-    ARCHIVED = "archived"
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One immutable version: its card, where it stands, and where it came from."""
-
-    name: str
-    version: str
-    sha256: str
-    stage: Stage
-    card: ModelCard
-    parent: str | None
-    dataset_hash: str
-    training_run: str
-    added_at: datetime
-    added_by: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One audited change: ``action`` on ``name:version`` by ``who`` at ``at`` because ``why``."""
-
-    id: int
-    name: str
-    version: str
-    action: str
-    from_stage: str | None
-    to_stage: str | None
-    who: str
-    at: datetime
-    why: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StationFollow:
-    line: str
-    station: str
-    model: str
-
-
-def current_user(by: str | None = None) -> str:
-    """Who to record: ``--by`` if given, else ``$USER``, else the login name."""
-    if by:
-        return by
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry in some containers
-        return "unknown"
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -148,58 +76,140 @@ def _onnx_in(folder: Path) -> Path:
     return found[0]
 
 
-class Registry:
-    """The registry at ``root``: ``registry.sqlite``, ``blobs/``, ``cards/`` and ``models/``.
+def _variant_files(folder: Path, card: ModelCard) -> dict[str, str]:
+    """The variant files the card names, each checked against its sha256 (the card is what is signed)."""
+    found: dict[str, str] = {}
+    for variant in card.variants:
+        if variant.file is None:
+            continue
+        path = folder / variant.file
+        if not path.is_file():
+            raise ModelError(
+                f"{card.ref} names the {variant.name} variant file {variant.file}, missing in {folder}; "
+                "export the model again or register the whole folder"
+            )
+        digest = sha256_file(path)
+        if digest != variant.sha256:
+            raise ModelError(
+                f"{path} has sha256 {digest[:12]}…, its card {card.ref} says {variant.sha256[:12]}…; "
+                "the variant file changed after export: export the model again"
+            )
+        found[variant.file] = digest
+    return found
 
+
+def open_backend(uri: str, root: Path, prefix: str = "") -> RegistryBackend:
+    """``""`` -> the file registry in ``root``; ``mlflow+http(s)://host[:port]`` -> that MLflow
+    (registered-model names ``prefix`` + name)."""
+    if not uri:
+        return FileBackend(root)
+    if uri.startswith(MLFLOW_SCHEMES):
+        from lineguard.registry.mlflow_backend import MlflowBackend  # the mlflow client, when asked for
+
+        return MlflowBackend(uri.removeprefix("mlflow+"), root, prefix)
+    raise ConfigError(
+        "registry.uri must be empty (the file registry in registry.root) or "
+        "mlflow+http://HOST:PORT / mlflow+https://HOST (an MLflow tracking server)"
+    )
+
+
+def _files_of(mv: ModelVersion) -> dict[str, str]:
+    """File name -> sha256 of every file of ``mv``: ``model.onnx`` and the variant files its card names."""
+    return {ONNX_FILE: mv.sha256} | {v.file: v.sha256 for v in mv.card.variants if v.file}
+
+
+class Registry:
+    """The registry whose records are in ``backend`` (default: the file back-end in ``root``).
+
+    ``root`` is the local artifact folder: ``blobs/``, ``cards/`` and ``models/``.
     ``models/<name>/<version>/`` is each version as a loadable folder and ``models/<name>/<stage>``
     links to the version in that stage, so ``name@production`` works wherever a path does
     (``lineguard.model_refs``).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backend: RegistryBackend | None = None) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs"
         self.cards = self.root / "cards"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.cards.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.root / "registry.sqlite"
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        self.backend: RegistryBackend = backend if backend is not None else FileBackend(self.root)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=10.0)
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:  # one transaction: commit on success, roll back on error
-                yield db
-        finally:
-            db.close()
+    @classmethod
+    def from_config(cls, cfg: RegistryConfig) -> Registry:
+        """The registry ``registry.uri`` names (empty: the file registry in ``registry.root``)."""
+        return cls(cfg.root, open_backend(cfg.uri, Path(cfg.root), cfg.mlflow_prefix))
 
     # -- paths -------------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
         return self.blobs / sha256
 
     def card_path(self, name: str, version: str) -> Path:
-        return self.cards / name / f"{version}.json"
+        return card_location(self.root, name, version)
+
+    def local_file(self, mv: ModelVersion, file: str, digest: str) -> Path:
+        """The blob of ``mv``'s ``file`` in the local folder, fetched from the back-end when missing."""
+        blob = self.blob_path(digest)
+        if not blob.exists():
+            tmp = blob.with_name(f".{digest}.tmp")
+            self.backend.download(mv, file, tmp)
+            if sha256_file(tmp) != digest:
+                tmp.unlink(missing_ok=True)
+                raise ModelError(
+                    f"{mv.ref} {file} from {self.backend.where} does not hash to its card's sha256"
+                )
+            tmp.replace(blob)
+        return blob
+
+    def artifact(self, mv: ModelVersion) -> Path:
+        """``mv``'s ONNX file in the local folder (fetched from the back-end when it is not there)."""
+        return self.local_file(mv, ONNX_FILE, mv.sha256)
+
+    def artifact_by_sha(self, sha256: str) -> Path | None:
+        """The local blob with this digest (a model or variant file), fetched if a version has it."""
+        blob = self.blob_path(sha256)
+        if blob.exists():
+            return blob
+        for mv in self.versions():
+            file = next((f for f, d in _files_of(mv).items() if d == sha256), None)
+            if file is not None:
+                return self.local_file(mv, file, sha256)
+        return None
+
+    def model_dir(self, name: str, version: str) -> Path:
+        """``models/<name>/<version>/`` with every file of the version present (fetched if need be)."""
+        return self._materialise(name, version)
 
     def _materialise(self, name: str, version: str) -> Path:
-        """``models/<name>/<version>/``: the blob (hard link) and card as a loadable model folder."""
+        """``models/<name>/<version>/``: the blobs (hard links) and card as a loadable model folder.
+
+        The variant files the card names sit beside ``model.onnx``, so ``name@production`` runs them.
+        """
         folder = model_folder(self.root, name, version)
-        onnx = folder / ONNX_FILE
-        if not onnx.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{ONNX_FILE}.tmp"
-            tmp.unlink(missing_ok=True)
-            blob = self.blob_path(self.get(name, version).sha256)
-            try:
-                os.link(blob, tmp)
-            except OSError:  # another file system, or links not allowed: a copy does as well
-                shutil.copyfile(blob, tmp)
-            tmp.replace(onnx)
+        folder.mkdir(parents=True, exist_ok=True)
+        mv = self.get(name, version)
+        for file, digest in _files_of(mv).items():
+            if not (folder / file).exists():
+                self._link_blob(self.local_file(mv, file, digest), folder / file)
         shutil.copyfile(self.card_path(name, version), folder / CARD_FILE)
         return folder
+
+    @staticmethod
+    def _link_blob(blob: Path, dest: Path) -> None:
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(blob, tmp)
+        except OSError:  # another file system, or links not allowed: a copy does as well
+            shutil.copyfile(blob, tmp)
+        tmp.replace(dest)
+
+    def _store_blob(self, source: Path, digest: str) -> None:
+        blob = self.blob_path(digest)
+        if not blob.exists():
+            tmp = blob.with_suffix(".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(blob)
 
     def _point_stages(self, name: str) -> None:
         """``models/<name>/{staging,production}`` -> the version holding the stage (atomic swap)."""
@@ -214,6 +224,30 @@ class Registry:
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(holder.version, target_is_directory=True)
             tmp.replace(link)
+
+    @staticmethod
+    def _event(
+        mv: ModelVersion | tuple[str, str],
+        action: str,
+        from_stage: Stage | None,
+        to_stage: Stage | None,
+        who: str,
+        why: str,
+        detail: dict[str, Any] | None = None,
+    ) -> Event:
+        name, version = (mv.name, mv.version) if isinstance(mv, ModelVersion) else mv
+        return Event(
+            id=0,
+            name=name,
+            version=version,
+            action=action,
+            from_stage=from_stage.value if from_stage else None,
+            to_stage=to_stage.value if to_stage else None,
+            who=who,
+            at=datetime.now(UTC),
+            why=why,
+            detail=detail or {},
+        )
 
     # -- adding ------------------------------------------------------------------------------
     def add(self, model_dir: Path, *, by: str | None = None, why: str = "") -> ModelVersion:
@@ -237,83 +271,55 @@ class Registry:
                 "models/<name>/<stage> points at versions"
             )
         card_json = card.model_dump_json(by_alias=True, indent=2) + "\n"
-        existing = self._row(card.name, card.version)
+        existing = self.backend.version(card.name, card.version)
         if existing is not None:
-            if existing["sha256"] == digest and existing["card"] == card_json:
-                return self._version(existing)
-            what = "ONNX bytes" if existing["sha256"] != digest else "model card"
+            same_card = existing.card.model_dump_json(by_alias=True, indent=2) + "\n" == card_json
+            if existing.sha256 == digest and same_card:
+                return existing
+            what = "ONNX bytes" if existing.sha256 != digest else "model card"
             raise ModelError(
                 f"{card.ref} is already in the registry with another {what}; versions are immutable: "
                 "give the new model another version"
             )
-        blob = self.blob_path(digest)
-        if not blob.exists():
-            tmp = blob.with_suffix(".tmp")
-            shutil.copyfile(onnx, tmp)
-            tmp.replace(blob)
+        files = {ONNX_FILE: digest} | _variant_files(folder, card)
+        self._store_blob(onnx, digest)
+        for file, file_digest in files.items():
+            if file != ONNX_FILE:
+                self._store_blob(folder / file, file_digest)
         card_file = self.card_path(card.name, card.version)
         card_file.parent.mkdir(parents=True, exist_ok=True)
         card_file.write_text(card_json)
         who = current_user(by)
-        now = datetime.now(UTC)
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    card.name,
-                    card.version,
-                    digest,
-                    card_json,
-                    Stage.CANDIDATE.value,
-                    card.parent,
-                    card.dataset_hash,
-                    card.training_run,
-                    now.isoformat(),
-                    who,
-                ),
-            )
-            self._log(db, card.name, card.version, "add", None, Stage.CANDIDATE, who, why, {"sha256": digest})
+        mv = ModelVersion(
+            name=card.name,
+            version=card.version,
+            sha256=digest,
+            stage=Stage.CANDIDATE,
+            card=card,
+            parent=card.parent,
+            dataset_hash=card.dataset_hash,
+            training_run=card.training_run,
+            added_at=datetime.now(UTC),
+            added_by=who,
+        )
+        event = self._event(mv, "add", None, Stage.CANDIDATE, who, why, {"sha256": digest})
+        self.backend.insert(mv, {f: self.blob_path(d) for f, d in files.items()}, card_file, event)
         self._materialise(card.name, card.version)
         return self.get(card.name, card.version)
 
     # -- reading -----------------------------------------------------------------------------
-    def _row(self, name: str, version: str) -> sqlite3.Row | None:
-        with self._db() as db:
-            row: sqlite3.Row | None = db.execute(
-                "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)
-            ).fetchone()
-        return row
-
-    @staticmethod
-    def _version(row: sqlite3.Row) -> ModelVersion:
-        return ModelVersion(
-            name=row["name"],
-            version=row["version"],
-            sha256=row["sha256"],
-            stage=Stage(row["stage"]),
-            card=ModelCard.model_validate_json(row["card"]),
-            parent=row["parent"],
-            dataset_hash=row["dataset_hash"],
-            training_run=row["training_run"],
-            added_at=datetime.fromisoformat(row["added_at"]),
-            added_by=row["added_by"],
-        )
-
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         """All versions (of ``name``), oldest first."""
-        query = "SELECT * FROM versions" + (" WHERE name = ?" if name else "") + " ORDER BY added_at, rowid"
-        with self._db() as db:
-            rows = db.execute(query, (name,) if name else ()).fetchall()
-        return [self._version(r) for r in rows]
+        return self.backend.versions(name)
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """``name:version``; without a version the production one, else the newest."""
         if version is not None:
-            row = self._row(name, version)
-            if row is None:
+            found_version = self.backend.version(name, version)
+            if found_version is None:
                 known = ", ".join(v.version for v in self.versions(name)) or "none"
                 raise InputError(f"no model {name}:{version} in the registry; versions of {name}: {known}")
-            return self._version(row)
+            return found_version
         found = self.versions(name)
         if not found:
             raise InputError(
@@ -326,58 +332,9 @@ class Registry:
         return next((v for v in self.versions(name) if v.stage is Stage.PRODUCTION), None)
 
     def history(self, name: str) -> list[Event]:
-        with self._db() as db:
-            rows = db.execute("SELECT * FROM events WHERE name = ? ORDER BY id", (name,)).fetchall()
-        return [
-            Event(
-                id=r["id"],
-                name=r["name"],
-                version=r["version"],
-                action=r["action"],
-                from_stage=r["from_stage"],
-                to_stage=r["to_stage"],
-                who=r["who"],
-                at=datetime.fromisoformat(r["at"]),
-                why=r["why"],
-                detail=json.loads(r["detail"]),
-            )
-            for r in rows
-        ]
+        return self.backend.history(name)
 
     # -- stage changes -----------------------------------------------------------------------
-    @staticmethod
-    def _log(
-        db: sqlite3.Connection,
-        name: str,
-        version: str,
-        action: str,
-        from_stage: Stage | None,
-        to_stage: Stage | None,
-        who: str,
-        why: str,
-        detail: dict[str, Any],
-    ) -> None:
-        db.execute(
-            "INSERT INTO events (name, version, action, from_stage, to_stage, who, at, why, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                name,
-                version,
-                action,
-                from_stage.value if from_stage else None,
-                to_stage.value if to_stage else None,
-                who,
-                datetime.now(UTC).isoformat(),
-                why,
-                json.dumps(detail, sort_keys=True),
-            ),
-        )
-
-    def _set_stage(self, db: sqlite3.Connection, mv: ModelVersion, stage: Stage) -> None:
-        db.execute(
-            "UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage.value, mv.name, mv.version)
-        )
-
     def promote(
         self,
         name: str,
@@ -424,13 +381,13 @@ class Registry:
             detail["missed_target"] = {"why": missed, "accepted": accept_missed_target.strip()}
         if gate is not None:
             detail["gate"] = gate
-        with self._db() as db:
-            if to is Stage.PRODUCTION and current is not None:
-                self._set_stage(db, current, Stage.ARCHIVED)
-                self._log(
-                    db,
-                    name,
-                    current.version,
+        stages: list[tuple[ModelVersion, Stage]] = []
+        events: list[Event] = []
+        if to is Stage.PRODUCTION and current is not None:
+            stages.append((current, Stage.ARCHIVED))
+            events.append(
+                self._event(
+                    current,
                     "replaced",
                     Stage.PRODUCTION,
                     Stage.ARCHIVED,
@@ -438,8 +395,10 @@ class Registry:
                     why,
                     {"by_version": mv.version},
                 )
-            self._set_stage(db, mv, to)
-            self._log(db, name, mv.version, "promote", mv.stage, to, who, why, detail)
+            )
+        stages.append((mv, to))
+        events.append(self._event(mv, "promote", mv.stage, to, who, why, detail))
+        self.backend.change(stages, events)
         self._point_stages(name)
         return self.get(name, version)
 
@@ -458,7 +417,8 @@ class Registry:
         current = self.production(name)
         if current is None:
             raise InputError(f"{name} has no production version to roll back")
-        stack = [v for v in self.production_stack(name) if self._row(name, v) is not None]
+        known = {v.version for v in self.versions(name)}
+        stack = [v for v in self.production_stack(name) if v in known]
         previous = stack[-2] if len(stack) >= 2 and stack[-1] == current.version else None
         if previous is None:
             raise InputError(
@@ -466,20 +426,10 @@ class Registry:
             )
         target = self.get(name, previous)
         who = current_user(by)
-        with self._db() as db:
-            self._set_stage(db, current, Stage.ARCHIVED)
-            self._set_stage(db, target, Stage.PRODUCTION)
-            self._log(
-                db,
-                name,
-                target.version,
-                "rollback",
-                target.stage,
-                Stage.PRODUCTION,
-                who,
-                why,
-                {"from_version": current.version},
-            )
+        event = self._event(
+            target, "rollback", target.stage, Stage.PRODUCTION, who, why, {"from_version": current.version}
+        )
+        self.backend.change([(current, Stage.ARCHIVED), (target, Stage.PRODUCTION)], [event])
         self._point_stages(name)
         return self.get(name, previous)
 
@@ -492,10 +442,8 @@ class Registry:
             )
         if mv.stage is Stage.ARCHIVED:
             raise InputError(f"{mv.ref} is already archived")
-        who = current_user(by)
-        with self._db() as db:
-            self._set_stage(db, mv, Stage.ARCHIVED)
-            self._log(db, name, version, "archive", mv.stage, Stage.ARCHIVED, who, why, {})
+        event = self._event(mv, "archive", mv.stage, Stage.ARCHIVED, current_user(by), why)
+        self.backend.change([(mv, Stage.ARCHIVED)], [event])
         self._point_stages(name)
         return self.get(name, version)
 
@@ -509,19 +457,20 @@ class Registry:
         why: str = "",
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Log an event that changes no stage (a gate run, a rollout publish)."""
-        with self._db() as db:
-            self._log(db, name, version, action, None, None, current_user(by), why, detail or {})
+        """Log an event that changes no stage (a gate run, a rollout publish with its signed release)."""
+        self.backend.change(
+            [], [self._event((name, version), action, None, None, current_user(by), why, detail)]
+        )
+
+    def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
+        """Keep report files (``kind``: ``gate``) with ``mv`` where the back-end keeps artifacts."""
+        self.backend.attach(mv, kind, files)
 
     # -- stations ----------------------------------------------------------------------------
     def follow(self, line: str, station: str, model: str, *, by: str | None = None) -> None:
         """``line/station`` runs the production version of ``model`` from now on."""
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO stations VALUES (?, ?, ?)", (line, station, model))
-            self._log(db, model, "", "follow", None, None, current_user(by), f"{line}/{station}", {})
+        event = self._event((model, ""), "follow", None, None, current_user(by), f"{line}/{station}")
+        self.backend.follow(StationFollow(line, station, model), event)
 
     def stations(self, model: str | None = None) -> list[StationFollow]:
-        query = "SELECT * FROM stations" + (" WHERE model = ?" if model else "") + " ORDER BY line, station"
-        with self._db() as db:
-            rows = db.execute(query, (model,) if model else ()).fetchall()
-        return [StationFollow(r["line"], r["station"], r["model"]) for r in rows]
+        return self.backend.stations(model)

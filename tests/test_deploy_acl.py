@@ -15,17 +15,17 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support.mosquitto import Broker
-from support.mqtt import Subscriber, wait_until
+from support.mqtt import Subscriber, subscribed, wait_until
 from support.tls import password_file
 
 ACL = Path(__file__).parents[1] / "deploy" / "mosquitto" / "acl"
 USERS = ("station1", "station2", "registry", "controller", "monitor")
-KINDS = ("verdict", "status", "alert", "trigger", "feedback", "control", "model", "model/shadow")
+KINDS = ("verdict", "result", "status", "alert", "trigger", "feedback", "control", "model", "model/shadow")
 FOLLOWED = "lineguard/models/signal/production"  # what stations with registry.follow: signal read
 
 # identity -> the topics of line1's station1 it may publish on.
 MAY_PUBLISH = {
-    "station1": {"verdict", "status", "alert"},
+    "station1": {"verdict", "result", "status", "alert"},
     "station2": set(),  # another station's credential reaches nothing of station1's
     "registry": {"model", "model/shadow", "followed"},
     "controller": {"trigger", "feedback", "control"},
@@ -116,3 +116,55 @@ def test_a_station_reads_the_production_model_it_follows_by_configuration(acl_br
         registry.disconnect()
         station.stop()
     assert [(t, p) for t, p, _ in station.messages][:1] == [(FOLLOWED, b"v2")]
+
+
+def test_a_controllers_retained_pause_reaches_its_station_which_answers_on_result(acl_broker: Broker) -> None:
+    control = "lineguard/line1/station1/control"
+    controller = _client(acl_broker.port, "controller")
+    station = _client(acl_broker.port, "station1")
+    try:
+        controller.publish(control, b'{"inspection": "paused"}', qos=1, retain=True).wait_for_publish(5)
+        station.publish(control, b'{"inspection": "running"}', qos=1, retain=True).wait_for_publish(5)
+        with (  # a station (re)connecting later still gets the controller's state
+            subscribed(
+                acl_broker.host, acl_broker.port, control, username="station1", password="station1-pw"
+            ) as late,
+            subscribed(
+                acl_broker.host,
+                acl_broker.port,
+                "lineguard/line1/station1/result",
+                username="controller",
+                password="controller-pw",
+            ) as results,
+        ):
+            wait_until(lambda: len(late.messages) >= 1, 10, "the retained control message")
+            station.publish("lineguard/line1/station1/result", b"PASS,1,A-1", qos=1).wait_for_publish(5)
+            wait_until(lambda: len(results.messages) >= 1, 10, "the compact result")
+    finally:
+        controller.publish(control, b"", qos=1, retain=True).wait_for_publish(5)
+        for client in (controller, station):
+            client.loop_stop()
+            client.disconnect()
+    assert [(p, retained) for _, p, retained in late.messages] == [(b'{"inspection": "paused"}', True)]
+    assert [p for _, p, _ in results.messages] == [b"PASS,1,A-1"]
+
+
+def test_the_registry_reads_what_a_canary_rollout_watches(acl_broker: Broker) -> None:
+    """Verdicts and alerts of a station, feedback of a controller: the canary's guard rails."""
+    watcher = Subscriber(
+        acl_broker.host, acl_broker.port, "lineguard/+/+/+", username="registry", password="registry-pw"
+    ).start()
+    station = _client(acl_broker.port, "station1")
+    controller = _client(acl_broker.port, "controller")
+    try:
+        for kind in ("verdict", "alert", "status"):
+            station.publish(f"lineguard/line1/station1/{kind}", kind, qos=1).wait_for_publish(5)
+        controller.publish("lineguard/line1/station1/feedback", "feedback", qos=1).wait_for_publish(5)
+        wait_until(lambda: len(watcher.messages) >= 4, 10, "what the registry watches")
+        seen = {topic.rsplit("/", 1)[1] for topic, _, _ in watcher.messages}
+    finally:
+        for client in (station, controller):
+            client.loop_stop()
+            client.disconnect()
+        watcher.stop()
+    assert seen == {"verdict", "alert", "status", "feedback"}

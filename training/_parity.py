@@ -22,7 +22,7 @@ from lineguard.messages import ExportParity
 from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import predictor_for
 
-__all__ = ["check_parity", "compare_detections", "quantize_int8"]
+__all__ = ["check_parity", "compare_detections", "decode_nodes", "quantize_int8"]
 
 _PARITY_IOU = 0.45
 _MARGIN = 0.05  # a box this close to the floor may fall on either side in one path: not a mismatch
@@ -154,7 +154,7 @@ def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    excluded = _decode_nodes(src)
+    excluded = decode_nodes(src)
 
     class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
         pass
@@ -173,7 +173,7 @@ def quantize_int8(src: Path, dst: Path, images: list[Path], size: int) -> Path:
     return dst
 
 
-def _decode_nodes(model: Path) -> list[str]:
+def decode_nodes(model: Path) -> list[str]:
     """The detect head's decode (DFL, box arithmetic, concat of boxes and scores) stays float.
 
     Its output joins pixel coordinates (0..S) and class scores (0..1) in one tensor; one uint8

@@ -187,6 +187,12 @@ def evaluate(
 )
 @click.option("--int8", is_flag=True, help="Also write a static INT8 (QDQ) model and its mAP change.")
 @click.option(
+    "--variants/--no-variants",
+    default=True,
+    show_default=True,
+    help="Write and certify the OpenVINO INT8 (NNCF) and bf16 variants in the card.",
+)
+@click.option(
     "--parity-images",
     type=click.IntRange(min=1),
     default=32,
@@ -213,6 +219,7 @@ def export(
     thresholds: str | None,
     max_escape: float | None,
     int8: bool,
+    variants: bool,
     parity_images: int,
     parity_min_boxes: int,
     register: bool,
@@ -234,6 +241,7 @@ def export(
         parent=parent,
         thresholds=_expand(_parse_thresholds(thresholds), classes),
         int8=int8,
+        variants=variants,
         parity_images=parity_images,
         parity_min_boxes=parity_min_boxes,
         progress=_err,
@@ -246,6 +254,11 @@ def export(
         f"max box diff {parity['max_box_diff']:.4f}, "
         f"conf diff {parity['max_conf_diff']:.4f}, tolerance {parity['tolerance']})"
     )
+    for v in report.get("variants", []):
+        state = "certified" if v["certified"] else "not certified"
+        click.echo(f"variant {v['name']} ({v['runtime']}): {state}: {v['reason']}")
+    for why in report.get("variants_left_out", []):
+        click.echo(f"variant left out: {why}")
     if "int8" in report:
         q = report["int8"]
         click.echo(f"int8 model {q['folder']}: mAP50 change {q['map50_change_points']:+.2f} points")

@@ -9,8 +9,10 @@ confidences, per-class and FAIL rates) and the export parity result. The
 parity check runs PyTorch and ONNX on validation images; an export that disagrees beyond
 ``PARITY_TOLERANCE`` fails. The card's ``achieved`` rates (escape, overkill, NO_DECISION under
 the default review band) are measured through the ONNX model on the calibration split, images
-training never used. ``int8`` adds a statically quantized sibling (QDQ) with its mAP change; when
-the fp32 thresholds miss the card's escape target on it, it gets thresholds calibrated on its own.
+training never used. ``variants`` writes and certifies the OpenVINO INT8 (NNCF) and bf16 variants
+(``lineguard.training.certified``) into the card's ``variants``. ``int8`` adds a statically
+quantized sibling (QDQ) with its mAP change; when the fp32 thresholds miss the card's escape
+target on it, it gets thresholds calibrated on its own.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from lineguard.messages import (
 )
 from lineguard.training._parity import check_parity, quantize_int8
 from lineguard.training.calibrate import CALIBRATION_FILE, calibrate, calibration_split, policy_rates
+from lineguard.training.certified import certified_variants
 from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.offline import load_ultralytics
@@ -114,6 +117,7 @@ def export_run(
     parent: str | None = None,
     thresholds: dict[str, float] | None = None,
     int8: bool = False,
+    variants: bool = True,
     parity_images: int = 32,
     parity_min_boxes: int = PARITY_MIN_BOXES,
     progress: Callable[[str], None] | None = None,
@@ -184,6 +188,13 @@ def export_run(
     }
     if card.missed_target():
         say(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
+    if variants:
+        found, left_out = certified_variants(out, card, data, cal_split, say)
+        card = card.model_copy(update={"variants": found})
+        card.save(out / "model_card.json")
+        ModelCard.load(out / "model_card.json")
+        report["variants"] = [v.model_dump() for v in found]
+        report["variants_left_out"] = left_out
 
     if int8:
         report["int8"] = _export_int8(out, card, data, (evaluation, cal_split), say)
@@ -325,6 +336,7 @@ def _export_int8(
             "achieved": q_achieved,
             "parent": card.version,
             "parity": None,
+            "variants": [],  # its own file is the variant; the fp32 card's list names other files
         }
     )
     q_card.save(q_dir / "model_card.json")

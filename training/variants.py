@@ -1,12 +1,13 @@
 """Calibrate an exported model and every fast variant beside it, each on its own.
 
-A station may run the fp32 ONNX file, its INT8 copy (``<model>_int8/``, written by ``export
---int8``) or the fp32 file in bf16 on OpenVINO. Each moves confidences a little, and a threshold set
-tuned on fp32 can miss the escape target on a variant without anyone noticing. So each variant is
-evaluated on the calibration split as a station would run it, checked at the thresholds it ships
-with, and calibrated on its own; the line per variant says whether its shipped thresholds meet the
-target and what its own would give. INT8 has a card of its own, so ``write`` can give it its own
-thresholds; bf16 runs the fp32 file and card, so a bf16 station gets its thresholds as
+A station may run the fp32 ONNX file, a variant its card certifies (an OpenVINO INT8 file beside
+it, the fp32 file in bf16), or the INT8 copy ``export --int8`` writes (``<model>_int8/``). Each
+moves confidences a little, and a threshold set tuned on fp32 can miss the escape target on a
+variant without anyone noticing. So each variant is evaluated on the calibration split as a station
+would run it, checked at the thresholds it ships with, and calibrated on its own; the line per
+variant says whether its shipped thresholds meet the target and what its own would give. The
+``export --int8`` copy has a card of its own, so ``write`` can give it its own thresholds; the
+card's variants share the fp32 card, so a station running one gets its thresholds as
 ``policy.class_thresholds`` instead.
 """
 
@@ -93,14 +94,21 @@ def model_file(model: Path) -> Path:
 
 
 def find_variants(onnx: Path) -> list[Variant]:
-    """fp32 (``onnx``), the INT8 copy export wrote beside its folder, bf16 where OpenVINO is installed."""
+    """fp32 (``onnx``), the variants its card lists, the INT8 copy ``export --int8`` wrote beside its
+    folder, and bf16 where OpenVINO is installed (each once, the card's own first)."""
     folder = onnx.parent
     card = folder / CARD_NAME
     found = [Variant("fp32", onnx, card, own_card=True)]
+    backends = available_backends()
+    for listed in ModelCard.load(card).variants if card.is_file() else []:
+        if listed.runtime in backends:
+            path = folder / listed.file if listed.file else onnx
+            found.append(Variant(listed.name, path, card, False, listed.runtime, listed.precision))
+    names = {v.name for v in found}
     int8 = folder.parent / f"{folder.name}_int8" / MODEL_FILE
-    if int8.is_file() and (int8.parent / CARD_NAME).is_file():
+    if "int8" not in names and int8.is_file() and (int8.parent / CARD_NAME).is_file():
         found.append(Variant("int8", int8, int8.parent / CARD_NAME, own_card=True, precision="int8"))
-    if "openvino" in available_backends():
+    if "bf16" not in names and "openvino" in backends:
         found.append(Variant("bf16", onnx, card, own_card=False, backend="openvino", precision="bf16"))
     return found
 

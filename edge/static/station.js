@@ -60,7 +60,7 @@ function renderStatus(s) {
   }
   if (s.model) {
     const precision = s.precision ? `, ${s.precision}` + (s.computed_in && s.computed_in !== s.precision ? ` (computes ${s.computed_in})` : "") : "";
-    setChip("chip-model", `model ${s.model.name}:${s.model.version} · ${s.backend}${precision}`, "ok", `sha256 ${s.model.sha256}\nthresholds ${s.thresholds}`);
+    setChip("chip-model", `model ${s.model.name}:${s.model.version} · ${s.backend}${precision}`, "ok", `sha256 ${s.model.sha256}\nthresholds ${s.thresholds}` + (s.precision_choice ? `\nprecision ${s.precision_choice}` : ""));
   } else {
     setChip("chip-model", "no model", "bad");
   }
@@ -77,7 +77,8 @@ function renderStatus(s) {
   } else {
     setChip("chip-drift", "drift n/a", "", "no model loaded");
   }
-  setChip("chip-fps", `${s.fps} units/s`, "", `outbox pending ${s.outbox_pending}`);
+  const paused = s.inspection === "paused";  // the retained …/control message paused the station
+  setChip("chip-fps", paused ? "inspection paused" : `${s.fps} units/s`, paused ? "warn" : "", `outbox pending ${s.outbox_pending}`);
 }
 
 async function pollStatus() {

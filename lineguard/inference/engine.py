@@ -6,7 +6,10 @@ the card's input size, and emit ``4 + len(card.classes)`` channels. It then pick
 (onnxruntime with TensorRT/CUDA when present, else CPU; or OpenVINO when installed), logs and
 exposes the one actually running (onnxruntime-gpu silently falls back to the CPU), and warms up.
 ``detect`` runs preprocess -> inference -> postprocess on buffers allocated at load and times each
-stage with a monotonic clock. Never imports torch.
+stage with a monotonic clock. With ``precision: auto`` (the default) it then runs the fastest
+variant the card certifies that this CPU supports, once its file hashes to the card's sha256 and a
+short timing at load shows it beats fp32; a variant that cannot load leaves fp32 running and says
+so (``variant_failure``, which the station alerts). Never imports torch.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from lineguard import provenance
 from lineguard.config import LineguardConfig, ModelConfig
 from lineguard.errors import ConfigError, MissingDependencyError, ModelError
 from lineguard.inference.detections import Detections
 from lineguard.inference.postprocess import MAX_DET, postprocess
 from lineguard.inference.preprocess import PAD_VALUE, Preprocessor
 from lineguard.logs import Events
-from lineguard.messages import ModelCard
+from lineguard.messages import ModelCard, ModelVariant
 
 __all__ = ["CARD_NAME", "Detector", "StageTimes", "available_backends"]
 
@@ -219,6 +223,9 @@ class Detector:
         self.backend = runner.name
         self.precision = precision
         self.inference_precision = runner.inference_precision
+        # How the precision was chosen (one line), and a variant that should have run but could not.
+        self.precision_choice = precision
+        self.variant_failure: str | None = None
         self.min_confidence = min_confidence
         self.nms_iou = nms_iou
         self.max_det = max_det
@@ -257,64 +264,47 @@ class Detector:
         min_confidence: float = 0.05,
         nms_iou: float = 0.45,
         card: ModelCard | None = None,
+        cpu_flags: frozenset[str] | None = None,
     ) -> Detector:
-        """Check ``model_path`` against its card, open it on the configured backend and warm it up."""
+        """Check ``model_path`` against its card, open it on the configured backend and warm it up.
+
+        ``precision: auto`` then tries the card's certified variants this CPU runs fast
+        (``cpu_flags``, by default read from /proc/cpuinfo) and keeps the fastest, or fp32.
+        """
         model_path = Path(model_path)
-        if not model_path.is_file():
-            raise ModelError(f"model file not found: {model_path}")
-        if card is None:
-            card_path = model_path.parent / CARD_NAME
-            if not card_path.is_file():
-                raise ModelError(
-                    f"model card not found: {card_path}; every ONNX model needs its {CARD_NAME} beside it "
-                    "(lineguard export writes both; for a YOLO .onnx or .pt of your own run "
-                    f"'lineguard model import {model_path.name} --out DIR' and use DIR)"
-                )
-            card = ModelCard.load(card_path)
-        data = model_path.read_bytes()  # hash and load the same bytes
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != card.sha256:
-            raise ModelError(
-                f"{model_path.name} has sha256 {digest[:12]}…, its card {card.ref} says {card.sha256[:12]}…; "
-                "the file was changed or belongs to another card: fetch or export both again"
-            )
-        backend = _pick_backend(cfg)
-        if backend == "onnxruntime" and cfg.precision == "bf16":
-            raise ConfigError(
-                "model.precision bf16 needs model.backend openvino (or auto with openvino installed)"
-            )
-        runner: _Runner
-        if backend == "openvino":
-            runner = _OpenVinoRunner(data, cfg)
+        card = _card_for(model_path, card)
+        data = _verified_bytes(model_path, card.sha256, f"its card {card.ref}")
+        opener = _Opener(card, model_path, min_confidence, nms_iou)
+        if cfg.precision == "auto":
+            flags = provenance.cpu_flags() if cpu_flags is None else cpu_flags
+            detector = _choose(opener, data, cfg, flags)
         else:
-            if importlib.util.find_spec("onnxruntime") is None:
-                raise MissingDependencyError("onnxruntime", "edge")
-            runner = _OrtRunner(data, cfg)
-        try:
-            _check_shapes(runner, card, model_path)
-            detector = cls(
-                card=card,
-                runner=runner,
-                model_path=model_path,
-                precision=cfg.precision,
-                min_confidence=min_confidence,
-                nms_iou=nms_iou,
-            )
-            detector._warm_up(max(1, cfg.warmup_runs))
-        except BaseException:
-            runner.close()
-            raise
+            detector = _explicit(opener, data, cfg)
+        level = logging.WARNING if detector.variant_failure else logging.INFO
         event(
-            logging.INFO,
+            level,
             "model_loaded",
             model=card.ref,
             backend=detector.backend,
-            precision=cfg.precision,
+            precision=detector.precision,
             computed_in=detector.inference_precision,
+            choice=detector.precision_choice,
+            variant_failure=detector.variant_failure,
             threads=cfg.threads,
             input_px=card.input_size,
         )
         return detector
+
+    def median_inference_s(self, runs: int) -> float:
+        """Median seconds of ``runs`` inferences on a blank frame (the load-time speed check)."""
+        size = self.input_size
+        tensor, _ = self._pre(np.full((size, size, 3), PAD_VALUE, np.uint8))
+        times = []
+        for _ in range(max(1, runs)):
+            t0 = time.perf_counter()
+            self._runner.run(tensor)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
 
     def _warm_up(self, runs: int) -> None:
         size = self.input_size
@@ -362,3 +352,192 @@ class Detector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Which CPU flags make a precision fast; without them OpenVINO emulates it or falls back to f32.
+_CPU_NEEDS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"), "bf16": ("avx512_bf16", "amx_bf16")}
+# Order tried when load-time timing is off (model.confirm_runs 0): int8's compute floor is about
+# twice bf16's on a CPU with both (NOTES.md, issue #20).
+_FAST_FIRST = ("int8", "bf16")
+
+
+def _cpu_lacks(precision: str, flags: frozenset[str]) -> str | None:
+    """Why this CPU does not run ``precision`` fast (one line), or None when it does."""
+    needs = _CPU_NEEDS.get(precision, ())
+    if needs and not flags.intersection(needs):
+        return f"this CPU has none of {'/'.join(needs)}"
+    return None
+
+
+def _card_for(model_path: Path, card: ModelCard | None) -> ModelCard:
+    if not model_path.is_file():
+        raise ModelError(f"model file not found: {model_path}")
+    if card is not None:
+        return card
+    card_path = model_path.parent / CARD_NAME
+    if not card_path.is_file():
+        raise ModelError(
+            f"model card not found: {card_path}; every ONNX model needs its {CARD_NAME} beside it "
+            "(lineguard export writes both; for a YOLO .onnx or .pt of your own run "
+            f"'lineguard model import {model_path.name} --out DIR' and use DIR)"
+        )
+    return ModelCard.load(card_path)
+
+
+def _verified_bytes(path: Path, sha256: str, whose: str) -> bytes:
+    """The file's bytes once they hash to ``sha256`` (hash and load the same bytes)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path.name} cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ModelError(
+            f"{path.name} has sha256 {digest[:12]}…, {whose} says {sha256[:12]}…; "
+            "the file was changed or belongs to another card: fetch or export both again"
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class _Opener:
+    """Opens one model file of one card as a checked, warm ``Detector`` in a given precision."""
+
+    card: ModelCard
+    model_path: Path
+    min_confidence: float
+    nms_iou: float
+
+    def open(self, data: bytes, cfg: ModelConfig) -> Detector:
+        backend = _pick_backend(cfg)
+        if backend == "onnxruntime" and cfg.precision == "bf16":
+            raise ConfigError(
+                "model.precision bf16 needs model.backend openvino (or auto with openvino installed)"
+            )
+        runner: _Runner
+        if backend == "openvino":
+            runner = _OpenVinoRunner(data, cfg)
+        else:
+            if importlib.util.find_spec("onnxruntime") is None:
+                raise MissingDependencyError("onnxruntime", "edge")
+            runner = _OrtRunner(data, cfg)
+        try:
+            _check_shapes(runner, self.card, self.model_path)
+            detector = Detector(
+                card=self.card,
+                runner=runner,
+                model_path=self.model_path,
+                precision=cfg.precision,
+                min_confidence=self.min_confidence,
+                nms_iou=self.nms_iou,
+            )
+            detector._warm_up(max(1, cfg.warmup_runs))
+        except BaseException:
+            runner.close()
+            raise
+        return detector
+
+    def open_variant(self, variant: ModelVariant, fp32_data: bytes, cfg: ModelConfig) -> Detector:
+        """The variant as the card describes it, once its file hashes to the card's sha256."""
+        if cfg.backend not in ("auto", variant.runtime):
+            raise ConfigError(
+                f"the {variant.name} variant runs on {variant.runtime}, model.backend is {cfg.backend}"
+            )
+        if variant.file is None:
+            if variant.sha256 != self.card.sha256:
+                raise ModelError(f"the card's {variant.name} variant names another file than model.onnx")
+            data = fp32_data
+        else:
+            path = self.model_path.parent / variant.file
+            if not path.is_file():
+                raise ModelError(f"{variant.file} is missing beside {self.model_path.name}")
+            data = _verified_bytes(path, variant.sha256, f"the {self.card.ref} card's {variant.name} variant")
+        detector = self.open(
+            data, cfg.model_copy(update={"backend": variant.runtime, "precision": variant.precision})
+        )
+        detector.precision = variant.name
+        return detector
+
+
+def _explicit(opener: _Opener, data: bytes, cfg: ModelConfig) -> Detector:
+    """``precision`` fp32, bf16 or int8 as configured.
+
+    A card that lists variants (written by a current export) runs only a certified one; anything
+    else runs fp32 and says why (``variant_failure``, alerted by the station). A card without a
+    variants list is a file run as is at that precision (an older export, an evaluation).
+    """
+    card, asked = opener.card, cfg.precision
+    if asked == "fp32" or not card.variants:
+        detector = opener.open(data, cfg)
+        detector.precision_choice = f"{asked} (configured)"
+        return detector
+    variant = card.variant(asked)
+    if variant is None or not variant.certified:
+        why = "lists no such variant" if variant is None else f"lists it uncertified: {variant.reason}"
+        refused = f"model.precision {asked} refused: {card.ref} {why}; running fp32"
+    else:
+        try:
+            detector = opener.open_variant(variant, data, cfg)
+        except (ModelError, ConfigError) as exc:
+            refused = f"the {asked} variant failed to load ({exc}); running fp32"
+        else:
+            detector.precision_choice = f"{asked} (configured, certified)"
+            return detector
+    detector = opener.open(data, cfg.model_copy(update={"precision": "fp32"}))
+    detector.precision_choice = f"fp32 ({refused})"
+    detector.variant_failure = refused
+    return detector
+
+
+def _choose(opener: _Opener, data: bytes, cfg: ModelConfig, flags: frozenset[str]) -> Detector:
+    """``precision: auto``: the fastest certified variant this CPU runs, confirmed by timing, or fp32."""
+    card = opener.card
+    best = opener.open(data, cfg.model_copy(update={"precision": "fp32"}))
+    best_s: float | None = None  # measured once a variant is there to compare with
+    notes: list[str] = []
+    failures: list[str] = []
+    ranked = sorted(card.variants, key=lambda v: _FAST_FIRST.index(v.precision))
+    if (
+        ranked
+        and best.backend.startswith("onnxruntime:")
+        and best.backend != "onnxruntime:CPUExecutionProvider"
+    ):
+        best.precision_choice = f"auto: fp32 (on {best.backend}; the certified variants are CPU variants)"
+        return best
+    for variant in ranked:
+        skip = _skip_reason(variant, flags)
+        if skip is not None:
+            notes.append(f"{variant.name}: {skip}")
+            continue
+        try:
+            candidate = opener.open_variant(variant, data, cfg)
+        except (ModelError, ConfigError, MissingDependencyError) as exc:
+            failures.append(f"the {variant.name} variant failed to load ({exc})")
+            continue
+        if not cfg.confirm_runs:  # timing off: trust the order
+            best.close()
+            best = candidate
+            break
+        if best_s is None:
+            best_s = best.median_inference_s(cfg.confirm_runs)
+        took = candidate.median_inference_s(cfg.confirm_runs)
+        timing = f"{1000 * took:.2f} ms vs {best.precision} {1000 * best_s:.2f} ms at load"
+        if took < best_s:
+            notes.append(f"{variant.name}: {timing}")
+            best.close()
+            best, best_s = candidate, took
+        else:
+            notes.append(f"{variant.name}: not faster ({timing})")
+            candidate.close()
+    best.precision_choice = f"auto: {best.precision}" + (f" ({'; '.join(notes)})" if notes else "")
+    if failures:
+        best.variant_failure = f"{'; '.join(failures)}; running {best.precision}"
+    return best
+
+
+def _skip_reason(variant: ModelVariant, flags: frozenset[str]) -> str | None:
+    if not variant.certified:
+        return f"not certified ({variant.reason})"
+    if variant.runtime not in available_backends():
+        return f"{variant.runtime} is not installed"
+    return _cpu_lacks(variant.precision, flags)

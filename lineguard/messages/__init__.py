@@ -1,13 +1,14 @@
 """lineguard.messages: every wire format, one pydantic model each.
 
-Verdict, status and alert (what a station publishes), trigger, feedback and desired model (what
-it receives), model card and dataset manifest (what the registry and training exchange). Line
-controllers, MES and QA tooling depend on the field names: change them only with a new schema
-version. ``python -m lineguard.schemas schemas`` writes their JSON Schemas.
+Verdict, compact result, status and alert (what a station publishes), trigger, feedback, control
+and desired model (what it receives), model card and dataset manifest (what the registry and
+training exchange). Line controllers, MES and QA tooling depend on the field names: change them
+only with a new schema version. ``python -m lineguard.schemas schemas`` writes their JSON Schemas.
 """
 
 from lineguard.messages.alert import ALERT_SCHEMA, MAX_ALERT_BYTES, Alert, AlertKind, AlertLevel, build_alert
 from lineguard.messages.control import (
+    CONTROL_SCHEMA,
     FEEDBACK_SCHEMA,
     MODEL_MESSAGE_SCHEMA,
     MODEL_NAME,
@@ -16,6 +17,7 @@ from lineguard.messages.control import (
     TRIGGER_SCHEMA,
     DesiredModel,
     Feedback,
+    InspectionControl,
     Release,
     Trigger,
     UnitId,
@@ -32,13 +34,16 @@ from lineguard.messages.model_card import (
     ImageRange,
     ModelCard,
     ModelMetrics,
+    ModelVariant,
     ReferenceSource,
     ReferenceStats,
     TargetsAchieved,
+    certify_variant,
     sha256_file,
 )
 from lineguard.messages.status import STATUS_SCHEMA, CameraStatus, StationStatus
 from lineguard.messages.verdict import (
+    RESULT_PATTERN,
     VERDICT_SCHEMA,
     Defect,
     ImageRef,
@@ -47,11 +52,13 @@ from lineguard.messages.verdict import (
     UnitSource,
     Verdict,
     VerdictKind,
+    compact_result,
     utc_now,
 )
 
 __all__ = [
     "ALERT_SCHEMA",
+    "CONTROL_SCHEMA",
     "FEEDBACK_SCHEMA",
     "MANIFEST_NAME",
     "MANIFEST_SCHEMA",
@@ -61,6 +68,7 @@ __all__ = [
     "MODEL_NAME",
     "MODEL_VERSION",
     "RELEASE_SCHEMA",
+    "RESULT_PATTERN",
     "STATUS_SCHEMA",
     "TRIGGER_SCHEMA",
     "VERDICT_SCHEMA",
@@ -77,10 +85,12 @@ __all__ = [
     "Feedback",
     "ImageRange",
     "ImageRef",
+    "InspectionControl",
     "ManifestFile",
     "ModelCard",
     "ModelMetrics",
     "ModelRef",
+    "ModelVariant",
     "Reason",
     "ReferenceSource",
     "ReferenceStats",
@@ -94,6 +104,8 @@ __all__ = [
     "VerdictKind",
     "build_alert",
     "card_url_for",
+    "certify_variant",
+    "compact_result",
     "follow_topic",
     "is_unit_id",
     "sha256_file",

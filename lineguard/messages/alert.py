@@ -21,7 +21,8 @@ ALERT_SCHEMA: Final = "lineguard.alert/1"
 
 # What raised it, snake_case: drift, camera_down, camera_frozen, deadline, outbox_near_full,
 # outbox_full, outbox_degraded, outbox_recovered, invalid_trigger, duplicate_unit_id,
-# invalid_feedback, invalid_model, model_refused, model_rollback, verdict_refused, review_queue_full.
+# invalid_feedback, invalid_model, invalid_control, model_refused, model_rollback, verdict_refused,
+# review_queue_full, precision_fallback.
 # Open-ended so a new source needs no schema bump.
 AlertKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 AlertLevel = Literal["ok", "warning", "alarm"]

@@ -1,4 +1,4 @@
-"""Messages a station receives on MQTT: trigger, feedback and the desired model.
+"""Messages a station receives on MQTT: trigger, feedback, control and the desired model.
 
 A line controller, a downstream check and the registry write these; the station trusts none of
 them. Each is a small pydantic model that forbids unknown keys, so a typo in a PLC's JSON is
@@ -8,7 +8,9 @@ rule that places a model card beside its artifact, for the registry's layout and
 ``Release`` is what the registry signs (``lineguard.releases``): the station refuses a desired
 model whose release does not verify against a pinned key or does not match the bytes it fetched.
 ``MODEL_NAME`` and ``MODEL_VERSION`` are the full-match patterns a name and a version must pass
-before a station builds a path or a URL from them.
+before a station builds a path or a URL from them. A trigger may also be the bare unit id as
+plain text (``lineguard.edge.control.parse_trigger``): ``Trigger`` is what both forms become.
+``InspectionControl`` is the retained ``…/control`` message that pauses and resumes inspection.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CONTROL_SCHEMA",
     "FEEDBACK_SCHEMA",
     "MODEL_MESSAGE_SCHEMA",
     "MODEL_NAME",
@@ -30,6 +33,7 @@ __all__ = [
     "TRIGGER_SCHEMA",
     "DesiredModel",
     "Feedback",
+    "InspectionControl",
     "Release",
     "Trigger",
     "UnitId",
@@ -42,6 +46,7 @@ TRIGGER_SCHEMA: Final = "lineguard.trigger/1"
 FEEDBACK_SCHEMA: Final = "lineguard.feedback/1"
 MODEL_MESSAGE_SCHEMA: Final = "lineguard.model/1"
 RELEASE_SCHEMA: Final = "lineguard.release/1"
+CONTROL_SCHEMA: Final = "lineguard.control/1"
 
 # Full-match (re.fullmatch) patterns: a name or version becomes a folder, a file name and a URL path.
 MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -85,6 +90,17 @@ class Feedback(_Message):
     schema_: Literal["lineguard.feedback/1"] = Field(default=FEEDBACK_SCHEMA, alias="schema")
     unit_id: UnitId
     outcome: Literal["escape", "overkill", "confirmed"]
+
+
+class InspectionControl(_Message):
+    """``…/control`` (retained): whether the station inspects; a cleared (empty) message means running.
+
+    While paused every trigger is answered NO_DECISION/``paused`` and a live camera's frames are
+    skipped; retained, so the state comes back with every (re)connect and restart.
+    """
+
+    schema_: Literal["lineguard.control/1"] = Field(default=CONTROL_SCHEMA, alias="schema")
+    inspection: Literal["running", "paused"]
 
 
 def card_url_for(url: str, name: str, version: str) -> str:

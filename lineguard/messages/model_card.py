@@ -24,13 +24,19 @@ __all__ = [
     "ImageRange",
     "ModelCard",
     "ModelMetrics",
+    "ModelVariant",
     "ReferenceSource",
     "ReferenceStats",
     "TargetsAchieved",
+    "certify_variant",
     "sha256_file",
 ]
 
 MODEL_CARD_SCHEMA: Final = "lineguard.model_card/1"
+# A variant is certified when its mAP50 is within this of fp32's on the same frozen set (1 point)...
+MAX_VARIANT_MAP50_DROP: Final = 0.01
+# ...and its unit escape rate is no worse (this slack only absorbs float rounding).
+_ESCAPE_SLACK: Final = 1e-9
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -156,6 +162,55 @@ class ExportParity(_Card):
     tolerance: float = Field(ge=0)
 
 
+class ModelVariant(_Card):
+    """A faster way to run the model, measured against fp32 on the card's frozen evaluation set.
+
+    A station's ``precision: auto`` runs only a certified variant, and only after the variant file
+    hashes to ``sha256``: the card is what the registry signs, so the signature covers the file.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,32}$", description="How a station asks for it (precision).")
+    precision: Literal["bf16", "int8"]
+    runtime: Literal["openvino", "onnxruntime"]
+    file: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,96}\.onnx$",
+        description="ONNX file beside model.onnx; null = runs model.onnx itself at this precision.",
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the file the variant runs.")
+    map50: float = Field(ge=0, le=1)
+    escape_rate: float | None = Field(default=None, ge=0, le=1)
+    overkill_rate: float | None = Field(default=None, ge=0, le=1)
+    certified: bool
+    reason: str = Field(max_length=300, description="One line: why it is certified or not.")
+
+
+def certify_variant(
+    fp32: tuple[float, float | None], variant: tuple[float, float | None], computed_in: str = ""
+) -> tuple[bool, str]:
+    """The one certification rule: within 1 mAP50 point of fp32 and no worse unit escape.
+
+    ``fp32`` and ``variant`` are (mAP50, unit escape rate) on the same frozen set. ``computed_in``
+    is what the runtime said it computed in; a variant measured in another precision (bf16 asked,
+    f32 run on a CPU without bf16) proves nothing about bf16 and is not certified.
+    """
+    (base_map, base_escape), (map50, escape) = fp32, variant
+    figures = f"mAP50 {map50:.3f} vs fp32 {base_map:.3f}, escape {_pct(escape)} vs {_pct(base_escape)}"
+    if computed_in and computed_in not in {"bf16", "int8 QDQ"}:
+        return False, f"not measured: the runtime computed in {computed_in} here; {figures}"
+    drop = base_map - map50
+    if drop > MAX_VARIANT_MAP50_DROP + 1e-12:
+        most = 100 * MAX_VARIANT_MAP50_DROP
+        return False, f"mAP50 drops {100 * drop:.1f} points (most {most:.0f}); {figures}"
+    if escape is not None and (base_escape is None or escape > base_escape + _ESCAPE_SLACK):
+        return False, f"escape is worse than fp32; {figures}"
+    return True, f"within {100 * MAX_VARIANT_MAP50_DROP:.0f} mAP50 point of fp32, no worse escape; {figures}"
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
 class ModelCard(_Card):
     schema_: Literal["lineguard.model_card/1"] = Field(default=MODEL_CARD_SCHEMA, alias="schema")
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -174,6 +229,9 @@ class ModelCard(_Card):
     achieved: TargetsAchieved | None = None
     created_at: datetime | None = None
     training_run: str = ""
+    variants: list[ModelVariant] = Field(
+        default=[], description="Faster variants measured at export; a station runs only certified ones."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -185,7 +243,13 @@ class ModelCard(_Card):
         bad = {k: v for k, v in self.thresholds.items() if not 0.0 < v <= 1.0}
         if bad:
             raise ValueError(f"thresholds must be in (0, 1]; got {bad}")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique; got {names}")
         return self
+
+    def variant(self, name: str) -> ModelVariant | None:
+        return next((v for v in self.variants if v.name == name), None)
 
     @property
     def ref(self) -> str:

@@ -50,8 +50,16 @@ class StationStatus(BaseModel):
     station: str
     ts: datetime = Field(default_factory=utc_now, description="When it was published (UTC).")
     mode: Literal["continuous", "triggered"] | None = None
+    inspection: Literal["running", "paused"] | None = Field(
+        default=None, description="paused: the retained …/control message paused inspection."
+    )
     model: ModelRef | None = Field(default=None, description="The model running; null when none loaded.")
     backend: str | None = Field(default=None, description="Inference backend; null when no model.")
+    precision: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Model variant running (fp32, int8, bf16); null: no model.",
+    )
     thresholds: str | None = Field(default=None, description="Id of the threshold set applied.")
     camera: CameraStatus | None = None
     fps: float | None = Field(default=None, ge=0, description="Units inspected per second lately.")

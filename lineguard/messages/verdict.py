@@ -4,11 +4,16 @@ A controller must be able to act on ``verdict`` alone; every other field is for 
 Field names and meanings are a public wire contract: change them only with a new schema version.
 Optional fields added later (``durable``, ``source``, ``image``) keep version 1: ``source`` and
 ``image`` are left out of the JSON when a verdict has none (a live camera, an upload; a frame the
-station does not keep), so those payloads are unchanged.
+station does not keep), so those payloads are unchanged. The reasons ``duplicate_unit`` and
+``paused`` were added later too, still version 1: ``verdict`` is what a controller acts on, and a
+consumer that checks ``reason`` against the older enum sees only NO_DECISION verdicts it would
+have waited for in vain before. ``compact_result`` is the one-line form on the optional
+``…/result`` topic, for PLCs that do not parse JSON.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
@@ -16,6 +21,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "RESULT_PATTERN",
     "VERDICT_SCHEMA",
     "Defect",
     "ImageRef",
@@ -24,6 +30,7 @@ __all__ = [
     "UnitSource",
     "Verdict",
     "VerdictKind",
+    "compact_result",
     "utc_now",
 ]
 
@@ -43,7 +50,12 @@ class VerdictKind(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why the verdict is what it is; NO_DECISION always carries one of the last five."""
+    """Why the verdict is what it is; NO_DECISION always carries one of the last eight.
+
+    ``camera``: the unit got no frame (camera down, trigger refused or unanswered);
+    ``duplicate_unit``: a trigger repeated a unit id the station had already been triggered for
+    (the first verdict stands); ``paused``: a trigger arrived while ``…/control`` paused inspection.
+    """
 
     NO_DEFECT = "no_defect"
     DEFECT = "defect"
@@ -52,6 +64,9 @@ class Reason(StrEnum):
     IMAGE_QUALITY = "image_quality"
     NO_MODEL = "no_model"
     ERROR = "error"
+    CAMERA = "camera"
+    DUPLICATE_UNIT = "duplicate_unit"
+    PAUSED = "paused"
 
 
 class _Contract(BaseModel):
@@ -156,3 +171,16 @@ class Verdict(_Contract):
     @classmethod
     def from_json(cls, payload: str | bytes) -> Verdict:
         return cls.model_validate_json(payload)
+
+
+# ``<verdict>,<seq>,<unit_id>``: the two fixed-alphabet fields first, so a unit id with commas in it
+# is simply everything after the second comma.
+RESULT_PATTERN: Final = re.compile(r"(PASS|FAIL|NO_DECISION),([1-9][0-9]{0,18}),([^\x00-\x1f\x7f]{1,128})")
+
+
+def compact_result(verdict: str, seq: int, unit_id: str) -> str:
+    """The ``…/result`` payload of one verdict, e.g. ``FAIL,1042,LOT4-0009``."""
+    text = f"{VerdictKind(verdict).value},{seq},{unit_id}"
+    if RESULT_PATTERN.fullmatch(text) is None:
+        raise ValueError(f"not a valid compact result: seq {seq}, unit id of {len(unit_id)} characters")
+    return text

@@ -53,32 +53,43 @@ def test_benchmark_reports_every_stage_and_the_ratio_to_ultralytics(tiny_model: 
     assert "this run had OMP_WAIT_POLICY=PASSIVE" in markdown(report)
 
 
-def test_frame_store_is_timed_on_and_off_in_the_same_run(tiny_model: Path) -> None:
+@pytest.mark.parametrize(
+    ("share", "planned", "kept_text"), [(1.0, 21, "every frame kept"), (0.25, 5, "25 % of")]
+)
+def test_frame_store_is_timed_on_and_off_in_the_same_run(
+    tiny_model: Path, share: float, planned: int, kept_text: str
+) -> None:
     report = run_latency_benchmark(
         tiny_model / "model.onnx",
         frames=20,
         warmup=1,
         frame_size=(320, 240),
         compare_ultralytics=False,
-        frame_store=True,
+        frame_store=share,
     )
     off, on = report.variants
     assert (off.label, on.label) == ("onnxruntime fp32", "onnxruntime fp32 + frame store")
     assert off.stages["frame_to_verdict"].n == on.stages["frame_to_verdict"].n == 20
     assert "frame_store" not in off.stages and on.stages["frame_store"].n == 20
     kept, dropped = on.frame_store["kept"], on.frame_store["dropped_busy"]
-    assert kept > 0 and kept + dropped == 21  # 20 timed + 1 warm-up frame: kept, or counted as not
+    # 20 timed + 1 warm-up frame, of which `share` were meant to be kept: kept, or counted as not
+    assert kept > 0 and kept + dropped == planned
     text = markdown(report)
+    assert kept_text in text
     assert "| onnxruntime | fp32 + frame store |" in text
     ratio = on.stages["frame_to_verdict"].p50_ms / off.stages["frame_to_verdict"].p50_ms
     assert f"(**{ratio:.3f}x**)" in text
 
 
-def test_frame_store_soak_reports_its_peak_against_the_limit() -> None:
+def test_frame_store_soak_reports_its_peak_against_the_limit(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
     args = ["frame-store", "--minutes", "0.02", "--fps", "50", "--size", "160", "--max-bytes", "65536"]
-    result = CliRunner().invoke(bench, args)
+    result = CliRunner().invoke(bench, [*args, "--json-out", str(out), "--allow-dirty"])
     assert result.exit_code == 0, result.output
     assert "every frame kept" in result.output and "limit held" in result.output
+    written = json.loads(out.read_text())
+    assert written["peak_folder_bytes"] <= written["max_bytes"] == 65536
+    assert written["provenance"]["command"] and written["provenance"]["machine"]["cores"] >= 1
 
 
 def test_map50_per_variant_matches_lineguard_evaluate(

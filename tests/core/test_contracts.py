@@ -18,6 +18,7 @@ from lineguard.messages import (
     DatasetManifest,
     DesiredModel,
     Feedback,
+    InspectionControl,
     ModelCard,
     ModelRef,
     StationStatus,
@@ -66,7 +67,8 @@ def card_payload(**changes: Any) -> dict[str, Any]:
 
 
 def test_every_wire_format_has_a_published_schema() -> None:
-    formats = {"verdict", "status", "alert", "trigger", "feedback", "model", "model_card", "dataset_manifest"}
+    formats = {"verdict", "status", "alert", "trigger", "feedback", "model", "control", "model_card"}
+    formats.add("dataset_manifest")
     assert set(SCHEMAS) == {f"{name}.schema.json" for name in formats}
     assert {p.name for p in SCHEMA_DIR.glob("*.schema.json")} == set(SCHEMAS)
 
@@ -218,8 +220,12 @@ def test_alerts_triggers_feedback_and_model_messages_match_their_schemas() -> No
     url = "http://reg:8000/v1/artifacts/" + "c" * 64
     desired = DesiredModel(name="steel", version="3", sha256="c" * 64, url=url)
     assert_matches_schema("model", desired.to_json())
+    assert_matches_schema("control", InspectionControl(inspection="paused").to_json())
+    assert_matches_schema("control", {"inspection": "running"})
     with pytest.raises(jsonschema.ValidationError):
         assert_matches_schema("trigger", {"unit_id": "PLC-1", "extra": 1})
+    with pytest.raises(jsonschema.ValidationError):
+        assert_matches_schema("control", {"inspection": "stopped"})
 
 
 @pytest.mark.parametrize(

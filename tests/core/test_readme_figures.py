@@ -38,6 +38,16 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
         lambda d: f"{_variant(d, 'openvino', 'bf16')['stages']['overhead_e2e_fsync']['p50_ms']:.1f}",
     ),
     (
+        "opcua.json",
+        "sees each verdict within {} ms of its MQTT arrival",
+        lambda d: f"{d['mirror_delay']['abs_p50_ms']:.1f}",
+    ),
+    (
+        "opcua.json",
+        "`Trigger` answers in {} ms (p50",
+        lambda d: f"{d['trigger_round_trip']['p50_ms']:.1f}",
+    ),
+    (
         "flywheel.json",
         "taking a station from a median {}% back to",
         lambda d: f"{100 * d['spread']['condition_b_before_retrain']['accuracy']['median']:.1f}",
@@ -47,6 +57,8 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
         "back to {}% unit accuracy",
         lambda d: f"{100 * d['spread']['condition_b_after_retrain']['accuracy']['median']:.1f}",
     ),
+    ("fleet_20.json", "3 canaries in {} s", lambda d: f"{d['good_rollout_s']:.1f}"),
+    ("fleet_20.json", "FAILs every unit {} s after wave 1", lambda d: f"{d['bad_halt_s']:.1f}"),
 ]
 
 

@@ -87,6 +87,7 @@ def test_check_runs_a_synthetic_frame_through_the_model(
     assert main(["edge", "check", "--config", str(config), "--camera"]) == 0
     out = capsys.readouterr().out
     assert "OK    model      tiny:0.0.1 sha256" in out
+    assert "OK    precision  auto: fp32" in out  # its card certifies no variant
     assert "OK    pipeline   synthetic 160 px frame -> " in out
     assert "OK    camera     synthetic:seed=0: 160x160 frame" in out
     assert out.splitlines()[-1] == "OK"

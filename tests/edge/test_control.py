@@ -12,9 +12,11 @@ from lineguard.edge.control import (
     ControlInbox,
     DesiredModel,
     Feedback,
+    InspectionControl,
     RecentIds,
     Trigger,
     parse_control,
+    parse_trigger,
 )
 from lineguard.errors import InputError
 from lineguard.messages import is_unit_id
@@ -75,6 +77,68 @@ def test_desired_model_needs_a_full_sha256() -> None:
     assert parse_control(DesiredModel, DesiredModel(**good).to_json()) == DesiredModel(**good)
     with pytest.raises(InputError, match="sha256"):
         parse_control(DesiredModel, json.dumps({**good, "sha256": "abc"}))
+
+
+@pytest.mark.parametrize(
+    ("payload", "unit_id"),
+    [
+        (b"A-1", "A-1"),
+        (b"4711", "4711"),  # a PLC counter: valid JSON, but a number is never a trigger object
+        ("LOT4-0009 (left), ü".encode(), "LOT4-0009 (left), ü"),
+        (b"x" * 128, "x" * 128),
+        (b' {"unit_id": "A-1"}', "A-1"),
+    ],
+)
+def test_plain_text_trigger_is_the_unit_id(payload: bytes, unit_id: str) -> None:
+    assert parse_trigger(payload) == Trigger(unit_id=unit_id)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"", "not JSON and not a plain-text unit id"),
+        (b"A-1\n", "not JSON and not a plain-text unit id"),
+        (b"A\x001", "not JSON and not a plain-text unit id"),
+        (b"\xff\xfe", "not JSON and not a plain-text unit id"),
+        (b"x" * 129, "not JSON and not a plain-text unit id"),
+        (b"x" * 100_000, "too long for a plain-text unit id"),
+        (b"[]", "invalid trigger message"),
+        (b'"A-1"', "invalid trigger message"),
+        (b'{"unit_id": "A-1"', "invalid trigger message"),
+    ],
+)
+def test_plain_text_trigger_must_be_a_unit_id_as_a_whole(payload: bytes, error: str) -> None:
+    with pytest.raises(InputError, match=error) as caught:
+        parse_trigger(payload)
+    assert "x" * 100 not in str(caught.value)
+
+
+def test_control_pauses_and_resumes_and_refuses_anything_else_without_echo() -> None:
+    alerts: list[tuple[str, dict[str, object]]] = []
+    got: list[str] = []
+    inbox = ControlInbox(
+        "p/", lambda k, d: alerts.append((k, d)), Metrics(), on_control=lambda c: got.append(c.inspection)
+    )
+    secret = "x" * 200
+    for payload in (
+        b'{"inspection": "paused"}',
+        b"",  # the retained message cleared: running
+        b'{"schema": "lineguard.control/1", "inspection": "paused"}',
+        b'{"inspection": "running"}',
+        b"pause",
+        b'{"inspection": "stopped"}',
+        json.dumps({"inspection": "paused", "note": secret}).encode(),
+        b"{" + secret.encode() * 1000,
+    ):
+        inbox.handle("p/control", payload, retained=True)
+    assert got == ["paused", "running", "paused", "running"]
+    assert [k for k, _ in alerts] == ["invalid_control"] * 4
+    assert "inspection" in str(alerts[1][1]["reason"])
+    assert "byte limit" in str(alerts[3][1]["reason"])
+    assert all(secret[:50] not in json.dumps(d) and len(json.dumps(d)) < 1024 for _, d in alerts)
+    assert InspectionControl(inspection="paused").to_json() == (
+        '{"schema":"lineguard.control/1","inspection":"paused"}'
+    )
 
 
 def test_recent_ids_report_repeats_within_the_window_only() -> None:

@@ -303,7 +303,7 @@ def test_camera_that_never_delivers_raises_one_alert_and_turns_unready(
     assert (verdict.unit_id, verdict.verdict, verdict.reason) == (
         "U-1",
         VerdictKind.NO_DECISION,
-        Reason.ERROR,
+        Reason.CAMERA,
     )
     assert alerts.get_sample_value("lineguard_alerts_total", {"kind": "camera_down"}) == 1
     assert alerts.get_sample_value("lineguard_camera_up") == 0

@@ -17,6 +17,7 @@ from lineguard.edge.control import DesiredModel, Feedback, Trigger
 from lineguard.edge.delivery_factory import make_delivery
 from lineguard.edge.mqtt_delivery import MqttDelivery
 from lineguard.edge.outbox import Outbox
+from lineguard.messages import RESULT_PATTERN
 from lineguard.monitoring.metrics import Metrics
 
 PREFIX = "lineguard/line1/station1/"
@@ -119,7 +120,8 @@ def test_status_outside_the_contract_is_not_published(broker: Broker, delivery: 
     ("payload", "reason_part"),
     [
         (b"", "invalid trigger"),
-        (b"not json", "invalid trigger"),
+        (b"A1\n", "invalid trigger"),  # a plain-text unit id must be the id alone
+        (b"\xff\xfe", "invalid trigger"),
         (b'{"unit_id": ""}', "unit_id"),
         (b'{"unit_id": "A1", "speed": 3}', "speed: unknown key"),
         (b'{"unit_id": "A1", "ts": "yesterday"}', "ts"),
@@ -142,17 +144,34 @@ def test_malformed_trigger_is_answered_on_alert_and_the_edge_goes_on(
     assert metric(delivery, "lineguard_alerts_total", kind="invalid_trigger") == 1
 
 
-def test_duplicate_trigger_unit_id_is_reported_and_not_inspected_twice(
+def test_plain_text_and_repeated_triggers_reach_the_station_which_answers_repeats(
     broker: Broker, delivery: MqttDelivery, handlers: Handlers
 ) -> None:
-    with subscribed(broker.host, broker.port, PREFIX + "alert") as alerts:
-        for unit in ("A1", "A2", "A1"):
-            body = json.dumps({"unit_id": unit, "ts": 1767225600.0})
-            publish.single(PREFIX + "trigger", body, qos=1, hostname=broker.host, port=broker.port)
-        wait_until(lambda: alerts.payloads(), 5, "the duplicate alert")
-    assert [t.unit_id for t in handlers.triggers] == ["A1", "A2"]
-    assert alerts.payloads()[0]["kind"] == "duplicate_unit_id"
-    assert alerts.payloads()[0]["details"]["unit_id"] == "A1"
+    for body in (b"A1", b'{"unit_id": "A2"}', b"A1", b"4711"):
+        publish.single(PREFIX + "trigger", body, qos=1, hostname=broker.host, port=broker.port)
+    wait_until(lambda: len(handlers.triggers) == 4, 5, "four triggers")
+    assert [t.unit_id for t in handlers.triggers] == ["A1", "A2", "A1", "4711"]
+
+
+def test_compact_result_is_published_beside_each_verdict_and_acked_with_it(
+    broker: Broker, outbox: Outbox, tmp_path: Path
+) -> None:
+    delivery = MqttDelivery(edge_config(broker.port, tmp_path, result_topic=True), outbox, Metrics())
+    with (
+        subscribed(broker.host, broker.port, PREFIX + "verdict") as verdicts,
+        subscribed(broker.host, broker.port, PREFIX + "result") as results,
+    ):
+        sent = add_verdicts(outbox, 5)
+        delivery.start()
+        try:
+            verdicts.wait_for_seqs(set(sent), timeout=10)
+            wait_until(lambda: len(results.messages) >= 5, 10, "five compact results")
+            wait_until(lambda: outbox.depth() == 0, 5, "the outbox to empty")
+        finally:
+            delivery.stop()
+    lines = [payload.decode() for _, payload, _ in results.messages]
+    assert lines == [f"PASS,{seq},u{seq:05d}" for seq in sent]
+    assert all(RESULT_PATTERN.fullmatch(line) for line in lines)
 
 
 def test_feedback_counts_escapes_and_overkills(

@@ -67,3 +67,31 @@ def test_refused_puback_keeps_verdicts_until_the_acl_allows_them(
     assert counts.lost == []
     assert counts.first_seen == sent
     assert 2 <= refusals() <= 4  # one line per retry round, not one per verdict
+
+
+def test_a_refused_compact_result_keeps_its_verdicts_row_until_both_are_accepted(tmp_path: Path) -> None:
+    passwords = password_file(tmp_path / "passwd", {"edge": "edge-Pa55"})
+    acl = tmp_path / "acl"
+    acl.write_text(f"user edge\ntopic readwrite {PREFIX}verdict\ntopic readwrite {PREFIX}status\n")
+    extra = f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n"
+    broker = Broker(tmp_path / "broker", extra_conf=extra).start()
+    secret = tmp_path / "secret"
+    secret.write_text("edge-Pa55")
+    outbox = Outbox(tmp_path / "outbox.db")
+    cfg = edge_config(broker.port, tmp_path, username="edge", password_file=str(secret), result_topic=True)
+    delivery = MqttDelivery(cfg, outbox, Metrics())
+    delivery.start()
+    try:
+        add_verdicts(outbox, 3)
+        delivery.wake()
+        wait_until(lambda: "refuses verdicts" in delivery.readiness()[1], 10, "the refusal")
+        assert PREFIX + "result" in delivery.readiness()[1]
+        assert outbox.depth() == 3  # the verdict went through, the result did not: the row stays
+        acl.write_text(f"user edge\ntopic readwrite {PREFIX}#\n")
+        assert broker._proc is not None
+        broker._proc.send_signal(1)
+        wait_until(lambda: outbox.depth() == 0, 15, "the outbox to empty")
+    finally:
+        delivery.stop()
+        broker.stop()
+        outbox.close()

@@ -18,7 +18,8 @@ from support.bombs import png_bomb
 from support.mosquitto import free_port
 
 from lineguard.config import CameraConfig
-from lineguard.edge.sources import Frame, FrameSource, open_source, unit_keys
+from lineguard.edge.source_factory import open_source
+from lineguard.edge.sources import Frame, FrameSource, unit_keys
 from lineguard.errors import ConfigError
 from lineguard.monitoring.metrics import Metrics
 from lineguard.synthetic import render_unit

@@ -79,7 +79,7 @@ def test_a_card_with_another_input_size_is_refused(model_copy: Path) -> None:
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_a_file_that_is_not_onnx_is_refused(model_copy: Path, backend: str) -> None:
     if backend == "openvino" and not HAS_OPENVINO:
-        pytest.skip("openvino is not installed (optional extra lineguard[openvino])")
+        pytest.skip("openvino is not installed (part of lineguard[edge])")
     fake = model_copy / "model.onnx"
     fake.write_bytes(b"\x89PNG\r\n\x1a\n not a model at all")
     _rewrite_card(model_copy, sha256=sha256_file(fake))
@@ -132,7 +132,7 @@ def test_auto_backend_prefers_openvino_on_a_cpu_host_when_installed(tiny_model: 
         assert detector.backend == expected
 
 
-@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (optional extra lineguard[openvino])")
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (part of lineguard[edge])")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_openvino_runs_at_the_configured_precision(tiny_model: Path, precision: str) -> None:
     cfg = ModelConfig(backend="openvino", precision=precision, warmup_runs=1)  # type: ignore[arg-type]
@@ -170,7 +170,7 @@ def test_letterbox_matches_ultralytics_pixel_for_pixel() -> None:
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_boxes_match_ultralytics_predict_on_the_same_frames(lively_model: Path, backend: str) -> None:
     if backend == "openvino" and not HAS_OPENVINO:
-        pytest.skip("openvino is not installed (optional extra lineguard[openvino])")
+        pytest.skip("openvino is not installed (part of lineguard[edge])")
     from lineguard.training.offline import load_ultralytics
 
     reference: Any = load_ultralytics(threads=1).YOLO(str(lively_model), task="detect")

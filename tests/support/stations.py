@@ -17,10 +17,21 @@ __all__ = ["running_station"]
 
 @contextmanager
 def running_station(
-    data_dir: Path, model_dir: Path, *, profile: str = "development", **sections: dict[str, Any]
+    data_dir: Path,
+    model_dir: Path,
+    *,
+    profile: str = "development",
+    mode: str = "continuous",
+    first_unit: bool = True,
+    **sections: dict[str, Any],
 ) -> Iterator[tuple[EdgeDaemon, str]]:
-    """``(daemon, base URL)`` of a station judging the synthetic line until the block ends."""
+    """``(daemon, base URL)`` of a station judging the synthetic line until the block ends.
+
+    A section given (``camera={"kind": "gige", ...}``) is merged over these defaults; ``first_unit``
+    waits for a unit before the block starts (a triggered station has none until it is triggered).
+    """
     overrides: dict[str, Any] = {
+        "mode": mode,
         "station": {"station": "s1", "data_dir": str(data_dir), "profile": profile},
         "camera": {"kind": "synthetic", "fps": 20, "synthetic_imgsz": 160, "synthetic_seed": 3},
         "model": {"path": str(model_dir / "model.onnx"), "threads": 1, "warmup_runs": 1},
@@ -36,7 +47,8 @@ def running_station(
     try:
         wait_until(lambda: daemon.http_port is not None, 15, "the HTTP API")
         base = f"http://127.0.0.1:{daemon.http_port}"
-        wait_until(lambda: daemon.summary.units > 0, 15, "the first unit")
+        if first_unit:
+            wait_until(lambda: daemon.summary.units > 0, 15, "the first unit")
         yield daemon, base
     finally:
         daemon.stop()

@@ -8,6 +8,7 @@ except for the last 5 epochs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -175,6 +176,40 @@ def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
     assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
     card = ModelCard.load(Path(int8["folder"]) / "model_card.json")
     assert card.version == "1.0.0-int8" and card.parent == "1.0.0"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None,
+    reason="the certified variants need openvino and nncf (lineguard[train])",
+)
+def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path) -> None:
+    """NNCF INT8 and bf16 measured on val against fp32, recorded in the card, run by a station."""
+    import onnx
+
+    from lineguard.config import ModelConfig
+    from lineguard.inference import Detector
+    from lineguard.messages import certify_variant, sha256_file
+
+    card = ModelCard.load(exported / "model_card.json")
+    assert card.metrics is not None
+    variants = {v.name: v for v in card.variants}
+    assert set(variants) == {"int8", "bf16"}
+    int8, bf16 = variants["int8"], variants["bf16"]
+    assert int8.file == "model_int8.onnx" and sha256_file(exported / int8.file) == int8.sha256
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(exported / int8.file)).graph.node)
+    assert (bf16.file, bf16.sha256) == (None, card.sha256)
+    assert abs(int8.map50 - card.metrics.map50) <= 0.03  # NNCF keeps the trained model's accuracy
+    for v in (int8, bf16):
+        assert v.runtime == "openvino" and v.reason
+        fp32 = (card.metrics.map50, card.metrics.escape_rate)
+        ok, _ = certify_variant(fp32, (v.map50, v.escape_rate))
+        assert v.certified <= ok  # certified only under the rule (bf16 also only where it ran bf16)
+
+    auto = ModelConfig(threads=1, warmup_runs=1, confirm_runs=0)
+    vnni = frozenset({"avx512_vnni"})
+    with Detector.load(exported / "model.onnx", auto, cpu_flags=vnni) as detector:
+        assert detector.precision == ("int8" if int8.certified else "fp32")
+        assert detector.variant_failure is None
 
 
 def test_edge_detector_puts_boxes_on_the_labelled_defects(exported: Path, data: Path) -> None:

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Install (once) and run an MLflow tracking server for lineguard's MLflow registry back-end tests.
+#
+# MLflow's server is a large install, so it lives in its own venv (.venv-mlflow) like Label
+# Studio; lineguard itself needs only the client (mlflow-skinny, the `registry-mlflow` extra). The
+# backend store is a PostgreSQL database this script creates (fresh on every start) on the server
+# at MLFLOW_PG (trust auth), artifacts go to a folder under the data dir, and the server binds to
+# 127.0.0.1. On success it prints shell lines to eval:
+#
+#   eval "$(scripts/mlflow_server.sh start)"   # sets LINEGUARD_TEST_MLFLOW_URL
+#   scripts/mlflow_server.sh stop
+#
+# Settings (environment): MLFLOW_PORT (5055), MLFLOW_DATA_DIR (var/mlflow), MLFLOW_VENV
+# (.venv-mlflow), MLFLOW_PG (postgresql://root@127.0.0.1:5432), MLFLOW_DB (lineguard_mlflow_PORT),
+# MLFLOW_START_TIMEOUT (120 s).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${MLFLOW_VENV:-$ROOT/.venv-mlflow}
+PORT=${MLFLOW_PORT:-5055}
+DATA=${MLFLOW_DATA_DIR:-$ROOT/var/mlflow}
+PG=${MLFLOW_PG:-postgresql://root@127.0.0.1:5432}
+DB=${MLFLOW_DB:-lineguard_mlflow_$PORT}
+TIMEOUT=${MLFLOW_START_TIMEOUT:-120}
+URL="http://127.0.0.1:$PORT"
+PIDFILE="$DATA/mlflow.pid"
+LOG="$DATA/mlflow.log"
+
+say() { echo "mlflow_server.sh: $*" >&2; }
+
+install() {
+    if [[ -x "$VENV/bin/mlflow" ]] && "$VENV/bin/python" -c "import psycopg2" 2>/dev/null; then
+        return
+    fi
+    say "installing MLflow into $VENV (a few hundred MB, 1-2 min)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "mlflow>=3,<4" "psycopg2-binary>=2.9"
+}
+
+running() {
+    [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}
+
+answers() {
+    curl -sf -o /dev/null "$URL/health"
+}
+
+print_env() {
+    echo "export LINEGUARD_TEST_MLFLOW_URL=$URL"
+}
+
+fresh_database() {
+    # Every start gets an empty backend store, so test runs never see each other's models.
+    psql "$PG/postgres" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >&2
+}
+
+start() {
+    install
+    mkdir -p "$DATA"
+    if running && answers; then
+        say "already running at $URL (pid $(cat "$PIDFILE"))"
+        print_env
+        return
+    fi
+    if answers; then
+        say "port $PORT already serves something not started from $DATA; pick another MLFLOW_PORT"
+        exit 1
+    fi
+    fresh_database
+    rm -rf "$DATA/artifacts"
+    say "starting MLflow at $URL, backend store $PG/$DB, artifacts in $DATA/artifacts (log: $LOG)"
+    env MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
+        setsid "$VENV/bin/mlflow" server \
+        --backend-store-uri "${PG/postgresql:/postgresql+psycopg2:}/$DB" \
+        --artifacts-destination "$DATA/artifacts" \
+        --host 127.0.0.1 --port "$PORT" --workers 2 \
+        >>"$LOG" 2>&1 </dev/null &
+    echo $! >"$PIDFILE"
+    local waited=0
+    until answers; do
+        if ! running; then
+            say "MLflow exited during start; last log lines:"
+            tail -n 30 "$LOG" >&2
+            rm -f "$PIDFILE"
+            exit 1
+        fi
+        if ((waited >= TIMEOUT)); then
+            say "MLflow did not answer within ${TIMEOUT}s; see $LOG"
+            stop
+            exit 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    say "up after ${waited}s"
+    print_env
+}
+
+stop() {
+    if ! running; then
+        rm -f "$PIDFILE"
+        say "not running (data dir $DATA)"
+        return
+    fi
+    local pid
+    pid=$(cat "$PIDFILE")
+    # setsid made the server the leader of its own process group: stop that group only.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+    fi
+    rm -f "$PIDFILE"
+    say "stopped (pid $pid)"
+}
+
+case "${1:-start}" in
+    start) start ;;
+    stop) stop ;;
+    install) install ;;
+    env) print_env ;;
+    *)
+        echo "usage: $0 [start|stop|install|env]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,96 @@
+"""Export's variant step on the tiny model: the NNCF INT8 file and bf16, measured against fp32 and
+recorded in the card, then run by a station that checks the file.
+
+The tiny model has random weights (no training in this test), so its accuracy is no measure of
+NNCF: the trained model's variants are checked in test_train_evaluate_export.py. What is checked
+here is the plumbing: a quantized file, its hash in the card, the rule applied, a station using it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from lineguard.config import ModelConfig
+from lineguard.inference import CARD_NAME, Detector
+from lineguard.messages import ModelCard, ModelMetrics, ModelVariant, certify_variant, sha256_file
+from lineguard.training.calibrate import calibration_split
+from lineguard.training.certified import INT8_FILE, certified_variants
+from lineguard.training.evaluate import evaluate
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None,
+    reason="the certified variants need openvino and nncf (lineguard[train])",
+)
+
+
+def test_export_writes_measures_and_records_the_variants(
+    tiny_model: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    card = ModelCard.load(out / CARD_NAME)
+    fp32 = evaluate(out / "model.onnx", synthetic_dataset, thresholds=card.thresholds)
+    metrics = ModelMetrics(map50=fp32.map50, map50_95=fp32.map50_95, escape_rate=fp32.escape_rate)
+    card = card.model_copy(update={"metrics": metrics})
+    split, _ = calibration_split(synthetic_dataset)
+    said: list[str] = []
+
+    variants, left_out = certified_variants(out, card, synthetic_dataset, split, said.append)
+
+    assert left_out == []
+    assert [v.name for v in variants] == ["int8", "bf16"]
+    int8, bf16 = variants
+    assert int8.file == INT8_FILE and sha256_file(out / INT8_FILE) == int8.sha256 != card.sha256
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out / INT8_FILE)).graph.node)
+    assert (bf16.file, bf16.sha256) == (None, card.sha256)
+    for v in variants:
+        assert v.runtime == "openvino"
+        rule, _ = certify_variant((fp32.map50, fp32.escape_rate), (v.map50, v.escape_rate))
+        measured = not v.reason.startswith("not measured")  # bf16 on a CPU without it ran f32
+        assert v.certified == (rule and measured)
+        assert any(line.startswith(f"{v.name}: ") and v.reason in line for line in said)
+
+    card.model_copy(update={"variants": variants}).save(out / CARD_NAME)
+    ModelCard.load(out / CARD_NAME)  # the card with its variants validates
+    auto = ModelConfig(threads=1, warmup_runs=1, confirm_runs=0)
+    with Detector.load(out / "model.onnx", auto, cpu_flags=frozenset({"avx512_vnni"})) as detector:
+        assert (detector.precision, detector.variant_failure) == ("int8" if int8.certified else "fp32", None)
+        assert detector.inference_precision == ("int8 QDQ" if int8.certified else "f32")
+
+
+def test_calibrate_finds_the_variants_the_card_lists_before_an_older_int8_copy(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from lineguard.training.variants import find_variants
+
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    shutil.copytree(tiny_model, tmp_path / "model_int8")  # what `export --int8` leaves beside it
+    shutil.copyfile(out / "model.onnx", out / INT8_FILE)
+    card = ModelCard.load(out / CARD_NAME)
+    listed = ModelVariant(
+        name="int8",
+        precision="int8",
+        runtime="openvino",
+        file=INT8_FILE,
+        sha256=sha256_file(out / INT8_FILE),
+        map50=0.0,
+        certified=True,
+        reason="test",
+    )
+    card.model_copy(update={"variants": [listed]}).save(out / CARD_NAME)
+
+    found = {v.name: v for v in find_variants(out / "model.onnx")}
+
+    assert list(found) == ["fp32", "int8", "bf16"]
+    assert (found["int8"].onnx, found["int8"].card) == (out / INT8_FILE, out / CARD_NAME)
+    assert (found["int8"].backend, found["int8"].precision, found["int8"].own_card) == (
+        "openvino",
+        "int8",
+        False,
+    )
