@@ -60,7 +60,8 @@ def bench() -> None:
     "model_path",
     type=ModelPathType(),
     default=None,
-    help="ONNX model with model_card.json beside it, or NAME@production in the registry; "
+    help="Model folder or ONNX with model_card.json beside it ('lineguard model import' makes one "
+    "from a YOLO file), or NAME@production in the registry; "
     "default: a random-weight YOLOv8n built now.",
 )
 @click.option("--imgsz", type=int, default=None, help="Model input size (default: the card's, or 320).")
@@ -181,6 +182,11 @@ def latency(
     from lineguard.benchmarks.latency_report import write_report
 
     size = _frame_size(frame_size)
+    if model_path is not None and not (model_path.parent / "model_card.json").is_file():
+        raise InputError(
+            f"{model_path.name} has no model_card.json beside it; for a YOLO .onnx or .pt of your own run "
+            f"'lineguard model import {model_path.name} --out DIR', then --model DIR"
+        )
     if "bf16" in precisions and "openvino" not in backends:
         raise InputError("--precision bf16 needs --backend openvino; onnxruntime runs fp32 only")
     origin = provenance(allow_dirty=allow_dirty)  # before the run: a refusal costs nothing

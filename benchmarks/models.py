@@ -48,6 +48,7 @@ def build_random_yolo_onnx(
     src = Path(str(ultralytics.__file__)).parent / "cfg" / "models" / "v8" / "yolov8.yaml"
     yaml_path.write_text(src.read_text().replace("nc: 80", f"nc: {len(CLASSES)}"))
     model = yolo_class(str(yaml_path))
+    model.model.names = dict(enumerate(CLASSES))  # the export's metadata then names what the card does
     if lively:
         _make_lively(model.model, imgsz=imgsz, seed=seed)
     model.save(out_dir / "model.pt")

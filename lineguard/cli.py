@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Tune and check thresholds on the calib split, per variant.",
     ),
     "export": ("lineguard.training.cli", "export", "Export a run to ONNX + model card."),
+    "model": ("lineguard.training.model_cli", "model", "Import a YOLO .pt/.onnx you trained elsewhere."),
     "edge": ("lineguard.edge.cli", "edge", "Run and check the edge inspection daemon."),
     "outbox": ("lineguard.edge.outbox_cli", "outbox", "Check the verdict outbox; move a damaged one aside."),
     "verdicts": ("lineguard.edge.verdicts_cli", "verdicts", "Watch verdicts on MQTT."),

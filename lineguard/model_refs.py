@@ -53,7 +53,7 @@ def resolve_model_path(value: str | Path, registry_root: Path) -> Path:
 
 
 class ModelPathType(click.ParamType[Path, object]):
-    """A ``--model`` option that takes an ONNX/.pt path or ``name@ref`` in the configured registry.
+    """A ``--model`` option that takes an ONNX/.pt path, a model folder or ``name@ref`` in the registry.
 
     The registry is ``registry.root`` of the default configuration (``LINEGUARD_REGISTRY__ROOT``
     moves it), as for ``lineguard registry``.
@@ -75,6 +75,8 @@ class ModelPathType(click.ParamType[Path, object]):
             )
         except InputError as exc:
             self.fail(str(exc), param, ctx)
+        if path.is_dir() and (path / "model.onnx").is_file():
+            path = path / "model.onnx"  # a model folder, as export and model import write it
         if not path.is_file():
             self.fail(
                 f"{text} is neither a model file nor a name@stage reference in the registry", param, ctx

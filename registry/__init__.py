@@ -25,6 +25,7 @@ from lineguard.registry.gate import (
     compare,
     gate_from_config,
     run_gate,
+    target_check,
 )
 from lineguard.registry.rollout import (
     MODEL_MESSAGE_SCHEMA,
@@ -80,4 +81,5 @@ __all__ = [
     "publish_model",
     "read_token",
     "run_gate",
+    "target_check",
 ]

@@ -21,6 +21,7 @@ from lineguard.registry.tables import echo_table as _table
 
 if TYPE_CHECKING:
     from lineguard.config import LineguardConfig
+    from lineguard.messages import ModelCard
     from lineguard.registry.store import ModelVersion, Registry
 
 __all__ = ["registry"]
@@ -131,6 +132,14 @@ def list_(obj: _Ctx, name: str | None) -> None:
         _table([[f"{s.line}/{s.station}", s.model] for s in follows], ["STATION", "FOLLOWS"])
 
 
+def _calibration(card: ModelCard) -> str:
+    if card.targets is None or card.achieved is None:
+        return "uncalibrated (thresholds not tuned for an escape target)"
+    escape = card.achieved.escape_rate
+    got = "-" if escape is None else f"{escape:.2%}"
+    return f"max escape {card.targets.max_escape:.2%}, achieved {got} on {card.achieved.split}"
+
+
 @registry.command()
 @click.argument("ref")
 @pass_ctx
@@ -149,6 +158,7 @@ def show(obj: _Ctx, ref: str) -> None:
         ["classes", ", ".join(card.classes)],
         ["input", f"{card.input_size} px"],
         ["thresholds", ", ".join(f"{k}={v:g}" for k, v in card.thresholds.items())],
+        ["calibration", _calibration(card)],
         ["parent", mv.parent or "-"],
         ["dataset", mv.dataset_hash or "-"],
         ["training run", mv.training_run or "-"],

@@ -203,10 +203,23 @@ def _golden_check(problems: list[str]) -> GateCheck:
     )
 
 
-def target_check(card: ModelCard, accepted: str = "") -> GateCheck | None:
-    """The card's achieved escape against its own calibration target; an accepted miss passes, noted."""
+def target_check(card: ModelCard, accepted: str = "") -> GateCheck:
+    """The card's achieved escape against its own calibration target; an accepted miss passes, noted.
+
+    A card without a target (an imported model, thresholds set by hand) passes, saying so: its
+    escape rate on the line is only what the comparison on the evaluation set shows.
+    """
     if card.targets is None or card.achieved is None:
-        return None
+        return GateCheck(
+            "escape_target",
+            None,
+            None,
+            None,
+            "max",
+            True,
+            "uncalibrated: the card's thresholds were not tuned for an escape target "
+            "(lineguard calibrate --model DIR --data D --write)",
+        )
     missed = card.missed_target()
     note = missed or ""
     if missed and accepted.strip():
@@ -319,9 +332,7 @@ def run_gate(
         eval_set,
         variant_evaluator,
     )
-    own_target = target_check(candidate.card, accept_missed_target)
-    if own_target is not None:
-        checks.append(own_target)
+    checks.append(target_check(candidate.card, accept_missed_target))
     results = {"candidate": cand_result.to_dict()}
     if prod_result is not None:
         results["production"] = prod_result.to_dict()

@@ -62,6 +62,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lively_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ultralytics-exported random YOLOv8n (160 px) whose boxes depend on the image, with its ``model.pt``.
+
+    Plain random weights score every anchor alike; agreement tests with ultralytics need real boxes.
+    """
+    from lineguard.benchmarks.models import build_random_yolo_onnx
+
+    return build_random_yolo_onnx(tmp_path_factory.mktemp("lively"), imgsz=160, lively=True)
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 48-image synthetic YOLO dataset version (seed 7, 160 px) with its manifest and video."""
     from lineguard.training.synthetic_dataset import write_synthetic_dataset

@@ -378,7 +378,8 @@ def _card_for(model_path: Path, card: ModelCard | None) -> ModelCard:
     if not card_path.is_file():
         raise ModelError(
             f"model card not found: {card_path}; every ONNX model needs its {CARD_NAME} beside it "
-            "(lineguard export writes both)"
+            "(lineguard export writes both; for a YOLO .onnx or .pt of your own run "
+            f"'lineguard model import {model_path.name} --out DIR' and use DIR)"
         )
     return ModelCard.load(card_path)
 

@@ -18,11 +18,22 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_help_lists_the_subcommands() -> None:
     out = run_cli("--help")
     assert out.returncode == 0
-    for name in ("data", "train", "evaluate", "export", "edge", "registry", "label", "bench", "demo"):
+    for name in (
+        "data",
+        "train",
+        "evaluate",
+        "export",
+        "model",
+        "edge",
+        "registry",
+        "label",
+        "bench",
+        "demo",
+    ):
         assert f"  {name}" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["data", "data synth", "data stats"])
+@pytest.mark.parametrize("command", ["data", "data synth", "data stats", "model import"])
 def test_every_command_has_help(command: str) -> None:
     out = run_cli(*command.split(), "--help")
     assert out.returncode == 0

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
+from support.agreement import assert_same_boxes_as_ultralytics
 
 from lineguard.config import ModelConfig
 from lineguard.errors import ConfigError, ModelError
@@ -30,13 +29,6 @@ def model_copy(tiny_model: Path, tmp_path: Path) -> Path:
     out = tmp_path / "model"
     shutil.copytree(tiny_model, out)
     return out
-
-
-def frames() -> Iterator[npt.NDArray[np.uint8]]:
-    """Synthetic units at shapes that exercise the letterbox: square, landscape crop, resized."""
-    for i in range(6):
-        unit = render_unit(11, i, imgsz=300).image
-        yield as_image(cv2.resize(unit, (300, 200))) if i % 2 else unit[20:260]
 
 
 def test_loads_the_tiny_model_and_reports_its_backend(tiny_model: Path) -> None:
@@ -162,14 +154,6 @@ def test_openvino_runs_at_the_configured_precision(tiny_model: Path, precision: 
 CONF, IOU = 0.025, 0.45
 
 
-@pytest.fixture(scope="module")
-def lively_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random model whose boxes depend on the image (plain random weights score every anchor alike)."""
-    from lineguard.benchmarks.models import build_random_yolo_onnx
-
-    return build_random_yolo_onnx(tmp_path_factory.mktemp("lively"), imgsz=160, lively=True)
-
-
 def test_letterbox_matches_ultralytics_pixel_for_pixel() -> None:
     from lineguard.training.offline import load_ultralytics
 
@@ -191,21 +175,6 @@ def test_boxes_match_ultralytics_predict_on_the_same_frames(lively_model: Path, 
 
     reference: Any = load_ultralytics(threads=1).YOLO(str(lively_model), task="detect")
     cfg = ModelConfig(backend=backend, warmup_runs=1)  # type: ignore[arg-type]
-    compared = 0
     with Detector.load(lively_model, cfg, min_confidence=CONF, nms_iou=IOU) as detector:
-        for frame in frames():
-            ours, _ = detector.detect(frame)
-            boxes = reference.predict(frame, imgsz=160, conf=CONF, iou=IOU, verbose=False)[0].boxes
-            h, w = frame.shape[:2]
-            theirs_xyxy = boxes.xyxy.numpy() / np.array([w, h, w, h], np.float32)
-            theirs_conf, theirs_cls = boxes.conf.numpy(), boxes.cls.numpy().astype(np.int64)
-            assert abs(len(ours) - len(theirs_conf)) <= 1  # one box may sit exactly at the threshold
-            for box, conf, cls in zip(theirs_xyxy, theirs_conf, theirs_cls, strict=True):
-                same = (
-                    (ours.class_id == cls)
-                    & (np.abs(ours.confidence - conf) < 1e-4)
-                    & (np.abs(ours.xyxy - box).max(axis=1) < 1e-3)  # a tenth of a pixel at 160 px
-                )
-                assert same.any(), f"ultralytics box {box} {conf:.5f} class {cls} not found by {backend}"
-                compared += 1
+        compared = assert_same_boxes_as_ultralytics(detector, reference, conf=CONF, iou=IOU)
     assert compared > 100  # the comparison covered real boxes, not empty frames

@@ -130,6 +130,7 @@ def test_cli_add_list_show_promote_history(
     assert "signal:1.0.0 is now production" in out
     assert "1.0.0    production" in out and "2.0.0    candidate" in out
     assert "parent        -" in out  # show prints the production version's lineage
+    assert "calibration   uncalibrated (thresholds not tuned for an escape target)" in out
     assert "promote  1.0.0" in out and "bob" in out
 
     assert main([*root, "promote", "signal:2.0.0", "--to", "production", "--force"]) == 2
