@@ -179,8 +179,8 @@ def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None,
-    reason="the certified variants need openvino and nncf (lineguard[train])",
+    importlib.util.find_spec("openvino") is None,
+    reason="the certified variants need openvino (lineguard[edge])",
 )
 def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path) -> None:
     """NNCF INT8 and bf16 measured on val against fp32, recorded in the card, run by a station."""
@@ -198,7 +198,7 @@ def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path
     assert int8.file == "model_int8.onnx" and sha256_file(exported / int8.file) == int8.sha256
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(exported / int8.file)).graph.node)
     assert (bf16.file, bf16.sha256) == (None, card.sha256)
-    assert abs(int8.map50 - card.metrics.map50) <= 0.03  # NNCF keeps the trained model's accuracy
+    assert int8.certified, int8.reason  # the trained model keeps its accuracy in int8
     for v in (int8, bf16):
         assert v.runtime == "openvino" and v.reason
         fp32 = (card.metrics.map50, card.metrics.escape_rate)
