@@ -62,13 +62,15 @@ def retrain(
     auto_promote: bool = False,
     accept_missed_target: str = "",
     train_cfg: TrainConfig | None = None,
+    variants: bool = True,
     say: Callable[[str], None] = print,
 ) -> RetrainReport:
     """Run the loop once; ``client`` is a ``LabelStudioClient`` (passed in so tests choose the server).
 
     ``train_cfg`` holds the fine-tuning settings (batch, optimizer, threads, ...); its model,
     epochs and image size are replaced by production's weights, ``epochs`` and production's input
-    size.
+    size. ``variants`` False exports fp32 only: the gate re-certifies every variant the export
+    certified and refuses the candidate when its frozen set does not bear one out.
     """
     from lineguard.labeling import refresh_after_promotion
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
@@ -93,6 +95,7 @@ def retrain(
         name=name,
         version=version,
         parent=production.version,
+        variants=variants,
         progress=lambda m: say(f"    {m}"),
     )
     candidate = registry.add(model_dir, why=f"retrained on {new_tasks} QA-labeled frames")
@@ -233,6 +236,11 @@ def _calibrate_like_production(
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--auto-promote", is_flag=True, help="Promote and roll out when the gate passes.")
 @click.option(
+    "--no-variants",
+    is_flag=True,
+    help="Export fp32 only (no INT8/bf16 variants for the gate to re-certify).",
+)
+@click.option(
     "--accept-missed-target",
     default="",
     metavar="REASON",
@@ -248,6 +256,7 @@ def retrain_command(
     token: str,
     epochs: int,
     auto_promote: bool,
+    no_variants: bool,
     accept_missed_target: str,
 ) -> None:
     """Pull QA labels, fine-tune, export, register, gate and (optionally) promote."""
@@ -269,6 +278,7 @@ def retrain_command(
         epochs=epochs,
         auto_promote=auto_promote,
         accept_missed_target=accept_missed_target,
+        variants=not no_variants,
         say=click.echo,
     )
     click.echo(
