@@ -10,7 +10,10 @@ blocks of frames so all see the same load on a shared machine, and ratios of med
 them. With a dataset it also scores every variant's mAP50 on the validation split, so a speed-up
 never hides an accuracy loss. ``frame_store`` adds each variant once more with the station's frame
 store on (every frame kept: the worst case), in the same alternating blocks, so frame→verdict with
-and without it compare like with like. The report files are written by ``latency_report``.
+and without it compare like with like. ``Variant.default`` is the station as the README
+configures it (``precision: auto`` choosing among the card's certified variants), and
+``add_floors`` holds each variant's inference against this CPU's compute floor (``floors``).
+The report files are written by ``latency_report``.
 """
 
 from __future__ import annotations
@@ -363,16 +366,12 @@ class VariantResult:
     map50: float | None = None
     map50_95: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
-    label: str = ""  # as the variant names itself; the station default adds what auto chose
+    label: str = ""  # the Variant's label; the station default's names what auto chose
     certified: bool | None = None  # a variant from the card's list: whether the card certifies it
     precision_choice: str = ""  # the detector's own line on how its precision was chosen
     computes_in: str = "fp32"  # fp32, bf16 or int8: which compute floor holds this variant
     floor_ms: float | None = None  # the model's FLOPs / that floor's throughput
     floor_ratio: float | None = None  # inference p50 / floor_ms
-
-    def __post_init__(self) -> None:
-        if not self.label:
-            self.label = f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
 
 
 @dataclass

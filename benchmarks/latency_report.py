@@ -138,7 +138,8 @@ def _summary(report: LatencyReport) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in report.variants:
         precision = r.precision + (" + frame store" if r.frame_store else "")
-        cells = [r.backend, precision, _p50(r.stages, "inference"), _p50_p99(r.stages, "frame_to_verdict")]
+        backend = r.backend if r.label.startswith(r.backend) else f"{r.label.split(' (')[0]}: {r.backend}"
+        cells = [backend, precision, _p50(r.stages, "inference"), _p50_p99(r.stages, "frame_to_verdict")]
         cells += [_p50_p99(r.stages, f"e2e_{m}") for m in modes]
         cells += [_p50(r.stages, f"overhead_e2e_{m}") for m in modes] or [_p50(r.stages, "overhead")]
         cells += [predict, _ratio(r, "predict_over_frame_to_verdict")]

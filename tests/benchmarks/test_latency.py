@@ -265,6 +265,7 @@ def test_station_default_and_every_card_variant_are_timed_without_flags(
     assert all(v["stages"]["frame_to_verdict"]["n"] == 2 for v in data["variants"])
     text = (tmp_path / "out" / "latency.md").read_text()
     assert f"| {default['label']} | " in text and "| openvino int8 (NOT certified) | int8 | **no** |" in text
+    assert f"| default: {default['backend']} | {default['precision']} |" in text  # not mistaken for asked
     assert f'`precision: auto` said "{default["precision_choice"]}"' in text
 
 
