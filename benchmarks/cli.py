@@ -19,7 +19,6 @@ from lineguard.model_refs import ModelPathType
 from lineguard.provenance import ALLOW_DIRTY_HELP, provenance
 
 if TYPE_CHECKING:
-    from lineguard.benchmarks.floors import Floor
     from lineguard.benchmarks.latency import LatencyReport, Variant
 
 __all__ = ["bench"]
@@ -217,10 +216,11 @@ def latency(
 
     mqtt, skipped = _pick_broker(no_mqtt, mqtt_host, mqtt_port, say)
     modes = {"both": (True, False), "fsync": (True,), "no-fsync": (False,)}[outbox]
-    from lineguard.benchmarks.floors import measure_floors
+    from lineguard.benchmarks.floors import best_floors, measure_floors
+    from lineguard.benchmarks.latency import add_floors
 
     say(f"measuring this CPU's matmul floors on {threads} threads ...")
-    floors = measure_floors(threads=threads, size=floor_size)
+    at_start = measure_floors(threads=threads, size=floor_size)
     reports = []
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
         for imgsz in dict.fromkeys(sizes or [None]):
@@ -233,7 +233,6 @@ def latency(
                     precisions=precisions,
                     int8_model=int8_model,
                     weights=weights,
-                    floors=floors,
                     say=say,
                     no_ultralytics=no_ultralytics,
                     threads=threads,
@@ -249,7 +248,10 @@ def latency(
                     frame_store=frame_store_share if frame_store else None,
                 )
             )
+    say("measuring the floors again, to keep the best of the run's start and end ...")
+    floors = best_floors(at_start, measure_floors(threads=threads, size=floor_size))
     for report in reports:
+        add_floors(report, floors, report.gflops or 0.0)
         report.provenance = origin
         if mqtt is None:
             report.mqtt["skipped"] = skipped
@@ -267,14 +269,13 @@ def _latency_at(
     precisions: Sequence[str],
     int8_model: Path | None,
     weights: Path | None,
-    floors: Sequence[Floor],
     say: Callable[[str], None],
     no_ultralytics: bool,
     **options: Any,
 ) -> LatencyReport:
     """One size: the given model (or a random-weight YOLOv8n built at ``imgsz``), every variant."""
     from lineguard.benchmarks.floors import model_gflops
-    from lineguard.benchmarks.latency import add_floors, run_latency_benchmark
+    from lineguard.benchmarks.latency import run_latency_benchmark
 
     built = model_path is None
     if model_path is None:
@@ -298,7 +299,7 @@ def _latency_at(
         say=say,
         **options,
     )
-    add_floors(report, floors, model_gflops(model_path))
+    report.gflops = model_gflops(model_path)
     if built:
         report.settings["model_label"] = "random-weight YOLOv8n (built for this run)"
     return report

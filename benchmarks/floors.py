@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from lineguard import provenance
 
-__all__ = ["Floor", "floor_precision", "measure_floors", "model_gflops"]
+__all__ = ["Floor", "best_floors", "floor_precision", "measure_floors", "model_gflops"]
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -95,6 +95,18 @@ def measure_floors(
                 Floor("int8", "onnxruntime MatMulInteger", size, threads, flop / _best(run_int8, runs) / 1e9)
             )
     return floors
+
+
+def best_floors(*measured: list[Floor]) -> list[Floor]:
+    """Per precision and runtime, the best of several measurements (a run's start and end: on a
+    shared machine a floor taken at one moment of heavy load would flatter every ratio to it)."""
+    best: dict[tuple[str, str], Floor] = {}
+    for floors in measured:
+        for f in floors:
+            key = (f.precision, f.runtime)
+            if key not in best or f.gflops > best[key].gflops:
+                best[key] = f
+    return list(best.values())
 
 
 def _best(step: Callable[[], object], runs: int) -> float:

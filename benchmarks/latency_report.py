@@ -106,7 +106,8 @@ def _floors(reports: Sequence[LatencyReport]) -> list[str]:
     lines = [
         "## Compute floors of this machine",
         "",
-        f"Best of the timed {f0.size}² matmuls on {f0.threads} threads (GOP/s for int8). A model's "
+        f"Best of the {f0.size}² matmuls on {f0.threads} threads timed at the start and at the end of "
+        "the run (GOP/s for int8; on a loaded machine a floor is depressed too). A model's "
         "floor time is its FLOPs (2 x the multiply-adds of every Conv, MatMul and Gemm in its ONNX "
         "graph: "
         + ", ".join(f"{r.gflops:.2f} GFLOPs at {r.settings['imgsz']} px" for r in sized)

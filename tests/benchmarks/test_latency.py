@@ -311,13 +311,16 @@ def test_model_flops_are_counted_over_conv_and_matmul_nodes(tmp_path: Path) -> N
 
 
 def test_floor_time_and_ratio_are_the_report_arithmetic(tiny_model: Path) -> None:
-    from lineguard.benchmarks.floors import Floor
+    from lineguard.benchmarks.floors import Floor, best_floors
     from lineguard.benchmarks.latency import add_floors
 
     report = run_latency_benchmark(
         tiny_model / "model.onnx", frames=2, warmup=0, frame_size=(160, 160), compare_ultralytics=False
     )
-    floors = [Floor("fp32", "numpy", 128, 2, 40.0), Floor("fp32", "openvino", 128, 2, 50.0)]
+    start = [Floor("fp32", "numpy", 128, 2, 40.0), Floor("fp32", "openvino", 128, 2, 20.0)]
+    end = [Floor("fp32", "openvino", 128, 2, 50.0)]  # the run's start was the busier moment
+    floors = best_floors(start, end)
+    assert sorted(f.gflops for f in floors) == [40.0, 50.0]
     add_floors(report, floors, 0.5)
     (edge,) = report.variants
     assert edge.computes_in == "fp32" and edge.floor_ms is not None
