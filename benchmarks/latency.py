@@ -637,7 +637,7 @@ def add_floors(report: LatencyReport, floors: Sequence[Floor], gflops: float) ->
         best[f.precision] = max(best.get(f.precision, 0.0), f.gflops)
     for r in report.variants:
         throughput = best.get(r.computes_in)
-        if throughput and "inference" in r.stages:
+        if throughput and gflops > 0 and "inference" in r.stages:  # 0: no Conv/MatMul of static shape
             r.floor_ms = 1e3 * gflops / throughput
             r.floor_ratio = r.stages["inference"].p50_ms / r.floor_ms
 
