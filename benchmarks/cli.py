@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +19,7 @@ from lineguard.model_refs import ModelPathType
 from lineguard.provenance import ALLOW_DIRTY_HELP, provenance
 
 if TYPE_CHECKING:
-    from lineguard.benchmarks.latency import Variant
+    from lineguard.benchmarks.latency import LatencyReport, Variant
 
 __all__ = ["bench"]
 
@@ -64,7 +64,14 @@ def bench() -> None:
     "from a YOLO file), or NAME@production in the registry; "
     "default: a random-weight YOLOv8n built now.",
 )
-@click.option("--imgsz", type=int, default=None, help="Model input size (default: the card's, or 320).")
+@click.option(
+    "--imgsz",
+    "sizes",
+    type=click.IntRange(32, 4096),
+    multiple=True,
+    help="Model input size; repeat to build and time a random-weight YOLOv8n at each size in one run "
+    "(default: the card's, or 320). A given --model runs at its own size only.",
+)
 @click.option(
     "--backend",
     "backends",
@@ -72,7 +79,8 @@ def bench() -> None:
     multiple=True,
     default=["onnxruntime"],
     show_default=True,
-    help="Repeat to measure several backends side by side in one run.",
+    help="Repeat to measure several backends side by side in one run. The station as the README "
+    "configures it (precision auto) and every variant the model's card lists are always timed too.",
 )
 @click.option(
     "--precision",
@@ -114,6 +122,13 @@ def bench() -> None:
     help="Outbox durability for the MQTT leg; 'both' alternates them unit by unit.",
 )
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option(
+    "--floor-size",
+    type=click.IntRange(64, 8192),
+    default=2048,
+    show_default=True,
+    help="Side of the square matmuls that measure this CPU's compute floors.",
+)
 @click.option("--frames", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
 @click.option(
@@ -149,7 +164,7 @@ def bench() -> None:
 @click.option("--allow-dirty", is_flag=True, help=ALLOW_DIRTY_HELP)
 def latency(
     model_path: Path | None,
-    imgsz: int | None,
+    sizes: tuple[int, ...],
     backends: tuple[str, ...],
     precisions: tuple[str, ...],
     int8_model: Path | None,
@@ -161,6 +176,7 @@ def latency(
     no_mqtt: bool,
     outbox: str,
     threads: int,
+    floor_size: int,
     frames: int,
     warmup: int,
     frame_size: str,
@@ -173,12 +189,11 @@ def latency(
     name: str,
     allow_dirty: bool,
 ) -> None:
-    """Per-stage and end-to-end p50/p95/p99 per backend vs ultralytics' predict, with mAP50."""
+    """Per-stage and end-to-end p50/p95/p99 per variant vs ultralytics' predict and this CPU's floors."""
     # Ultralytics' torch pre-processing leaves OpenMP threads spinning, and on a small CPU they slow
     # the onnxruntime call that follows (12.2 vs 8.0 ms seen on 2 cores): unless told otherwise,
     # compare with ultralytics without that handicap. libgomp reads this when torch loads, below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from lineguard.benchmarks.latency import run_latency_benchmark
     from lineguard.benchmarks.latency_report import write_report
 
     size = _frame_size(frame_size)
@@ -189,6 +204,11 @@ def latency(
         )
     if "bf16" in precisions and "openvino" not in backends:
         raise InputError("--precision bf16 needs --backend openvino; onnxruntime runs fp32 only")
+    if model_path is not None and len(set(sizes)) > 1:
+        raise InputError(
+            f"--model runs at its own input size; got --imgsz {', '.join(map(str, sizes))}: "
+            "pass one --imgsz, or omit --model to time a random-weight YOLOv8n at each size"
+        )
     origin = provenance(allow_dirty=allow_dirty)  # before the run: a refusal costs nothing
 
     def say(line: str) -> None:
@@ -196,48 +216,93 @@ def latency(
 
     mqtt, skipped = _pick_broker(no_mqtt, mqtt_host, mqtt_port, say)
     modes = {"both": (True, False), "fsync": (True,), "no-fsync": (False,)}[outbox]
-    with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
-        built = model_path is None
-        if model_path is None:
-            from lineguard.benchmarks.models import build_random_yolo_onnx
+    from lineguard.benchmarks.floors import best_floors, measure_floors
+    from lineguard.benchmarks.latency import add_floors
 
-            say(f"building a random-weight YOLOv8n at {imgsz or 320} px ...")
-            model_path = build_random_yolo_onnx(Path(tmp), imgsz=imgsz or 320, name="bench-yolov8n")
-        _check_imgsz((model_path, int8_model), imgsz)
-        if weights is None:
-            weights = _weights_of(model_path)
-        if weights is None and "openvino" in backends and not no_ultralytics:
-            say(
-                "ultralytics' own OpenVINO export skipped: no .pt beside the model or in its card's "
-                "training run (pass --weights)"
+    say(f"measuring this CPU's matmul floors on {threads} threads ...")
+    at_start = measure_floors(threads=threads, size=floor_size)
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
+        for imgsz in dict.fromkeys(sizes or [None]):
+            reports.append(
+                _latency_at(
+                    model_path,
+                    imgsz,
+                    Path(tmp) / f"model-{imgsz}",
+                    backends=backends,
+                    precisions=precisions,
+                    int8_model=int8_model,
+                    weights=weights,
+                    say=say,
+                    no_ultralytics=no_ultralytics,
+                    threads=threads,
+                    frames=frames,
+                    frame_size=size,
+                    warmup=warmup,
+                    conf=conf,
+                    iou=iou,
+                    data=data,
+                    split=split,
+                    mqtt=mqtt,
+                    outbox_modes=modes,
+                    frame_store=frame_store_share if frame_store else None,
+                )
             )
-        variants = _variants(backends, precisions, model_path, int8_model)
-        report = run_latency_benchmark(
-            model_path,
-            variants=variants,
-            threads=threads,
-            frames=frames,
-            frame_size=size,
-            warmup=warmup,
-            conf=conf,
-            iou=iou,
-            compare_ultralytics=not no_ultralytics,
-            ultralytics_weights=weights,
-            data=data,
-            split=split,
-            mqtt=mqtt,
-            outbox_modes=modes,
-            frame_store=frame_store_share if frame_store else None,
-            say=say,
-        )
+    say("measuring the floors again, to keep the best of the run's start and end ...")
+    floors = best_floors(at_start, measure_floors(threads=threads, size=floor_size))
+    for report in reports:
+        add_floors(report, floors, report.gflops or 0.0)
         report.provenance = origin
         if mqtt is None:
             report.mqtt["skipped"] = skipped
-        if built:
-            report.settings["model_label"] = "random-weight YOLOv8n (built for this run)"
-        paths = write_report(report, out_dir, name)
+    paths = write_report(reports, out_dir, name)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _latency_at(
+    model_path: Path | None,
+    imgsz: int | None,
+    build_dir: Path,
+    *,
+    backends: Sequence[str],
+    precisions: Sequence[str],
+    int8_model: Path | None,
+    weights: Path | None,
+    say: Callable[[str], None],
+    no_ultralytics: bool,
+    **options: Any,
+) -> LatencyReport:
+    """One size: the given model (or a random-weight YOLOv8n built at ``imgsz``), every variant."""
+    from lineguard.benchmarks.floors import model_gflops
+    from lineguard.benchmarks.latency import run_latency_benchmark
+
+    built = model_path is None
+    if model_path is None:
+        from lineguard.benchmarks.models import build_random_yolo_onnx
+
+        say(f"building a random-weight YOLOv8n at {imgsz or 320} px ...")
+        model_path = build_random_yolo_onnx(build_dir, imgsz=imgsz or 320, name="bench-yolov8n")
+    _check_imgsz((model_path, int8_model), imgsz)
+    if weights is None:
+        weights = _weights_of(model_path)
+    if weights is None and "openvino" in backends and not no_ultralytics:
+        say(
+            "ultralytics' own OpenVINO export skipped: no .pt beside the model or in its card's "
+            "training run (pass --weights)"
+        )
+    report = run_latency_benchmark(
+        model_path,
+        variants=_variants(backends, precisions, model_path, int8_model),
+        compare_ultralytics=not no_ultralytics,
+        ultralytics_weights=weights,
+        say=say,
+        **options,
+    )
+    report.gflops = model_gflops(model_path)
+    if built:
+        report.settings["model_label"] = "random-weight YOLOv8n (built for this run)"
+    return report
 
 
 @bench.command("frame-store")
@@ -406,8 +471,9 @@ def _check_imgsz(paths: Iterable[Path | None], imgsz: int | None) -> None:
 def _variants(
     backends: Sequence[str], precisions: Sequence[str], model_path: Path, int8_model: Path | None
 ) -> list[Variant]:
-    """Each backend once; OpenVINO at every precision asked for, the others in fp32; plus int8."""
-    from lineguard.benchmarks.latency import Variant
+    """The station default; each backend once, OpenVINO at every precision asked for, the others in
+    fp32; the --int8-model copy; and every variant the card lists (marked certified or not)."""
+    from lineguard.benchmarks.latency import Variant, card_variants
 
     variants = []
     for backend in dict.fromkeys(backends):
@@ -415,4 +481,7 @@ def _variants(
             variants.append(Variant(backend, precision, model_path))
         if int8_model is not None:
             variants.append(Variant(backend, "int8", int8_model))
-    return variants
+    listed = card_variants(model_path)
+    marked = {(v.backend, v.precision, v.model_path) for v in listed}
+    asked = [v for v in variants if (v.backend, v.precision, v.model_path) not in marked]
+    return [Variant.default(model_path), *asked, *listed]

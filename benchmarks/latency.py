@@ -10,7 +10,10 @@ blocks of frames so all see the same load on a shared machine, and ratios of med
 them. With a dataset it also scores every variant's mAP50 on the validation split, so a speed-up
 never hides an accuracy loss. ``frame_store`` adds each variant once more with the station's frame
 store on (every frame kept: the worst case), in the same alternating blocks, so frame→verdict with
-and without it compare like with like. The report files are written by ``latency_report``.
+and without it compare like with like. ``Variant.default`` is the station as the README
+configures it (``precision: auto`` choosing among the card's certified variants), and
+``add_floors`` holds each variant's inference against this CPU's compute floor (``floors``).
+The report files are written by ``latency_report``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lineguard.benchmarks.floors import Floor, floor_precision
 from lineguard.benchmarks.frame_store import StoreLeg
 from lineguard.benchmarks.latency_accuracy import Accuracy, ValidationSet, score
 from lineguard.benchmarks.latency_mqtt import MqttProbe
@@ -58,6 +62,8 @@ __all__ = [
     "UltralyticsPredict",
     "Variant",
     "VariantResult",
+    "add_floors",
+    "card_variants",
     "encode_frames",
     "run_latency_benchmark",
 ]
@@ -142,29 +148,68 @@ def _decode(jpeg: bytes) -> Frame:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of running the model: backend, precision and the ONNX file (int8 has its own)."""
+    """One way of running the model: backend, precision and the ONNX file (int8 has its own).
+
+    ``station_default`` is the station as the README configures it: ``ModelConfig()``'s backend
+    and precision (auto), the card as it is, so ``precision: auto`` picks among its certified
+    variants exactly as at a station. ``certified``/``sha256`` mark a variant listed in the card.
+    """
 
     backend: str
     precision: str
     model_path: Path
     frame_store: bool = False  # the frame store keeps every frame of this variant's units
+    station_default: bool = False
+    certified: bool | None = None  # None: not from the card's variant list
+    sha256: str | None = None  # the card variant's file hash (the card's own names model.onnx)
+
+    @classmethod
+    def default(cls, model_path: Path) -> Variant:
+        return cls("auto", "auto", model_path, station_default=True)
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
+        if self.station_default:
+            name = "default (precision auto)"
+        else:
+            name = f"{self.backend} {self.precision}"
+            if self.certified is not None:
+                name += " (certified)" if self.certified else " (NOT certified)"
+        return name + (" + frame store" if self.frame_store else "")
 
     def card(self) -> ModelCard:
-        """The card beside the file, its variant list dropped: a benchmark times the file and
-        precision it names, as evaluation does, whether or not the card certifies that variant."""
-        return ModelCard.load(self.model_path.parent / CARD_NAME).model_copy(update={"variants": []})
+        """The card beside the file. A benchmark times the file and precision a variant names, as
+        evaluation does, whether or not the card certifies it (its variant list dropped); the
+        station default keeps the list, to choose from it."""
+        card = ModelCard.load(self.model_path.parent / CARD_NAME)
+        if self.station_default:
+            return card
+        return card.model_copy(update={"variants": [], "sha256": self.sha256 or card.sha256})
 
     def config(self, threads: int, warmup_runs: int = 3) -> ModelConfig:
+        if self.station_default:  # ModelConfig() as shipped; only the thread count is the benchmark's
+            return ModelConfig().model_copy(update={"threads": threads})
         return ModelConfig(
             backend=self.backend,  # type: ignore[arg-type]
             precision=self.precision,  # type: ignore[arg-type]
             threads=threads,
             warmup_runs=warmup_runs,
         )
+
+
+def card_variants(model_path: Path) -> list[Variant]:
+    """Every variant the model's card lists, certified or not (each marked), on its own runtime."""
+    card = ModelCard.load(model_path.parent / CARD_NAME)
+    return [
+        Variant(
+            v.runtime,
+            v.precision,
+            model_path.parent / v.file if v.file else model_path,
+            certified=v.certified,
+            sha256=v.sha256,
+        )
+        for v in card.variants
+    ]
 
 
 @dataclass
@@ -321,10 +366,12 @@ class VariantResult:
     map50: float | None = None
     map50_95: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.backend} {self.precision}" + (" + frame store" if self.frame_store else "")
+    label: str = ""  # the Variant's label; the station default's names what auto chose
+    certified: bool | None = None  # a variant from the card's list: whether the card certifies it
+    precision_choice: str = ""  # the detector's own line on how its precision was chosen
+    computes_in: str = "fp32"  # fp32, bf16 or int8: which compute floor holds this variant
+    floor_ms: float | None = None  # the model's FLOPs / that floor's throughput
+    floor_ratio: float | None = None  # inference p50 / floor_ms
 
 
 @dataclass
@@ -339,6 +386,8 @@ class LatencyReport:
     ultralytics_map50_95: float | None = None
     ultralytics_openvino: dict[str, StageStats] = field(default_factory=dict)  # its own OpenVINO export
     ultralytics_openvino_map50: float | None = None
+    gflops: float | None = None  # of one inference at this input size (floors.model_gflops)
+    floors: list[Floor] = field(default_factory=list)  # this machine's, measured once per run
     mqtt: dict[str, Any] = field(default_factory=dict)
     samples_ms: dict[str, list[float]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # lineguard.provenance; the command sets it
@@ -444,8 +493,7 @@ def run_latency_benchmark(
         _interleaved(pipelines, references, jpegs, warmup=warmup, block=10)
         lost = {p.label: p.lost for p in probes}
         stored = [p.store.counts() if p.store is not None else {} for p in pipelines]
-        runtimes = [f"{d.backend} in {d.inference_precision}" for d in detectors]
-    report = _variant_report(chosen, pipelines, runtimes, lost)
+        report = _variant_report(chosen, pipelines, detectors, lost)
     for result, counts in zip(report.variants, stored, strict=True):
         result.frame_store = counts
     _add_ultralytics(report, references)
@@ -551,27 +599,47 @@ def _references(
 def _variant_report(
     chosen: Sequence[Variant],
     pipelines: Sequence[EdgePipeline],
-    runtimes: Sequence[str],
+    detectors: Sequence[Detector],
     lost: dict[str, int],
 ) -> LatencyReport:
     results = []
     samples_ms: dict[str, list[float]] = {}
-    for v, pipeline, runtime in zip(chosen, pipelines, runtimes, strict=True):
+    for v, pipeline, d in zip(chosen, pipelines, detectors, strict=True):
         rec = pipeline.recorder
+        label = v.label
+        if v.station_default:  # what auto chose, in the label the tables and the plot show
+            label = label.replace("precision auto", f"auto → {d.backend.split(':')[0]} {d.precision}")
         results.append(
             VariantResult(
-                v.backend,
-                v.precision,
+                d.backend.split(":")[0] if v.station_default else v.backend,
+                d.precision if v.station_default else v.precision,
                 str(v.model_path),
-                runtime,
+                f"{d.backend} in {d.inference_precision}",
                 rec.stats(),
                 _fps(rec, "frame_to_verdict"),
                 dict(lost),
+                label=label,
+                certified=v.certified,
+                precision_choice=d.precision_choice,
+                computes_in=floor_precision(d.inference_precision),
             )
         )
         main_stage = "e2e_fsync" if "e2e_fsync" in rec.samples else "frame_to_verdict"
-        samples_ms[f"{v.label} {main_stage}"] = [s * 1e3 for s in rec.samples[main_stage]]
+        samples_ms[f"{label} {main_stage}"] = [s * 1e3 for s in rec.samples[main_stage]]
     return LatencyReport(settings={}, variants=results, samples_ms=samples_ms)
+
+
+def add_floors(report: LatencyReport, floors: Sequence[Floor], gflops: float) -> None:
+    """Each variant's floor time (``gflops`` / its precision's best floor) and inference p50 ÷ it."""
+    report.gflops, report.floors = gflops, list(floors)
+    best: dict[str, float] = {}
+    for f in floors:
+        best[f.precision] = max(best.get(f.precision, 0.0), f.gflops)
+    for r in report.variants:
+        throughput = best.get(r.computes_in)
+        if throughput and gflops > 0 and "inference" in r.stages:  # 0: no Conv/MatMul of static shape
+            r.floor_ms = 1e3 * gflops / throughput
+            r.floor_ratio = r.stages["inference"].p50_ms / r.floor_ms
 
 
 def _add_ultralytics(report: LatencyReport, references: Sequence[UltralyticsPredict]) -> None:

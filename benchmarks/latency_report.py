@@ -1,18 +1,23 @@
 """Report files of the latency benchmark: JSON, a markdown table and a latency histogram PNG.
 
 The markdown puts every variant's figures and its ratios to ultralytics' predict side by side
-(all from one run), states the machine's load while it ran, and checks the issue's goals
-(overhead <= 2 ms median, >= 3x faster than ultralytics' predict, mAP50 within 1 point) in
-plain words rather than hiding a miss.
+(all from one run), holds each against this machine's compute floor, states the machine's load
+while it ran, and checks the issue's goals (overhead <= 2 ms median, >= 3x faster than
+ultralytics' predict, mAP50 within 1 point) in plain words rather than hiding a miss. A run at
+several input sizes writes one file set: the floors once, then a section per size (the JSON is
+then ``{"reports": [...]}``, one report per size; a single size writes the report itself).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lineguard.benchmarks.floors import Floor
 from lineguard.benchmarks.latency import LatencyReport, StageStats, VariantResult
 from lineguard.provenance import provenance_markdown
 
@@ -38,6 +43,90 @@ def _ratio(r: VariantResult, key: str) -> str:
     return f"**{r.ratios[key]:.2f}x**" if key in r.ratios else "—"
 
 
+def _truth(report: LatencyReport) -> list[str]:
+    """The one table per size: every path's p50/p99, speed-up over predict, floor ratio, mAP50."""
+    head = [
+        "variant",
+        "computes in",
+        "certified",
+        "inference p50 / p99",
+        "frame→verdict p50 / p99",
+        "predict ÷ frame→verdict",
+        "floor ms",
+        "inference ÷ floor",
+        "mAP50",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    for r in report.variants:
+        certified = "—" if r.certified is None else ("yes" if r.certified else "**no**")
+        cells = [r.label, r.computes_in, certified, _p50_p99(r.stages, "inference")]
+        cells += [_p50_p99(r.stages, "frame_to_verdict"), _ratio(r, "predict_over_frame_to_verdict")]
+        cells += [_ms(r.floor_ms), _times(r.floor_ratio), _pct(r.map50)]
+        lines.append("| " + " | ".join(cells) + " |")
+    ul = report.ultralytics
+    if ul:
+        floor = _best_floor(report.floors, "fp32")
+        floor_ms = 1e3 * report.gflops / floor if floor and report.gflops else None
+        ratio = ul["ultralytics_inference"].p50_ms / floor_ms if floor_ms else None
+        cells = ["ultralytics predict (ONNX)", "fp32", "—", _p50_p99(ul, "ultralytics_inference")]
+        cells += [_p50_p99(ul, "predict"), "1.00x", _ms(floor_ms), _times(ratio)]
+        lines.append("| " + " | ".join([*cells, _pct(report.ultralytics_map50)]) + " |")
+    lines.append("")
+    for r in report.variants:
+        if r.precision_choice.startswith("auto"):
+            lines.append(f'- {r.label}: the station\'s `precision: auto` said "{r.precision_choice}"')
+    lines.append(
+        "- predict ÷ frame→verdict: ultralytics' `predict` p50 over the variant's decoded frame → "
+        "verdict p50 (above 1: faster than ultralytics). inference ÷ floor: inference p50 over "
+        "the floor time of the variant's precision (1.0 would be the matmul floor)."
+    )
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _times(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _best_floor(floors: Sequence[Floor], precision: str) -> float | None:
+    found = [f.gflops for f in floors if f.precision == precision]
+    return max(found) if found else None
+
+
+def _floors(reports: Sequence[LatencyReport]) -> list[str]:
+    """This machine's matmul floors and, per size, the model's floor time in each precision."""
+    floors = reports[0].floors
+    if not floors:
+        return []
+    sized = [r for r in reports if r.gflops]
+    f0 = floors[0]
+    lines = [
+        "## Compute floors of this machine",
+        "",
+        f"Best of the {f0.size}² matmuls on {f0.threads} threads timed at the start and at the end of "
+        "the run (GOP/s for int8; on a loaded machine a floor is depressed too). A model's "
+        "floor time is its FLOPs (2 x the multiply-adds of every Conv, MatMul and Gemm in its ONNX "
+        "graph: "
+        + ", ".join(f"{r.gflops:.2f} GFLOPs at {r.settings['imgsz']} px" for r in sized)
+        + ") over the best throughput of its precision.",
+        "",
+        "| precision | runtime | GFLOP/s | "
+        + " | ".join(f"floor ms at {r.settings['imgsz']} px" for r in sized)
+        + " |",
+        "|---|---|---:|" + "---:|" * len(sized),
+    ]
+    for f in floors:
+        times = [f"{1e3 * (r.gflops or 0.0) / f.gflops:.2f}" for r in sized]
+        lines.append(f"| {f.precision} | {f.runtime} | {f.gflops:.0f} | " + " | ".join(times) + " |")
+    missing = [p for p in ("fp32", "bf16", "int8") if not any(f.precision == p for f in floors)]
+    if missing:
+        lines += ["", f"Not measured: {', '.join(missing)} (this CPU lacks the instructions or the runtime)."]
+    return [*lines, ""]
+
+
 def _summary(report: LatencyReport) -> list[str]:
     modes = report.mqtt.get("outbox_modes", [])
     head = ["backend", "precision", "inference p50", "frame→verdict p50 / p99"]
@@ -50,7 +139,8 @@ def _summary(report: LatencyReport) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in report.variants:
         precision = r.precision + (" + frame store" if r.frame_store else "")
-        cells = [r.backend, precision, _p50(r.stages, "inference"), _p50_p99(r.stages, "frame_to_verdict")]
+        backend = r.backend if r.label.startswith(r.backend) else f"{r.label.split(' (')[0]}: {r.backend}"
+        cells = [backend, precision, _p50(r.stages, "inference"), _p50_p99(r.stages, "frame_to_verdict")]
         cells += [_p50_p99(r.stages, f"e2e_{m}") for m in modes]
         cells += [_p50(r.stages, f"overhead_e2e_{m}") for m in modes] or [_p50(r.stages, "overhead")]
         cells += [predict, _ratio(r, "predict_over_frame_to_verdict")]
@@ -185,13 +275,44 @@ def _omp_policy(value: str | None) -> str:
     return f"OMP_WAIT_POLICY={value}."
 
 
-def markdown(report: LatencyReport) -> str:
-    s = report.settings
+def _load_line(s: dict[str, Any]) -> str:
     la0, la1 = s["load_avg_start"], s["load_avg_end"]
     busy = _busy(s)
+    return (
+        (
+            "**Absolute times were taken under load**: "
+            if busy
+            else "The machine was idle at the start (the end figure includes this benchmark's own load): "
+        )
+        + f"load average (1/5/15 min) {la0[0]}/{la0[1]}/{la0[2]} at the start, "
+        f"{la1[0]}/{la1[1]}/{la1[2]} at the end on {s['cpu_count']} cores."
+        + (" Quote the ratios; the milliseconds are pessimistic." if busy else "")
+    )
+
+
+def _sections(report: LatencyReport, h: str) -> list[str]:
+    """One size's tables, under headings of level ``h`` (``##`` or ``###``)."""
+    lines = [f"{h} Against ultralytics and the floor (ms)", "", *_truth(report), ""]
+    lines += [f"{h} Summary (ms)", "", *_summary(report), "", *_goals(report), ""]
+    lines += [line.replace("## ", f"{h} ", 1) for line in _frame_store(report)]
+    lines += [f"{h} Per stage (p50 / p99 ms)", "", *_stages(report), ""]
+    fps = ", ".join(f"{r.label} {r.fps:.1f}" for r in report.variants)
+    lines.append(f"Throughput (1 / mean frame→verdict, one thread): {fps} frames/s")
+    if report.ultralytics_fps is not None:
+        lines[-1] += f"; ultralytics predict {report.ultralytics_fps:.1f} frames/s"
+    runtimes = ", ".join(f"{r.label}: {r.runtime}" for r in report.variants)
+    return [*lines, "", f"Runtimes actually used: {runtimes}.", ""]
+
+
+def markdown(reports: LatencyReport | Sequence[LatencyReport]) -> str:
+    """The report of one run: at one input size, or a section per size after the floors."""
+    several = [reports] if isinstance(reports, LatencyReport) else list(reports)
+    report = several[0]
+    s = report.settings
     model = s.get("model_label") or Path(s["model"]).name
+    sizes = ", ".join(str(r.settings["imgsz"]) for r in several)
     lines = [
-        f"# Edge latency: {model} at {s['imgsz']} px, {s['threads']} threads",
+        f"# Edge latency: {model} at {sizes} px, {s['threads']} threads",
         "",
         *(provenance_markdown(report.provenance) if report.provenance else []),
         f"{s['frames']} frames: "
@@ -200,16 +321,9 @@ def markdown(report: LatencyReport) -> str:
         f"{s['conf']}, NMS IoU {s['iou']}; CPU {s['cpu']}, {s['cpu_count']} cores. All paths ran "
         "in alternating blocks of 10 frames in this one run, so ratios compare like with like.",
         "",
-        (
-            "**Absolute times were taken under load**: "
-            if busy
-            else "The machine was idle at the start (the end figure includes this benchmark's own load): "
-        )
-        + f"load average (1/5/15 min) {la0[0]}/{la0[1]}/{la0[2]} at the start, "
-        f"{la1[0]}/{la1[1]}/{la1[2]} at the end on {s['cpu_count']} cores."
-        + (" Quote the ratios; the milliseconds are pessimistic." if busy else ""),
-        "",
     ]
+    if len(several) == 1:
+        lines += [_load_line(s), ""]
     if report.mqtt.get("broker"):
         lines += [
             f"End to end via MQTT: each verdict is committed to the real SQLite outbox and published "
@@ -236,57 +350,62 @@ def markdown(report: LatencyReport) -> str:
         "work and can slow the onnxruntime call that follows on a small CPU; this run had "
         + _omp_policy(s.get("omp_wait_policy")),
         "",
+        *_floors(several),
     ]
-    lines += ["## Summary (ms)", "", *_summary(report), "", *_goals(report), ""]
-    lines += _frame_store(report)
-    lines += ["## Per stage (p50 / p99 ms)", "", *_stages(report), ""]
-    fps = ", ".join(f"{r.label} {r.fps:.1f}" for r in report.variants)
-    lines.append(f"Throughput (1 / mean frame→verdict, one thread): {fps} frames/s")
-    if report.ultralytics_fps is not None:
-        lines[-1] += f"; ultralytics predict {report.ultralytics_fps:.1f} frames/s"
-    runtimes = ", ".join(f"{r.label}: {r.runtime}" for r in report.variants)
-    lines += ["", f"Runtimes actually used: {runtimes}."]
-    return "\n".join(lines) + "\n"
+    if len(several) == 1:
+        lines += _sections(report, "##")
+    else:
+        for r in several:
+            lines += [f"## {r.settings['imgsz']} px", "", _load_line(r.settings), "", *_sections(r, "###")]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _histogram(report: LatencyReport, path: Path) -> None:
+def _histogram(reports: Sequence[LatencyReport], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    everything = [v for values in report.samples_ms.values() for v in values]
-    top = float(np.percentile(everything, 99)) * 1.05 if everything else 1.0
-    bins = np.linspace(0.0, top, 60).tolist()
-    for label, values in report.samples_ms.items():
-        if values:
-            ax.hist(
-                values,
-                bins=bins,
-                alpha=0.5,
-                histtype="stepfilled",
-                label=f"{label} (p50 {np.median(values):.1f} ms)",
-            )
-    s = report.settings
-    load = " (machine under load)" if _busy(s) else ""
-    ax.set_title(f"{Path(s['model']).name}, {s['imgsz']} px, {s['frames']} frames{load}")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("frames")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(reports), 1, figsize=(7, 3.8 * len(reports)), squeeze=False)
+    for ax, report in zip(axes[:, 0], reports, strict=True):
+        everything = [v for values in report.samples_ms.values() for v in values]
+        top = float(np.percentile(everything, 99)) * 1.05 if everything else 1.0
+        bins = np.linspace(0.0, top, 60).tolist()
+        for label, values in report.samples_ms.items():
+            if values:
+                ax.hist(
+                    values,
+                    bins=bins,
+                    alpha=0.5,
+                    histtype="stepfilled",
+                    label=f"{label} (p50 {np.median(values):.1f} ms)",
+                )
+        s = report.settings
+        load = " (machine under load)" if _busy(s) else ""
+        ax.set_title(f"{Path(s['model']).name}, {s['imgsz']} px, {s['frames']} frames{load}")
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("frames")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def write_report(report: LatencyReport, out_dir: Path, name: str = "latency") -> dict[str, Path]:
-    """Write ``NAME.json``, ``NAME.md`` and ``NAME.png`` into ``out_dir``."""
+def write_report(
+    reports: LatencyReport | Sequence[LatencyReport], out_dir: Path, name: str = "latency"
+) -> dict[str, Path]:
+    """Write ``NAME.json``, ``NAME.md`` and ``NAME.png`` into ``out_dir`` (one set for all sizes)."""
+    several = [reports] if isinstance(reports, LatencyReport) else list(reports)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         kind: out_dir / f"{name}.{ext}"
         for kind, ext in (("json", "json"), ("markdown", "md"), ("png", "png"))
     }
-    paths["json"].write_text(report.to_json() + "\n")
-    paths["markdown"].write_text(markdown(report))
-    _histogram(report, paths["png"])
+    if len(several) == 1:
+        text = several[0].to_json()
+    else:
+        text = json.dumps({"reports": [json.loads(r.to_json()) for r in several]}, indent=2)
+    paths["json"].write_text(text + "\n")
+    paths["markdown"].write_text(markdown(several))
+    _histogram(several, paths["png"])
     return paths

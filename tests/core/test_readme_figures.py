@@ -25,6 +25,13 @@ def _variant(data: dict[str, Any], backend: str, precision: str) -> dict[str, An
     return only
 
 
+def _truth(data: dict[str, Any], imgsz: int, label: str) -> dict[str, Any]:
+    """One variant of a several-sizes latency report, by its size and its label."""
+    (report,) = [r for r in data["reports"] if r["settings"]["imgsz"] == imgsz]
+    (only,) = [v for v in report["variants"] if v["label"].startswith(label)]
+    return only  # type: ignore[no-any-return]
+
+
 # (results file, what the README says with {} for the figure, the figure read from the file)
 FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     (
@@ -56,6 +63,21 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
         "flywheel.json",
         "back to {}% unit accuracy",
         lambda d: f"{100 * d['spread']['condition_b_after_retrain']['accuracy']['median']:.1f}",
+    ),
+    (
+        "latency_truth.json",
+        "as configured here is {}x faster than ultralytics predict",
+        lambda d: f"{_truth(d, 640, 'default')['ratios']['predict_over_frame_to_verdict']:.2f}",
+    ),
+    (
+        "latency_truth.json",
+        "OpenVINO bf16 {}x,",
+        lambda d: f"{_truth(d, 640, 'openvino bf16')['ratios']['predict_over_frame_to_verdict']:.2f}",
+    ),
+    (
+        "latency_truth.json",
+        "its inference takes {}x the time",
+        lambda d: f"{_truth(d, 640, 'openvino bf16')['floor_ratio']:.2f}",
     ),
     ("fleet_20.json", "3 canaries in {} s", lambda d: f"{d['good_rollout_s']:.1f}"),
     ("fleet_20.json", "FAILs every unit {} s after wave 1", lambda d: f"{d['bad_halt_s']:.1f}"),

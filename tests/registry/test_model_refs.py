@@ -82,7 +82,7 @@ def test_bench_takes_a_reference(
     registry.promote("signal", "1.0.0", Stage.PRODUCTION)
     monkeypatch.setenv("LINEGUARD_REGISTRY__ROOT", str(registry.root))
     args = ["bench", "latency", "--frames", "2", "--warmup", "0", "--no-mqtt", "--no-ultralytics"]
-    args += ["--allow-dirty", "--out", str(tmp_path / "out"), "--name", "ref"]
+    args += ["--allow-dirty", "--out", str(tmp_path / "out"), "--name", "ref", "--floor-size", "128"]
     assert main([*args, "--model", "signal@production"]) == 0
     timed = json.loads((tmp_path / "out" / "ref.json").read_text())["variants"][0]["model"]
     assert Path(timed).resolve().parent == (registry.root / "models" / "signal" / "1.0.0").resolve()

@@ -69,6 +69,7 @@ def test_an_imported_onnx_finds_the_boxes_ultralytics_predict_finds(
     assert compared > 100
 
     bench = ["bench", "latency", "--model", str(out), "--no-mqtt", "--frames", "3", "--warmup", "0"]
+    bench += ["--floor-size", "128"]
     assert main([*bench, "--frame-size", "320x240", "--out", str(tmp_path / "bench"), "--allow-dirty"]) == 0
     assert "| onnxruntime | fp32 |" in capsys.readouterr().out  # the folder benchmarks like an export
 
