@@ -27,6 +27,10 @@ URL="http://127.0.0.1:$PORT"
 PIDFILE="$DATA/label-studio.pid"
 LOG="$DATA/label-studio.log"
 
+NAME="Label Studio"
+# shellcheck source=scripts/lib/service.sh
+source "$ROOT/scripts/lib/service.sh"
+
 say() { echo "label_studio.sh: $*" >&2; }
 
 install() {
@@ -36,10 +40,6 @@ install() {
     say "installing Label Studio into $VENV (about 1 GB, 1.5-2 min)"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "label-studio==1.23.2"
-}
-
-running() {
-    [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
 }
 
 answers() {
@@ -81,45 +81,8 @@ start() {
         setsid "$VENV/bin/label-studio" start --no-browser --internal-host 127.0.0.1 -p "$PORT" \
         >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
-    local waited=0
-    until answers; do
-        if ! running; then
-            say "Label Studio exited during start; last log lines:"
-            tail -n 30 "$LOG" >&2
-            rm -f "$PIDFILE"
-            exit 1
-        fi
-        if ((waited >= TIMEOUT)); then
-            say "Label Studio did not answer within ${TIMEOUT}s; see $LOG"
-            stop
-            exit 1
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
-    say "up after ${waited}s"
+    wait_until_up
     print_env
-}
-
-stop() {
-    if ! running; then
-        rm -f "$PIDFILE"
-        say "not running (data dir $DATA)"
-        return
-    fi
-    local pid
-    pid=$(cat "$PIDFILE")
-    # setsid made the server the leader of its own process group: stop that group only.
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
-    fi
-    rm -f "$PIDFILE"
-    say "stopped (pid $pid)"
 }
 
 case "${1:-start}" in

@@ -26,6 +26,10 @@ URL="http://127.0.0.1:$PORT"
 PIDFILE="$DATA/mlflow.pid"
 LOG="$DATA/mlflow.log"
 
+NAME="MLflow"
+# shellcheck source=scripts/lib/service.sh
+source "$ROOT/scripts/lib/service.sh"
+
 say() { echo "mlflow_server.sh: $*" >&2; }
 
 install() {
@@ -35,10 +39,6 @@ install() {
     say "installing MLflow into $VENV (a few hundred MB, 1-2 min)"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "mlflow>=3,<4" "psycopg2-binary>=2.9"
-}
-
-running() {
-    [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
 }
 
 answers() {
@@ -76,45 +76,8 @@ start() {
         --host 127.0.0.1 --port "$PORT" --workers 2 \
         >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
-    local waited=0
-    until answers; do
-        if ! running; then
-            say "MLflow exited during start; last log lines:"
-            tail -n 30 "$LOG" >&2
-            rm -f "$PIDFILE"
-            exit 1
-        fi
-        if ((waited >= TIMEOUT)); then
-            say "MLflow did not answer within ${TIMEOUT}s; see $LOG"
-            stop
-            exit 1
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
-    say "up after ${waited}s"
+    wait_until_up
     print_env
-}
-
-stop() {
-    if ! running; then
-        rm -f "$PIDFILE"
-        say "not running (data dir $DATA)"
-        return
-    fi
-    local pid
-    pid=$(cat "$PIDFILE")
-    # setsid made the server the leader of its own process group: stop that group only.
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
-    fi
-    rm -f "$PIDFILE"
-    say "stopped (pid $pid)"
 }
 
 case "${1:-start}" in
