@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 
 import lineguard
+from lineguard.benchmarks.station_process import start_station
 from lineguard.config import CanaryPlan, MqttConfig
 from lineguard.inference import MAX_DET
 
@@ -194,24 +194,7 @@ class Fleet:
         for index, name in enumerate(self.names, start=1):
             station = name.split("/")[1]
             config = self._config(index, station)
-            log = (self.workdir / station / "station.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "lineguard.cli",
-                    "edge",
-                    "run",
-                    "--config",
-                    str(config),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            log.close()
+            self.procs[name] = start_station(config, self.workdir / station / "station.log", env)
 
     def rss_mb(self) -> list[float]:
         """Resident memory of each station process, in MiB (Linux)."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from lineguard.benchmarks.station_process import start_station
 from lineguard.errors import DeliveryError
 from lineguard.messages import ModelCard
 from lineguard.provenance import provenance_markdown
@@ -182,22 +181,7 @@ def run_opcua_benchmark(
     config = _station_config(settings, workdir, station)
     arrivals = _Arrivals()
     sub = _subscriber(settings, f"lineguard/bench/{station}/verdict", arrivals)
-    log = (workdir / "station.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lineguard.cli",
-            "edge",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_station(config, workdir / "station.log")
     client = _OpcuaClient(f"opc.tcp://127.0.0.1:{settings.opcua_port}", station, arrivals, 1.0)
     try:
         say(f"station {station} starting; waiting for its OPC UA server ...")
@@ -222,7 +206,6 @@ def run_opcua_benchmark(
         client.close()
         proc.terminate()
         proc.wait(30)
-        log.close()
         sub.disconnect()
         sub.loop_stop()
     mirror = _percentiles(delays)
