@@ -4,8 +4,8 @@
 # MLflow's server is a large install, so it lives in its own venv (.venv-mlflow) like Label
 # Studio; lineguard itself needs only the client (mlflow-skinny, the `registry-mlflow` extra). The
 # backend store is a PostgreSQL database this script creates (fresh on every start) on the server
-# at MLFLOW_PG (trust auth), artifacts go to a folder under the data dir, and the server binds to
-# 127.0.0.1. On success it prints shell lines to eval:
+# at MLFLOW_PG (trust auth; a SQLite file, with a warning, where none answers), artifacts go to a
+# folder under the data dir, and the server binds to 127.0.0.1. On success it prints shell lines to eval:
 #
 #   eval "$(scripts/mlflow_server.sh start)"   # sets LINEGUARD_TEST_MLFLOW_URL
 #   scripts/mlflow_server.sh stop
@@ -49,9 +49,17 @@ print_env() {
     echo "export LINEGUARD_TEST_MLFLOW_URL=$URL"
 }
 
+# Every start gets an empty backend store, so test runs never see each other's models. Prints the
+# store's URI: the PostgreSQL database, or (no PostgreSQL answering at MLFLOW_PG) a SQLite file,
+# said loudly, so a machine without PostgreSQL still tests against a real MLflow server.
 fresh_database() {
-    # Every start gets an empty backend store, so test runs never see each other's models.
-    psql "$PG/postgres" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >&2
+    if psql "$PG/postgres" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >&2; then
+        echo "${PG/postgresql:/postgresql+psycopg2:}/$DB"
+    else
+        say "WARNING: no PostgreSQL at $PG; the backend store is SQLite ($DATA/mlflow.db) this time"
+        rm -f "$DATA/mlflow.db"
+        echo "sqlite:///$DATA/mlflow.db"
+    fi
 }
 
 start() {
@@ -66,12 +74,13 @@ start() {
         say "port $PORT already serves something not started from $DATA; pick another MLFLOW_PORT"
         exit 1
     fi
-    fresh_database
+    local store
+    store=$(fresh_database)
     rm -rf "$DATA/artifacts"
-    say "starting MLflow at $URL, backend store $PG/$DB, artifacts in $DATA/artifacts (log: $LOG)"
+    say "starting MLflow at $URL, backend store ${store%%://*}, artifacts in $DATA/artifacts (log: $LOG)"
     env MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
         setsid "$VENV/bin/mlflow" server \
-        --backend-store-uri "${PG/postgresql:/postgresql+psycopg2:}/$DB" \
+        --backend-store-uri "$store" \
         --artifacts-destination "$DATA/artifacts" \
         --host 127.0.0.1 --port "$PORT" --workers 2 \
         >>"$LOG" 2>&1 </dev/null &
