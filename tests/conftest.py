@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from support.label_studio import LabelStudioInfo, require_label_studio
 from support.mosquitto import Broker
+
+if TYPE_CHECKING:
+    from lineguard.edge import EdgeDaemon
 
 # Ultralytics and albumentations must never reach the network from a test.
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -96,3 +101,20 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 def label_studio() -> LabelStudioInfo:
     """The Label Studio at LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY; skipped when absent (CI: fails)."""
     return require_label_studio()
+
+
+@pytest.fixture
+def background() -> Iterator[Callable[[EdgeDaemon], threading.Thread]]:
+    """Run daemons on threads; each is stopped and joined at the end of the test."""
+    started: list[tuple[EdgeDaemon, threading.Thread]] = []
+
+    def run(daemon: EdgeDaemon) -> threading.Thread:
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        started.append((daemon, thread))
+        return thread
+
+    yield run
+    for daemon, thread in started:
+        daemon.stop()
+        thread.join(20)

@@ -7,7 +7,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,23 +57,6 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def background() -> Iterator[Callable[[EdgeDaemon], threading.Thread]]:
-    """Run daemons on threads; each is stopped and joined at the end of the test."""
-    started: list[tuple[EdgeDaemon, threading.Thread]] = []
-
-    def run(daemon: EdgeDaemon) -> threading.Thread:
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        started.append((daemon, thread))
-        return thread
-
-    yield run
-    for daemon, thread in started:
-        daemon.stop()
-        thread.join(20)
 
 
 def test_video_gives_one_verdict_per_unit_in_seq_order(

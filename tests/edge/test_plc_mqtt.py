@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import paho.mqtt.publish as publish
-import pytest
 from support.mosquitto import Broker
 from support.mqtt import Subscriber, subscribed, wait_until
 
@@ -39,22 +38,6 @@ def station(tmp_path: Path, model: Path, broker: Broker, **sections: Any) -> Lin
     for key, value in sections.items():
         base[key] = base.get(key, {}) | value if isinstance(value, dict) else value
     return load_config(None, environ={}, overrides=base)
-
-
-@pytest.fixture
-def background() -> Iterator[Callable[[EdgeDaemon], threading.Thread]]:
-    started: list[tuple[EdgeDaemon, threading.Thread]] = []
-
-    def run(daemon: EdgeDaemon) -> threading.Thread:
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        started.append((daemon, thread))
-        return thread
-
-    yield run
-    for daemon, thread in started:
-        daemon.stop()
-        thread.join(20)
 
 
 def send(broker: Broker, kind: str, payload: bytes, *, retain: bool = False) -> None:
