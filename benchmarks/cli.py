@@ -6,7 +6,6 @@ Heavy imports (onnxruntime, ultralytics, matplotlib) happen inside the commands 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -193,7 +192,9 @@ def latency(
     # Ultralytics' torch pre-processing leaves OpenMP threads spinning, and on a small CPU they slow
     # the onnxruntime call that follows (12.2 vs 8.0 ms seen on 2 cores): unless told otherwise,
     # compare with ultralytics without that handicap. libgomp reads this when torch loads, below.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from lineguard.benchmarks.latency import default_omp_wait_policy
+
+    omp_wait_policy = default_omp_wait_policy("PASSIVE")
     from lineguard.benchmarks.latency_report import write_report
 
     size = _frame_size(frame_size)
@@ -246,6 +247,7 @@ def latency(
                     mqtt=mqtt,
                     outbox_modes=modes,
                     frame_store=frame_store_share if frame_store else None,
+                    omp_wait_policy=omp_wait_policy,
                 )
             )
     say("measuring the floors again, to keep the best of the run's start and end ...")

@@ -430,6 +430,20 @@ def _accuracy(variant: Variant, val: ValidationSet, threads: int, say: Callable[
         return score(lambda image: detector.detect(image)[0], val)
 
 
+def default_omp_wait_policy(value: str = "PASSIVE") -> str:
+    """Set ``OMP_WAIT_POLICY`` for this process unless it is set; the value as the report states it.
+
+    libgomp reads the variable once, when torch loads: a value set here after torch loaded may not
+    apply, and only then does the report say so. A value already set came with the process's
+    environment, so it applied whenever torch loaded.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return os.environ["OMP_WAIT_POLICY"]
+    late = "torch" in sys.modules
+    os.environ["OMP_WAIT_POLICY"] = value
+    return value + (" (set after torch loaded: may not apply)" if late else "")
+
+
 def run_latency_benchmark(
     model_path: Path,
     *,
@@ -447,6 +461,7 @@ def run_latency_benchmark(
     mqtt: tuple[str, int] | None = None,
     outbox_modes: Sequence[bool] = (True, False),
     frame_store: float | None = None,
+    omp_wait_policy: str | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> LatencyReport:
     """Measure every variant (default: onnxruntime fp32 on ``model_path``) and ultralytics' predict.
@@ -458,15 +473,16 @@ def run_latency_benchmark(
     OpenVINO export when an OpenVINO variant is measured; ``frame_store`` (the share of units
     whose frame is kept: 1.0 every frame, about 0.05 a line's FAILs, NO_DECISIONs and 2 % of its
     PASSes) times each variant again with the frame store on (in blocks alternating with it off).
+    ``omp_wait_policy`` is what the report says of ``OMP_WAIT_POLICY`` (``default_omp_wait_policy``
+    knows whether torch had loaded before it was set); None: the environment's value, as is.
     """
     chosen = list(variants or [Variant("onnxruntime", "fp32", model_path)])
     if frame_store is not None:
         chosen += [dataclasses.replace(v, frame_store=True) for v in chosen if not v.frame_store]
     val = ValidationSet.load(data, split) if data is not None else None  # fail early on a bad --data
     load_start = os.getloadavg()
-    omp = os.environ.get("OMP_WAIT_POLICY")  # libgomp reads it once, when torch loads
-    if omp is not None and "torch" in sys.modules:
-        omp += " (set after torch loaded: may not apply)"
+    # as the caller set it (``default_omp_wait_policy``), else as the environment has it
+    omp = omp_wait_policy if omp_wait_policy is not None else os.environ.get("OMP_WAIT_POLICY")
     if val is not None:  # the dataset's own frames: their size, content and file format
         jpegs, frames_of = dataset_frames(val, frames)
     else:

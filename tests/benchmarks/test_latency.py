@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,12 @@ from click.testing import CliRunner
 from support.mosquitto import Broker, free_port
 
 from lineguard.benchmarks.cli import bench
-from lineguard.benchmarks.latency import EDGE_STAGES, Variant, run_latency_benchmark
+from lineguard.benchmarks.latency import (
+    EDGE_STAGES,
+    Variant,
+    default_omp_wait_policy,
+    run_latency_benchmark,
+)
 from lineguard.benchmarks.latency_report import markdown, write_report
 from lineguard.errors import InputError
 from lineguard.training.evaluate import evaluate
@@ -51,6 +57,28 @@ def test_benchmark_reports_every_stage_and_the_ratio_to_ultralytics(tiny_model: 
     assert "idle at the start" in markdown(report) and "under load" not in markdown(report)
     report.settings["omp_wait_policy"] = "PASSIVE"  # torch's threads idle: says which baseline this is
     assert "this run had OMP_WAIT_POLICY=PASSIVE" in markdown(report)
+
+
+@pytest.mark.parametrize(
+    ("given", "torch_loaded", "stated"),
+    [
+        (None, False, "PASSIVE"),
+        (None, True, "PASSIVE (set after torch loaded: may not apply)"),
+        ("ACTIVE", True, "ACTIVE"),  # from the process's environment: libgomp read it
+    ],
+)
+def test_the_omp_note_says_set_after_torch_only_when_it_was(
+    monkeypatch: pytest.MonkeyPatch, given: str | None, torch_loaded: bool, stated: str
+) -> None:
+    if torch_loaded:
+        monkeypatch.setitem(sys.modules, "torch", sys.modules.get("torch", types.ModuleType("torch")))
+    else:
+        monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", given or "")  # monkeypatch restores it after the test
+    if given is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert default_omp_wait_policy("PASSIVE") == stated
+    assert os.environ["OMP_WAIT_POLICY"] == (given or "PASSIVE")
 
 
 @pytest.mark.parametrize(
