@@ -69,8 +69,9 @@ def retrain(
 
     ``train_cfg`` holds the fine-tuning settings (batch, optimizer, threads, ...); its model,
     epochs and image size are replaced by production's weights, ``epochs`` and production's input
-    size. ``variants`` False exports fp32 only: the gate re-certifies every variant the export
-    certified and refuses the candidate when its frozen set does not bear one out.
+    size. ``variants`` False exports fp32 only (a shorter export); otherwise the gate re-checks
+    every variant the export certified and decertifies, in the registry, one its frozen set does
+    not bear out, while the candidate is still judged (and promoted) on fp32.
     """
     from lineguard.labeling import refresh_after_promotion
     from lineguard.registry import Registry, Stage, gate_from_config, publish_model
@@ -238,7 +239,8 @@ def _calibrate_like_production(
 @click.option(
     "--no-variants",
     is_flag=True,
-    help="Export fp32 only (no INT8/bf16 variants for the gate to re-certify).",
+    help="Export fp32 only: no INT8/bf16 variants (a shorter export; the gate decertifies a variant "
+    "its frozen set does not bear out, so this is not needed for the gate to pass).",
 )
 @click.option(
     "--accept-missed-target",

@@ -69,6 +69,11 @@ class RegistryBackend(Protocol):
         """Move versions to stages and log the events that say why (one transaction where possible)."""
         ...
 
+    def replace_card(self, mv: ModelVersion, card: Path, event: Event) -> None:
+        """Keep ``card`` as ``mv``'s card from now on and log ``event``. Only the gate calls this,
+        to withdraw a variant's certification (``Registry.decertify``); files never change."""
+        ...
+
     def history(self, name: str) -> list[Event]: ...
 
     def follow(self, follow: StationFollow, event: Event) -> None: ...
@@ -182,6 +187,14 @@ class FileBackend:
                 )
             for ev in events:
                 self._log(db, ev)
+
+    def replace_card(self, mv: ModelVersion, card: Path, event: Event) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE versions SET card = ? WHERE name = ? AND version = ?",
+                (card.read_text(), mv.name, mv.version),
+            )
+            self._log(db, event)
 
     def history(self, name: str) -> list[Event]:
         with self._db() as db:

@@ -4,7 +4,11 @@ Both models are evaluated on the same frozen evaluation set (its digest is in th
 injected ``Evaluator``, by default ``evaluate_model`` (the edge's own ONNX detector and verdict
 policy, so the numbers are the station's numbers). Each metric gets a check against a margin from
 ``GateConfig``: mAP50 (or unit accuracy when the set has no boxes), escape rate, overkill rate,
-NO_DECISION rate and median latency; golden images must run without error. The result is written
+NO_DECISION rate and median latency; golden images must run without error. Each variant the
+candidate's card certifies is checked again on the same set; one that fails does not refuse the
+candidate (fp32 is what the comparison judges) but is decertified: the registry's card of the
+version says ``certified: false`` from then on (``Registry.decertify``), so no station runs it and
+the next signed release covers that card. The result is written
 as ``gate_report.json`` and ``gate_report.md`` (kept with the version by the registry's back-end: an
 MLflow registry stores them as artifacts); the registry records its summary in the audit log.
 """
@@ -26,6 +30,7 @@ from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evalua
 from lineguard.registry.store import ONNX_FILE, Registry
 
 __all__ = [
+    "GATE_REASON",
     "GATE_REPORT_SCHEMA",
     "GateCheck",
     "GateReport",
@@ -38,6 +43,8 @@ __all__ = [
 ]
 
 GATE_REPORT_SCHEMA: Final = "lineguard.gate_report/1"
+# How the reason of a variant the gate decertified begins, on the card the registry serves.
+GATE_REASON: Final = "gate: "
 
 # (onnx path, card, golden folder) -> list of problems (empty = every golden image ran)
 GoldenRunner = Callable[[Path, ModelCard, Path], list[str]]
@@ -47,7 +54,10 @@ VariantEvaluator = Callable[[Path, ModelCard, EvalSet, str], EvalResult]
 
 @dataclass(frozen=True)
 class GateCheck:
-    """One comparison: ``candidate`` must satisfy ``limit`` (``<=`` or ``>=``) derived from production."""
+    """One comparison: ``candidate`` must satisfy ``limit`` (``<=`` or ``>=``) derived from production.
+
+    An ``informational`` check (a variant's re-check) is reported but does not decide the gate.
+    """
 
     metric: str
     candidate: float | None
@@ -56,6 +66,7 @@ class GateCheck:
     direction: str  # "max" (candidate <= limit) or "min" (candidate >= limit)
     passed: bool
     note: str = ""
+    informational: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,17 +78,26 @@ class GateReport:
     passed: bool
     checks: tuple[GateCheck, ...]
     results: dict[str, dict[str, Any]]
+    # variant name -> the reason its card now gives for not being certified (set by the gate)
+    decertified: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
     def failed(self) -> list[GateCheck]:
-        return [c for c in self.checks if not c.passed]
+        """The checks that refuse the candidate (informational ones never do)."""
+        return [c for c in self.checks if not c.passed and not c.informational]
 
     @property
     def summary(self) -> str:
-        if self.passed:
-            return f"{self.candidate} passed all {len(self.checks)} checks"
-        return "; ".join(_describe(c) for c in self.failed)
+        gating = sum(not c.informational for c in self.checks)
+        verdict = (
+            f"{self.candidate} passed all {gating} checks"
+            if self.passed
+            else "; ".join(_describe(c) for c in self.failed)
+        )
+        if self.decertified:
+            verdict += "; decertified " + ", ".join(f"{n} ({why})" for n, why in self.decertified.items())
+        return verdict
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
@@ -91,6 +111,8 @@ class GateReport:
             "summary": self.summary,
             "eval_digest": self.eval_digest,
         }
+        if self.decertified:
+            out["decertified"] = dict(self.decertified)
         if report_dir is not None:
             out["report"] = str(report_dir / "gate_report.json")
         return out
@@ -118,11 +140,14 @@ class GateReport:
         for c in self.checks:
             sign = "≤" if c.direction == "max" else "≥"
             limit = f"{sign} {_fmt(c.limit)}" if c.limit is not None else "—"
-            verdict = "ok" if c.passed else "**worse**"
+            verdict = "ok" if c.passed else ("**decertified**" if c.informational else "**worse**")
             note = f" ({c.note})" if c.note else ""
             lines.append(
                 f"| {c.metric} | {_fmt(c.candidate)} | {_fmt(c.production)} | {limit} | {verdict}{note} |"
             )
+        if self.decertified:
+            lines += ["", "Variants decertified (the registry's card no longer certifies them; stations run fp32):"]
+            lines += [f"- `{n}`: {why}" for n, why in self.decertified.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -248,13 +273,14 @@ def evaluate_variant(
 
 def variant_checks(
     onnx_path: Path, card: ModelCard, fp32: EvalResult, eval_set: EvalSet, evaluator: VariantEvaluator
-) -> list[GateCheck]:
+) -> dict[str, GateCheck]:
     """Each variant the card certifies, again on the gate's frozen set against fp32 (one rule).
 
-    A station set to ``precision: auto`` would run it, so a claim the set does not bear out fails
-    the gate (re-export, or export with ``--no-variants``).
+    Keyed by variant name. The checks are informational: a station set to ``precision: auto``
+    would run the variant, so one the set does not bear out (or that cannot run here) is
+    decertified by ``run_gate`` rather than refusing the fp32 model with it.
     """
-    checks = []
+    checks: dict[str, GateCheck] = {}
     for variant in card.variants:
         if not variant.certified:
             continue
@@ -262,14 +288,15 @@ def variant_checks(
         try:
             result = evaluator(onnx_path, card, eval_set, variant.name)
         except LineguardError as exc:
-            checks.append(GateCheck(metric, None, None, None, "min", False, f"cannot run: {exc}"))
+            checks[variant.name] = GateCheck(
+                metric, None, None, None, "min", False, f"cannot run: {exc}", informational=True
+            )
             continue
         quality = result.map50 if result.map50 is not None else result.unit_accuracy
         base = fp32.map50 if fp32.map50 is not None else fp32.unit_accuracy
         ok, why = certify_variant((base, fp32.escape_rate), (quality, result.escape_rate))
-        checks.append(
-            GateCheck(metric, quality, None, None, "min", ok, why if ok else f"not certified: {why}")
-        )
+        note = why if ok else f"not certified: {why}"
+        checks[variant.name] = GateCheck(metric, quality, None, None, "min", ok, note, informational=True)
     return checks
 
 
@@ -312,8 +339,10 @@ def run_gate(
     """Evaluate ``name:version`` and the current production of ``name``; compare; write the report.
 
     Besides the comparison, the candidate must meet its own calibration target (card ``targets``
-    vs ``achieved``) unless ``accept_missed_target`` gives a reason, and every variant its card
-    certifies must pass the certification rule again on the same set (``variant_checks``).
+    vs ``achieved``) unless ``accept_missed_target`` gives a reason. Every variant its card
+    certifies is held to the certification rule again on the same set (``variant_checks``); one
+    that fails is decertified in the registry (``Registry.decertify``, reason ``gate: ...``)
+    whether or not the candidate passes, and listed in ``GateReport.decertified``.
     """
     candidate = registry.get(name, version)
     production = registry.production(name)
@@ -325,13 +354,14 @@ def run_gate(
     if golden_dir is not None and golden_runner is not None:
         golden = golden_runner(registry.artifact(candidate), candidate.card, golden_dir)
     checks = compare(cand_result, prod_result, margins, golden)
-    checks += variant_checks(
+    variants = variant_checks(
         registry.model_dir(name, version) / ONNX_FILE,
         candidate.card,
         cand_result,
         eval_set,
         variant_evaluator,
     )
+    checks += variants.values()
     checks.append(target_check(candidate.card, accept_missed_target))
     results = {"candidate": cand_result.to_dict()}
     if prod_result is not None:
@@ -341,13 +371,23 @@ def run_gate(
         production=production.ref if production else None,
         eval_set=str(eval_set.root),
         eval_digest=eval_set.digest,
-        passed=all(c.passed for c in checks),
+        passed=all(c.passed for c in checks if not c.informational),
         checks=tuple(checks),
         results=results,
+        decertified={n: f"{GATE_REASON}{c.note}" for n, c in variants.items() if not c.passed},
     )
     if report_dir is not None:
         registry.attach(candidate, "gate", report.write(report_dir))
-    registry.record(name, version, "gate", why=report.summary, detail=report.audit(report_dir))
+    audit = report.audit(report_dir)
+    registry.record(name, version, "gate", why=report.summary, detail=audit)
+    if report.decertified:
+        registry.decertify(
+            name,
+            version,
+            report.decertified,
+            why=f"the promotion gate's re-check on eval set {eval_set.digest[:16]}",
+            detail={k: v for k, v in audit.items() if k in ("eval_digest", "report")},
+        )
     return report
 
 

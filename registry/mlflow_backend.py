@@ -6,7 +6,10 @@ variant files its card names and the card are artifacts of a run (``model/model.
 ``lineguard-registry``; the version's tags carry lineguard's fields (``lineguard.version``,
 ``lineguard.sha256``, ``lineguard.stage``, lineage, who added it) and every audit event about it
 (``lineguard.event.<ns>``: promotions with their gate summary, gate runs, rollouts with the signed
-release). The stages ``candidate``, ``staging`` and ``production`` are also MLflow aliases pointing
+release). When the gate withdraws a variant's certification (``replace_card``) the new card is
+logged beside the exported one as ``card/<sha256>/model_card.json`` and the version's
+``lineguard.card_sha256`` tag names it; a cached card that does not hash to the tag is fetched
+again, so every machine serves (and signs) the card the registry holds. The stages ``candidate``, ``staging`` and ``production`` are also MLflow aliases pointing
 at the newest version holding them, which is how MLflow users mark them since 2.9. Stations that
 follow a model are listed in the registered model's ``lineguard.stations`` tag. With a prefix
 (``registry.mlflow_prefix``) the registered models are named ``<prefix><name>``, so several teams
@@ -21,6 +24,7 @@ back-end, a stage change is several calls, not one transaction.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from lineguard.errors import ConfigError, DeliveryError, ModelError
-from lineguard.messages import MODEL_NAME, MODEL_VERSION, ModelCard
+from lineguard.messages import MODEL_NAME, MODEL_VERSION, ModelCard, sha256_file
 from lineguard.redact import mask_url
 from lineguard.registry.backend import card_location
 from lineguard.registry.records import Event, ModelVersion, Stage, StationFollow
@@ -45,6 +49,8 @@ EXPERIMENT: Final = "lineguard-registry"
 _TAG: Final = "lineguard."
 _EVENT: Final = "lineguard.event."
 _STATIONS: Final = "lineguard.stations"
+_CARD_SHA: Final = "lineguard.card_sha256"  # set once the gate replaced the exported card
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 _ALIASED = (Stage.PRODUCTION, Stage.STAGING, Stage.CANDIDATE)
 _T = TypeVar("_T")
 
@@ -123,26 +129,39 @@ class MlflowBackend:
         return registered_name.removeprefix(self._prefix)
 
     def _card(self, raw: MlflowVersion) -> ModelCard:
-        """The card from the local cache, downloaded once (versions are immutable)."""
+        """The card from the local cache, downloaded once, and again when the gate replaced it."""
         path = card_location(self._root, self._ours(raw.name), raw.tags[f"{_TAG}version"])
-        if not path.is_file():
-            self._fetch(raw, "model_card.json", path)
+        replaced = raw.tags.get(_CARD_SHA)
+        artifact = "model/model_card.json"
+        if replaced is not None:
+            if not _SHA256.fullmatch(replaced):
+                raise self._edited(raw, f"its {_CARD_SHA} tag is not a sha256")
+            artifact = f"card/{replaced}/model_card.json"
+        if not path.is_file() or (replaced is not None and sha256_file(path) != replaced):
+            self._fetch(raw, artifact, path)
+            if replaced is not None and sha256_file(path) != replaced:
+                raise self._edited(raw, f"its card does not hash to its {_CARD_SHA} tag")
         return ModelCard.load(path)
 
+    def _edited(self, raw: MlflowVersion, what: str) -> ModelError:
+        ref = f"{self._ours(raw.name)}:{raw.tags[f'{_TAG}version']}"
+        return ModelError(
+            f"{ref} in {self.where}: {what}; versions are immutable: register a new version instead of "
+            "editing one"
+        )
+
     def _fetch(self, raw: MlflowVersion, artifact: str, dest: Path) -> None:
+        """The run's ``artifact`` (a path among its artifacts) into ``dest``."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            got = self._call(self._client.download_artifacts, raw.run_id, f"model/{artifact}", tmp)
+            got = self._call(self._client.download_artifacts, raw.run_id, artifact, tmp)
             Path(got).replace(dest)
 
     def _version(self, raw: MlflowVersion) -> ModelVersion:
         tags = raw.tags
         card = self._card(raw)
         if card.sha256 != tags[f"{_TAG}sha256"]:  # someone edited a tag or an artifact in MLflow
-            raise ModelError(
-                f"{card.ref} in {self.where}: its card and its lineguard.sha256 tag disagree; "
-                "versions are immutable: register a new version instead of editing one"
-            )
+            raise self._edited(raw, f"its card and its {_TAG}sha256 tag disagree")
         return ModelVersion(
             name=self._ours(raw.name),
             version=tags[f"{_TAG}version"],
@@ -333,7 +352,22 @@ class MlflowBackend:
         raw = self._find(mv.name, mv.version)
         if raw is None:
             raise DeliveryError(f"{mv.ref} is no longer in {self.where}")
-        self._fetch(raw, file, dest)
+        self._fetch(raw, f"model/{file}", dest)
+
+    def replace_card(self, mv: ModelVersion, card: Path, event: Event) -> None:
+        """Log ``card`` as ``card/<sha256>/model_card.json`` (the exported one stays) and tag it."""
+        raw = self._find(mv.name, mv.version)
+        if raw is None or raw.run_id is None:
+            raise DeliveryError(f"{mv.ref} is no longer in {self.where}")
+        digest = sha256_file(card)
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(card, Path(tmp) / "model_card.json")
+            self._call(
+                self._client.log_artifact, raw.run_id, str(Path(tmp) / "model_card.json"), f"card/{digest}"
+            )
+        self._call(self._client.set_model_version_tag, raw.name, raw.version, _CARD_SHA, digest)
+        key, value = self._event_tag(event)
+        self._call(self._client.set_model_version_tag, raw.name, raw.version, key, value)
 
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
         """Log the files as artifacts of the version's run under ``<kind>/<UTC time>/``."""

@@ -2,7 +2,8 @@
 
 A model reaches the line only through here, so every version is checked on the way in (the ONNX
 file must hash to its card's sha256) and can never change afterwards: adding ``name:version``
-again with other bytes is refused. The records (versions, stages, events, followers) live in a
+again with other bytes is refused. The one change a version's card may see is the gate withdrawing
+a variant's certification (``decertify``, audited), before the card is ever signed for production. The records (versions, stages, events, followers) live in a
 ``RegistryBackend``: the embedded file back-end (SQLite in the registry folder, the default) or an
 MLflow Model Registry (``registry.uri``); the rules below are the same for both. Whatever the
 back-end, the registry folder holds what stations fetch: ONNX files once under ``blobs/<sha256>``
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,11 @@ def open_backend(uri: str, root: Path, prefix: str = "") -> RegistryBackend:
         "registry.uri must be empty (the file registry in registry.root) or "
         "mlflow+http://HOST:PORT / mlflow+https://HOST (an MLflow tracking server)"
     )
+
+
+def _card_json(card: ModelCard) -> str:
+    """The exact text of a card file the registry stores, serves and signs."""
+    return card.model_dump_json(by_alias=True, indent=2) + "\n"
 
 
 def _files_of(mv: ModelVersion) -> dict[str, str]:
@@ -270,10 +276,12 @@ class Registry:
                 f"{card.ref}: a version may not be named like a stage ({card.version}); "
                 "models/<name>/<stage> points at versions"
             )
-        card_json = card.model_dump_json(by_alias=True, indent=2) + "\n"
+        card_json = _card_json(card)
         existing = self.backend.version(card.name, card.version)
         if existing is not None:
-            same_card = existing.card.model_dump_json(by_alias=True, indent=2) + "\n" == card_json
+            # the same export, once the certifications the gate withdrew are withdrawn from it too
+            withdrawn = {v.name: v.reason for v in existing.card.variants if not v.certified}
+            same_card = _card_json(existing.card) == _card_json(card.decertified(withdrawn))
             if existing.sha256 == digest and same_card:
                 return existing
             what = "ONNX bytes" if existing.sha256 != digest else "model card"
@@ -461,6 +469,50 @@ class Registry:
         self.backend.change(
             [], [self._event((name, version), action, None, None, current_user(by), why, detail)]
         )
+
+    def decertify(
+        self,
+        name: str,
+        version: str,
+        reasons: Mapping[str, str],
+        *,
+        by: str | None = None,
+        why: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Withdraw the certification of the variants ``reasons`` names (variant -> one-line reason).
+
+        The gate calls this when a variant fails its re-check on the frozen set: the version keeps
+        its files and stays promotable on its fp32 results, but the card it serves from now on
+        (stored by the back-end, in the folder, and signed as is by the next production release)
+        says ``certified: false``, so a station's ``precision: auto`` runs fp32 instead. Audited as
+        a ``decertify`` event. A production version's card is refused: stations hold a release
+        signed over its bytes.
+        """
+        mv = self.get(name, version)
+        if mv.stage is Stage.PRODUCTION:
+            raise InputError(
+                f"{mv.ref} is in production and its card is signed as served; "
+                "register a new version without the variant instead"
+            )
+        unknown = sorted(set(reasons) - {v.name for v in mv.card.variants})
+        if unknown:
+            listed = ", ".join(v.name for v in mv.card.variants) or "none"
+            raise InputError(f"{mv.ref} lists no variant {', '.join(unknown)}; its variants: {listed}")
+        card_file = self.card_path(name, version)
+        tmp = card_file.with_name(f".{card_file.name}.tmp")  # in place once the back-end has it
+        tmp.write_text(_card_json(mv.card.decertified(reasons)))
+        event = self._event(
+            mv, "decertify", None, None, current_user(by), why, {"variants": dict(reasons), **(detail or {})}
+        )
+        try:
+            self.backend.replace_card(mv, tmp, event)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(card_file)
+        self._materialise(name, version)
+        return self.get(name, version)
 
     def attach(self, mv: ModelVersion, kind: str, files: Sequence[Path]) -> None:
         """Keep report files (``kind``: ``gate``) with ``mv`` where the back-end keeps artifacts."""

@@ -8,6 +8,7 @@ reference statistics drift detection measures the line against.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -37,6 +38,7 @@ MODEL_CARD_SCHEMA: Final = "lineguard.model_card/1"
 MAX_VARIANT_MAP50_DROP: Final = 0.01
 # ...and its unit escape rate is no worse (this slack only absorbs float rounding).
 _ESCAPE_SLACK: Final = 1e-9
+_MAX_REASON: Final = 300
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -182,7 +184,7 @@ class ModelVariant(_Card):
     escape_rate: float | None = Field(default=None, ge=0, le=1)
     overkill_rate: float | None = Field(default=None, ge=0, le=1)
     certified: bool
-    reason: str = Field(max_length=300, description="One line: why it is certified or not.")
+    reason: str = Field(max_length=_MAX_REASON, description="One line: why it is certified or not.")
 
 
 def certify_variant(
@@ -250,6 +252,21 @@ class ModelCard(_Card):
 
     def variant(self, name: str) -> ModelVariant | None:
         return next((v for v in self.variants if v.name == name), None)
+
+    def decertified(self, reasons: Mapping[str, str]) -> ModelCard:
+        """This card with the variants ``reasons`` names no longer certified, each saying why.
+
+        The one change a card may see after export (the registry's gate withdrawing a claim its
+        frozen set does not bear out): a station's ``precision: auto`` then never runs the variant.
+        A reason longer than a card allows is cut; names the card does not list are ignored.
+        """
+        variants = [
+            v.model_copy(update={"certified": False, "reason": reasons[v.name][:_MAX_REASON]})
+            if v.name in reasons
+            else v
+            for v in self.variants
+        ]
+        return self.model_copy(update={"variants": variants})
 
     @property
     def ref(self) -> str:
