@@ -3,7 +3,8 @@
 A model reaches the line only through here, so every version is checked on the way in (the ONNX
 file must hash to its card's sha256) and can never change afterwards: adding ``name:version``
 again with other bytes is refused. The one change a version's card may see is the gate withdrawing
-a variant's certification (``decertify``, audited), before the card is ever signed for production. The records (versions, stages, events, followers) live in a
+a variant's certification (``decertify``, audited), before the card is ever signed for production.
+The records (versions, stages, events, followers) live in a
 ``RegistryBackend``: the embedded file back-end (SQLite in the registry folder, the default) or an
 MLflow Model Registry (``registry.uri``); the rules below are the same for both. Whatever the
 back-end, the registry folder holds what stations fetch: ONNX files once under ``blobs/<sha256>``
