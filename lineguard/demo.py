@@ -43,10 +43,12 @@ class DemoSettings:
 
     images: int = 800  # 600 to train: 200 left the model's confidences at the floor (mAP50 0.36 -> 0.68)
     imgsz: int = 160
-    epochs: int = 20
+    # 12 epochs: 133 s of training on 2 cores, held-out escape 0 % / overkill 0 % / NO_DECISION 1 %
+    # at calibrated thresholds (20 took 228 s for the same; 10 left 1 % escape, 4 % NO_DECISION).
+    epochs: int = 12
     defect_rate: float = 0.5
     max_escape: float = 0.05  # calibration target: defective units judged PASS
-    recipe: int = 6  # bump when the training recipe or calibration changes, so the cache retrains
+    recipe: int = 7  # bump when the training recipe or calibration changes, so the cache retrains
 
     def key(self) -> str:
         text = json.dumps([__version__, *astuple(self)])
