@@ -51,8 +51,10 @@ CONDITIONS: dict[str, Condition] = {
     "blur": Condition(name="blur", blur_sigma=2.5),
     "noisy": Condition(name="noisy", noise_sigma=14.0),
     "new_defect": Condition(name="new_defect", new_defect_look=True),
-    # Condition B of the flywheel: another lamp and a new defect appearance together.
-    "shifted": Condition(name="shifted", brightness=0.8, offset=30.0, new_defect_look=True),
+    # Condition B of the flywheel: another lamp, a new defect appearance and a dirty lens together.
+    # Without the blur, a model trained on 600 nominal units still FAILed 99 % of the defective
+    # units (mAP50 0.55 -> 0.15, but a box of any class fails a unit): no loss for retraining to win back.
+    "shifted": Condition(name="shifted", brightness=0.8, offset=30.0, new_defect_look=True, blur_sigma=2.5),
     # Another line, not a shift: glossy parts whose brightness varies from unit to unit, up to a
     # mean gray of about 250 (a bound chosen for the nominal line rejects its good units).
     "glossy": Condition(name="glossy", brightness=0.6, offset=125.0, offset_spread=70.0),
