@@ -77,6 +77,7 @@ TRAIN_A = TrainConfig(
     augment=SYNTHETIC_LINE_AUGMENT,
 )
 MAX_ESCAPE = 0.05  # threshold calibration target; retrain calibrates the candidate the same way
+MAX_OVERKILL = 0.05  # what a model that meets its escape target may cost in good units judged FAIL
 # The loop is under test, not the first model's quality (issue #17 item 4): a model that misses its
 # target goes live only through the audited override, and the history must show it.
 ACCEPTS_MISS = "flywheel test: the loop is measured, not the small model's calibration"
@@ -352,7 +353,9 @@ def test_line_shift_is_noticed_labeled_retrained_and_recovered(
     assert report.gate_passed, f"the gate refused the retrained model: {report.gate_summary}"
     assert recovered is not None and back_on_a is not None
 
-    assert before.accuracy >= 0.8, before.line()
+    # The first model meets the 5 % targets on nominal units, and retraining brings the shifted
+    # line back to them (issue #17 item 4).
+    assert _meets_targets(before), before.line()
     assert shifted.accuracy <= before.accuracy - 0.1, f"no drop: {before.line()} -> {shifted.line()}"
     # The image signals see the new lamp; they were quiet on condition A.
     new_alarms = set(figures["drift_alarms_after_shift"]) - set(figures["drift_alarms_before_shift"])
@@ -372,6 +375,13 @@ def test_line_shift_is_noticed_labeled_retrained_and_recovered(
     lost = before.accuracy - shifted.accuracy
     assert recovered.accuracy >= shifted.accuracy + lost / 2, f"{shifted.line()} -> {recovered.line()}"
     assert recovered.accuracy >= before.accuracy - 0.08, f"{before.line()} vs {recovered.line()}"
+    assert _meets_targets(recovered), recovered.line()
+
+
+def _meets_targets(tally: Tally) -> bool:
+    """Escape and overkill of a phase within the targets (a phase without units of a kind: 0)."""
+    f = tally.figures()
+    return bool((f["escape_rate"] or 0.0) <= MAX_ESCAPE and (f["overkill_rate"] or 0.0) <= MAX_OVERKILL)
 
 
 def _markdown(f: dict[str, Any]) -> str:

@@ -61,7 +61,7 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ),
     (
         "flywheel.json",
-        "taking a station from a median {}% back to",
+        "from a median {}% back to",
         lambda d: f"{100 * d['spread']['condition_b_before_retrain']['accuracy']['median']:.1f}",
     ),
     (
