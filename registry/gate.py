@@ -146,7 +146,10 @@ class GateReport:
                 f"| {c.metric} | {_fmt(c.candidate)} | {_fmt(c.production)} | {limit} | {verdict}{note} |"
             )
         if self.decertified:
-            lines += ["", "Variants decertified (the registry's card no longer certifies them; stations run fp32):"]
+            lines += [
+                "",
+                "Variants decertified (the registry's card no longer certifies them; stations run fp32):",
+            ]
             lines += [f"- `{n}`: {why}" for n, why in self.decertified.items()]
         return "\n".join(lines) + "\n"
 

@@ -9,7 +9,8 @@ variant files its card names and the card are artifacts of a run (``model/model.
 release). When the gate withdraws a variant's certification (``replace_card``) the new card is
 logged beside the exported one as ``card/<sha256>/model_card.json`` and the version's
 ``lineguard.card_sha256`` tag names it; a cached card that does not hash to the tag is fetched
-again, so every machine serves (and signs) the card the registry holds. The stages ``candidate``, ``staging`` and ``production`` are also MLflow aliases pointing
+again, so every machine serves (and signs) the card the registry holds. The stages ``candidate``,
+``staging`` and ``production`` are also MLflow aliases pointing
 at the newest version holding them, which is how MLflow users mark them since 2.9. Stations that
 follow a model are listed in the registered model's ``lineguard.stations`` tag. With a prefix
 (``registry.mlflow_prefix``) the registered models are named ``<prefix><name>``, so several teams
