@@ -29,6 +29,7 @@ from lineguard.edge.sources import SyntheticSource
 from lineguard.messages import Verdict, VerdictKind
 from lineguard.monitoring import Metrics
 from lineguard.provenance import provenance, provenance_markdown
+from lineguard.spread import min_median_max
 from lineguard.synthetic import condition_named, render_unit
 from support.label_studio import GTBox, ls_result
 
@@ -206,7 +207,7 @@ def write_spread(folder: Path) -> dict[str, Any]:
     refused = [r["seed"] for r in runs if not r["gate"]["passed"]]
     spread = {
         phase: {
-            rate: _min_median_max([r[phase][rate] for r in runs if r[phase] and r[phase][rate] is not None])
+            rate: min_median_max([r[phase][rate] for r in runs if r[phase] and r[phase][rate] is not None])
             for rate in RATES
         }
         for phase in PHASES
@@ -215,12 +216,6 @@ def write_spread(folder: Path) -> dict[str, Any]:
     (folder / "flywheel.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "flywheel.md").write_text(_spread_markdown(runs, spread, refused))
     return summary
-
-
-def _min_median_max(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"min": None, "median": None, "max": None}
-    return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
 
 
 def _spread_markdown(runs: list[dict[str, Any]], spread: dict[str, Any], refused: list[int]) -> str:
