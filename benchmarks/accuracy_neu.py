@@ -12,7 +12,7 @@ max) over every seed run there is rewritten to ``neu_det_<model>_<imgsz>.{md,jso
 training run is one sample.
 
     for seed in 0 1 2; do
-        python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 256 --time-h 0.3 --seed $seed
+        python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 256 --time-h 0.4 --seed $seed
     done
     python -m lineguard.benchmarks.accuracy_neu --model yolov8n.yaml --imgsz 640 --epochs 100 \
         --batch 32 --workers 8 --device 0          # the GPU run

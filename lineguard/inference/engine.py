@@ -181,8 +181,9 @@ def _pick_backend(cfg: ModelConfig) -> str:
         import onnxruntime as ort
 
         has_gpu = any(p in ort.get_available_providers() for p in _GPU_PROVIDERS)
-    # On a CPU host OpenVINO is as fast as onnxruntime's CPU provider in fp32 and alone runs bf16
-    # (1.6x faster at 160 px on an AVX-512 bf16 CPU; benchmarks/results/latency_160_avx512.md).
+    # On a CPU host OpenVINO is as fast as onnxruntime's CPU provider in fp32 or faster (1.5x at
+    # 640 px on AVX-512; within noise at 160 px on AVX2) and alone runs bf16 (2x faster than fp32
+    # at 640 px on an AVX-512 bf16 CPU): benchmarks/results/latency_truth.md, latency_160_avx2.md.
     if not has_gpu and "openvino" in available_backends():
         return "openvino"
     return "onnxruntime"
