@@ -324,7 +324,7 @@ def _export_int8(
     picked = [train_images[i] for i in sorted(rng.permutation(len(train_images))[:64])]
     say(f"INT8: static quantization (QDQ) calibrated on {len(picked)} training images")
     q_path = q_dir / "model.onnx"
-    quantize_int8(out / "model.onnx", q_path, picked, card.input_size)
+    quantize_int8(out / "model.onnx", q_path, picked, card.input_size, runtime="onnxruntime")
     q_thresholds, q_achieved = _int8_thresholds(q_path, card, data, cal_split, say)
     q_eval = evaluate(q_path, data, thresholds=q_thresholds, precision="int8")
     q_card = card.model_copy(

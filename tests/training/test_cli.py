@@ -150,7 +150,7 @@ def model_with_int8(
     (root / "model_int8").mkdir()
     q_path = root / "model_int8" / "model.onnx"
     images = sorted((synthetic_dataset / "images" / "train").iterdir())[:4]
-    quantize_int8(root / "model" / "model.onnx", q_path, images, card.input_size)
+    quantize_int8(root / "model" / "model.onnx", q_path, images, card.input_size, runtime="onnxruntime")
     card.model_copy(update={"version": f"{card.version}-int8", "sha256": sha256_file(q_path)}).save(
         root / "model_int8" / "model_card.json"
     )
