@@ -30,7 +30,7 @@ def _run(seed: int, map50: float, validator: float | None, escape: float) -> dic
         "ultralytics_val": None if validator is None else {"map50": validator},
         "pt": {"map50": map50, "map50_95": map50 / 3},
         "onnx": {"map50": map50},
-        "calibration": {"escape_rate": escape},
+        "calibration": {"escape_rate": escape, "no_decision_rate": 0.05, "split": "val"},
         "published": PUBLISHED["yolov8n"],
     }
 
@@ -51,6 +51,8 @@ def test_spread_is_min_median_max_over_every_seed_file(tmp_path: Path) -> None:
     assert [r["seed"] for r in written["runs"]] == [0, 1, 2]
     page = (tmp_path / "neu_det_yolov8n_256.md").read_text()
     assert "| mAP50 (.pt) | 25.0 (20.0 – 30.0) | 77.7 |" in page
+    assert "| escape at calibrated thresholds | 6.0 (4.0 – 10.0) |" in page
+    assert "measured on the val split the thresholds were chosen on" in page  # not passed off as held out
     for r in runs:  # each run traceable: its revision and exact command
         assert r["provenance"]["git_revision"][:12] in page
         assert f"`{r['command']}`" in page
