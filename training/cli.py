@@ -190,7 +190,7 @@ def evaluate(
     "--variants/--no-variants",
     default=True,
     show_default=True,
-    help="Write and certify the OpenVINO INT8 (NNCF) and bf16 variants in the card.",
+    help="Write and certify the OpenVINO INT8 (QDQ) and bf16 variants in the card.",
 )
 @click.option(
     "--parity-images",

@@ -9,7 +9,7 @@ confidences, per-class and FAIL rates) and the export parity result. The
 parity check runs PyTorch and ONNX on validation images; an export that disagrees beyond
 ``PARITY_TOLERANCE`` fails. The card's ``achieved`` rates (escape, overkill, NO_DECISION under
 the default review band) are measured through the ONNX model on the calibration split, images
-training never used. ``variants`` writes and certifies the OpenVINO INT8 (NNCF) and bf16 variants
+training never used. ``variants`` writes and certifies the OpenVINO INT8 (QDQ) and bf16 variants
 (``lineguard.training.certified``) into the card's ``variants``. ``int8`` adds a statically
 quantized sibling (QDQ) with its mAP change; when the fp32 thresholds miss the card's escape
 target on it, it gets thresholds calibrated on its own.

@@ -2,7 +2,7 @@
 
 The variant files here are the tiny model's graph saved again under another name (another sha256):
 what is under test is the choice, the certification and the hash check, not quantization (the
-training export test certifies a real NNCF INT8 file). CPU flags are injected, so every case runs
+training export test certifies a real INT8 file). CPU flags are injected, so every case runs
 the same on any x86 host; load-time timing is off (``confirm_runs: 0``) except where a fake clock
 decides it.
 """

@@ -1,8 +1,8 @@
-"""Export's variant step on the tiny model: the NNCF INT8 file and bf16, measured against fp32 and
+"""Export's variant step on the tiny model: the OpenVINO INT8 file and bf16, measured against fp32 and
 recorded in the card, then run by a station that checks the file.
 
 The tiny model has random weights (no training in this test), so its accuracy is no measure of
-NNCF: the trained model's variants are checked in test_train_evaluate_export.py. What is checked
+quantization: the trained model's variants are checked in test_train_evaluate_export.py. What is checked
 here is the plumbing: a quantized file, its hash in the card, the rule applied, a station using it.
 """
 
