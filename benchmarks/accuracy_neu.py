@@ -26,6 +26,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,8 @@ def _report(args: argparse.Namespace, origin: dict[str, Any], data: Path, run: P
     return 0
 
 
-# What the spread summarises: (label, how to read it from one run's JSON).
-_FIGURES: dict[str, Any] = {
+# What the spread summarises: label -> how to read it from one run's JSON (None: not measured).
+_FIGURES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "mAP50 (.pt)": lambda r: r["pt"]["map50"],
     "mAP50 (.onnx, edge pre/post)": lambda r: r["onnx"]["map50"],
     "mAP50 (ultralytics' validator)": lambda r: (r.get("ultralytics_val") or {}).get("map50"),
@@ -265,13 +266,6 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}"
 
 
-def _origin(r: dict[str, Any]) -> list[str]:
-    """Provenance lines; results made before it was recorded show their command alone."""
-    if "provenance" in r:
-        return provenance_markdown(r["provenance"])
-    return [f"Command: `{r['command']}`", ""]
-
-
 def _markdown(r: dict[str, Any], per_class: str) -> str:
     pub = r["published"]
     ul = r.get("ultralytics_val") or {}
@@ -279,7 +273,7 @@ def _markdown(r: dict[str, Any], per_class: str) -> str:
     lines = [
         f"# NEU-DET accuracy: {r['model']} at {r['imgsz']} px, {r['epochs']} epochs, seed {r.get('seed', 0)}",
         "",
-        *_origin(r),
+        *provenance_markdown(r["provenance"]),
         f"Hardware: {r['hardware']} (device {r['device']}); training took {r['train_seconds']} s.",
         f"Dataset version {str(r['dataset_hash'])[:12]} (NEU-DET from `{r.get('dataset_source', '?')}`, "
         "splits/train.txt 1440 / "
