@@ -204,7 +204,7 @@ def write_spread(folder: Path, prefix: str) -> dict[str, Any]:
 
 
 def _not_held_out(cal: dict[str, Any]) -> str:
-    if cal.get("split", "calib") == "calib":
+    if cal["split"] == "calib":
         return ""
     return (
         f"The dataset has no calib split, so these rates are measured on the {cal['split']} split the "
@@ -222,9 +222,8 @@ def _spread_markdown(prefix: str, runs: list[dict[str, Any]], spread: dict[str, 
     lines = [
         f"# NEU-DET accuracy: {first['model']} at {first['imgsz']} px, spread over {len(runs)} seed(s)",
         "",
-        f"Seeds {', '.join(str(r['seed']) for r in runs)}; each run's own file is "
-        f"`{prefix}-seed<N>.md` with its provenance, "
-        "per-class table and calibration. Median (min – max) over the seeds, percent:",
+        f"Seeds {', '.join(str(r['seed']) for r in runs)}; each run's own file is `{prefix}-seed<N>.md` "
+        "with its provenance, per-class table and calibration. Median (min – max) over the seeds, percent:",
         "",
         "| figure | median (min – max) | published |",
         "|---|---:|---:|",
