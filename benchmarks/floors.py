@@ -5,7 +5,7 @@ at best in a precision (square matmuls on the benchmark's thread count: fp32 and
 OpenVINO, int8 through onnxruntime's ``MatMulInteger``, numpy's fp32 as a cross-check), and a
 model's floor time is its FLOPs at that input size (counted over the ONNX graph's Conv, MatMul
 and Gemm nodes, two per multiply-add) divided by that throughput. bf16 and int8 are measured only
-where the CPU has the instructions for them (the same flags ``precision: auto`` checks): an
+where the CPU has native kernels for them (``lineguard.inference.kernels``, as ``precision: auto``): an
 emulated figure would be no floor.
 """
 
@@ -20,11 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard import provenance
+from lineguard.inference.kernels import cpu_kernels
 
 __all__ = ["Floor", "best_floors", "floor_precision", "measure_floors", "model_gflops"]
-
-_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -85,10 +83,10 @@ def measure_floors(
     ov = _openvino_matmul(a, threads)
     if ov is not None:
         floors.insert(0, Floor("fp32", "openvino", size, threads, flop / _best(ov("f32"), runs) / 1e9))
-        if flags.intersection(_BF16_FLAGS):
+        if cpu_kernels("bf16", flags):
             run = ov("bf16")
             floors.append(Floor("bf16", "openvino", size, threads, flop / _best(run, runs) / 1e9))
-    if flags.intersection(_INT8_FLAGS):
+    if cpu_kernels("int8", flags):
         run_int8 = _ort_int8_matmul(size, threads)
         if run_int8 is not None:
             floors.append(

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from lineguard.config import GateConfig, LineguardConfig, ModelConfig, PolicyConfig
 from lineguard.errors import InputError, LineguardError
-from lineguard.messages import ModelCard, certify_variant
+from lineguard.messages import Measured, ModelCard, certify_variant
 from lineguard.registry.evaluation import EvalResult, EvalSet, Evaluator, evaluate_model, golden_problems
 from lineguard.registry.store import ONNX_FILE, Registry
 
@@ -297,7 +297,10 @@ def variant_checks(
             continue
         quality = result.map50 if result.map50 is not None else result.unit_accuracy
         base = fp32.map50 if fp32.map50 is not None else fp32.unit_accuracy
-        ok, why = certify_variant((base, fp32.escape_rate), (quality, result.escape_rate))
+        ok, why = certify_variant(
+            Measured(base, fp32.escape_rate, fp32.no_decision_rate),
+            Measured(quality, result.escape_rate, result.no_decision_rate),
+        )
         note = why if ok else f"not certified: {why}"
         checks[variant.name] = GateCheck(metric, quality, None, None, "min", ok, note, informational=True)
     return checks

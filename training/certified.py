@@ -2,9 +2,12 @@
 
 A station set to ``precision: auto`` runs whichever certified variant its CPU runs fastest, so a
 variant must be measured where fp32 was: on the same frozen split (val, the card's ``metrics``), at
-the card's thresholds, through the edge's own detector on the runtime the station will use. The
-rule (within 1 mAP50 point of fp32, no worse unit escape) is ``certify_variant``, the one the
-registry's gate applies again on its own evaluation set.
+the card's thresholds, through the edge's own detector on the runtime the station will use, and
+with the CPU kernels it will use: each variant records the kernels this CPU ran it with, and a
+station runs it only where its CPU has the same (``lineguard.inference.kernels``). The rule
+(within 1 mAP50 point of fp32, no worse unit escape and at most 1 point more NO_DECISION, units
+decided as a station's policy decides them) is ``certify_variant``, the one the registry's gate
+applies again on its own evaluation set.
 
 INT8 is the project's one static quantizer (``quantize_int8``: QDQ, per-channel 7-bit weights,
 uint8 activations, the detect head's decode left float; in the layout OpenVINO fuses: convolution
@@ -21,10 +24,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lineguard.config import PolicyConfig
 from lineguard.datasets import iter_split
-from lineguard.inference import available_backends
-from lineguard.messages import ModelCard, ModelVariant, certify_variant, sha256_file
+from lineguard.inference import UnitRates, available_backends
+from lineguard.inference.kernels import cpu_kernels
+from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
+from lineguard.provenance import cpu_flags
 from lineguard.training._parity import quantize_int8
+from lineguard.training.calibrate import policy_rates
 from lineguard.training.evaluate import Backend, Evaluation, Precision, evaluate
 
 __all__ = ["INT8_FILE", "MAX_CALIBRATION_FRAMES", "certified_variants"]
@@ -33,21 +40,31 @@ INT8_FILE = "model_int8.onnx"
 MAX_CALIBRATION_FRAMES = 300  # more frames move the activation ranges little
 
 
+def _as_station_decides(evaluation: Evaluation, thresholds: dict[str, float]) -> UnitRates:
+    """The units' rates at ``thresholds`` as a station's default policy decides (review band included)."""
+    return policy_rates(
+        evaluation.unit_scores,
+        evaluation.unit_defective,
+        evaluation.threshold_array(thresholds),
+        PolicyConfig(),
+    )
+
+
 def _measure(
     card: ModelCard,
+    fp32: Evaluation,
     onnx_path: Path,
     data: Path,
     how: tuple[str, Backend, Precision],
     file: str | None,
 ) -> ModelVariant:
     name, runtime, precision = how
-    assert card.metrics is not None  # export wrote them before asking for variants
-    evaluation: Evaluation = evaluate(
-        onnx_path, data, thresholds=card.thresholds, backend=runtime, precision=precision
-    )
+    evaluation = evaluate(onnx_path, data, thresholds=card.thresholds, backend=runtime, precision=precision)
+    base = _as_station_decides(fp32, card.thresholds)
+    rates = _as_station_decides(evaluation, card.thresholds)
     certified, reason = certify_variant(
-        (card.metrics.map50, card.metrics.escape_rate),
-        (evaluation.map50, evaluation.escape_rate),
+        Measured(fp32.map50, base.escape_rate, base.no_decision_rate),
+        Measured(evaluation.map50, rates.escape_rate, rates.no_decision_rate),
         evaluation.computed_in,
     )
     return ModelVariant(
@@ -57,17 +74,20 @@ def _measure(
         file=file,
         sha256=sha256_file(onnx_path),
         map50=evaluation.map50,
-        escape_rate=evaluation.escape_rate,
-        overkill_rate=evaluation.overkill_rate,
+        escape_rate=rates.escape_rate,
+        overkill_rate=rates.overkill_rate,
+        no_decision_rate=rates.no_decision_rate,
         certified=certified,
         reason=reason,
+        kernels=cpu_kernels(precision, cpu_flags()),
     )
 
 
 def certified_variants(
-    out: Path, card: ModelCard, data: Path, calib_split: str, say: Callable[[str], None]
+    out: Path, card: ModelCard, fp32: Evaluation, data: Path, calib_split: str, say: Callable[[str], None]
 ) -> tuple[list[ModelVariant], list[str]]:
-    """Write and measure the variants this install can make; and what was left out, and why."""
+    """Write and measure the variants this install can make against ``fp32`` (the card's evaluation
+    of ``model.onnx`` on val); and what was left out, and why."""
     left_out: list[str] = []
     if "openvino" not in available_backends():
         return [], ["int8 and bf16: openvino is not installed (pip install 'lineguard[train]')"]
@@ -75,9 +95,9 @@ def certified_variants(
     images = [item.path for item in iter_split(data, calib_split)][:MAX_CALIBRATION_FRAMES]
     say(f"INT8 (OpenVINO): static quantization calibrated on {len(images)} '{calib_split}' frames")
     q_path = quantize_int8(out / "model.onnx", out / INT8_FILE, images, card.input_size, runtime="openvino")
-    variants.append(_measure(card, q_path, data, ("int8", "openvino", "int8"), INT8_FILE))
+    variants.append(_measure(card, fp32, q_path, data, ("int8", "openvino", "int8"), INT8_FILE))
     say("bf16 (OpenVINO): evaluating model.onnx in bf16")
-    variants.append(_measure(card, out / "model.onnx", data, ("bf16", "openvino", "bf16"), None))
+    variants.append(_measure(card, fp32, out / "model.onnx", data, ("bf16", "openvino", "bf16"), None))
     for v in variants:
         say(f"{v.name}: {'certified' if v.certified else 'NOT certified'}: {v.reason}")
     return variants, left_out

@@ -189,7 +189,7 @@ def export_run(
     if card.missed_target():
         say(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
     if variants:
-        found, left_out = certified_variants(out, card, data, cal_split, say)
+        found, left_out = certified_variants(out, card, evaluation, data, cal_split, say)
         card = card.model_copy(update={"variants": found})
         card.save(out / "model_card.json")
         ModelCard.load(out / "model_card.json")

@@ -30,6 +30,7 @@ from lineguard import provenance
 from lineguard.config import LineguardConfig, ModelConfig
 from lineguard.errors import ConfigError, MissingDependencyError, ModelError
 from lineguard.inference.detections import Detections
+from lineguard.inference.kernels import KERNELS, cpu_kernels
 from lineguard.inference.postprocess import MAX_DET, postprocess
 from lineguard.inference.preprocess import PAD_VALUE, Preprocessor
 from lineguard.logs import Events
@@ -276,11 +277,11 @@ class Detector:
         card = _card_for(model_path, card)
         data = _verified_bytes(model_path, card.sha256, f"its card {card.ref}")
         opener = _Opener(card, model_path, min_confidence, nms_iou)
+        flags = provenance.cpu_flags() if cpu_flags is None else cpu_flags
         if cfg.precision == "auto":
-            flags = provenance.cpu_flags() if cpu_flags is None else cpu_flags
             detector = _choose(opener, data, cfg, flags)
         else:
-            detector = _explicit(opener, data, cfg)
+            detector = _explicit(opener, data, cfg, flags)
         level = logging.WARNING if detector.variant_failure else logging.INFO
         event(
             level,
@@ -355,18 +356,21 @@ class Detector:
         self.close()
 
 
-# Which CPU flags make a precision fast; without them OpenVINO emulates it or falls back to f32.
-_CPU_NEEDS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"), "bf16": ("avx512_bf16", "amx_bf16")}
 # Order tried when load-time timing is off (model.confirm_runs 0): int8's compute floor is about
 # twice bf16's on a CPU with both (NOTES.md, issue #20).
 _FAST_FIRST = ("int8", "bf16")
 
 
-def _cpu_lacks(precision: str, flags: frozenset[str]) -> str | None:
-    """Why this CPU does not run ``precision`` fast (one line), or None when it does."""
-    needs = _CPU_NEEDS.get(precision, ())
-    if needs and not flags.intersection(needs):
-        return f"this CPU has none of {'/'.join(needs)}"
+def _not_for_this_cpu(variant: ModelVariant, flags: frozenset[str]) -> str | None:
+    """Why the variant's certification does not hold on this CPU (one line), or None when it does."""
+    here = cpu_kernels(variant.precision, flags)
+    if here is None:
+        return f"this CPU has none of {'/'.join(KERNELS[variant.precision])}"
+    if variant.kernels != here:
+        return (
+            f"certified on {variant.kernels or 'unrecorded'} kernels, this CPU runs {here} "
+            "(export it on such a CPU to certify it here)"
+        )
     return None
 
 
@@ -460,12 +464,14 @@ class _Opener:
         return detector
 
 
-def _explicit(opener: _Opener, data: bytes, cfg: ModelConfig) -> Detector:
+def _explicit(opener: _Opener, data: bytes, cfg: ModelConfig, flags: frozenset[str]) -> Detector:
     """``precision`` fp32, bf16 or int8 as configured.
 
     A card that lists variants (written by a current export) runs only a certified one; anything
     else runs fp32 and says why (``variant_failure``, alerted by the station). A card without a
-    variants list is a file run as is at that precision (an older export, an evaluation).
+    variants list is a file run as is at that precision (an older export, an evaluation). A
+    certified variant asked for on a CPU whose kernels did not certify it runs (the registry's gate
+    measures variants this way on its own CPU), and its choice says so.
     """
     card, asked = opener.card, cfg.precision
     if asked == "fp32" or not card.variants:
@@ -482,7 +488,10 @@ def _explicit(opener: _Opener, data: bytes, cfg: ModelConfig) -> Detector:
         except (ModelError, ConfigError) as exc:
             refused = f"the {asked} variant failed to load ({exc}); running fp32"
         else:
-            detector.precision_choice = f"{asked} (configured, certified)"
+            elsewhere = _not_for_this_cpu(variant, flags)
+            detector.precision_choice = f"{asked} (configured, certified" + (
+                f"; {elsewhere})" if elsewhere else ")"
+            )
             return detector
     detector = opener.open(data, cfg.model_copy(update={"precision": "fp32"}))
     detector.precision_choice = f"fp32 ({refused})"
@@ -541,4 +550,4 @@ def _skip_reason(variant: ModelVariant, flags: frozenset[str]) -> str | None:
         return f"not certified ({variant.reason})"
     if variant.runtime not in available_backends():
         return f"{variant.runtime} is not installed"
-    return _cpu_lacks(variant.precision, flags)
+    return _not_for_this_cpu(variant, flags)

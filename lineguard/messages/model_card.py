@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,6 +23,7 @@ __all__ = [
     "ClassMetrics",
     "ExportParity",
     "ImageRange",
+    "Measured",
     "ModelCard",
     "ModelMetrics",
     "ModelVariant",
@@ -36,8 +37,10 @@ __all__ = [
 MODEL_CARD_SCHEMA: Final = "lineguard.model_card/1"
 # A variant is certified when its mAP50 is within this of fp32's on the same frozen set (1 point)...
 MAX_VARIANT_MAP50_DROP: Final = 0.01
-# ...and its unit escape rate is no worse (this slack only absorbs float rounding).
+# ...its unit escape rate is no worse (this slack only absorbs float rounding)...
 _ESCAPE_SLACK: Final = 1e-9
+# ...and it sends at most this many more units to review (NO_DECISION, 1 point of all units).
+MAX_VARIANT_REVIEW_RISE: Final = 0.01
 _MAX_REASON: Final = 300
 
 
@@ -181,32 +184,64 @@ class ModelVariant(_Card):
     )
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the file the variant runs.")
     map50: float = Field(ge=0, le=1)
-    escape_rate: float | None = Field(default=None, ge=0, le=1)
+    escape_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Units as the station decides them (review band included)."
+    )
     overkill_rate: float | None = Field(default=None, ge=0, le=1)
+    no_decision_rate: float | None = Field(default=None, ge=0, le=1)
     certified: bool
     reason: str = Field(max_length=_MAX_REASON, description="One line: why it is certified or not.")
+    kernels: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="CPU kernels it was measured with (e.g. avx2, avx512_vnni, amx_int8); "
+        "a station runs it only where its CPU uses the same. null: not recorded, runs nowhere by auto.",
+    )
 
 
-def certify_variant(
-    fp32: tuple[float, float | None], variant: tuple[float, float | None], computed_in: str = ""
-) -> tuple[bool, str]:
-    """The one certification rule: within 1 mAP50 point of fp32 and no worse unit escape.
+class Measured(NamedTuple):
+    """What certification compares, for fp32 and for a variant, on the same frozen set: mAP50, and
+    the units' escape and NO_DECISION rates as the station's policy decides them."""
 
-    ``fp32`` and ``variant`` are (mAP50, unit escape rate) on the same frozen set. ``computed_in``
-    is what the runtime said it computed in; a variant measured in another precision (bf16 asked,
-    f32 run on a CPU without bf16) proves nothing about bf16 and is not certified.
+    map50: float
+    escape_rate: float | None
+    no_decision_rate: float | None
+
+
+def certify_variant(fp32: Measured, variant: Measured, computed_in: str = "") -> tuple[bool, str]:
+    """The one certification rule: within 1 mAP50 point of fp32, no worse unit escape, and at most
+    1 point more units sent to review.
+
+    Units are counted as the station decides them, review band included: a defective unit the
+    variant scores just under the threshold goes to a person, not down the line, so it is no
+    escape; it is review work, and that is bounded instead, or a variant could buy its escape rate
+    with it. ``computed_in`` is what the runtime said it computed in; a variant measured in another
+    precision (bf16 asked, f32 run on a CPU without bf16) proves nothing about bf16 and is not
+    certified.
     """
-    (base_map, base_escape), (map50, escape) = fp32, variant
-    figures = f"mAP50 {map50:.3f} vs fp32 {base_map:.3f}, escape {_pct(escape)} vs {_pct(base_escape)}"
+    base, got = fp32, variant
+    figures = (
+        f"mAP50 {got.map50:.3f} vs fp32 {base.map50:.3f}, escape {_pct(got.escape_rate)} vs "
+        f"{_pct(base.escape_rate)}, NO_DECISION {_pct(got.no_decision_rate)} vs {_pct(base.no_decision_rate)}"
+    )
     if computed_in and computed_in not in {"bf16", "int8 QDQ"}:
         return False, f"not measured: the runtime computed in {computed_in} here; {figures}"
-    drop = base_map - map50
+    drop = base.map50 - got.map50
     if drop > MAX_VARIANT_MAP50_DROP + 1e-12:
         most = 100 * MAX_VARIANT_MAP50_DROP
         return False, f"mAP50 drops {100 * drop:.1f} points (most {most:.0f}); {figures}"
-    if escape is not None and (base_escape is None or escape > base_escape + _ESCAPE_SLACK):
+    if got.escape_rate is not None and (
+        base.escape_rate is None or got.escape_rate > base.escape_rate + _ESCAPE_SLACK
+    ):
         return False, f"escape is worse than fp32; {figures}"
-    return True, f"within {100 * MAX_VARIANT_MAP50_DROP:.0f} mAP50 point of fp32, no worse escape; {figures}"
+    rise = (got.no_decision_rate or 0.0) - (base.no_decision_rate or 0.0)
+    if rise > MAX_VARIANT_REVIEW_RISE + 1e-12:
+        most = 100 * MAX_VARIANT_REVIEW_RISE
+        return False, f"NO_DECISION rises {100 * rise:.1f} points (most {most:.0f}); {figures}"
+    return True, (
+        f"within {100 * MAX_VARIANT_MAP50_DROP:.0f} mAP50 point of fp32, no worse escape, "
+        f"review within {100 * MAX_VARIANT_REVIEW_RISE:.0f} point; {figures}"
+    )
 
 
 def _pct(rate: float | None) -> str:

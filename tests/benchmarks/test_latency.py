@@ -307,8 +307,8 @@ def test_floors_are_measured_only_where_the_cpu_has_the_instructions() -> None:
     flags = cpu_flags()
     assert "fp32" in measured
     assert ("bf16" in measured) == (HAS_OPENVINO and bool(flags & {"avx512_bf16", "amx_bf16"}))
-    assert ("int8" in measured) == bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    # A CPU without bf16 or VNNI gets no emulated figure passed off as a floor.
+    assert ("int8" in measured) == bool(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
+    # A CPU without native bf16 or int8 kernels gets no emulated figure passed off as a floor.
     assert {f.precision for f in measure_floors(threads=1, size=128, runs=1, flags=frozenset())} == {"fp32"}
 
 

@@ -4,7 +4,7 @@ The variant files here are the tiny model's graph saved again under another name
 what is under test is the choice, the certification and the hash check, not quantization (the
 training export test certifies a real INT8 file). CPU flags are injected, so every case runs
 the same on any x86 host; load-time timing is off (``confirm_runs: 0``) except where a fake clock
-decides it.
+decides it. The variants here were certified on an AVX-512 CPU with VNNI and bf16.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ VNNI_AND_BF16 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
 AUTO = ModelConfig(precision="auto", confirm_runs=0, warmup_runs=1, threads=1)
 
 
-def _variant(name: str, sha256: str, *, file: str | None, certified: bool = True) -> ModelVariant:
+def _variant(
+    name: str, sha256: str, *, file: str | None, certified: bool = True, kernels: str | None = None
+) -> ModelVariant:
     return ModelVariant(
         name=name,
         precision=name,  # type: ignore[arg-type]
@@ -44,10 +46,13 @@ def _variant(name: str, sha256: str, *, file: str | None, certified: bool = True
         overkill_rate=0.0,
         certified=certified,
         reason="within 1 mAP50 point of fp32, no worse escape" if certified else "mAP50 drops 4.0 points",
+        kernels=kernels or {"int8": "avx512_vnni", "bf16": "avx512_bf16"}[name],
     )
 
 
-def _model_with_variants(tiny_model: Path, out: Path, *, int8_certified: bool = True) -> Path:
+def _model_with_variants(
+    tiny_model: Path, out: Path, *, int8_certified: bool = True, int8_kernels: str = "avx512_vnni"
+) -> Path:
     """The tiny model with an int8 variant file beside it and bf16, both listed in its card."""
     shutil.copytree(tiny_model, out)
     graph = onnx.load(str(out / "model.onnx"))
@@ -56,7 +61,11 @@ def _model_with_variants(tiny_model: Path, out: Path, *, int8_certified: bool = 
     card = ModelCard.load(out / "model_card.json")
     variants = [
         _variant(
-            "int8", sha256_file(out / "model_int8.onnx"), file="model_int8.onnx", certified=int8_certified
+            "int8",
+            sha256_file(out / "model_int8.onnx"),
+            file="model_int8.onnx",
+            certified=int8_certified,
+            kernels=int8_kernels,
         ),
         _variant("bf16", card.sha256, file=None),
     ]
@@ -85,6 +94,48 @@ def test_auto_runs_the_fastest_certified_variant_the_cpu_supports(
         assert detector.detect(tiny_frame())[0] is not None
 
 
+@pytest.mark.parametrize(
+    ("flags", "int8_kernels", "runs", "said"),
+    [
+        (frozenset({"avx2"}), "avx2", "int8", ""),  # certified on AVX2: an AVX2 host runs it
+        (
+            frozenset({"avx2"}),
+            "avx512_vnni",
+            "fp32",
+            "int8: certified on avx512_vnni kernels, this CPU runs avx2",
+        ),
+        (
+            frozenset({"avx2", "avx512f", "avx512_vnni", "amx_int8"}),
+            "avx512_vnni",
+            "fp32",
+            "int8: certified on avx512_vnni kernels, this CPU runs amx_int8",
+        ),
+    ],
+)
+def test_auto_trusts_a_certification_only_on_the_kernels_that_measured_it(
+    tiny_model: Path, tmp_path: Path, flags: frozenset[str], int8_kernels: str, runs: str, said: str
+) -> None:
+    model = _model_with_variants(tiny_model, tmp_path / "m", int8_kernels=int8_kernels)
+
+    with Detector.load(model / "model.onnx", AUTO, cpu_flags=flags) as detector:
+        assert detector.precision == runs
+        assert said in detector.precision_choice
+        assert detector.variant_failure is None  # another CPU's certification is no fault
+
+
+def test_a_variant_certified_before_kernels_were_recorded_is_not_run_by_auto(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    model = _model_with_variants(tiny_model, tmp_path / "m")
+    card = ModelCard.load(model / "model_card.json")
+    older = [v.model_copy(update={"kernels": None}) for v in card.variants]
+    card.model_copy(update={"variants": older}).save(model / "model_card.json")
+
+    with Detector.load(model / "model.onnx", AUTO, cpu_flags=VNNI_AND_BF16) as detector:
+        assert detector.precision == "fp32"
+        assert "int8: certified on unrecorded kernels, this CPU runs avx512_vnni" in detector.precision_choice
+
+
 def test_auto_never_runs_an_uncertified_variant(tiny_model: Path, tmp_path: Path) -> None:
     model = _model_with_variants(tiny_model, tmp_path / "m", int8_certified=False)
 
@@ -109,8 +160,14 @@ def test_a_certified_variant_asked_for_runs(tiny_model: Path, tmp_path: Path) ->
     model = _model_with_variants(tiny_model, tmp_path / "m")
     cfg = AUTO.model_copy(update={"precision": "int8"})
 
-    with Detector.load(model / "model.onnx", cfg, cpu_flags=frozenset()) as detector:
+    with Detector.load(model / "model.onnx", cfg, cpu_flags=frozenset({"avx512_vnni"})) as detector:
         assert (detector.precision, detector.variant_failure) == ("int8", None)
+        assert detector.precision_choice == "int8 (configured, certified)"
+
+    # Asked for by name on other kernels (as the registry's gate measures it), it runs and says so.
+    with Detector.load(model / "model.onnx", cfg, cpu_flags=frozenset({"avx2"})) as detector:
+        assert (detector.precision, detector.variant_failure) == ("int8", None)
+        assert "certified on avx512_vnni kernels, this CPU runs avx2" in detector.precision_choice
 
 
 @pytest.mark.parametrize(

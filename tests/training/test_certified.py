@@ -15,10 +15,12 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lineguard.config import ModelConfig
+from lineguard.config import ModelConfig, PolicyConfig
 from lineguard.inference import CARD_NAME, Detector
-from lineguard.messages import ModelCard, ModelMetrics, ModelVariant, certify_variant, sha256_file
-from lineguard.training.calibrate import calibration_split
+from lineguard.inference.kernels import cpu_kernels
+from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
+from lineguard.provenance import cpu_flags
+from lineguard.training.calibrate import calibration_split, policy_rates
 from lineguard.training.certified import INT8_FILE, certified_variants
 from lineguard.training.evaluate import evaluate
 
@@ -35,12 +37,13 @@ def test_export_writes_measures_and_records_the_variants(
     shutil.copytree(tiny_model, out)
     card = ModelCard.load(out / CARD_NAME)
     fp32 = evaluate(out / "model.onnx", synthetic_dataset, thresholds=card.thresholds)
-    metrics = ModelMetrics(map50=fp32.map50, map50_95=fp32.map50_95, escape_rate=fp32.escape_rate)
-    card = card.model_copy(update={"metrics": metrics})
+    base = policy_rates(
+        fp32.unit_scores, fp32.unit_defective, fp32.threshold_array(card.thresholds), PolicyConfig()
+    )
     split, _ = calibration_split(synthetic_dataset)
     said: list[str] = []
 
-    variants, left_out = certified_variants(out, card, synthetic_dataset, split, said.append)
+    variants, left_out = certified_variants(out, card, fp32, synthetic_dataset, split, said.append)
 
     assert left_out == []
     assert [v.name for v in variants] == ["int8", "bf16"]
@@ -50,7 +53,10 @@ def test_export_writes_measures_and_records_the_variants(
     assert (bf16.file, bf16.sha256) == (None, card.sha256)
     for v in variants:
         assert v.runtime == "openvino"
-        rule, _ = certify_variant((fp32.map50, fp32.escape_rate), (v.map50, v.escape_rate))
+        rule, _ = certify_variant(
+            Measured(fp32.map50, base.escape_rate, base.no_decision_rate),
+            Measured(v.map50, v.escape_rate, v.no_decision_rate),
+        )
         measured = not v.reason.startswith("not measured")  # bf16 on a CPU without it ran f32
         assert v.certified == (rule and measured)
         assert any(line.startswith(f"{v.name}: ") and v.reason in line for line in said)
@@ -58,9 +64,17 @@ def test_export_writes_measures_and_records_the_variants(
     card.model_copy(update={"variants": variants}).save(out / CARD_NAME)
     ModelCard.load(out / CARD_NAME)  # the card with its variants validates
     auto = ModelConfig(threads=1, warmup_runs=1, confirm_runs=0)
-    with Detector.load(out / "model.onnx", auto, cpu_flags=frozenset({"avx512_vnni"})) as detector:
-        assert (detector.precision, detector.variant_failure) == ("int8" if int8.certified else "fp32", None)
-        assert detector.inference_precision == ("int8 QDQ" if int8.certified else "f32")
+    # Measured here, so certified for this CPU's kernels: auto runs the first certified one.
+    assert {v.kernels for v in variants if v.certified} <= {
+        cpu_kernels("int8", cpu_flags()),
+        cpu_kernels("bf16", cpu_flags()),
+    }
+    runs = next((v for v in variants if v.certified), None)
+    with Detector.load(out / "model.onnx", auto) as detector:
+        assert (detector.precision, detector.variant_failure) == (runs.name if runs else "fp32", None)
+        assert detector.inference_precision == {"int8": "int8 QDQ", "bf16": "bf16"}.get(
+            detector.precision, "f32"
+        )
 
 
 def test_calibrate_finds_the_variants_the_card_lists_before_an_older_int8_copy(
@@ -94,3 +108,24 @@ def test_calibrate_finds_the_variants_the_card_lists_before_an_older_int8_copy(
         "int8",
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("variant", "certified", "why"),
+    [
+        # Two defective units scored just under the threshold go to review, not down the line.
+        (Measured(0.529, 0.0, 0.035), True, "within 1 mAP50 point of fp32, no worse escape"),
+        (Measured(0.529, 0.005, 0.025), False, "escape is worse than fp32"),
+        (Measured(0.529, 0.0, 0.040), False, "NO_DECISION rises 1.5 points (most 1)"),
+        (Measured(0.510, 0.0, 0.025), False, "mAP50 drops 1.8 points (most 1)"),
+    ],
+)
+def test_the_rule_counts_units_as_the_station_decides_and_bounds_review(
+    variant: Measured, certified: bool, why: str
+) -> None:
+    fp32 = Measured(0.528, 0.0, 0.025)  # the demo model on val, as its station's policy decides
+
+    ok, reason = certify_variant(fp32, variant)
+
+    assert ok is certified and reason.startswith(why)
+    assert "NO_DECISION" in reason and "\n" not in reason

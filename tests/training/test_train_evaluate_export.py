@@ -184,13 +184,16 @@ def test_int8_export_keeps_the_accuracy_on_any_cpu(exported: Path) -> None:
     importlib.util.find_spec("openvino") is None,
     reason="the certified variants need openvino (lineguard[edge])",
 )
-def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path) -> None:
+def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path, data: Path) -> None:
     """OpenVINO INT8 (QDQ) and bf16 measured on val against fp32, recorded in the card, run by a station."""
     import onnx
 
-    from lineguard.config import ModelConfig
+    from lineguard.config import ModelConfig, PolicyConfig
     from lineguard.inference import Detector
-    from lineguard.messages import certify_variant, sha256_file
+    from lineguard.inference.kernels import cpu_kernels
+    from lineguard.messages import Measured, certify_variant, sha256_file
+    from lineguard.provenance import cpu_flags
+    from lineguard.training.calibrate import policy_rates
 
     card = ModelCard.load(exported / "model_card.json")
     assert card.metrics is not None
@@ -204,18 +207,24 @@ def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path
     assert (bf16.file, bf16.sha256) == (None, card.sha256)
     # Whether int8 keeps this small model's accuracy depends on the CPU's int8 kernels (certified
     # on an AMD EPYC, -3.3 mAP50 points on an AMX Xeon; bf16 only where the CPU has it): the card
-    # says which, by the one rule, and a trained model keeps at least one faster variant.
+    # says which, by the one rule and for which kernels, and a trained model keeps at least one
+    # faster variant.
     assert int8.certified or bf16.certified, (int8.reason, bf16.reason)
+    ran = evaluate(exported / "model.onnx", data, thresholds=card.thresholds)  # fp32 on val
+    units = policy_rates(
+        ran.unit_scores, ran.unit_defective, ran.threshold_array(card.thresholds), PolicyConfig()
+    )
+    fp32 = Measured(card.metrics.map50, units.escape_rate, units.no_decision_rate)
     for v in (int8, bf16):
         assert v.runtime == "openvino" and v.reason
-        fp32 = (card.metrics.map50, card.metrics.escape_rate)
-        ok, _ = certify_variant(fp32, (v.map50, v.escape_rate))
+        ok, _ = certify_variant(fp32, Measured(v.map50, v.escape_rate, v.no_decision_rate))
         assert v.certified <= ok  # certified only under the rule (bf16 also only where it ran bf16)
+        assert v.kernels == cpu_kernels(v.precision, cpu_flags())
 
+    # Certified on this CPU's kernels, so this CPU's auto runs it (int8 first when timing is off).
     auto = ModelConfig(threads=1, warmup_runs=1, confirm_runs=0)
-    vnni = frozenset({"avx512_vnni"})
-    with Detector.load(exported / "model.onnx", auto, cpu_flags=vnni) as detector:
-        assert detector.precision == ("int8" if int8.certified else "fp32")
+    with Detector.load(exported / "model.onnx", auto) as detector:
+        assert detector.precision == ("int8" if int8.certified else "bf16")
         assert detector.variant_failure is None
 
 
