@@ -412,8 +412,12 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
     daemon = EdgeDaemon(cfg)
     worker = threading.Thread(target=daemon.run, kwargs={"max_units": units}, daemon=True)
     worker.start()
-    while daemon.http_port is None and worker.is_alive():
+    while (daemon.http_port is None or daemon.slot is None) and worker.is_alive():
         time.sleep(0.05)
+    if (slot := daemon.slot) is not None:  # how fast, and why: what precision: auto chose here
+        click.echo(
+            f"  model {slot.detector.card.ref} on {slot.detector.backend}: {slot.detector.precision_choice}"
+        )
     metrics_url = f"http://127.0.0.1:{daemon.http_port}/metrics"
     click.echo(f"  metrics while it runs: {metrics_url}\n")
     worker.join()

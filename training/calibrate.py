@@ -41,6 +41,7 @@ __all__ = [
     "calibration_split",
     "lowest_threshold",
     "policy_rates",
+    "station_rates",
     "write_curve_png",
 ]
 
@@ -105,6 +106,19 @@ def policy_rates(
         review_band=policy.review_band,
         uncertain_fails=policy.uncertain_action == "fail",
         min_confidence=policy.min_confidence,
+    )
+
+
+def station_rates(
+    evaluation: Evaluation, thresholds: dict[str, float], policy: PolicyConfig | None = None
+) -> UnitRates:
+    """What ``thresholds`` do to the evaluation's units as a station's policy (by default the
+    shipped one) decides them: review band included."""
+    return policy_rates(
+        evaluation.unit_scores,
+        evaluation.unit_defective,
+        evaluation.threshold_array(thresholds),
+        policy or PolicyConfig(),
     )
 
 

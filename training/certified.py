@@ -24,30 +24,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lineguard.config import PolicyConfig
 from lineguard.datasets import iter_split
-from lineguard.inference import UnitRates, available_backends
+from lineguard.inference import available_backends
 from lineguard.inference.kernels import cpu_kernels
 from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
 from lineguard.provenance import cpu_flags
 from lineguard.training._parity import quantize_int8
-from lineguard.training.calibrate import policy_rates
+from lineguard.training.calibrate import station_rates
 from lineguard.training.evaluate import Backend, Evaluation, Precision, evaluate
 
 __all__ = ["INT8_FILE", "MAX_CALIBRATION_FRAMES", "certified_variants"]
 
 INT8_FILE = "model_int8.onnx"
 MAX_CALIBRATION_FRAMES = 300  # more frames move the activation ranges little
-
-
-def _as_station_decides(evaluation: Evaluation, thresholds: dict[str, float]) -> UnitRates:
-    """The units' rates at ``thresholds`` as a station's default policy decides (review band included)."""
-    return policy_rates(
-        evaluation.unit_scores,
-        evaluation.unit_defective,
-        evaluation.threshold_array(thresholds),
-        PolicyConfig(),
-    )
 
 
 def _measure(
@@ -60,8 +49,8 @@ def _measure(
 ) -> ModelVariant:
     name, runtime, precision = how
     evaluation = evaluate(onnx_path, data, thresholds=card.thresholds, backend=runtime, precision=precision)
-    base = _as_station_decides(fp32, card.thresholds)
-    rates = _as_station_decides(evaluation, card.thresholds)
+    base = station_rates(fp32, card.thresholds)
+    rates = station_rates(evaluation, card.thresholds)
     certified, reason = certify_variant(
         Measured(fp32.map50, base.escape_rate, base.no_decision_rate),
         Measured(evaluation.map50, rates.escape_rate, rates.no_decision_rate),

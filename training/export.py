@@ -41,7 +41,7 @@ from lineguard.messages import (
     sha256_file,
 )
 from lineguard.training._parity import check_parity, quantize_int8
-from lineguard.training.calibrate import CALIBRATION_FILE, calibrate, calibration_split, policy_rates
+from lineguard.training.calibrate import CALIBRATION_FILE, calibrate, calibration_split, station_rates
 from lineguard.training.certified import certified_variants
 from lineguard.training.config import PARITY_MIN_BOXES
 from lineguard.training.evaluate import Evaluation, evaluate
@@ -276,9 +276,7 @@ def _achieved(evaluation: Evaluation, thresholds: dict[str, float]) -> TargetsAc
     from lineguard.config import PolicyConfig
 
     policy = PolicyConfig()
-    rates = policy_rates(
-        evaluation.unit_scores, evaluation.unit_defective, evaluation.threshold_array(thresholds), policy
-    )
+    rates = station_rates(evaluation, thresholds, policy)
     return TargetsAchieved(
         escape_rate=rates.escape_rate,
         overkill_rate=rates.overkill_rate,

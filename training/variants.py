@@ -21,7 +21,7 @@ from lineguard.config import PolicyConfig
 from lineguard.errors import InputError
 from lineguard.inference import CARD_NAME, UnitRates, available_backends
 from lineguard.messages import CalibrationTargets, ModelCard, TargetsAchieved
-from lineguard.training.calibrate import Calibration, calibrate, policy_rates
+from lineguard.training.calibrate import Calibration, calibrate, station_rates
 from lineguard.training.evaluate import Backend, Evaluation, Precision, evaluate
 
 __all__ = [
@@ -134,9 +134,7 @@ def calibrate_variant(
         precision=variant.precision,
         progress=progress,
     )
-    rates = policy_rates(
-        evaluation.unit_scores, evaluation.unit_defective, evaluation.threshold_array(shipped), policy
-    )
+    rates = station_rates(evaluation, shipped, policy)
     calibration = calibrate(evaluation, max_escape, max_overkill=max_overkill, policy=policy)
     return VariantResult(variant, evaluation, shipped, rates, calibration)
 

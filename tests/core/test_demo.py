@@ -54,6 +54,10 @@ def test_demo_scores_every_unit_and_can_run_again(tmp_path: Path, tiny_model: Pa
     assert first.returncode == 0, first.stderr[-2000:]
     assert f"no MQTT broker at 127.0.0.1:{no_broker}: verdicts go to" in first.stdout
     assert "  units          30" in first.stdout
+    # Which precision the station runs, and why (the tiny model's card lists no faster variant).
+    assert any(
+        line.startswith("  model ") and line.endswith(": auto: fp32") for line in first.stdout.splitlines()
+    )
     for row in ("escape rate", "overkill rate", "latency p99", "sample verdicts"):
         assert row in first.stdout
     assert len(list((tmp_path / "out").glob("*/sample_verdicts.png"))) == 1

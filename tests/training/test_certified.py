@@ -15,12 +15,12 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lineguard.config import ModelConfig, PolicyConfig
+from lineguard.config import ModelConfig
 from lineguard.inference import CARD_NAME, Detector
 from lineguard.inference.kernels import cpu_kernels
 from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
 from lineguard.provenance import cpu_flags
-from lineguard.training.calibrate import calibration_split, policy_rates
+from lineguard.training.calibrate import calibration_split, station_rates
 from lineguard.training.certified import INT8_FILE, certified_variants
 from lineguard.training.evaluate import evaluate
 
@@ -37,9 +37,7 @@ def test_export_writes_measures_and_records_the_variants(
     shutil.copytree(tiny_model, out)
     card = ModelCard.load(out / CARD_NAME)
     fp32 = evaluate(out / "model.onnx", synthetic_dataset, thresholds=card.thresholds)
-    base = policy_rates(
-        fp32.unit_scores, fp32.unit_defective, fp32.threshold_array(card.thresholds), PolicyConfig()
-    )
+    base = station_rates(fp32, card.thresholds)
     split, _ = calibration_split(synthetic_dataset)
     said: list[str] = []
 

@@ -188,12 +188,12 @@ def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path
     """OpenVINO INT8 (QDQ) and bf16 measured on val against fp32, recorded in the card, run by a station."""
     import onnx
 
-    from lineguard.config import ModelConfig, PolicyConfig
+    from lineguard.config import ModelConfig
     from lineguard.inference import Detector
     from lineguard.inference.kernels import cpu_kernels
     from lineguard.messages import Measured, certify_variant, sha256_file
     from lineguard.provenance import cpu_flags
-    from lineguard.training.calibrate import policy_rates
+    from lineguard.training.calibrate import station_rates
 
     card = ModelCard.load(exported / "model_card.json")
     assert card.metrics is not None
@@ -211,9 +211,7 @@ def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path
     # faster variant.
     assert int8.certified or bf16.certified, (int8.reason, bf16.reason)
     ran = evaluate(exported / "model.onnx", data, thresholds=card.thresholds)  # fp32 on val
-    units = policy_rates(
-        ran.unit_scores, ran.unit_defective, ran.threshold_array(card.thresholds), PolicyConfig()
-    )
+    units = station_rates(ran, card.thresholds)
     fp32 = Measured(card.metrics.map50, units.escape_rate, units.no_decision_rate)
     for v in (int8, bf16):
         assert v.runtime == "openvino" and v.reason
