@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lineguard import provenance
-from lineguard.inference.kernels import cpu_kernels
+from lineguard.inference import cpu_kernels
 
 __all__ = ["Floor", "best_floors", "floor_precision", "measure_floors", "model_gflops"]
 

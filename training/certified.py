@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lineguard.datasets import iter_split
-from lineguard.inference import available_backends
-from lineguard.inference.kernels import cpu_kernels
+from lineguard.inference import available_backends, cpu_kernels
 from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
 from lineguard.provenance import cpu_flags
 from lineguard.training._parity import quantize_int8

@@ -18,6 +18,7 @@ from lineguard.inference.images import (
     image_size,
     read_image_file,
 )
+from lineguard.inference.kernels import KERNELS, cpu_kernels
 from lineguard.inference.metrics import (
     IOU_THRESHOLDS,
     ApResult,
@@ -55,6 +56,7 @@ __all__ = [
     "CARD_NAME",
     "DEFAULT_THRESHOLD",
     "IOU_THRESHOLDS",
+    "KERNELS",
     "MAX_DET",
     "PAD_VALUE",
     "VERDICT_COLORS",
@@ -82,6 +84,7 @@ __all__ = [
     "check_golden",
     "combine_views",
     "confusion_matrix",
+    "cpu_kernels",
     "decode_image",
     "decode_yolo",
     "image_size",

@@ -16,8 +16,7 @@ import onnx
 import pytest
 
 from lineguard.config import ModelConfig
-from lineguard.inference import CARD_NAME, Detector
-from lineguard.inference.kernels import cpu_kernels
+from lineguard.inference import CARD_NAME, Detector, cpu_kernels
 from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
 from lineguard.provenance import cpu_flags
 from lineguard.training.calibrate import calibration_split, station_rates

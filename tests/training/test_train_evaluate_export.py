@@ -189,8 +189,7 @@ def test_export_certifies_its_openvino_variants_on_the_frozen_set(exported: Path
     import onnx
 
     from lineguard.config import ModelConfig
-    from lineguard.inference import Detector
-    from lineguard.inference.kernels import cpu_kernels
+    from lineguard.inference import Detector, cpu_kernels
     from lineguard.messages import Measured, certify_variant, sha256_file
     from lineguard.provenance import cpu_flags
     from lineguard.training.calibrate import station_rates
