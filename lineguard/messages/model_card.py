@@ -219,22 +219,22 @@ def certify_variant(fp32: Measured, variant: Measured, computed_in: str = "") ->
     precision (bf16 asked, f32 run on a CPU without bf16) proves nothing about bf16 and is not
     certified.
     """
-    base, got = fp32, variant
     figures = (
-        f"mAP50 {got.map50:.3f} vs fp32 {base.map50:.3f}, escape {_pct(got.escape_rate)} vs "
-        f"{_pct(base.escape_rate)}, NO_DECISION {_pct(got.no_decision_rate)} vs {_pct(base.no_decision_rate)}"
+        f"mAP50 {variant.map50:.3f} vs fp32 {fp32.map50:.3f}, "
+        f"escape {_pct(variant.escape_rate)} vs {_pct(fp32.escape_rate)}, "
+        f"NO_DECISION {_pct(variant.no_decision_rate)} vs {_pct(fp32.no_decision_rate)}"
     )
     if computed_in and computed_in not in {"bf16", "int8 QDQ"}:
         return False, f"not measured: the runtime computed in {computed_in} here; {figures}"
-    drop = base.map50 - got.map50
+    drop = fp32.map50 - variant.map50
     if drop > MAX_VARIANT_MAP50_DROP + 1e-12:
         most = 100 * MAX_VARIANT_MAP50_DROP
         return False, f"mAP50 drops {100 * drop:.1f} points (most {most:.0f}); {figures}"
-    if got.escape_rate is not None and (
-        base.escape_rate is None or got.escape_rate > base.escape_rate + _ESCAPE_SLACK
+    if variant.escape_rate is not None and (
+        fp32.escape_rate is None or variant.escape_rate > fp32.escape_rate + _ESCAPE_SLACK
     ):
         return False, f"escape is worse than fp32; {figures}"
-    rise = (got.no_decision_rate or 0.0) - (base.no_decision_rate or 0.0)
+    rise = (variant.no_decision_rate or 0.0) - (fp32.no_decision_rate or 0.0)
     if rise > MAX_VARIANT_REVIEW_RISE + 1e-12:
         most = 100 * MAX_VARIANT_REVIEW_RISE
         return False, f"NO_DECISION rises {100 * rise:.1f} points (most {most:.0f}); {figures}"
