@@ -40,7 +40,7 @@ MAX_CALIBRATION_FRAMES = 300  # more frames move the activation ranges little
 
 def _measure(
     card: ModelCard,
-    fp32: Evaluation,
+    fp32: Measured,
     onnx_path: Path,
     data: Path,
     how: tuple[str, Backend, Precision],
@@ -48,10 +48,9 @@ def _measure(
 ) -> ModelVariant:
     name, runtime, precision = how
     evaluation = evaluate(onnx_path, data, thresholds=card.thresholds, backend=runtime, precision=precision)
-    base = station_rates(fp32, card.thresholds)
     rates = station_rates(evaluation, card.thresholds)
     certified, reason = certify_variant(
-        Measured(fp32.map50, base.escape_rate, base.no_decision_rate),
+        fp32,
         Measured(evaluation.map50, rates.escape_rate, rates.no_decision_rate),
         evaluation.computed_in,
     )
@@ -79,13 +78,15 @@ def certified_variants(
     left_out: list[str] = []
     if "openvino" not in available_backends():
         return [], ["int8 and bf16: openvino is not installed (pip install 'lineguard[train]')"]
+    units = station_rates(fp32, card.thresholds)
+    base = Measured(fp32.map50, units.escape_rate, units.no_decision_rate)
     variants: list[ModelVariant] = []
     images = [item.path for item in iter_split(data, calib_split)][:MAX_CALIBRATION_FRAMES]
     say(f"INT8 (OpenVINO): static quantization calibrated on {len(images)} '{calib_split}' frames")
     q_path = quantize_int8(out / "model.onnx", out / INT8_FILE, images, card.input_size, runtime="openvino")
-    variants.append(_measure(card, fp32, q_path, data, ("int8", "openvino", "int8"), INT8_FILE))
+    variants.append(_measure(card, base, q_path, data, ("int8", "openvino", "int8"), INT8_FILE))
     say("bf16 (OpenVINO): evaluating model.onnx in bf16")
-    variants.append(_measure(card, fp32, out / "model.onnx", data, ("bf16", "openvino", "bf16"), None))
+    variants.append(_measure(card, base, out / "model.onnx", data, ("bf16", "openvino", "bf16"), None))
     for v in variants:
         say(f"{v.name}: {'certified' if v.certified else 'NOT certified'}: {v.reason}")
     return variants, left_out
