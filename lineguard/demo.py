@@ -409,15 +409,15 @@ def demo(units: int, out: Path, mqtt_host: str, mqtt_port: int) -> None:
         "  doubtful frames go to the review queue" + (f" and Label Studio at {ls_url}" if ls_url else "")
     )
     tap = _VerdictTap(mqtt_host if use_mqtt else None, mqtt_port, topic, jsonl)
-    daemon = EdgeDaemon(cfg)
-    worker = threading.Thread(target=daemon.run, kwargs={"max_units": units}, daemon=True)
-    worker.start()
-    while (daemon.http_port is None or daemon.slot is None) and worker.is_alive():
-        time.sleep(0.05)
-    if (slot := daemon.slot) is not None:  # how fast, and why: what precision: auto chose here
+    daemon = EdgeDaemon(cfg)  # loads the model: what precision: auto chose here says how fast, and why
+    if (slot := daemon.slot) is not None:
         click.echo(
             f"  model {slot.detector.card.ref} on {slot.detector.backend}: {slot.detector.precision_choice}"
         )
+    worker = threading.Thread(target=daemon.run, kwargs={"max_units": units}, daemon=True)
+    worker.start()
+    while daemon.http_port is None and worker.is_alive():
+        time.sleep(0.05)
     metrics_url = f"http://127.0.0.1:{daemon.http_port}/metrics"
     click.echo(f"  metrics while it runs: {metrics_url}\n")
     worker.join()

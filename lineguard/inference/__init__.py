@@ -18,7 +18,7 @@ from lineguard.inference.images import (
     image_size,
     read_image_file,
 )
-from lineguard.inference.kernels import KERNELS, cpu_kernels
+from lineguard.inference.kernels import cpu_kernels
 from lineguard.inference.metrics import (
     IOU_THRESHOLDS,
     ApResult,
@@ -56,7 +56,6 @@ __all__ = [
     "CARD_NAME",
     "DEFAULT_THRESHOLD",
     "IOU_THRESHOLDS",
-    "KERNELS",
     "MAX_DET",
     "PAD_VALUE",
     "VERDICT_COLORS",
