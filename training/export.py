@@ -189,12 +189,15 @@ def export_run(
     if card.missed_target():
         say(f"warning: {card.missed_target()}; the registry refuses it without --accept-missed-target")
     if variants:
-        found, left_out = certified_variants(out, card, evaluation, data, cal_split, say)
+        found, left_out, kept_float = certified_variants(
+            out, card, (evaluation, cal_eval), data, cal_split, say
+        )
         card = card.model_copy(update={"variants": found})
         card.save(out / "model_card.json")
         ModelCard.load(out / "model_card.json")
         report["variants"] = [v.model_dump() for v in found]
         report["variants_left_out"] = left_out
+        report["int8_float_convs"] = kept_float
 
     if int8:
         report["int8"] = _export_int8(out, card, data, (evaluation, cal_split), say)

@@ -197,6 +197,13 @@ class ModelVariant(_Card):
         description="CPU kernels it was measured with (e.g. avx2, avx512_vnni, amx_int8); "
         "a station runs it only where its CPU uses the same. null: not recorded, runs nowhere by auto.",
     )
+    float_convs: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Convolutions INT8's accuracy control kept in float to pass on the calibration "
+        "split (0: all quantized); null for bf16 and for older exports.",
+    )
 
 
 class Measured(NamedTuple):

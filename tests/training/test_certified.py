@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -38,11 +39,16 @@ def test_export_writes_measures_and_records_the_variants(
     fp32 = evaluate(out / "model.onnx", synthetic_dataset, thresholds=card.thresholds)
     base = station_rates(fp32, card.thresholds)
     split, _ = calibration_split(synthetic_dataset)
+    fp32_cal = evaluate(out / "model.onnx", synthetic_dataset, split=split, thresholds=card.thresholds)
     said: list[str] = []
 
-    variants, left_out = certified_variants(out, card, fp32, synthetic_dataset, split, said.append)
+    variants, left_out, kept_float = certified_variants(
+        out, card, (fp32, fp32_cal), synthetic_dataset, split, said.append
+    )
 
     assert left_out == []
+    assert any(line.startswith("INT8 accuracy control: ") for line in said)
+    assert variants[0].float_convs == len(kept_float)
     assert [v.name for v in variants] == ["int8", "bf16"]
     int8, bf16 = variants
     assert int8.file == INT8_FILE and sha256_file(out / INT8_FILE) == int8.sha256 != card.sha256
@@ -123,3 +129,45 @@ def test_the_rule_counts_units_as_the_station_decides_and_bounds_review(
 
     assert ok is certified and reason.startswith(why)
     assert "NO_DECISION" in reason and "\n" not in reason
+
+
+def test_convolutions_put_back_in_float_read_float_and_take_fp32_weights(
+    lively_model: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    """Accuracy control's surgery: a reverted convolution runs on the float activation and the fp32
+    file's exact weights; the others keep the quantization they had."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from lineguard.datasets import iter_split
+    from lineguard.inference import Preprocessor, read_image_file
+    from lineguard.training._parity import quantize_int8
+    from lineguard.training.int8_control import _Reverter, quantized_convs
+
+    fp32_file = lively_model  # its model.onnx
+    images = [item.path for item in iter_split(synthetic_dataset, "train")][:8]
+    qdq = quantize_int8(fp32_file, tmp_path / INT8_FILE, images, 160, runtime="openvino")
+    reverter = _Reverter(qdq, fp32_file)
+    convs = quantized_convs(reverter.qdq)
+    tensor = Preprocessor(160)(read_image_file(images[0]))[0].copy()
+
+    def scores(model: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {session.get_inputs()[0].name: tensor})[0])[0, 4:]
+
+    fp32, quantized = scores(fp32_file.read_bytes()), scores(qdq.read_bytes())
+    all_float = reverter.with_float(convs)
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32_file)).graph.initializer}
+    kept = {i.name: numpy_helper.to_array(i) for i in all_float.graph.initializer}
+
+    assert len(convs) > 50  # YOLOv8n: every convolution but the decode's
+    assert quantized_convs(all_float) == []
+    constants = [i for n in all_float.graph.node if n.op_type == "Conv" for i in n.input[1:] if i in weights]
+    assert len(constants) > 50
+    for name in constants:
+        np.testing.assert_array_equal(kept[name], weights[name])
+    # Split outputs also feed Add and Concat through their shared quantizer, which stays.
+    assert np.abs(scores(all_float.SerializeToString()) - fp32).max() < 0.25 * np.abs(quantized - fp32).max()
+    assert quantized_convs(reverter.with_float(convs[:1])) == convs[1:]
+    np.testing.assert_array_equal(scores(reverter.with_float([]).SerializeToString()), quantized)
