@@ -40,28 +40,9 @@ def model_gflops(onnx_path: Path) -> float:
     """GFLOPs of one inference: 2 x multiply-adds of every Conv, MatMul and Gemm (static shapes)."""
     import onnx
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
-    graph = model.graph
-    shapes = {
-        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-        for v in [*graph.value_info, *graph.input, *graph.output]
-    }
-    shapes.update({t.name: list(t.dims) for t in graph.initializer})
-    macs = 0
-    for node in graph.node:
-        out = shapes.get(node.output[0], [])
-        if node.op_type in ("Conv", "ConvInteger"):
-            weight = shapes.get(node.input[1], [])
-            # weight (Cout, Cin/groups, kH, kW): each output element takes Cin/groups * kH * kW MACs
-            macs += int(np.prod(out)) * int(np.prod(weight[1:]))
-        elif node.op_type in ("MatMul", "MatMulInteger", "Gemm"):
-            a = shapes.get(node.input[0], [])
-            transposed = node.op_type == "Gemm" and any(
-                att.name == "transA" and att.i for att in node.attribute
-            )
-            k = a[-2] if transposed and len(a) >= 2 else (a[-1] if a else 0)
-            macs += int(np.prod(out)) * int(k)
-    return 2 * macs / 1e9
+    from lineguard.training import multiply_adds
+
+    return 2 * sum(multiply_adds(onnx.load(str(onnx_path))).values()) / 1e9
 
 
 def floor_precision(computed_in: str) -> str:

@@ -11,6 +11,7 @@ from lineguard.training.calibrate import Calibration, calibrate, calibrate_run, 
 from lineguard.training.config import AugmentConfig, TrainConfig, load_train_config
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.export import OPSET, PARITY_TOLERANCE, export_run
+from lineguard.training.graph_cost import multiply_adds
 from lineguard.training.importers import FORMATS, ImportReport, import_dataset
 from lineguard.training.reference import image_reference
 from lineguard.training.train import TrainResult, load_run, train
@@ -35,6 +36,7 @@ __all__ = [
     "import_dataset",
     "load_run",
     "load_train_config",
+    "multiply_adds",
     "train",
     "write_curve_png",
     "write_preview",

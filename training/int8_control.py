@@ -2,18 +2,18 @@
 
 Quantizing every convolution of a detector moves each unit's top score a little; on most units
 that changes nothing, but a unit scored near its threshold can cross it, and a certification is
-lost over one or two units. Most of that movement comes from a few convolutions (often the first,
-which sees the raw image, and the detect head's last ones, which write the scores). So when the
-fully quantized file fails the certification rule on the calibration split, its convolutions are
-ranked by how much of the score movement each one causes (each put back in float on its own, the
-units' per-class top scores compared with fp32 on a ranking subset), and the most harmful are put
-back in float, 1, 2, 4, … at a time, until the rule holds on the calibration split or the budget
-of float convolutions is spent. The val split stays out of it: certification is measured there
-afterwards, on images this search never saw.
+lost over one or two units. So when the fully quantized file fails the certification rule on the
+calibration split, its convolutions are ranked by the score movement each one causes per
+multiply-add it computes (each put back in float on its own, the units' per-class top scores
+compared with fp32's on a few calibration units): a float convolution at 640 px costs what it
+computes, so a cheap one that restores a little comes before a costly one that restores a little
+more. The first 1, 2, 4, … of them go back to float until the rule holds on the calibration split
+or a quarter of the model's multiply-adds would run in float. The val split stays out of it:
+certification is measured there afterwards, on images this search never saw.
 
 Putting a convolution back in float is graph surgery on the QDQ file (its input takes the float
-tensor its QuantizeLinear read, its weight and bias their dequantized values), so no calibration
-pass is repeated and the other convolutions keep the exact quantization they had.
+tensor its QuantizeLinear read, its weight and bias the fp32 file's), so no calibration pass is
+repeated and the other convolutions keep the exact quantization they had.
 """
 
 from __future__ import annotations
@@ -30,11 +30,18 @@ from lineguard.inference import Preprocessor, read_image_file
 from lineguard.messages import Measured, ModelCard, certify_variant
 from lineguard.training.calibrate import station_rates
 from lineguard.training.evaluate import evaluate
+from lineguard.training.graph_cost import multiply_adds
 
-__all__ = ["MAX_FLOAT_SHARE", "RANKING_FRAMES", "ControlResult", "control_int8", "quantized_convs"]
+__all__ = [
+    "MAX_FLOAT_SHARE",
+    "RANKING_FRAMES",
+    "ControlResult",
+    "control_int8",
+    "quantized_convs",
+]
 
 RANKING_FRAMES = 16  # units whose top scores rank the convolutions
-MAX_FLOAT_SHARE = 0.25  # beyond a quarter of the convolutions in float, INT8 is not worth its name
+MAX_FLOAT_SHARE = 0.25  # beyond a quarter of the multiply-adds in float, INT8 is not worth its name
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,21 @@ def _top_scores(model: Any, tensors: list[npt.NDArray[np.float32]]) -> npt.NDArr
 
 def _rank(
     reverter: _Reverter, fp32: Any, convs: list[str], tensors: list[npt.NDArray[np.float32]]
-) -> list[str]:
-    """``convs``, the one whose float copy brings the top scores closest to fp32's first."""
+) -> tuple[list[str], dict[str, float]]:
+    """The convolutions whose float copy brings the top scores closer to fp32's, most score
+    restored per multiply-add first (a float convolution at 640 px costs what it computes), and
+    each one's share of the model's multiply-adds."""
     reference = _top_scores(fp32, tensors)
-    moved = [
-        (float(np.abs(_top_scores(reverter.with_float([c]), tensors) - reference).mean()), c) for c in convs
-    ]
-    return [c for _, c in sorted(moved)]
+    moved = float(np.abs(_top_scores(reverter.qdq, tensors) - reference).mean())
+    macs = multiply_adds(fp32)
+    total = sum(macs.values())
+    share = {c: macs.get(c, total) / total for c in convs}
+    gain = {
+        c: moved - float(np.abs(_top_scores(reverter.with_float([c]), tensors) - reference).mean())
+        for c in convs
+    }
+    helpful = [c for c in convs if gain[c] > 0]
+    return sorted(helpful, key=lambda c: -gain[c] / share[c]), share
 
 
 def control_int8(
@@ -171,19 +186,21 @@ def control_int8(
     pre = Preprocessor(card.input_size)
     tensors = [pre(read_image_file(p))[0].copy() for p in images[:RANKING_FRAMES]]
     say(f"  ranking them on {len(tensors)} '{split}' units, each put back in float on its own")
-    ranked = _rank(reverter, onnx.load(str(fp32_onnx)), convs, tensors)
-    budget = max(1, int(MAX_FLOAT_SHARE * len(convs)))
+    ranked, share = _rank(reverter, onnx.load(str(fp32_onnx)), convs, tensors)
+    steps = [k for k in range(1, len(ranked) + 1) if sum(share[c] for c in ranked[:k]) <= MAX_FLOAT_SHARE]
+    tries = sorted({k for k in steps if k & (k - 1) == 0} | set(steps[-1:]))  # 1, 2, 4, …, the most
     trial = qdq.with_name(f"{qdq.stem}.trial.onnx")
     try:
-        for k in [k for k in (1, 2, 4, 8, 16, 32) if k < budget] + [budget]:
+        for k in tries:
             onnx.save(reverter.with_float(ranked[:k]), str(trial))
             passed, why = measure(trial)
-            say(f"  {k} float: {'passes' if passed else 'fails'} ({why})")
+            cost = f"{100 * sum(share[c] for c in ranked[:k]):.1f}% of the multiply-adds"
+            say(f"  {k} float ({cost}): {'passes' if passed else 'fails'} ({why})")
             if passed:
                 trial.replace(qdq)
-                return ControlResult(
-                    ranked[:k], len(convs), True, f"{k} of {len(convs)} convolutions float pass on '{split}'"
-                )
+                line = f"{k} of {len(convs)} convolutions float ({cost}) pass on '{split}'"
+                return ControlResult(ranked[:k], len(convs), True, line)
     finally:
         trial.unlink(missing_ok=True)
-    return ControlResult([], len(convs), False, f"no {budget} or fewer float convolutions pass on '{split}'")
+    most = f"{100 * MAX_FLOAT_SHARE:.0f}% of the multiply-adds"
+    return ControlResult([], len(convs), False, f"no float set within {most} passes on '{split}'")
