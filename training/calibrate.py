@@ -30,6 +30,7 @@ from lineguard.config import PolicyConfig
 from lineguard.datasets import CALIB_SPLIT, has_split
 from lineguard.errors import DatasetError, InputError
 from lineguard.inference import UnitRates, unit_rates_at
+from lineguard.messages import Measured
 from lineguard.training.evaluate import Evaluation, evaluate
 from lineguard.training.train import load_run
 
@@ -39,6 +40,7 @@ __all__ = [
     "calibrate",
     "calibrate_run",
     "calibration_split",
+    "certification_figures",
     "lowest_threshold",
     "policy_rates",
     "station_rates",
@@ -120,6 +122,13 @@ def station_rates(
         evaluation.threshold_array(thresholds),
         policy or PolicyConfig(),
     )
+
+
+def certification_figures(evaluation: Evaluation, thresholds: dict[str, float]) -> Measured:
+    """What the certification rule compares (``certify_variant``): mAP50 and the units' escape
+    and NO_DECISION rates as the shipped policy decides them."""
+    units = station_rates(evaluation, thresholds)
+    return Measured(evaluation.map50, units.escape_rate, units.no_decision_rate)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from lineguard.inference import available_backends, cpu_kernels
 from lineguard.messages import Measured, ModelCard, ModelVariant, certify_variant, sha256_file
 from lineguard.provenance import cpu_flags
 from lineguard.training._parity import quantize_int8
-from lineguard.training.calibrate import station_rates
+from lineguard.training.calibrate import certification_figures, station_rates
 from lineguard.training.evaluate import Backend, Evaluation, Precision, evaluate
 from lineguard.training.int8_control import control_int8
 
@@ -52,7 +52,8 @@ def _measure(
     name, runtime, precision = how
     evaluation = evaluate(onnx_path, data, thresholds=card.thresholds, backend=runtime, precision=precision)
     rates = station_rates(evaluation, card.thresholds)
-    certified, reason = certify_variant(fp32, _measured(evaluation, card), evaluation.computed_in)
+    figures = Measured(evaluation.map50, rates.escape_rate, rates.no_decision_rate)
+    certified, reason = certify_variant(fp32, figures, evaluation.computed_in)
     return ModelVariant(
         name=name,
         precision=precision,  # type: ignore[arg-type]  # bf16 or int8 here, never fp32
@@ -82,7 +83,7 @@ def certified_variants(
     and the convolutions INT8's accuracy control kept in float."""
     if "openvino" not in available_backends():
         return [], ["int8 and bf16: openvino is not installed (pip install 'lineguard[train]')"], []
-    val, cal = (_measured(e, card) for e in fp32)
+    val, cal = (certification_figures(e, card.thresholds) for e in fp32)
     images = [item.path for item in iter_split(data, calib_split)][:MAX_CALIBRATION_FRAMES]
     say(f"INT8 (OpenVINO): static quantization calibrated on {len(images)} '{calib_split}' frames")
     q_path = quantize_int8(out / "model.onnx", out / INT8_FILE, images, card.input_size, runtime="openvino")
@@ -100,8 +101,3 @@ def certified_variants(
     for v in variants:
         say(f"{v.name}: {'certified' if v.certified else 'NOT certified'}: {v.reason}")
     return variants, [], kept_float
-
-
-def _measured(evaluation: Evaluation, card: ModelCard) -> Measured:
-    units = station_rates(evaluation, card.thresholds)
-    return Measured(evaluation.map50, units.escape_rate, units.no_decision_rate)

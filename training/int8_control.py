@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from lineguard.inference import Preprocessor, read_image_file
 from lineguard.messages import Measured, ModelCard, certify_variant
-from lineguard.training.calibrate import station_rates
+from lineguard.training.calibrate import certification_figures
 from lineguard.training.evaluate import evaluate
 from lineguard.training.graph_cost import multiply_adds
 
@@ -49,7 +49,6 @@ class ControlResult:
     """The INT8 file accuracy control settled on: the convolutions it kept float, and why."""
 
     float_convs: list[str]
-    quantized: int  # convolutions quantized in the full file
     passed: bool  # the rule holds on the calibration split
     line: str
 
@@ -172,16 +171,13 @@ def control_int8(
         ev = evaluate(
             path, data, split=split, thresholds=card.thresholds, backend="openvino", precision="int8"
         )
-        units = station_rates(ev, card.thresholds)
-        return certify_variant(
-            fp32_cal, Measured(ev.map50, units.escape_rate, units.no_decision_rate), ev.computed_in
-        )
+        return certify_variant(fp32_cal, certification_figures(ev, card.thresholds), ev.computed_in)
 
     reverter = _Reverter(qdq, fp32_onnx)
     convs = quantized_convs(reverter.qdq)
     passed, why = measure(qdq)
     if passed:
-        return ControlResult([], len(convs), True, f"all {len(convs)} convolutions int8 pass on '{split}'")
+        return ControlResult([], True, f"all {len(convs)} convolutions int8 pass on '{split}'")
     say(f"INT8 accuracy control: all {len(convs)} convolutions int8 fail on '{split}' ({why})")
     pre = Preprocessor(card.input_size)
     tensors = [pre(read_image_file(p))[0].copy() for p in images[:RANKING_FRAMES]]
@@ -199,8 +195,8 @@ def control_int8(
             if passed:
                 trial.replace(qdq)
                 line = f"{k} of {len(convs)} convolutions float ({cost}) pass on '{split}'"
-                return ControlResult(ranked[:k], len(convs), True, line)
+                return ControlResult(ranked[:k], True, line)
     finally:
         trial.unlink(missing_ok=True)
     most = f"{100 * MAX_FLOAT_SHARE:.0f}% of the multiply-adds"
-    return ControlResult([], len(convs), False, f"no float set within {most} passes on '{split}'")
+    return ControlResult([], False, f"no float set within {most} passes on '{split}'")
