@@ -68,9 +68,9 @@ class _Reverter:
         import onnx
 
         self.qdq = onnx.load(str(qdq))
-        original = onnx.load(str(fp32)).graph
-        self._inputs = {n.name: list(n.input) for n in original.node if n.op_type == "Conv"}
-        self._inits = {i.name: i for i in original.initializer}
+        self.fp32 = onnx.load(str(fp32))
+        self._inputs = {n.name: list(n.input) for n in self.fp32.graph.node if n.op_type == "Conv"}
+        self._inits = {i.name: i for i in self.fp32.graph.initializer}
 
     def with_float(self, names: list[str]) -> Any:
         import onnx
@@ -133,14 +133,14 @@ def _top_scores(model: Any, tensors: list[npt.NDArray[np.float32]]) -> npt.NDArr
 
 
 def _rank(
-    reverter: _Reverter, fp32: Any, convs: list[str], tensors: list[npt.NDArray[np.float32]]
+    reverter: _Reverter, convs: list[str], tensors: list[npt.NDArray[np.float32]]
 ) -> tuple[list[str], dict[str, float]]:
     """The convolutions whose float copy brings the top scores closer to fp32's, most score
     restored per multiply-add first (a float convolution at 640 px costs what it computes), and
     each one's share of the model's multiply-adds."""
-    reference = _top_scores(fp32, tensors)
+    reference = _top_scores(reverter.fp32, tensors)
     moved = float(np.abs(_top_scores(reverter.qdq, tensors) - reference).mean())
-    macs = multiply_adds(fp32)
+    macs = multiply_adds(reverter.fp32)
     total = sum(macs.values())
     share = {c: macs.get(c, total) / total for c in convs}
     gain = {
@@ -182,7 +182,7 @@ def control_int8(
     pre = Preprocessor(card.input_size)
     tensors = [pre(read_image_file(p))[0].copy() for p in images[:RANKING_FRAMES]]
     say(f"  ranking them on {len(tensors)} '{split}' units, each put back in float on its own")
-    ranked, share = _rank(reverter, onnx.load(str(fp32_onnx)), convs, tensors)
+    ranked, share = _rank(reverter, convs, tensors)
     steps = [k for k in range(1, len(ranked) + 1) if sum(share[c] for c in ranked[:k]) <= MAX_FLOAT_SHARE]
     tries = sorted({k for k in steps if k & (k - 1) == 0} | set(steps[-1:]))  # 1, 2, 4, …, the most
     trial = qdq.with_name(f"{qdq.stem}.trial.onnx")
